@@ -1,0 +1,351 @@
+"""PEP 249 connection and cursor for the replicated store."""
+
+import datetime
+import decimal
+import re
+import time
+
+from .. import wire
+from . import exceptions as exc
+from .transport import LocalTransport, SocketTransport
+
+CONSISTENCY_LEVELS = ("strong", "weak", "none")
+_DML = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
+_READ_ONLY = re.compile(r"^\s*(SELECT|PRAGMA|EXPLAIN|VALUES)\b", re.I)
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+class Connection:
+    """A session with the store.
+
+    ``isolation_level=None`` (what Django uses) means autocommit: each
+    statement outside an explicit BEGIN is its own replicated transaction.
+    Any other value behaves like :mod:`sqlite3`'s legacy mode: an implicit
+    BEGIN before INSERT/UPDATE/DELETE/REPLACE, ended by :meth:`commit`.
+    """
+
+    def __init__(self, addresses=None, *, database="default", token=None, secret=None, node=None,
+                 consistency="strong", timeout=10.0, retry_timeout=None, isolation_level="",
+                 max_frame=wire.DEFAULT_MAX_FRAME):
+        if consistency not in CONSISTENCY_LEVELS:
+            raise exc.ProgrammingError(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {consistency!r}")
+        if node is None and not addresses:
+            raise exc.InterfaceError("connect() needs node addresses (HOST:PORT or unix:/path) or an embedded node")
+        if isinstance(addresses, str):
+            addresses = [a.strip() for a in addresses.split(",") if a.strip()]
+        self._addresses = list(addresses or [])
+        self._node = node
+        if token is None and secret is not None:
+            token = wire.client_token(secret)
+        self._token = token
+        self.database = database
+        self.consistency = consistency
+        self.timeout = timeout
+        self.retry_timeout = timeout if retry_timeout is None else retry_timeout
+        self.isolation_level = isolation_level
+        self.max_frame = max_frame
+        self._transport = None
+        self._in_tx = False
+        self._closed = False
+        self.pragmas = {}
+        self._request({"op": "ping"})
+
+    # -- PEP 249 ------------------------------------------------------------------------------
+
+    def cursor(self):
+        self._check_open()
+        return Cursor(self)
+
+    def commit(self):
+        self._check_open()
+        if self._in_tx:
+            self._request({"op": "commit"})
+
+    def rollback(self):
+        self._check_open()
+        if self._in_tx:
+            self._request({"op": "rollback"})
+
+    def close(self):
+        if self._closed:
+            return
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        self._closed = True
+
+    # -- sqlite3-style conveniences ----------------------------------------------------------
+
+    def execute(self, sql, parameters=()):
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql, seq_of_parameters):
+        return self.cursor().executemany(sql, seq_of_parameters)
+
+    def executescript(self, script):
+        return self.cursor().executescript(script)
+
+    @property
+    def in_transaction(self):
+        return self._in_tx
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+        return False
+
+    # -- store-specific -------------------------------------------------------------------------
+
+    def status(self):
+        return self._request({"op": "status"})["status"]
+
+    def servers(self):
+        return self._request({"op": "servers"})["servers"]
+
+    def list_databases(self):
+        return self._request({"op": "list_databases"})["databases"]
+
+    def drop_database(self, name):
+        self._request({"op": "drop_database", "db": name})
+
+    def clone_database(self, source, target):
+        self._request({"op": "clone_database", "src": source, "dst": target})
+
+    def entry_applied(self, entry_id, database=None):
+        return self._request({"op": "entry_applied", "db": database or self.database, "entry_id": entry_id})["applied"]
+
+    def add_member(self, raft_address, client_address):
+        return self._request({"op": "add_member", "raft": raft_address, "client": client_address})["servers"]
+
+    def remove_member(self, raft_address):
+        return self._request({"op": "remove_member", "raft": raft_address})["servers"]
+
+    @property
+    def node_address(self):
+        return self._transport.address if self._transport is not None else None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _check_open(self):
+        if self._closed:
+            raise exc.ProgrammingError("Cannot operate on a closed connection.")
+
+    def _connect(self):
+        if self._node is not None:
+            self._transport = LocalTransport(self._node)
+        else:
+            try:
+                self._transport = SocketTransport(self._addresses, self._token, self.timeout, self.max_frame)
+            except wire.AuthenticationFailed as error:
+                raise exc.InterfaceError(f"the store refused this client: {error}") from None
+            except ConnectionRefusedError as error:
+                raise exc.operational(str(error), retryable=True) from None
+        opened = self._transport.request(
+            {"op": "open", "db": self.database, "consistency": self.consistency, "pragmas": self.pragmas},
+            raise_errors=False,
+        )
+        if not opened.get("ok"):
+            self._transport.close()
+            self._transport = None
+            raise exc.from_payload(opened["error"])
+        # The seed's ServerStore: remember every member's client address so a
+        # later failure can fail over to them.
+        for server in opened.get("servers", []):
+            client = server.get("client")
+            if client and client not in self._addresses:
+                self._addresses.append(client)
+
+    def _request(self, message, may_write=False):
+        self._check_open()
+        deadline = time.monotonic() + self.retry_timeout
+        delay = 0.02
+        while True:
+            in_tx_before = self._in_tx
+            try:
+                if self._transport is None:
+                    self._connect()
+                response = self._transport.request(message, raise_errors=False)
+            except (OSError, wire.ProtocolError) as error:
+                if self._transport is not None:
+                    self._transport.close()
+                    self._transport = None
+                self._in_tx = False
+                if in_tx_before:
+                    raise exc.operational(
+                        f"lost the connection to the store in the middle of a transaction ({error}); "
+                        "it was rolled back on the leader, retry it", retryable=True,
+                    ) from None
+                if may_write:
+                    raise exc.operational(
+                        f"lost the connection to the store while a statement ran ({error}); "
+                        "its outcome is unknown", unknown_outcome=True,
+                    ) from None
+                if time.monotonic() + delay > deadline:
+                    raise exc.operational(f"cannot reach the store: {error}", retryable=True) from None
+            except exc.OperationalError as error:
+                # Nobody reachable yet: retry until the deadline.
+                if not error.retryable or time.monotonic() + delay > deadline:
+                    raise
+            else:
+                self._in_tx = bool(response.get("in_tx"))
+                if response.get("ok"):
+                    return response
+                error = exc.from_payload(response["error"])
+                if not (error.retryable and not in_tx_before and message.get("op") != "commit"
+                        and time.monotonic() + delay < deadline):
+                    raise error
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+class Cursor:
+    arraysize = 1
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.description = None
+        self.rowcount = -1
+        self.lastrowid = None
+        self._rows = []
+        self._position = 0
+        self._closed = False
+
+    def execute(self, sql, parameters=()):
+        self._prepare()
+        params = _adapt_parameters(parameters)
+        self._implicit_begin(sql)
+        response = self.connection._request(
+            {"op": "exec", "sql": sql, "params": params}, may_write=not _READ_ONLY.match(sql)
+        )
+        self._load(response)
+        return self
+
+    def executemany(self, sql, seq_of_parameters):
+        self._prepare()
+        params = [_adapt_parameters(p) for p in seq_of_parameters]
+        self._implicit_begin(sql)
+        response = self.connection._request({"op": "exec", "sql": sql, "params": params, "many": True}, may_write=True)
+        self._load(response)
+        return self
+
+    def executescript(self, script):
+        self._prepare()
+        if self.connection.in_transaction and self.connection.isolation_level is not None:
+            self.connection.commit()  # as sqlite3 does
+        response = self.connection._request({"op": "script", "sql": script}, may_write=True)
+        self._load(response)
+        return self
+
+    def fetchone(self):
+        self._check_open()
+        if self._position >= len(self._rows):
+            return None
+        row = self._rows[self._position]
+        self._position += 1
+        return row
+
+    def fetchmany(self, size=None):
+        self._check_open()
+        size = self.arraysize if size is None else size
+        rows = self._rows[self._position:self._position + size]
+        self._position += len(rows)
+        return rows
+
+    def fetchall(self):
+        self._check_open()
+        rows = self._rows[self._position:]
+        self._position = len(self._rows)
+        return rows
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
+
+    def close(self):
+        self._closed = True
+        self._rows = []
+
+    def setinputsizes(self, sizes):
+        pass
+
+    def setoutputsize(self, size, column=None):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _check_open(self):
+        if self._closed:
+            raise exc.ProgrammingError("Cannot operate on a closed cursor.")
+        self.connection._check_open()
+
+    def _prepare(self):
+        self._check_open()
+        self.description = None
+        self.rowcount = -1
+        self._rows = []
+        self._position = 0
+
+    def _implicit_begin(self, sql):
+        conn = self.connection
+        if conn.isolation_level is not None and not conn.in_transaction and _DML.match(sql):
+            conn._request({"op": "exec", "sql": f"BEGIN {conn.isolation_level}".strip()})
+
+    def _load(self, response):
+        columns = response.get("columns")
+        self.description = tuple((name, None, None, None, None, None, None) for name in columns) if columns else None
+        self._rows = [tuple(row) for row in response.get("rows") or []]
+        self.rowcount = response.get("rowcount", -1)
+        if response.get("lastrowid") is not None:
+            self.lastrowid = response["lastrowid"]
+
+
+def _adapt(value, position):
+    if value is None or isinstance(value, (str, float)):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(" ")
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    raise exc.ProgrammingError(
+        f"Error binding parameter {position}: type '{type(value).__name__}' is not supported"
+    )
+
+
+def _adapt_parameters(parameters):
+    if parameters is None:
+        return []
+    if isinstance(parameters, dict):
+        return {key: _adapt(value, key) for key, value in parameters.items()}
+    if isinstance(parameters, (str, bytes)):
+        raise exc.ProgrammingError("parameters must be a sequence or a mapping, not a string")
+    return [_adapt(value, index + 1) for index, value in enumerate(parameters)]

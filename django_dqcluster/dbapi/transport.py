@@ -1,0 +1,83 @@
+"""How requests reach a node: over a socket, or by a direct call to an embedded node."""
+
+import itertools
+
+from .. import wire
+
+
+class SocketTransport:
+    """One authenticated connection to the first reachable node of ``addresses``."""
+
+    def __init__(self, addresses, token, timeout=10.0, max_frame=wire.DEFAULT_MAX_FRAME):
+        self.max_frame = max_frame
+        self._ids = itertools.count(1)
+        self.sock = None
+        self.address = None
+        failures = []
+        for address in addresses:
+            try:
+                sock = wire.open_socket(address, timeout)
+            except (OSError, ValueError) as exc:
+                failures.append(f"{address} ({_reason(exc)})")
+                continue
+            try:
+                sock.settimeout(timeout)
+                wire.client_handshake(sock, token, max_frame)
+            except wire.AuthenticationFailed:
+                sock.close()
+                raise
+            except (OSError, wire.ProtocolError) as exc:
+                sock.close()
+                failures.append(f"{address} ({_reason(exc)})")
+                continue
+            # A commit may legitimately wait for an election plus the commit
+            # timeout; the node answers every request, so no read timeout.
+            sock.settimeout(None)
+            self.sock, self.address = sock, address
+            return
+        raise ConnectionRefusedError(
+            "no store node reachable; tried " + (", ".join(failures) if failures else "no addresses")
+        )
+
+    def request(self, message, raise_errors=True):
+        message = dict(message, id=next(self._ids))
+        wire.send_frame(self.sock, message)
+        response = wire.recv_frame(self.sock, self.max_frame)
+        if response.get("t") == "error":
+            raise wire.ProtocolError(response.get("message", "the node closed the session"))
+        if raise_errors and not response.get("ok"):
+            raise wire.RemoteError(response["error"])
+        return response
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+
+class LocalTransport:
+    """Requests handed straight to a node running in this process (embedded mode)."""
+
+    def __init__(self, node):
+        from ..store.session import Session
+
+        self.node = node
+        self.address = f"embedded:{node.config.bind}"
+        self.session = Session(node, peer="embedded")
+
+    def request(self, message, raise_errors=True):
+        response = self.session.handle(dict(message))
+        if raise_errors and not response.get("ok"):
+            raise wire.RemoteError(response["error"])
+        return response
+
+    def close(self):
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+def _reason(exc):
+    return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)

@@ -1,0 +1,138 @@
+"""What a statement does, found by compiling it (``EXPLAIN``) under an authorizer.
+
+The node must know, before running an autocommit statement, whether it only
+reads (answer from a local connection) or writes (append a log entry), and
+whether it calls a function that would make replicas diverge. SQLite's
+authorizer reports every table write, DDL action, pragma and function call
+while a statement is compiled; ``EXPLAIN`` compiles without executing.
+The answer depends only on the SQL text, so it is cached.
+"""
+
+import functools
+import re
+import sqlite3
+import threading
+
+from .determinism import REFUSED_FUNCTIONS
+
+_WRITE_ACTIONS = {
+    sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_CREATE_TABLE, sqlite3.SQLITE_CREATE_TRIGGER,
+    sqlite3.SQLITE_CREATE_VIEW, sqlite3.SQLITE_DELETE, sqlite3.SQLITE_DROP_INDEX,
+    sqlite3.SQLITE_DROP_TABLE, sqlite3.SQLITE_DROP_TRIGGER, sqlite3.SQLITE_DROP_VIEW,
+    sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_ALTER_TABLE,
+    sqlite3.SQLITE_REINDEX, sqlite3.SQLITE_ANALYZE, sqlite3.SQLITE_CREATE_VTABLE,
+    sqlite3.SQLITE_DROP_VTABLE,
+}
+_TEMP_ACTIONS = {
+    sqlite3.SQLITE_CREATE_TEMP_INDEX, sqlite3.SQLITE_CREATE_TEMP_TABLE, sqlite3.SQLITE_CREATE_TEMP_TRIGGER,
+    sqlite3.SQLITE_CREATE_TEMP_VIEW, sqlite3.SQLITE_DROP_TEMP_INDEX, sqlite3.SQLITE_DROP_TEMP_TABLE,
+    sqlite3.SQLITE_DROP_TEMP_TRIGGER, sqlite3.SQLITE_DROP_TEMP_VIEW,
+}
+
+#: Connection-level pragmas a client session may set; they travel with its entries.
+SESSION_PRAGMAS = ("foreign_keys", "legacy_alter_table", "recursive_triggers")
+#: Pragmas whose argument names an object to inspect: reads.
+_INSPECTING_PRAGMAS = {
+    "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
+    "foreign_key_check", "integrity_check", "quick_check", "table_list", "collation_list",
+    "function_list", "pragma_list", "module_list", "database_list", "compile_options",
+}
+#: Pragmas that change the database file and are replicated like writes.
+_REPLICATED_PRAGMAS = {"user_version", "application_id"}
+#: Pragmas that would make one replica's file differ from the others.
+_REFUSED_PRAGMAS = {"incremental_vacuum", "optimize", "writable_schema"}
+
+_SESSION_PRAGMA_TEXT = re.compile(
+    r"^\s*PRAGMA\s+(?:main\.)?(%s)\s*(?:=\s*|\(\s*)?([A-Za-z0-9_'\"]*)\s*\)?\s*;?\s*$" % "|".join(SESSION_PRAGMAS),
+    re.I,
+)
+_PRAGMA_VALUES = {"on": 1, "true": 1, "yes": 1, "1": 1, "off": 0, "false": 0, "no": 0, "0": 0}
+
+
+class Info:
+    __slots__ = ("writes", "refused", "problem")
+
+    def __init__(self):
+        self.writes = False
+        self.refused = None  # name of a node-dependent function
+        self.problem = None  # why the statement cannot run through the cluster at all
+
+    def refusal(self):
+        """The error message for a statement that may not run, or None."""
+        if self.problem:
+            return self.problem
+        if self.writes and self.refused:
+            from .determinism import refusal_message
+
+            return refusal_message(self.refused)
+        return None
+
+
+def session_pragma(sql):
+    """``PRAGMA foreign_keys = OFF`` -> ('foreign_keys', 0); a read -> ('foreign_keys', None); else None."""
+    match = _SESSION_PRAGMA_TEXT.match(sql)
+    if not match:
+        return None
+    name, value = match.group(1).lower(), match.group(2).strip("'\"").lower()
+    if not value:
+        return name, None
+    if value not in _PRAGMA_VALUES:
+        return None
+    return name, _PRAGMA_VALUES[value]
+
+
+class Classifier:
+    def __init__(self, cache_size=4096):
+        self._local = threading.local()
+        self.classify = functools.lru_cache(maxsize=cache_size)(self._classify_uncached)
+
+    def _classify_uncached(self, sql, params_shape):
+        conn = self._local.conn
+        info = Info()
+
+        def observe(action, arg1, arg2, dbname, source):
+            if action in _WRITE_ACTIONS:
+                if dbname == "temp":
+                    info.problem = "temporary tables exist per connection and cannot be replicated"
+                else:
+                    info.writes = True
+            elif action in _TEMP_ACTIONS:
+                info.problem = "temporary tables exist per connection and cannot be replicated"
+            elif action == sqlite3.SQLITE_FUNCTION and arg2 and arg2.lower() in REFUSED_FUNCTIONS:
+                info.refused = arg2.lower()
+            elif action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+                info.problem = "ATTACH and DETACH are not supported: each database is replicated on its own"
+            elif action == sqlite3.SQLITE_PRAGMA:
+                _classify_pragma(info, (arg1 or "").lower(), arg2)
+            return sqlite3.SQLITE_OK
+
+        conn.set_authorizer(observe)
+        try:
+            conn.execute("EXPLAIN " + sql, self._local.params).close()
+        finally:
+            conn.set_authorizer(None)
+        return info
+
+    def __call__(self, conn, sql, params):
+        """Classify ``sql`` using ``conn`` to compile it; compile errors propagate."""
+        self._local.conn = conn
+        self._local.params = params if params is not None else ()
+        shape = len(params) if isinstance(params, (list, tuple)) else tuple(sorted(params)) if params else 0
+        try:
+            return self.classify(sql, shape)
+        finally:
+            self._local.conn = None
+            self._local.params = None
+
+
+def _classify_pragma(info, name, value):
+    if name in SESSION_PRAGMAS or name in _INSPECTING_PRAGMAS:
+        return
+    if name in _REFUSED_PRAGMAS:
+        info.problem = f"PRAGMA {name} would make this node's file differ from the other replicas"
+    elif value is None:
+        return
+    elif name in _REPLICATED_PRAGMAS:
+        info.writes = True
+    else:
+        info.problem = f"PRAGMA {name} is node-local configuration managed by the store; it cannot be set by a client"

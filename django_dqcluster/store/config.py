@@ -1,0 +1,131 @@
+"""A node's settings, validated once, with errors that name the setting."""
+
+import dataclasses
+import ipaddress
+import os
+
+from .. import wire
+
+FSYNC = "fsync"
+PROCESS = "process"
+DURABILITY_MODES = (FSYNC, PROCESS)
+
+
+class ConfigError(ValueError):
+    """A node setting is missing or wrong; the message names it."""
+
+
+@dataclasses.dataclass
+class NodeConfig:
+    #: Raft address of this node, HOST:PORT.
+    bind: str
+    #: Data directory: SQLite files, Raft journal, snapshots, known servers.
+    data_dir: str
+    #: Raft addresses of the other members (empty for a one-node cluster).
+    peers: list = dataclasses.field(default_factory=list)
+    #: Where clients connect: HOST:PORT, or unix:/path. None = Raft port + 1.
+    client: str = None
+    #: Shared cluster secret. Required when there are peers.
+    secret: str = None
+    #: ``fsync`` (journal flushed before any acknowledgement) or ``process``.
+    durability: str = FSYNC
+    #: Election timeout range in seconds.
+    election_timeout: tuple = (0.4, 1.4)
+    #: How long a transaction waits for the database's write lock.
+    busy_timeout: float = 5.0
+    #: How long a commit waits for the cluster before reporting an unknown outcome.
+    commit_timeout: float = 10.0
+    #: Largest client frame accepted, in bytes.
+    max_frame: int = wire.DEFAULT_MAX_FRAME
+    #: Allow binding to addresses other than loopback.
+    allow_remote: bool = False
+    #: Client address of a running member to join through (dynamic membership).
+    join: str = None
+    #: Callables ``f(sqlite3_connection)`` run on every SQLite connection the node opens.
+    connection_hooks: list = dataclasses.field(default_factory=list)
+    #: Append a checkpoint hash entry after this many entries.
+    checkpoint_every: int = 1000
+
+    def __post_init__(self):
+        self.peers = [p for p in (self.peers or []) if p and p != self.bind]
+        _check_hostport("bind", self.bind)
+        for peer in self.peers:
+            _check_hostport("peers", peer)
+        if not self.data_dir:
+            raise ConfigError("data_dir: a node needs a data directory")
+        self.data_dir = os.path.abspath(self.data_dir)
+        if self.client is None:
+            host, port = wire.parse_address(self.bind)
+            self.client = f"{host}:{port + 1}"
+        else:
+            try:
+                wire.parse_address(self.client)
+            except ValueError as exc:
+                raise ConfigError(f"client: {exc}") from None
+        if self.durability not in DURABILITY_MODES:
+            raise ConfigError(f"durability: {self.durability!r} is not one of {', '.join(DURABILITY_MODES)}")
+        low, high = self.election_timeout
+        if not 0 < low < high:
+            raise ConfigError(f"election_timeout: need 0 < low < high, got {self.election_timeout!r}")
+        if (self.peers or self.join) and not self.secret:
+            raise ConfigError(
+                "secret: a multi-node store needs a cluster secret. Raft messages are pickled, so "
+                "unauthenticated Raft traffic would let anyone who can reach the port run code on this host"
+            )
+        if not self.allow_remote:
+            for name, address in (("bind", self.bind), ("client", self.client)):
+                target = wire.parse_address(address)
+                if isinstance(target, tuple) and not _is_loopback(target[0]):
+                    raise ConfigError(
+                        f"{name}: {address} is not a loopback address; set allow_remote "
+                        "(--allow-remote) to listen beyond this host"
+                    )
+
+    @property
+    def durable(self):
+        return self.durability == FSYNC
+
+    @property
+    def journal_file(self):
+        return os.path.join(self.data_dir, "raft.journal")
+
+    @property
+    def snapshot_file(self):
+        return os.path.join(self.data_dir, "raft.snapshot")
+
+    @property
+    def servers_file(self):
+        return os.path.join(self.data_dir, "servers.json")
+
+
+def _check_hostport(name, address):
+    try:
+        target = wire.parse_address(address)
+    except (ValueError, AttributeError):
+        raise ConfigError(f"{name}: invalid address {address!r}, expected HOST:PORT") from None
+    if not isinstance(target, tuple):
+        raise ConfigError(f"{name}: Raft addresses must be HOST:PORT, not {address!r}")
+
+
+def _is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_secret(secret=None, secret_file=None):
+    if secret and secret_file:
+        raise ConfigError("secret: give either a secret or a secret file, not both")
+    if secret_file:
+        try:
+            with open(secret_file) as handle:
+                value = handle.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"secret_file: cannot read {secret_file}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"secret_file: {secret_file} is empty")
+        return value
+    return secret or None

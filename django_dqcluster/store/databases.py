@@ -1,0 +1,210 @@
+"""The named SQLite databases a node holds, and the connections it keeps on them.
+
+A store holds several databases, each its own SQLite file in the data dir
+(``NAME`` in DATABASES picks one; Django's test runner creates and drops
+``test_*`` ones). For each database a node keeps:
+
+* the *apply* connection: the only one that writes committed log entries,
+  used by the Raft thread, with the deterministic functions installed;
+* the *scratch* connection: on the leader, where the one open transaction on
+  that database runs so its reads see its own writes; rolled back before the
+  transaction's entry is appended, then the entry is applied for real;
+* per-thread *read* connections for autocommit reads (WAL readers never block
+  the writer).
+
+The applied Raft index lives in the same file, written in the same SQLite
+transaction as the entry's effects, so replaying the journal after a restart
+never applies an entry twice.
+"""
+
+import os
+import re
+import sqlite3
+import threading
+
+from .determinism import DeterministicFunctions
+
+META_TABLE = "_dqcluster_applied"
+ENTRIES_TABLE = "_dqcluster_entries"
+# How many entry ids each database remembers, to answer "was my commit applied?".
+ENTRY_ID_MEMORY = 10000
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+SUFFIX = ".sqlite3"
+
+
+class InvalidDatabaseName(ValueError):
+    pass
+
+
+def check_name(name):
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise InvalidDatabaseName(
+            f"invalid database name {name!r}: use letters, digits, '_', '.', '-' (at most 128), no path"
+        )
+    return name
+
+
+class Database:
+    """One named SQLite file and the node's connections to it."""
+
+    def __init__(self, name, path, configure_connection, busy_timeout):
+        self.name = name
+        self.path = path
+        self._configure = configure_connection
+        self._busy_timeout = busy_timeout
+        self._apply = None
+        self._apply_functions = None
+        self._scratch = None
+        self._scratch_functions = None
+        self._readers = threading.local()
+        self._all_readers = []
+        self._readers_lock = threading.Lock()
+        # One write transaction at a time on the leader (SQLite's own rule,
+        # and what makes transactions serializable by construction).
+        self.write_lock = threading.Lock()
+        # Held while a statement runs on the scratch connection, so the Raft
+        # thread can abort a deposed leader's transaction safely.
+        self.scratch_mutex = threading.RLock()
+        self.applied_index = None
+        self._open_lock = threading.Lock()
+
+    def _connect(self):
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        # The Raft journal is the durable record: a power loss that drops the
+        # last SQLite commits is repaired by replaying entries above the
+        # applied index stored in this file.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        self._configure(conn)
+        return conn
+
+    # -- apply connection (Raft thread) -------------------------------------------------
+
+    def apply_connection(self):
+        if self._apply is None:
+            with self._open_lock:
+                if self._apply is None:
+                    self._open_apply()
+        return self._apply
+
+    def _open_apply(self):
+        conn = self._connect()
+        self._apply_functions = DeterministicFunctions(conn)
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {META_TABLE} "
+            "(id INTEGER PRIMARY KEY CHECK (id = 1), raft_index INTEGER NOT NULL)"
+        )
+        conn.execute(f"INSERT OR IGNORE INTO {META_TABLE} (id, raft_index) VALUES (1, 0)")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {ENTRIES_TABLE} "
+            "(entry_id TEXT PRIMARY KEY, raft_index INTEGER NOT NULL)"
+        )
+        self.applied_index = conn.execute(f"SELECT raft_index FROM {META_TABLE}").fetchone()[0]
+        self._apply = conn
+
+    @property
+    def apply_functions(self):
+        self.apply_connection()
+        return self._apply_functions
+
+    def read_applied_index(self):
+        if not os.path.exists(self.path):
+            return 0
+        self.apply_connection()
+        return self.applied_index
+
+    # -- scratch connection (leader transactions) --------------------------------------
+
+    def scratch_connection(self):
+        if self._scratch is None:
+            self.apply_connection()  # make sure the bookkeeping tables exist
+            with self._open_lock:
+                if self._scratch is None:
+                    conn = self._connect()
+                    self._scratch_functions = DeterministicFunctions(conn)
+                    self._scratch = conn
+        return self._scratch
+
+    @property
+    def scratch_functions(self):
+        self.scratch_connection()
+        return self._scratch_functions
+
+    # -- read connections ---------------------------------------------------------------
+
+    def read_connection(self):
+        conn = getattr(self._readers, "conn", None)
+        if conn is None:
+            self.apply_connection()
+            conn = self._connect()
+            self._readers.conn = conn
+            with self._readers_lock:
+                self._all_readers.append(conn)
+        return conn
+
+    def close(self):
+        for conn in [self._apply, self._scratch, *self._all_readers]:
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+        self._apply = self._scratch = None
+        self._all_readers = []
+        self._readers = threading.local()
+        self.applied_index = None
+
+
+class DatabaseSet:
+    """All databases in ``<data_dir>/db``, created on first use."""
+
+    def __init__(self, directory, configure_connection=None, busy_timeout=5.0):
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self._configure = configure_connection or (lambda conn: None)
+        self._busy_timeout = busy_timeout
+        self._databases = {}
+        self._lock = threading.Lock()
+
+    def path_for(self, name):
+        return os.path.join(self.directory, check_name(name) + SUFFIX)
+
+    def get(self, name):
+        with self._lock:
+            database = self._databases.get(name)
+            if database is None:
+                database = Database(name, self.path_for(name), self._configure, self._busy_timeout)
+                self._databases[name] = database
+            return database
+
+    def exists(self, name):
+        return os.path.exists(self.path_for(name))
+
+    def names(self):
+        return sorted(
+            entry[: -len(SUFFIX)] for entry in os.listdir(self.directory) if entry.endswith(SUFFIX)
+        )
+
+    def remove_files(self, name):
+        """Close and delete a database's files (drop, or replaced by a snapshot)."""
+        with self._lock:
+            database = self._databases.pop(name, None)
+        if database is not None:
+            database.close()
+        path = self.path_for(name)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.remove(path + suffix)
+            except FileNotFoundError:
+                pass
+
+    def close(self):
+        with self._lock:
+            databases = list(self._databases.values())
+            self._databases.clear()
+        for database in databases:
+            database.close()

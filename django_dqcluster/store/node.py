@@ -1,0 +1,372 @@
+"""A store node: Raft engine + state machine + client server, started and stopped as one.
+
+Run one per host (``python -m django_dqcluster.store``, or ``manage.py
+dqcluster_node``), or embedded in a process (``Node(config).start()``) for
+single-process use and tests.
+"""
+
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+import uuid
+
+from pysyncobj import FAIL_REASON
+
+from .. import wire
+from . import errors, raft
+from .config import NodeConfig, read_secret
+from .server import ClientServer
+from .session import LeaderState
+from .statemachine import BARRIER, CHECKPOINT, MEMBER, StateMachine, encode_entry
+
+logger = logging.getLogger("django_dqcluster.store")
+
+FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
+ROLE_NAMES = {FOLLOWER: "follower", CANDIDATE: "candidate", LEADER: "leader"}
+
+
+class Node:
+    def __init__(self, config: NodeConfig):
+        self.config = config
+        os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+        self.secret = config.secret or self._local_secret()
+        self.token = wire.client_token(self.secret)
+        self.state_machine = StateMachine(
+            config.data_dir,
+            configure_connection=self._configure_connection,
+            busy_timeout=config.busy_timeout,
+            fsync=config.durable,
+        )
+        self.state_machine.listeners.append(self._on_applied)
+        self.leader_state = LeaderState(self)
+        self.engine = None
+        self.server = None
+        self._barriers = _BarrierGroup(self)
+        self._stopping = threading.Event()
+        self._housekeeper = None
+        self._entries_since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self.started_at = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self):
+        peers = list(self.config.peers)
+        if self.config.join:
+            peers = self._join_through(self.config.join)
+        conf = raft.make_conf(
+            secret=self.secret,
+            journal_file=self.config.journal_file,
+            dump_file=self.config.snapshot_file,
+            serializer=self.state_machine.write_snapshot,
+            deserializer=lambda filename: self.state_machine.read_snapshot(filename, raft.make_node),
+            on_state_changed=self._on_state_changed,
+            election_timeout=self.config.election_timeout,
+        )
+        self.engine = raft.SafeSyncObj(
+            self.config.bind, peers, conf, self.state_machine, durable=self.config.durable
+        )
+        self.server = ClientServer(self)
+        self.server.start()
+        self.started_at = time.time()
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="dqcluster-housekeeping", daemon=True)
+        self._housekeeper.start()
+        logger.info("node %s started (client %s, data %s)", self.config.bind, self.config.client, self.config.data_dir)
+        return self
+
+    def stop(self):
+        self._stopping.set()
+        if self.server is not None:
+            self.server.stop()
+        if self.engine is not None:
+            self.engine.destroy_synchronous()
+        self.leader_state.abort_all("the node is shutting down")
+        self.state_machine.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def wait_ready(self, timeout=30.0):
+        """Block until this node knows a leader and has applied what it committed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.leader_address() and self.engine.raftLastApplied >= self.engine.raftCommitIndex:
+                if self.is_leader() or self.leader_client_address():
+                    return True
+            time.sleep(0.02)
+        raise TimeoutError(f"node {self.config.bind}: no leader within {timeout}s")
+
+    # -- identity and roles ------------------------------------------------------------------
+
+    def is_leader(self):
+        return self.engine is not None and self.engine._isLeader()
+
+    def role(self):
+        if self.engine is None:
+            return "stopped"
+        return ROLE_NAMES.get(self.engine._SyncObj__raftState, "unknown")
+
+    def leader_address(self):
+        leader = self.engine._getLeader() if self.engine is not None else None
+        return leader.address if leader is not None else None
+
+    def leader_client_address(self):
+        leader = self.leader_address()
+        if leader is None:
+            return None
+        if leader == self.config.bind:
+            return self.config.client
+        return self.state_machine.members.get(leader)
+
+    def servers(self):
+        """The known servers (the seed's ServerStore): Raft and client addresses of every member."""
+        members = dict(self.state_machine.members)
+        members.setdefault(self.config.bind, self.config.client)
+        raft_members = [self.config.bind] + [n.address for n in self.engine.otherNodes] if self.engine else []
+        return [{"raft": r, "client": members.get(r)} for r in sorted(set(raft_members) | set(members))]
+
+    def check_serving(self):
+        if self.state_machine.diverged:
+            raise errors.operational(f"node {self.config.bind} stopped serving: {self.state_machine.diverged}")
+
+    # -- replication --------------------------------------------------------------------------
+
+    def submit(self, entry, timeout=None):
+        """Append ``entry`` to the log and wait until it is committed and applied here."""
+        entry.setdefault("id", uuid.uuid4().hex)
+        payload = encode_entry(entry)
+        done = threading.Event()
+        box = {}
+
+        def on_result(result, error):
+            if error == FAIL_REASON.SUCCESS:
+                # Acknowledge only what the journal holds on disk (fsync mode).
+                self.engine.flush_journal()
+            box["result"], box["error"] = result, error
+            done.set()
+
+        self.engine.apply_entry(payload, callback=on_result)
+        timeout = self.config.commit_timeout if timeout is None else timeout
+        if not done.wait(timeout):
+            raise errors.unknown_outcome(
+                f"commit outcome unknown: the cluster did not answer within {timeout:g}s "
+                f"(entry {entry['id']}); check whether the transaction's effects are present before retrying"
+            )
+        error = box["error"]
+        if error == FAIL_REASON.SUCCESS:
+            return box["result"]
+        if error in raft.NOT_APPLIED:
+            raise errors.retryable(f"transaction not committed, safe to retry: {raft.NOT_APPLIED[error]}")
+        raise errors.unknown_outcome(
+            f"commit outcome unknown: {raft.OUTCOME_UNKNOWN.get(error, f'pysyncobj error {error}')} (entry {entry['id']})"
+        )
+
+    def barrier(self, timeout=None):
+        """Return once everything committed before the call is applied here (linearizable reads)."""
+        self._barriers.wait(self.config.commit_timeout if timeout is None else timeout)
+
+    # -- membership ----------------------------------------------------------------------------
+
+    def add_member(self, raft_address, client_address, timeout=30.0):
+        self._membership_change(self.engine.addNodeToCluster, raft_address, timeout)
+        self.submit({"kind": MEMBER, "raft": raft_address, "client": client_address})
+
+    def remove_member(self, raft_address, timeout=30.0):
+        self._membership_change(self.engine.removeNodeFromCluster, raft_address, timeout)
+        self.submit({"kind": MEMBER, "raft": raft_address, "remove": True})
+
+    def _membership_change(self, change, raft_address, timeout):
+        if not self.is_leader():
+            raise errors.retryable("membership changes go through the leader")
+        deadline = time.monotonic() + timeout
+        while True:
+            done = threading.Event()
+            box = {}
+            change(raft_address, callback=lambda result, error: (box.update(error=error), done.set()))
+            if not done.wait(max(0.1, deadline - time.monotonic())):
+                raise errors.unknown_outcome(f"membership change for {raft_address} timed out")
+            if box["error"] == FAIL_REASON.SUCCESS:
+                return
+            # REQUEST_DENIED: a previous change is not committed yet; retry.
+            if box["error"] != FAIL_REASON.REQUEST_DENIED or time.monotonic() > deadline:
+                raise errors.operational(f"membership change for {raft_address} failed (pysyncobj error {box['error']})")
+            time.sleep(0.1)
+
+    def _join_through(self, client_address):
+        """Ask a running member to add us; return the member list to start with."""
+        from ..dbapi.transport import SocketTransport  # the node is a client of its peers here
+
+        transport = SocketTransport([client_address], token=self.token, timeout=30.0)
+        try:
+            reply = transport.request(
+                {"op": "add_member", "raft": self.config.bind, "client": self.config.client}
+            )
+        finally:
+            transport.close()
+        return [server["raft"] for server in reply["servers"] if server["raft"] != self.config.bind]
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def status(self):
+        engine = self.engine
+        raw = engine.getStatus()
+        members = []
+        for server in self.servers():
+            address = server["raft"]
+            entry = {"raft": address, "client": server["client"]}
+            if address == self.config.bind:
+                entry["role"] = self.role()
+                entry["connected"] = True
+            else:
+                entry["role"] = "leader" if address == self.leader_address() else "follower"
+                entry["connected"] = raw.get(f"partner_node_status_server_{address}") == 2
+                if self.is_leader():
+                    entry["match_index"] = raw.get(f"match_idx_server_{address}")
+            members.append(entry)
+        return {
+            "node": self.config.bind,
+            "client": self.config.client,
+            "role": self.role(),
+            "leader": self.leader_address(),
+            "leader_client": self.leader_client_address(),
+            "term": engine.raftCurrentTerm,
+            "commit_index": engine.raftCommitIndex,
+            "applied_index": engine.raftLastApplied,
+            "log_length": raw.get("log_len"),
+            "has_quorum": raw.get("has_quorum"),
+            "durability": self.config.durability,
+            "diverged": self.state_machine.diverged,
+            "fatal": self.state_machine.fatal,
+            "databases": self.state_machine.databases.names(),
+            "members": members,
+            "uptime": time.time() - self.started_at if self.started_at else 0,
+        }
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _local_secret(self):
+        """A one-node store without a configured secret makes its own, readable only by its owner."""
+        path = os.path.join(self.config.data_dir, "cluster.secret")
+        try:
+            with open(path) as handle:
+                return handle.read().strip()
+        except FileNotFoundError:
+            value = secrets.token_urlsafe(32)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(value + "\n")
+            return value
+
+    def _configure_connection(self, conn):
+        for hook in self.config.connection_hooks:
+            hook(conn)
+
+    def _on_state_changed(self, old, new):
+        if old == LEADER and new != LEADER:
+            logger.warning("node %s lost leadership", self.config.bind)
+            self.leader_state.abort_all("leadership was lost in the middle of the transaction")
+
+    def _on_applied(self, kind, entry):
+        if kind in (MEMBER, "snapshot"):
+            self._write_servers_file()
+        if kind not in (BARRIER, CHECKPOINT):
+            self._entries_since_checkpoint += 1
+
+    def _write_servers_file(self):
+        path = self.config.servers_file
+        tmp = path + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump(sorted(self.state_machine.members.items()), handle)
+        os.replace(tmp, path)
+
+    def _housekeeping(self):
+        """Announce our client address, and (as leader) append checkpoint hashes."""
+        while not self._stopping.wait(0.25):
+            try:
+                if self.engine.raftLastApplied < self.engine.raftCommitIndex:
+                    continue
+                if self.state_machine.members.get(self.config.bind) != self.config.client and self.leader_address():
+                    self.submit({"kind": MEMBER, "raft": self.config.bind, "client": self.config.client}, timeout=5)
+                if self.is_leader() and (
+                    self._entries_since_checkpoint >= self.config.checkpoint_every
+                    or (self._entries_since_checkpoint and time.monotonic() - self._last_checkpoint > 10)
+                ):
+                    self._entries_since_checkpoint = 0
+                    self._last_checkpoint = time.monotonic()
+                    machine = self.state_machine
+                    self.submit({"kind": CHECKPOINT, "upto": machine.last_index, "hash": machine.hash}, timeout=5)
+            except errors.StoreError as exc:
+                logger.debug("housekeeping: %s", exc)
+            except Exception:  # keep the thread alive: it is what makes the node discoverable
+                logger.exception("housekeeping failed")
+
+
+class _BarrierGroup:
+    """Coalesces concurrent read barriers: one log round trip serves every reader waiting for it.
+
+    A barrier proves leadership and that every entry committed before it is
+    applied. A reader may use any barrier *submitted after it arrived*, so
+    readers arriving while one is in flight wait for the next one, and that
+    next one serves all of them.
+    """
+
+    def __init__(self, node):
+        self._node = node
+        self._cond = threading.Condition()
+        self._submitted = 0  # generation of the latest submitted barrier
+        self._completed = 0  # generation of the latest finished barrier
+        self._in_flight = False
+        self._in_flight_since = 0.0
+        self._waiting = 0
+        self._errors = {}  # generation -> StoreError
+
+    def wait(self, timeout):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._submitted + 1
+            if not self._in_flight:
+                self._submit_locked()
+            self._waiting += 1
+            try:
+                while self._completed < target:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        if time.monotonic() - self._in_flight_since > timeout:
+                            # Its callback may never come (the entry was lost
+                            # with a leadership change): let the next reader start afresh.
+                            self._in_flight = False
+                        raise errors.retryable(f"read barrier timed out after {timeout:g}s: no leader confirmed")
+                    self._cond.wait(remaining)
+            finally:
+                self._waiting -= 1
+            error = self._errors.get(target)
+        if error is not None:
+            raise error
+
+    def _submit_locked(self):
+        self._submitted += 1
+        self._in_flight = True
+        self._in_flight_since = time.monotonic()
+        generation = self._submitted
+        payload = encode_entry({"kind": BARRIER, "id": uuid.uuid4().hex})
+
+        def on_result(result, error):
+            with self._cond:
+                if error != FAIL_REASON.SUCCESS:
+                    reason = raft.NOT_APPLIED.get(error) or raft.OUTCOME_UNKNOWN.get(error, str(error))
+                    self._errors[generation] = errors.retryable(f"cannot confirm leadership for a read: {reason}")
+                self._errors.pop(generation - 64, None)
+                self._completed = generation
+                self._in_flight = False
+                if self._submitted == generation and self._waiting:
+                    # Readers arrived while this one was in flight.
+                    self._submit_locked()
+                self._cond.notify_all()
+
+        self._node.engine.apply_entry(payload, callback=on_result)

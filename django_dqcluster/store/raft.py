@@ -1,0 +1,342 @@
+"""Everything the store needs from pysyncobj, in one module.
+
+pysyncobj 0.3.17 is used, but not trusted blindly (ARCHITECTURE invariant 9,
+design/pysyncobj-safety.md):
+
+* **Raft §5.3.** Its follower deletes every entry after ``prevLogIdx`` on each
+  AppendEntries, even entries that match the leader's, while the leader keeps
+  counting the follower's earlier acknowledgements. A leader crash in that
+  window loses acknowledged writes. :class:`SafeSyncObj` rewrites each
+  AppendEntries before the library sees it so that matching entries are kept,
+  truncation starts only at the first conflicting entry, and the follower
+  never acknowledges an entry it no longer holds.
+* **Durability.** The journal is an mmap that pysyncobj never flushes while
+  running. In ``fsync`` mode the journal is flushed before a follower
+  acknowledges entries and before the leader acknowledges a client; term and
+  vote metadata are written with fsync.
+* **Pickle.** Raft messages are pickled, so a multi-node store refuses to run
+  without a cluster secret (pysyncobj's ``password``, which authenticates and
+  encrypts every message). See :mod:`.node`.
+
+The subclass relies on private, name-mangled attributes of that exact
+release; :func:`check_engine` verifies they exist at start-up so an upgrade of
+the library fails loudly instead of silently losing the fix.
+"""
+
+import logging
+import os
+import threading
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj import pickle as raft_pickle
+from pysyncobj.journal import FileJournal, MetaStorer
+from pysyncobj.node import TCPNode
+from pysyncobj.transport import TCPTransport
+
+logger = logging.getLogger("django_dqcluster.store.raft")
+
+SUPPORTED_VERSION = "0.3.17"
+
+# Private names the safety fix and the durability hooks depend on.
+REQUIRED_SYNCOBJ_ATTRIBUTES = (
+    "_SyncObj__onMessageReceived",
+    "_SyncObj__deleteEntriesFrom",
+    "_SyncObj__getEntries",
+)
+REQUIRED_INSTANCE_ATTRIBUTES = (
+    "_SyncObj__raftLog",
+    "_SyncObj__raftCurrentTerm",
+    "_SyncObj__raftCommitIndex",
+    "_SyncObj__recvTransmission",
+    "_SyncObj__raftMatchIndex",
+    "_SyncObj__raftNextIndex",
+    "_SyncObj__otherNodes",
+    "_SyncObj__raftState",
+    "_SyncObj__transport",
+)
+REQUIRED_JOURNAL_ATTRIBUTES = ("_FileJournal__metaStorer",)
+
+MEMBERSHIP_COMMAND = 2  # pysyncobj _COMMAND_TYPE.MEMBERSHIP
+
+# Failures after which the entry was certainly not applied (safe to retry).
+NOT_APPLIED = {
+    FAIL_REASON.QUEUE_FULL: "the leader's command queue is full",
+    FAIL_REASON.MISSING_LEADER: "the cluster has no leader right now",
+    FAIL_REASON.DISCARDED: "a new leader replaced the entry before it was committed",
+    FAIL_REASON.NOT_LEADER: "this node stopped being the leader before the entry was appended",
+    FAIL_REASON.REQUEST_DENIED: "the leader refused the request",
+}
+# Failures after which nobody can tell yet whether the entry will be applied.
+OUTCOME_UNKNOWN = {
+    FAIL_REASON.LEADER_CHANGED: "the leader changed while the entry was in flight",
+    FAIL_REASON.UNKNOWN_OUTCOME: "the entry's outcome could not be tracked",
+}
+
+
+class EngineMismatch(RuntimeError):
+    pass
+
+
+def check_engine():
+    """Fail at start-up if pysyncobj is not the release the safety fix was written for."""
+    from pysyncobj.version import VERSION
+
+    if VERSION != SUPPORTED_VERSION:
+        raise EngineMismatch(
+            f"django_dqcluster's store needs pysyncobj=={SUPPORTED_VERSION} (found {VERSION}): "
+            "its Raft safety fix relies on that release's internals"
+        )
+    missing = [name for name in REQUIRED_SYNCOBJ_ATTRIBUTES if not hasattr(SyncObj, name)]
+    if missing:
+        raise EngineMismatch(f"pysyncobj lacks the internals the safety fix needs: {', '.join(missing)}")
+
+
+def check_instance(engine):
+    missing = [name for name in REQUIRED_INSTANCE_ATTRIBUTES if not hasattr(engine, name)]
+    journal = engine._SyncObj__raftLog
+    if isinstance(journal, FileJournal):
+        missing += [name for name in REQUIRED_JOURNAL_ATTRIBUTES if not hasattr(journal, name)]
+    if missing:
+        raise EngineMismatch(f"pysyncobj lacks the internals the safety fix needs: {', '.join(missing)}")
+
+
+class FsyncMetaStorer(MetaStorer):
+    """Term and vote are promises to other nodes: write them with fsync (pysyncobj only renames)."""
+
+    def storeMeta(self, meta):
+        path = self.getPath()
+        with open(path + ".tmp", "wb") as handle:
+            handle.write(raft_pickle.dumps(meta))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(path + ".tmp", path)
+        directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+class FlushingTransport(TCPTransport):
+    """Flushes the journal before a follower's acknowledgement leaves the node."""
+
+    flush_journal = None  # set by SafeSyncObj in fsync mode
+
+    def send(self, node, message):
+        if self.flush_journal is not None and message.get("type") == "next_node_idx" and message.get("success"):
+            self.flush_journal()
+        return super().send(node, message)
+
+
+class SafeSyncObj(SyncObj):
+    """pysyncobj with Raft §5.3 restored and the state machine plugged in.
+
+    ``apply_entry`` is the only replicated method: its argument is an opaque
+    msgpack payload handed to ``state_machine.apply(payload, index)``.
+    """
+
+    def __init__(self, self_address, peers, conf, state_machine, *, durable=True, **kwargs):
+        check_engine()
+        self._state_machine = state_machine
+        self._durable = durable
+        self._flush_lock = threading.Lock()
+        self._flushed_upto = None
+        # The highest index this follower knows matches the leader of term
+        # ``_matched_term``: everything it received from that leader.
+        self._matched_term = -1
+        self._matched_upto = 0
+        self._apply_index = None
+        kwargs.setdefault("transportClass", FlushingTransport)
+        super().__init__(self_address, peers, conf, **kwargs)
+        check_instance(self)
+        if durable and isinstance(self._SyncObj__raftLog, FileJournal):
+            journal = self._SyncObj__raftLog
+            journal._FileJournal__metaStorer = FsyncMetaStorer(journal._FileJournal__metaStorer.getPath())
+            transport = self._SyncObj__transport
+            if isinstance(transport, FlushingTransport):
+                transport.flush_journal = self.flush_journal
+
+    # -- the state machine ----------------------------------------------------------------
+
+    @replicated
+    def apply_entry(self, payload):
+        return self._state_machine.apply(payload, self.raftLastApplied + 1)
+
+    def _checkCommandsToApply(self):
+        log = self._SyncObj__raftLog
+        before = log[-1][1]
+        super()._checkCommandsToApply()
+        if log[-1][1] != before and not self._SyncObj__otherNodes:
+            # Alone, nobody's reply wakes the poller, so the new entry would be
+            # committed only at the next periodic tick (50 ms): wake it now.
+            notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+            if notifier is not None:
+                notifier.notify()
+
+    # -- durability -----------------------------------------------------------------------
+
+    def flush_journal(self):
+        """msync the journal if it changed since the last flush (fsync mode only)."""
+        if not self._durable:
+            return
+        journal = self._SyncObj__raftLog
+        if not isinstance(journal, FileJournal) or not len(journal):
+            return
+        last = journal[-1][1:3]
+        with self._flush_lock:
+            if last == self._flushed_upto:
+                return
+            journal.flush()
+            self._flushed_upto = last
+
+    # -- Raft §5.3 ------------------------------------------------------------------------
+
+    def _SyncObj__onMessageReceived(self, node, message):
+        if (
+            isinstance(message, dict)
+            and message.get("type") == "append_entries"
+            and "prevLogIdx" in message
+            and message.get("term", -1) >= self._SyncObj__raftCurrentTerm
+        ):
+            message = self._keep_matching_entries(message)
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _SyncObj__deleteEntriesFrom(self, fromIDx):
+        allowed = getattr(self, "_delete_allowed_from", None)
+        if allowed is None or fromIDx < allowed:
+            # Not a conflict: Raft §5.3 keeps these entries.
+            logger.debug("kept entries from %d that pysyncobj would have deleted", fromIDx)
+            return
+        SyncObj._SyncObj__deleteEntriesFrom(self, fromIDx)
+
+    def _local_entry(self, index):
+        log = self._SyncObj__raftLog
+        first = log[0][1]
+        if index < first or index > log[-1][1]:
+            return None
+        return log[index - first]
+
+    def _keep_matching_entries(self, message):
+        """Rewrite an AppendEntries so that pysyncobj deletes only conflicting entries.
+
+        Returns the message to hand to the library (possibly the same object).
+        Sets ``_delete_allowed_from`` to the first conflicting index, if any.
+        """
+        self._delete_allowed_from = None
+        term = message["term"]
+        if term != self._matched_term:
+            self._matched_term, self._matched_upto = term, 0
+
+        transmission = message.get("transmission")
+        if transmission in ("start", "process"):
+            return message
+        if transmission == "finish":
+            assembled = self._SyncObj__recvTransmission + message["data"]
+            entries = [raft_pickle.loads(assembled)]
+        else:
+            entries = message.get("entries") or []
+
+        log = self._SyncObj__raftLog
+        last_index = log[-1][1]
+        prev_index = message["prevLogIdx"]
+        prev_entry = self._local_entry(prev_index)
+        if prev_entry is None or prev_entry[2] != message["prevLogTerm"]:
+            # Unknown or mismatching predecessor: the library answers with a
+            # reset and deletes nothing.
+            return message
+
+        # Skip the entries we already hold with the same index and term.
+        kept = 0
+        while kept < len(entries):
+            local = self._local_entry(entries[kept][1])
+            if local is None or local[2] != entries[kept][2]:
+                break
+            kept += 1
+        new_entries = entries[kept:]
+        if kept:
+            prev_index, prev_term = entries[kept - 1][1], entries[kept - 1][2]
+        else:
+            prev_term = message["prevLogTerm"]
+
+        rewritten = {key: value for key, value in message.items() if key not in ("transmission", "data")}
+        if new_entries:
+            if new_entries[0][1] <= last_index:
+                # A real conflict: Raft deletes from here on.
+                self._delete_allowed_from = new_entries[0][1]
+            rewritten.update(prevLogIdx=prev_index, prevLogTerm=prev_term, entries=new_entries)
+            self._matched_upto = max(self._matched_upto, new_entries[-1][1])
+            if transmission == "finish":
+                self._SyncObj__recvTransmission = ""
+            return rewritten
+
+        # Every entry of the message is already here.
+        message_end = prev_index
+        if message_end >= last_index:
+            rewritten.update(prevLogIdx=prev_index, prevLogTerm=prev_term, entries=[])
+            self._matched_upto = max(self._matched_upto, message_end)
+            return rewritten
+
+        # Our log is longer than the message (a stale, shortening re-send).
+        # Acknowledge as far as we know our entries match this leader's log:
+        # what it sent us in this term, what is committed, and anything up to
+        # an entry of the leader's own term (Log Matching). Never further.
+        known = max(message_end, self._matched_upto, self._SyncObj__raftCommitIndex)
+        for index in range(last_index, known, -1):
+            if self._local_entry(index)[2] == term:
+                known = index
+                break
+        known = min(known, last_index)
+        tail = [self._local_entry(i) for i in range(known + 1, last_index + 1)]
+        if any(entry[0][:1] == bytes([MEMBERSHIP_COMMAND]) for entry in tail):
+            # pysyncobj undoes membership changes in a tail it deletes; keeping
+            # such a tail would desynchronise its member list, so let it go.
+            self._delete_allowed_from = known + 1
+        rewritten.update(
+            prevLogIdx=known,
+            prevLogTerm=self._local_entry(known)[2],
+            entries=[],
+            commit_index=min(message["commit_index"], known),
+        )
+        self._matched_upto = max(self._matched_upto, known)
+        if transmission == "finish":
+            self._SyncObj__recvTransmission = ""
+        return rewritten
+
+
+def make_conf(*, secret, journal_file, dump_file, serializer, deserializer, on_state_changed,
+              election_timeout, dynamic_membership=True):
+    """pysyncobj settings that matter (design/engine-evaluation.md)."""
+    low, high = election_timeout
+    return SyncObjConf(
+        password=secret,
+        # With batching on, a synchronous write waits up to 100 ms for the
+        # next batch: ~10 commits/s instead of ~1000.
+        appendEntriesUseBatch=False,
+        journalFile=journal_file,
+        fullDumpFile=dump_file,
+        serializer=serializer,
+        deserializer=deserializer,
+        dynamicMembershipChange=dynamic_membership,
+        onStateChanged=on_state_changed,
+        # Fail fast when there is no leader: the store turns that into a
+        # retryable error instead of letting callers queue up blindly.
+        commandsWaitLeader=False,
+        raftMinTimeout=low,
+        raftMaxTimeout=high,
+        appendEntriesPeriod=min(0.1, low / 4),
+        connectionTimeout=max(3.5, high * 2.5),
+        # A leader that hears from no majority for this long steps down, so a
+        # partitioned leader stops accepting transactions it cannot commit.
+        leaderFallbackTimeout=max(high * 2, 2.0),
+        logCompactionMinEntries=20000,
+        logCompactionMinTime=600,
+        # Large transactions (a 10,000-row bulk_create is > 1 MB) travel in
+        # chunks of this size, so heartbeats keep flowing between them.
+        appendEntriesBatchSizeBytes=2 ** 18,
+        logCompactionBatchSize=2 ** 18,
+        useFork=False,
+    )
+
+
+def make_node(address):
+    return TCPNode(address)

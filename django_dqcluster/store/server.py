@@ -1,0 +1,153 @@
+"""The node's client listener: sockets, the handshake, framing; one thread per connection.
+
+Untrusted input stops here: a frame over the size limit or one that does not
+decode is answered with an error and the connection is closed; the node
+keeps serving everyone else.
+"""
+
+import logging
+import os
+import socket
+import threading
+
+from .. import wire
+from .session import Session
+
+logger = logging.getLogger("django_dqcluster.store")
+
+
+class ClientServer:
+    def __init__(self, node):
+        self.node = node
+        self.address = node.config.client
+        self.max_frame = node.config.max_frame
+        self._listener = None
+        self._thread = None
+        self._connections = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def start(self):
+        target = wire.parse_address(self.address)
+        if isinstance(target, str):
+            if os.path.exists(target):
+                os.remove(target)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(target)
+            os.chmod(target, 0o600)
+        else:
+            family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(target)
+        listener.listen(128)
+        self._listener = listener
+        self._thread = threading.Thread(target=self._accept_loop, name=f"dqcluster-accept-{self.address}", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stopping.set()
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+        target = wire.parse_address(self.address)
+        if isinstance(target, str) and os.path.exists(target):
+            os.remove(target)
+
+    def _accept_loop(self):
+        while not self._stopping.is_set():
+            try:
+                conn, peer = self._listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                continue
+            if conn.family != socket.AF_UNIX:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._connections.add(conn)
+            threading.Thread(
+                target=self._serve, args=(conn, peer), name=f"dqcluster-client-{peer}", daemon=True
+            ).start()
+
+    def _serve(self, conn, peer):
+        session = None
+        try:
+            conn.settimeout(10.0)
+            if not self._handshake(conn, peer):
+                return
+            conn.settimeout(None)
+            session = Session(self.node, peer=str(peer))
+            while not self._stopping.is_set():
+                try:
+                    request = wire.recv_frame(conn, self.max_frame)
+                except wire.ConnectionClosed:
+                    return
+                except wire.FrameTooLarge as exc:
+                    self._refuse(conn, f"request refused: {exc}")
+                    return
+                except wire.ProtocolError as exc:
+                    self._refuse(conn, f"malformed request: {exc}")
+                    return
+                response = self._answer(session, request)
+                wire.send_frame(conn, response)
+        except OSError:
+            pass
+        except Exception:
+            logger.exception("client connection %s failed", peer)
+        finally:
+            if session is not None:
+                try:
+                    session.close()
+                except Exception:
+                    logger.exception("closing session of %s failed", peer)
+            with self._lock:
+                self._connections.discard(conn)
+            conn.close()
+
+    def _answer(self, session, request):
+        request_id = request.get("id")
+        try:
+            response = session.handle(request)
+        except Exception as exc:  # a bug must not take the node down
+            logger.exception("request %r failed", request.get("op"))
+            response = {"ok": False, "error": wire.error_payload(wire.INTERNAL, f"internal error in the node: {exc}")}
+        response["id"] = request_id
+        return response
+
+    def _handshake(self, conn, peer):
+        nonce = wire.new_nonce()
+        wire.send_frame(conn, {"t": "hello", "v": wire.PROTOCOL_VERSION, "nonce": nonce, "node": self.node.config.bind})
+        try:
+            auth = wire.recv_frame(conn, 4096)
+        except wire.ProtocolError as exc:
+            self._refuse(conn, f"malformed handshake: {exc}")
+            return False
+        if auth.get("t") != "auth" or not wire.macs_equal(auth.get("mac"), wire.mac(self.node.token, nonce, b"client")):
+            logger.warning("refused client %s: wrong token", peer)
+            self._refuse(conn, "authentication failed: wrong cluster token")
+            return False
+        client_nonce = auth.get("nonce")
+        if not isinstance(client_nonce, (bytes, bytearray)) or len(client_nonce) != wire.NONCE_BYTES:
+            self._refuse(conn, "malformed handshake: missing nonce")
+            return False
+        wire.send_frame(conn, {"t": "welcome", "mac": wire.mac(self.node.token, client_nonce, b"node")})
+        return True
+
+    @staticmethod
+    def _refuse(conn, message):
+        try:
+            wire.send_frame(conn, {"t": "error", "ok": False, "error": wire.error_payload(wire.INTERFACE, message), "message": message})
+        except OSError:
+            pass

@@ -1,0 +1,544 @@
+"""Client sessions: what a connected client's requests mean on this node.
+
+A session belongs to one client connection. If this node leads, the
+session's transactions run here; otherwise they are forwarded to the leader
+over one connection per session, so the transaction lives where it can be
+committed. Reads with consistency ``none`` are answered from this node's own
+replica.
+
+On the leader, a transaction holds its database's write lock from BEGIN
+until its entry is applied: one write transaction at a time (SQLite's rule),
+which makes transactions serializable. Its statements run on the scratch
+connection so its reads see its own writes; at COMMIT the scratch work is
+rolled back and the recorded statements become ONE log entry; the client is
+answered once a majority committed it and this node applied it.
+"""
+
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+
+from .. import wire
+from . import errors
+from .classify import SESSION_PRAGMAS, Classifier, session_pragma
+from .determinism import FixedValues
+from .statemachine import CLONE_DB, DROP_DB, TX, error_to_wire, is_environmental, run_statement
+from .statements import (
+    BEGIN, COMMIT, RELEASE, ROLLBACK, SAVEPOINT, split_script, transaction_control,
+)
+
+logger = logging.getLogger("django_dqcluster.store")
+
+STRONG, WEAK, NONE = "strong", "weak", "none"
+CONSISTENCY_LEVELS = (STRONG, WEAK, NONE)
+MAX_FORWARD_HOPS = 2
+
+
+class Transaction:
+    """An open transaction on the leader."""
+
+    def __init__(self, database, pragmas, started_by_savepoint=None):
+        self.database = database
+        self.pragmas = dict(pragmas)
+        self.values = FixedValues.fresh()
+        self.statements = []  # [ordinal, sql, params, many, expect_error]
+        self.ordinal = 0
+        self.writes = False
+        self.aborted = None
+        self.started_by_savepoint = started_by_savepoint
+        self.savepoints = []
+
+
+class LeaderState:
+    """The transactions open on this node while it leads; aborted together when it stops leading."""
+
+    def __init__(self, node):
+        self.node = node
+        self.classifier = Classifier()
+        self._open = set()
+        self._lock = threading.Lock()
+
+    def register(self, tx):
+        with self._lock:
+            self._open.add(tx)
+
+    def unregister(self, tx):
+        with self._lock:
+            self._open.discard(tx)
+
+    def abort_all(self, reason):
+        with self._lock:
+            open_now = list(self._open)
+        for tx in open_now:
+            tx.aborted = reason
+            database = tx.database
+            scratch = database.scratch_connection()
+            scratch.interrupt()
+            with database.scratch_mutex:
+                _rollback(scratch)
+
+
+class Session:
+    def __init__(self, node, peer="local"):
+        self.node = node
+        self.peer = peer
+        self.db_name = "default"
+        self.consistency = STRONG
+        self.pragmas = {}
+        self.tx = None  # a Transaction when it runs here
+        self.forward = None  # a transport to the leader when it runs there
+        self.forward_in_tx = False
+        self.hops = 0
+
+    # -- entry point -------------------------------------------------------------------------
+
+    def handle(self, request):
+        """Answer one request; StoreError becomes an error response, anything else a bug report."""
+        try:
+            return self._dispatch(request)
+        except errors.StoreError as exc:
+            return {"ok": False, "error": exc.to_wire(), "in_tx": self.in_transaction}
+        except sqlite3.Error as exc:
+            payload = error_to_wire(exc)
+            if is_environmental(exc):
+                payload["retryable"] = getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+            return {"ok": False, "error": payload, "in_tx": self.in_transaction}
+
+    @property
+    def in_transaction(self):
+        return self.tx is not None or self.forward_in_tx
+
+    def close(self):
+        if self.tx is not None:
+            self._end_local(rollback=True)
+        if self.forward is not None:
+            self.forward.close()
+            self.forward = None
+
+    def _dispatch(self, request):
+        op = request.get("op")
+        handler = getattr(self, f"_op_{op}", None) if isinstance(op, str) else None
+        if handler is None:
+            raise errors.programming(f"unknown request {op!r}")
+        if op not in ("status", "servers", "ping"):
+            self.node.check_serving()
+        return handler(request)
+
+    # -- session settings ----------------------------------------------------------------------
+
+    def _op_open(self, request):
+        from .databases import check_name
+
+        name = request.get("db", self.db_name)
+        try:
+            check_name(name)
+        except ValueError as exc:
+            raise errors.programming(str(exc)) from None
+        consistency = request.get("consistency", self.consistency)
+        if consistency not in CONSISTENCY_LEVELS:
+            raise errors.programming(
+                f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {consistency!r}"
+            )
+        if self.in_transaction and name != self.db_name:
+            raise errors.programming("cannot switch databases inside a transaction")
+        self.db_name, self.consistency = name, consistency
+        self.pragmas.update({k: int(v) for k, v in (request.get("pragmas") or {}).items() if k in SESSION_PRAGMAS})
+        self.hops = int(request.get("hops", 0))
+        if self.forward is not None:
+            self._forward_settings()
+        return {"ok": True, "node": self.node.config.bind, "servers": self.node.servers()}
+
+    def _op_ping(self, request):
+        return {"ok": True, "role": self.node.role()}
+
+    def _op_status(self, request):
+        return {"ok": True, "status": self.node.status()}
+
+    def _op_servers(self, request):
+        return {"ok": True, "servers": self.node.servers(), "leader": self.node.leader_client_address()}
+
+    # -- statements ------------------------------------------------------------------------------
+
+    def _op_exec(self, request):
+        sql = request.get("sql")
+        if not isinstance(sql, str):
+            raise errors.programming("exec needs the SQL text as a string")
+        params = request.get("params")
+        many = bool(request.get("many"))
+        control = transaction_control(sql)
+        if control is None and not many:
+            pragma = session_pragma(sql)
+            if pragma is not None and not self.in_transaction:
+                return self._session_pragma(*pragma)
+        if self.tx is not None:
+            # The transaction runs here; if leadership was lost it is aborted,
+            # never continued elsewhere.
+            if control is not None:
+                return self._transaction_control(control, sql)
+            return self._in_transaction(sql, params, many)
+        if self.forward_in_tx or (not self.node.is_leader() and self._needs_leader(sql, params, control)):
+            return self._forwarded(request)
+        if control is not None:
+            return self._transaction_control(control, sql)
+        return self._autocommit(sql, params, many)
+
+    def _op_script(self, request):
+        """Several statements in one string: one transaction unless the script manages its own."""
+        statements = split_script(request.get("sql") or "")
+        manages_own = any(transaction_control(s) for s in statements)
+        wrap = not manages_own and not self.in_transaction and len(statements) > 1
+        if wrap:
+            self._ok_or_raise(self._op_exec({"sql": "BEGIN"}))
+        try:
+            for statement in statements:
+                self._ok_or_raise(self._op_exec({"sql": statement}))
+        except errors.StoreError:
+            if wrap and self.in_transaction:
+                self._op_exec({"sql": "ROLLBACK"})
+            raise
+        if wrap:
+            self._ok_or_raise(self._op_exec({"sql": "COMMIT"}))
+        return {"ok": True, "columns": None, "rows": [], "rowcount": -1, "lastrowid": None, "in_tx": self.in_transaction}
+
+    def _op_commit(self, request):
+        return self._op_exec({"sql": "COMMIT"}) if self.in_transaction else self._result(None)
+
+    def _op_rollback(self, request):
+        return self._op_exec({"sql": "ROLLBACK"}) if self.in_transaction else self._result(None)
+
+    @staticmethod
+    def _ok_or_raise(response):
+        if not response.get("ok"):
+            error = response["error"]
+            raise errors.StoreError(
+                error["kind"], error["message"], retryable=error.get("retryable", False),
+                unknown_outcome=error.get("unknown_outcome", False), code=error.get("code"),
+            )
+        return response
+
+    def _session_pragma(self, name, value):
+        if value is None:
+            current = self.pragmas.get(name, 1 if name == "foreign_keys" else 0)
+            return self._result({"columns": [name], "rows": [[current]], "rowcount": -1, "lastrowid": None})
+        self.pragmas[name] = value
+        if self.forward is not None:
+            self._forward_settings()
+        return self._result(None)
+
+    def _needs_leader(self, sql, params, control):
+        """On a follower: can this statement be answered from the local replica?"""
+        if self.consistency != NONE or control is not None:
+            return True
+        database = self.node.state_machine.databases.get(self.db_name)
+        try:
+            info = self.node.leader_state.classifier(database.read_connection(), sql, params)
+        except sqlite3.Error:
+            return True  # let the leader report the error
+        return info.writes or info.problem is not None
+
+    def _result(self, result):
+        response = {"ok": True, "in_tx": self.in_transaction}
+        if result is None:
+            response.update(columns=None, rows=[], rowcount=-1, lastrowid=None)
+        else:
+            response.update(result)
+        return response
+
+    # -- on the leader: autocommit ---------------------------------------------------------------
+
+    def _autocommit(self, sql, params, many):
+        database = self.node.state_machine.databases.get(self.db_name)
+        reader = database.read_connection()
+        first_params = (params[0] if params else None) if many else params
+        info = self.node.leader_state.classifier(reader, sql, first_params)
+        problem = info.refusal()
+        if problem:
+            raise errors.operational(problem)
+        if not info.writes:
+            if many:
+                raise errors.programming("executemany() can only run statements that write")
+            if self.node.is_leader() and self.consistency == STRONG:
+                self.node.barrier()
+            return self._result(run_statement(reader, sql, params, False))
+        self._require_leader()
+        self._acquire(database)
+        try:
+            result = self.node.submit(self._entry(database, [[0, sql, params, many, False]], FixedValues.fresh(), want_result=True))
+        finally:
+            database.write_lock.release()
+        if "error" in result:
+            error = result["error"]
+            raise errors.StoreError(error["kind"], error["message"], code=error.get("code"))
+        return self._result(result["results"][0] if result.get("results") else None)
+
+    def _entry(self, database, statements, values, want_result=False):
+        return {
+            "kind": TX,
+            "id": uuid.uuid4().hex,
+            "db": database.name,
+            "now": values.now,
+            "seed": values.seed,
+            "pragmas": dict(self.pragmas),
+            "stmts": statements,
+            "want_result": want_result,
+        }
+
+    def _require_leader(self):
+        if not self.node.is_leader():
+            raise errors.retryable("this node stopped being the leader; retry (the driver finds the new one)")
+
+    def _acquire(self, database):
+        if not database.write_lock.acquire(timeout=self.node.config.busy_timeout):
+            raise errors.StoreError(
+                wire.OPERATIONAL, "database is locked: another transaction held it for "
+                f"{self.node.config.busy_timeout:g}s", retryable=True, code="SQLITE_BUSY",
+            )
+
+    # -- on the leader: transactions -------------------------------------------------------------
+
+    def _transaction_control(self, control, sql):
+        if control == BEGIN:
+            if self.tx is not None:
+                raise errors.operational("cannot start a transaction within a transaction")
+            self._begin()
+            return self._result(None)
+        if control == SAVEPOINT and self.tx is None:
+            self._begin(started_by_savepoint=_savepoint_name(sql))
+        if self.tx is None:
+            if control in (COMMIT, ROLLBACK):
+                raise errors.operational(f"cannot {control} - no transaction is active")
+            raise errors.operational(f"no such savepoint: {_savepoint_name(sql)}")
+        if control == COMMIT:
+            self._commit()
+            return self._result(None)
+        if control == ROLLBACK:
+            self._end_local(rollback=True)
+            return self._result(None)
+        if control == RELEASE and self.tx.started_by_savepoint and \
+                _savepoint_name(sql).lower() == self.tx.started_by_savepoint.lower():
+            self._commit()  # releasing the outermost savepoint commits, as in SQLite
+            return self._result(None)
+        return self._in_transaction(sql, None, False, control=control)
+
+    def _begin(self, started_by_savepoint=None):
+        self._require_leader()
+        database = self.node.state_machine.databases.get(self.db_name)
+        self._acquire(database)
+        try:
+            if self.consistency == STRONG:
+                self.node.barrier()
+            else:
+                self._wait_applied()
+            tx = Transaction(database, self.pragmas, started_by_savepoint)
+            scratch = database.scratch_connection()
+            with database.scratch_mutex:
+                for name, value in tx.pragmas.items():
+                    scratch.execute(f"PRAGMA {name} = {int(value)}")
+                scratch.execute("BEGIN")
+        except BaseException:
+            database.write_lock.release()
+            raise
+        self.tx = tx
+        self.node.leader_state.register(tx)
+
+    def _wait_applied(self):
+        engine = self.node.engine
+        deadline = time.monotonic() + self.node.config.commit_timeout
+        while engine.raftLastApplied < engine.raftCommitIndex:
+            if time.monotonic() > deadline:
+                raise errors.retryable("this node is still applying committed entries")
+            time.sleep(0.001)
+
+    def _in_transaction(self, sql, params, many, control=None):
+        tx = self.tx
+        database = tx.database
+        scratch = database.scratch_connection()
+        with database.scratch_mutex:
+            if tx.aborted:
+                self._end_local(rollback=True)
+                raise errors.retryable(f"transaction aborted: {tx.aborted}; nothing was applied, retry it")
+            if control is None:
+                first = (params[0] if params else None) if many else params
+                info = self.node.leader_state.classifier(scratch, sql, first)
+                problem = info.refusal()
+                if problem:
+                    raise errors.operational(problem)
+                writes = info.writes
+            else:
+                writes = True  # savepoints must be replayed to reproduce partial rollbacks
+            ordinal = tx.ordinal
+            tx.ordinal += 1
+            tx.values.start_statement(ordinal)
+            functions = database.scratch_functions
+            functions.values = tx.values
+            try:
+                result = run_statement(scratch, sql, params, many)
+            except sqlite3.Error as exc:
+                if writes and not is_environmental(exc):
+                    tx.statements.append([ordinal, sql, params, many, True])
+                if not scratch.in_transaction:
+                    # Some errors make SQLite roll the whole transaction back.
+                    self._end_local(rollback=True)
+                if tx.values.error:
+                    raise sqlite3.OperationalError(tx.values.error) from None
+                raise
+            finally:
+                functions.values = None
+            if writes:
+                tx.writes = tx.writes or control is None
+                tx.statements.append([ordinal, sql, params, many, False])
+        return self._result(result)
+
+    def _commit(self):
+        tx = self.tx
+        database = tx.database
+        scratch = database.scratch_connection()
+        with database.scratch_mutex:
+            aborted = tx.aborted
+            _rollback(scratch)
+        if aborted:
+            self._end_local(rollback=True)
+            raise errors.retryable(f"transaction aborted: {aborted}; nothing was applied, retry it")
+        if not tx.writes:
+            self._end_local(rollback=True)
+            return
+        try:
+            self._require_leader()
+            result = self.node.submit(self._entry(database, tx.statements, tx.values))
+        finally:
+            self._end_local(rollback=False)
+        if "error" in result:
+            error = result["error"]
+            raise errors.StoreError(error["kind"], error["message"], code=error.get("code"))
+
+    def _end_local(self, rollback):
+        tx = self.tx
+        if tx is None:
+            return
+        self.tx = None
+        database = tx.database
+        if rollback:
+            with database.scratch_mutex:
+                _rollback(database.scratch_connection())
+        self.node.leader_state.unregister(tx)
+        database.write_lock.release()
+
+    # -- databases ---------------------------------------------------------------------------
+
+    def _op_list_databases(self, request):
+        return {"ok": True, "databases": self.node.state_machine.databases.names()}
+
+    def _op_drop_database(self, request):
+        if not self.node.is_leader():
+            return self._forwarded(request)
+        database = self.node.state_machine.databases.get(request["db"])
+        self._acquire(database)
+        try:
+            self.node.submit({"kind": DROP_DB, "db": database.name})
+        finally:
+            database.write_lock.release()
+        return {"ok": True}
+
+    def _op_clone_database(self, request):
+        if not self.node.is_leader():
+            return self._forwarded(request)
+        databases = self.node.state_machine.databases
+        source, target = databases.get(request["src"]), databases.get(request["dst"])
+        self._acquire(source)
+        try:
+            self.node.submit({"kind": CLONE_DB, "src": source.name, "dst": target.name})
+        finally:
+            source.write_lock.release()
+        return {"ok": True}
+
+    def _op_entry_applied(self, request):
+        """Was the entry with this id applied? Resolves an unknown commit outcome."""
+        if self.node.is_leader():
+            self.node.barrier()
+        elif self.consistency != NONE:
+            return self._forwarded(request)
+        from .databases import ENTRIES_TABLE
+
+        database = self.node.state_machine.databases.get(request["db"])
+        row = database.read_connection().execute(
+            f"SELECT raft_index FROM {ENTRIES_TABLE} WHERE entry_id = ?", (request["entry_id"],)
+        ).fetchone()
+        return {"ok": True, "applied": row is not None}
+
+    # -- membership -----------------------------------------------------------------------------
+
+    def _op_add_member(self, request):
+        if not self.node.is_leader():
+            return self._forwarded(request)
+        self.node.add_member(request["raft"], request["client"])
+        return {"ok": True, "servers": self.node.servers()}
+
+    def _op_remove_member(self, request):
+        if not self.node.is_leader():
+            return self._forwarded(request)
+        self.node.remove_member(request["raft"])
+        return {"ok": True, "servers": self.node.servers()}
+
+    # -- forwarding to the leader ---------------------------------------------------------------
+
+    def _forwarded(self, request):
+        if self.hops >= MAX_FORWARD_HOPS:
+            raise errors.retryable("no stable leader: the request was forwarded too many times")
+        transport = self._leader_transport()
+        forwarded = {key: value for key, value in request.items() if key != "id"}
+        try:
+            response = transport.request(forwarded, raise_errors=False)
+        except OSError as exc:
+            was_in_tx = self.forward_in_tx
+            self._drop_forward()
+            if was_in_tx:
+                raise errors.retryable(
+                    f"lost the leader in the middle of the transaction ({exc}); it was rolled back, retry it"
+                ) from None
+            raise errors.retryable(f"lost the connection to the leader ({exc}); retry") from None
+        self.forward_in_tx = bool(response.get("in_tx"))
+        response["in_tx"] = self.forward_in_tx
+        return response
+
+    def _leader_transport(self):
+        leader = self.node.leader_client_address()
+        if self.forward is not None and (self.forward_in_tx or self.forward.address == leader):
+            return self.forward
+        self._drop_forward()
+        if leader is None:
+            raise errors.retryable("no leader is known right now (election in progress); retry")
+        from ..dbapi.transport import SocketTransport
+
+        try:
+            self.forward = SocketTransport([leader], token=self.node.token, timeout=self.node.config.commit_timeout + 5)
+        except OSError as exc:
+            raise errors.retryable(f"cannot reach the leader at {leader}: {exc}") from None
+        self._forward_settings()
+        return self.forward
+
+    def _forward_settings(self):
+        self.forward.request({
+            "op": "open", "db": self.db_name, "consistency": self.consistency,
+            "pragmas": self.pragmas, "hops": self.hops + 1,
+        })
+
+    def _drop_forward(self):
+        if self.forward is not None:
+            self.forward.close()
+        self.forward = None
+        self.forward_in_tx = False
+
+
+def _savepoint_name(sql):
+    words = sql.replace(";", " ").split()
+    return words[-1].strip('"`[]') if words else ""
+
+
+def _rollback(conn):
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass

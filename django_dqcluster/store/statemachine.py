@@ -1,0 +1,408 @@
+"""The replicated state machine: what applying one committed log entry means.
+
+An entry is a msgpack map (never pickle) with a unique ``id`` and a ``kind``:
+
+``tx``          one transaction (or one autocommit statement, or one
+                executemany) on one named database;
+``barrier``     nothing: a leader appends it to prove it still leads and to
+                wait until everything before it is applied (strong reads);
+``checkpoint``  the leader's rolling hash at some index; every replica
+                compares its own and stops serving on a mismatch;
+``drop_db`` / ``clone_db``   remove or copy a named database on every node;
+``member``      record (or forget) a member's client address.
+
+Every node applies entries in log order. The Raft index is written in the
+same SQLite transaction as a ``tx`` entry's effects, so replay after a
+restart skips what the file already holds (invariant 2).
+"""
+
+import collections
+import hashlib
+import logging
+import os
+import shutil
+import sqlite3
+import struct
+import tempfile
+import time
+
+import msgpack
+
+from .databases import ENTRIES_TABLE, ENTRY_ID_MEMORY, META_TABLE, DatabaseSet
+from .determinism import FixedValues
+
+logger = logging.getLogger("django_dqcluster.store")
+
+TX = "tx"
+BARRIER = "barrier"
+CHECKPOINT = "checkpoint"
+DROP_DB = "drop_db"
+CLONE_DB = "clone_db"
+MEMBER = "member"
+
+HASH_HISTORY = 20000
+SNAPSHOT_FORMAT = 1
+
+# SQLite result codes that say something about this node's environment (disk,
+# memory, locks), not about the SQL. They must never be recorded as the
+# outcome of an entry: another node would record a different one.
+_ENVIRONMENTAL_ERRORS = {
+    "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_NOMEM", "SQLITE_BUSY", "SQLITE_LOCKED",
+    "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_INTERRUPT",
+    "SQLITE_PROTOCOL", "SQLITE_PERM",
+}
+
+
+class ApplyFailed(Exception):
+    """This node could not apply an entry for a reason of its own (disk, memory)."""
+
+
+class Diverged(Exception):
+    """This replica's history differs from the leader's: it must not answer queries."""
+
+
+def encode_entry(entry):
+    return msgpack.packb(entry, use_bin_type=True)
+
+
+def decode_entry(payload):
+    return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+
+
+def is_environmental(error):
+    name = getattr(error, "sqlite_errorname", None) or ""
+    return any(name == code or name.startswith(code + "_") for code in _ENVIRONMENTAL_ERRORS)
+
+
+def error_kind(error):
+    """The PEP 249 class name a client should see for a SQLite exception."""
+    for cls in (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.OperationalError,
+                sqlite3.DataError, sqlite3.NotSupportedError, sqlite3.InternalError,
+                sqlite3.InterfaceError):
+        if isinstance(error, cls):
+            return cls.__name__
+    return "DatabaseError"
+
+
+def error_to_wire(error):
+    return {
+        "kind": error_kind(error),
+        "message": str(error),
+        "code": getattr(error, "sqlite_errorname", None),
+        "retryable": False,
+        "unknown_outcome": False,
+    }
+
+
+def run_statement(conn, sql, params, many):
+    """Execute one statement and describe its result the way the driver needs it."""
+    if many:
+        cursor = conn.executemany(sql, params or [])
+    else:
+        cursor = conn.execute(sql, params if params is not None else ())
+    rows = cursor.fetchall() if cursor.description is not None else []
+    return {
+        "columns": [d[0] for d in cursor.description] if cursor.description is not None else None,
+        "rows": [list(row) for row in rows],
+        "rowcount": cursor.rowcount,
+        "lastrowid": cursor.lastrowid,
+    }
+
+
+class StateMachine:
+    def __init__(self, data_dir, *, configure_connection=None, busy_timeout=5.0, fsync=True):
+        self.data_dir = data_dir
+        self.databases = DatabaseSet(os.path.join(data_dir, "db"), configure_connection, busy_timeout)
+        self.fsync = fsync
+        self.hash = b"\0" * 32
+        self.hash_history = collections.OrderedDict()
+        self.last_index = 0
+        self.members = {}
+        self.diverged = None
+        self.fatal = None
+        self.listeners = []  # called with (kind, entry) after an entry is applied
+
+    # -- applying ------------------------------------------------------------------------
+
+    def apply(self, payload, index):
+        entry = decode_entry(payload)
+        kind = entry.get("kind")
+        try:
+            if kind == TX:
+                result = self._apply_tx(entry, index)
+            elif kind == CHECKPOINT:
+                result = self._apply_checkpoint(entry)
+            elif kind == DROP_DB:
+                result = self._apply_drop(entry, index)
+            elif kind == CLONE_DB:
+                result = self._apply_clone(entry, index)
+            elif kind == MEMBER:
+                result = self._apply_member(entry)
+            else:
+                result = {}
+        except ApplyFailed as exc:
+            # Raising makes pysyncobj retry this same entry on its next tick,
+            # which is what a full disk or a lock left by a deposed leader needs.
+            self.fatal = str(exc)
+            logger.error("cannot apply entry %d: %s", index, exc)
+            time.sleep(0.05)
+            raise
+        self.fatal = None
+        self._chain(index, entry.get("id", ""))
+        for listener in self.listeners:
+            listener(kind, entry)
+        return result
+
+    def _chain(self, index, entry_id):
+        digest = hashlib.blake2b(self.hash + struct.pack(">Q", index) + entry_id.encode(), digest_size=32)
+        self.hash = digest.digest()
+        self.last_index = index
+        self.hash_history[index] = self.hash
+        while len(self.hash_history) > HASH_HISTORY:
+            self.hash_history.popitem(last=False)
+
+    def _apply_tx(self, entry, index):
+        database = self.databases.get(entry["db"])
+        conn = database.apply_connection()
+        if database.applied_index >= index:
+            return {"replayed": True}
+        functions = database.apply_functions
+        values = FixedValues(entry["now"], entry["seed"])
+        pragmas = entry.get("pragmas") or {}
+        results = []
+        error = None
+        try:
+            _set_pragmas(conn, pragmas)
+            functions.values = values
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for ordinal, sql, params, many, expect_error in entry["stmts"]:
+                    values.start_statement(ordinal)
+                    try:
+                        result = run_statement(conn, sql, params, many)
+                    except sqlite3.Error as exc:
+                        if expect_error and not is_environmental(exc):
+                            continue
+                        raise
+                    if expect_error:
+                        # The leader saw this statement fail; succeeding here
+                        # means this replica's data differs from the leader's.
+                        raise Diverged(
+                            f"replica diverged: a statement failed on the leader but succeeded here "
+                            f"at index {index}: {sql[:200]}"
+                        )
+                    if entry.get("want_result"):
+                        results.append(result)
+                self._record_applied(conn, entry["id"], index)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if is_environmental(exc):
+                    raise
+                # A deterministic SQL error (a constraint, a deferred foreign
+                # key at COMMIT...): every replica gets the same one. Record
+                # the entry as applied with no effects and report the error.
+                _rollback(conn)
+                if values.error:
+                    exc = sqlite3.OperationalError(values.error)
+                error = error_to_wire(exc)
+                conn.execute("BEGIN IMMEDIATE")
+                self._record_applied(conn, entry["id"], index)
+                conn.execute("COMMIT")
+        except Diverged as exc:
+            _rollback(conn)
+            self._mark_diverged(str(exc))
+            raise ApplyFailed(str(exc)) from None
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise ApplyFailed(f"{exc} (database {entry['db']!r})") from exc
+        finally:
+            functions.values = None
+            _reset_pragmas(conn, pragmas)
+        database.applied_index = index
+        if error is not None:
+            return {"error": error}
+        return {"results": results}
+
+    def _record_applied(self, conn, entry_id, index):
+        conn.execute(f"UPDATE {META_TABLE} SET raft_index = ? WHERE id = 1", (index,))
+        conn.execute(f"INSERT OR REPLACE INTO {ENTRIES_TABLE} (entry_id, raft_index) VALUES (?, ?)", (entry_id, index))
+        if index % 1000 == 0:
+            conn.execute(f"DELETE FROM {ENTRIES_TABLE} WHERE raft_index < ?", (index - ENTRY_ID_MEMORY,))
+
+    def _apply_checkpoint(self, entry):
+        upto = entry["upto"]
+        ours = self.hash_history.get(upto)
+        if ours is not None and ours != entry["hash"]:
+            self._mark_diverged(
+                f"replica diverged: at index {upto} the leader's history hash is {bytes(entry['hash']).hex()[:16]} "
+                f"and this node's is {ours.hex()[:16]}"
+            )
+        return {}
+
+    def _mark_diverged(self, message):
+        if self.diverged is None:
+            logger.critical("%s; this node stops serving queries. Restore it from a snapshot: "
+                            "stop it, empty its data dir and start it again.", message)
+            self.diverged = message
+
+    def _apply_drop(self, entry, index):
+        name = entry["db"]
+        if self.databases.exists(name):
+            database = self.databases.get(name)
+            if database.read_applied_index() >= index:
+                return {"replayed": True}
+            self.databases.remove_files(name)
+        return {}
+
+    def _apply_clone(self, entry, index):
+        source, target = entry["src"], entry["dst"]
+        if self.databases.exists(target):
+            existing = self.databases.get(target)
+            if existing.read_applied_index() >= index:
+                return {"replayed": True}
+            self.databases.remove_files(target)
+        source_conn = self.databases.get(source).apply_connection()
+        target_path = self.databases.path_for(target)
+        dest = sqlite3.connect(target_path)
+        try:
+            source_conn.backup(dest)
+            dest.execute(f"UPDATE {META_TABLE} SET raft_index = ? WHERE id = 1", (index,))
+            dest.commit()
+        finally:
+            dest.close()
+        return {}
+
+    def _apply_member(self, entry):
+        if entry.get("remove"):
+            self.members.pop(entry["raft"], None)
+        else:
+            self.members[entry["raft"]] = entry["client"]
+        return {}
+
+    # -- snapshots (pysyncobj serializer hooks) ----------------------------------------
+
+    def write_snapshot(self, filename, raft_data):
+        """Write a consistent copy of every database plus the Raft data pysyncobj hands us."""
+        entry1, entry0, cluster = raft_data
+        names = self.databases.names()
+        header = {
+            "format": SNAPSHOT_FORMAT,
+            "index": self.last_index,
+            "hash": self.hash,
+            "members": self.members,
+            "raft": {
+                "entry1": [bytes(entry1[0]), entry1[1], entry1[2]],
+                "entry0": [bytes(entry0[0]), entry0[1], entry0[2]],
+                "cluster": sorted(node.address for node in cluster),
+            },
+            "dbs": {},
+        }
+        with tempfile.TemporaryDirectory(dir=self.data_dir, prefix=".snapshot-") as scratch:
+            copies = []
+            for name in names:
+                database = self.databases.get(name)
+                source = database.apply_connection()
+                copy_path = os.path.join(scratch, name)
+                dest = sqlite3.connect(copy_path)
+                try:
+                    source.backup(dest)
+                finally:
+                    dest.close()
+                header["dbs"][name] = database.applied_index
+                copies.append((name, copy_path))
+            with open(filename, "wb") as out:
+                _write_block(out, msgpack.packb(header, use_bin_type=True))
+                for name, copy_path in copies:
+                    _write_block(out, name.encode())
+                    size = os.path.getsize(copy_path)
+                    out.write(struct.pack(">Q", size))
+                    with open(copy_path, "rb") as src:
+                        shutil.copyfileobj(src, out, 1 << 20)
+                out.flush()
+                if self.fsync:
+                    os.fsync(out.fileno())
+
+    def read_snapshot(self, filename, make_node):
+        """Install a snapshot's databases where they are newer than ours; return pysyncobj's data."""
+        with open(filename, "rb") as src:
+            header = msgpack.unpackb(_read_block(src), raw=False, strict_map_key=False)
+            if header.get("format") != SNAPSHOT_FORMAT:
+                raise ValueError(f"unknown snapshot format {header.get('format')!r}")
+            snapshot_dbs = header["dbs"]
+            for _ in snapshot_dbs:
+                name = _read_block(src).decode()
+                (size,) = struct.unpack(">Q", src.read(8))
+                ours = self.databases.get(name).read_applied_index() if self.databases.exists(name) else -1
+                if ours >= snapshot_dbs[name]:
+                    src.seek(size, os.SEEK_CUR)
+                    continue
+                self.databases.remove_files(name)
+                tmp = self.databases.path_for(name) + ".installing"
+                with open(tmp, "wb") as out:
+                    _copy_exactly(src, out, size)
+                    out.flush()
+                    if self.fsync:
+                        os.fsync(out.fileno())
+                os.replace(tmp, self.databases.path_for(name))
+        for name in self.databases.names():
+            if name not in snapshot_dbs and self.databases.get(name).read_applied_index() <= header["index"]:
+                # Dropped before the snapshot was taken.
+                self.databases.remove_files(name)
+        self.hash = bytes(header["hash"])
+        self.last_index = header["index"]
+        self.hash_history.clear()
+        self.hash_history[self.last_index] = self.hash
+        self.members = dict(header["members"])
+        raft = header["raft"]
+        entry1 = (bytes(raft["entry1"][0]), raft["entry1"][1], raft["entry1"][2])
+        entry0 = (bytes(raft["entry0"][0]), raft["entry0"][1], raft["entry0"][2])
+        cluster = {make_node(address) for address in raft["cluster"]}
+        for listener in self.listeners:
+            listener("snapshot", header)
+        return entry1, entry0, cluster
+
+    def close(self):
+        self.databases.close()
+
+
+def _write_block(out, data):
+    out.write(struct.pack(">I", len(data)))
+    out.write(data)
+
+
+def _read_block(src):
+    (size,) = struct.unpack(">I", src.read(4))
+    return src.read(size)
+
+
+def _copy_exactly(src, out, size):
+    remaining = size
+    while remaining:
+        chunk = src.read(min(remaining, 1 << 20))
+        if not chunk:
+            raise ValueError("snapshot file is truncated")
+        out.write(chunk)
+        remaining -= len(chunk)
+
+
+SESSION_PRAGMA_DEFAULTS = {"foreign_keys": 1, "legacy_alter_table": 0, "recursive_triggers": 0}
+
+
+def _set_pragmas(conn, pragmas):
+    for name, value in pragmas.items():
+        if name in SESSION_PRAGMA_DEFAULTS:
+            conn.execute(f"PRAGMA {name} = {int(value)}")
+
+
+def _reset_pragmas(conn, pragmas):
+    for name in pragmas:
+        if name in SESSION_PRAGMA_DEFAULTS:
+            conn.execute(f"PRAGMA {name} = {SESSION_PRAGMA_DEFAULTS[name]}")
+
+
+def _rollback(conn):
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass

@@ -1,0 +1,82 @@
+"""Recognising transaction-control statements, and splitting scripts.
+
+The node, not the client, decides what BEGIN/COMMIT/SAVEPOINT mean: a
+transaction lives on the leader and ends as one Raft log entry, so these
+statements are intercepted instead of being run on a local SQLite connection.
+"""
+
+import re
+import sqlite3
+
+BEGIN = "begin"
+COMMIT = "commit"
+ROLLBACK = "rollback"
+SAVEPOINT = "savepoint"
+RELEASE = "release"
+ROLLBACK_TO = "rollback_to"
+
+_LEADING_COMMENTS = re.compile(r"^(\s+|--[^\n]*\n?|/\*.*?\*/)*", re.S)
+_BEGIN = re.compile(r"BEGIN(\s+(DEFERRED|IMMEDIATE|EXCLUSIVE))?(\s+TRANSACTION)?\s*;?\s*$", re.I)
+_COMMIT = re.compile(r"(COMMIT|END)(\s+TRANSACTION)?\s*;?\s*$", re.I)
+_ROLLBACK = re.compile(r"ROLLBACK(\s+TRANSACTION)?\s*;?\s*$", re.I)
+_ROLLBACK_TO = re.compile(r"ROLLBACK(\s+TRANSACTION)?\s+TO\s+", re.I)
+_SAVEPOINT = re.compile(r"SAVEPOINT\s+", re.I)
+_RELEASE = re.compile(r"RELEASE\s+", re.I)
+
+
+def strip_leading_comments(sql):
+    return _LEADING_COMMENTS.sub("", sql, count=1)
+
+
+def transaction_control(sql):
+    """Return which transaction-control statement ``sql`` is, or None."""
+    head = strip_leading_comments(sql)[:10].upper()
+    if not head or head[0] not in "BCERS":
+        return None
+    text = strip_leading_comments(sql)
+    if _BEGIN.match(text):
+        return BEGIN
+    if _COMMIT.match(text):
+        return COMMIT
+    if _ROLLBACK_TO.match(text):
+        return ROLLBACK_TO
+    if _ROLLBACK.match(text):
+        return ROLLBACK
+    if _SAVEPOINT.match(text):
+        return SAVEPOINT
+    if _RELEASE.match(text):
+        return RELEASE
+    return None
+
+
+def split_script(script):
+    """Split a multi-statement script into complete statements, as sqlite3 would run them."""
+    statements = []
+    current = []
+    for line in script.splitlines(keepends=True):
+        current.append(line)
+        candidate = "".join(current)
+        # complete_statement() understands string literals, comments and
+        # trigger bodies, so a ';' inside them does not end a statement.
+        if sqlite3.complete_statement(candidate):
+            for piece in _split_complete(candidate):
+                statements.append(piece)
+            current = []
+    rest = "".join(current).strip()
+    if rest:
+        statements.append(rest)
+    return [s for s in statements if strip_leading_comments(s).strip().rstrip(";").strip()]
+
+
+def _split_complete(text):
+    """A complete chunk may still hold several statements on one line."""
+    pieces = []
+    start = 0
+    for index, char in enumerate(text):
+        if char == ";" and sqlite3.complete_statement(text[start:index + 1]):
+            pieces.append(text[start:index + 1].strip())
+            start = index + 1
+    tail = text[start:].strip()
+    if tail:
+        pieces.append(tail)
+    return pieces

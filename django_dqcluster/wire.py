@@ -1,0 +1,187 @@
+"""The client protocol between the DB-API driver and a store node.
+
+Framing: a 4-byte big-endian length, then one msgpack map. Never pickle: the
+client port may be reachable by processes that hold no cluster secret, and a
+frame must never be able to execute code. Frames above ``max_frame`` bytes are
+refused before they are read into memory.
+
+Authentication is a mutual HMAC challenge-response keyed with a *client token*
+derived from the cluster secret, so the secret itself never crosses the socket:
+
+    node   -> client  {"t": "hello", "nonce": N1, "node": ...}
+    client -> node    {"t": "auth", "mac": HMAC(token, N1 + b"client"), "nonce": N2}
+    node   -> client  {"t": "welcome", "mac": HMAC(token, N2 + b"node")}
+
+After that every request is ``{"id": n, "op": ..., ...}`` and every response
+``{"id": n, "ok": True, ...}`` or ``{"id": n, "ok": False, "error": {...}}``.
+
+This module imports neither Django nor pysyncobj: both the driver and the
+node use it.
+"""
+
+import hashlib
+import hmac
+import os
+import socket
+import struct
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+HEADER = struct.Struct(">I")
+NONCE_BYTES = 16
+
+_TOKEN_LABEL = b"django-dqcluster client token v1"
+
+
+class ProtocolError(Exception):
+    """A peer sent something that is not a valid frame of this protocol."""
+
+
+class FrameTooLarge(ProtocolError):
+    def __init__(self, size, limit):
+        super().__init__(f"frame of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class ConnectionClosed(ProtocolError):
+    """The peer closed the socket (possibly in the middle of a frame)."""
+
+
+def client_token(secret):
+    """The token clients present; derived so that it cannot be turned back into the secret."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    return hmac.new(secret, _TOKEN_LABEL, hashlib.sha256).hexdigest()
+
+
+def mac(token, nonce, role):
+    if isinstance(token, str):
+        token = token.encode()
+    return hmac.new(token, bytes(nonce) + role, hashlib.sha256).digest()
+
+
+def new_nonce():
+    return os.urandom(NONCE_BYTES)
+
+
+def macs_equal(a, b):
+    return isinstance(a, (bytes, bytearray)) and hmac.compare_digest(bytes(a), b)
+
+
+def pack(message):
+    body = msgpack.packb(message, use_bin_type=True)
+    return HEADER.pack(len(body)) + body
+
+
+def unpack(body):
+    try:
+        message = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated classes
+        raise ProtocolError(f"undecodable frame: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("a frame must hold a map")
+    return message
+
+
+def _recv_exactly(sock, size):
+    chunks = []
+    remaining = size
+    while remaining:
+        chunk = sock.recv(min(remaining, 1 << 20))
+        if not chunk:
+            raise ConnectionClosed("connection closed by peer")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def send_frame(sock, message):
+    sock.sendall(pack(message))
+
+
+def recv_frame(sock, max_frame=DEFAULT_MAX_FRAME):
+    (size,) = HEADER.unpack(_recv_exactly(sock, HEADER.size))
+    if size > max_frame:
+        raise FrameTooLarge(size, max_frame)
+    return unpack(_recv_exactly(sock, size))
+
+
+def parse_address(address):
+    """'host:port' -> ('host', port); 'unix:/path' or '/path' -> '/path'."""
+    if address.startswith("unix:"):
+        return address[len("unix:"):]
+    if address.startswith("/"):
+        return address
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"invalid node address {address!r}: expected HOST:PORT or unix:/path")
+    return host.strip("[]"), int(port)
+
+
+def open_socket(address, timeout):
+    target = parse_address(address)
+    if isinstance(target, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        sock = socket.socket(socket.AF_INET6 if ":" in target[0] else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(target)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def client_handshake(sock, token, max_frame=DEFAULT_MAX_FRAME):
+    """Run the client side of the handshake; return the node's hello map."""
+    hello = recv_frame(sock, max_frame)
+    if hello.get("t") == "error":
+        raise AuthenticationFailed(hello.get("message", "refused"))
+    if hello.get("t") != "hello" or hello.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"unexpected greeting from node: {hello!r:.200}")
+    our_nonce = new_nonce()
+    send_frame(sock, {"t": "auth", "mac": mac(token or "", hello["nonce"], b"client"), "nonce": our_nonce})
+    reply = recv_frame(sock, max_frame)
+    if reply.get("t") != "welcome":
+        raise AuthenticationFailed(reply.get("message", "authentication refused by node"))
+    if not macs_equal(reply.get("mac"), mac(token or "", our_nonce, b"node")):
+        raise AuthenticationFailed("node failed to prove it holds the cluster secret")
+    return hello
+
+
+class AuthenticationFailed(ProtocolError):
+    pass
+
+
+# Error kinds carried in responses; the driver maps them onto PEP 249 classes.
+INTEGRITY = "IntegrityError"
+OPERATIONAL = "OperationalError"
+PROGRAMMING = "ProgrammingError"
+DATA = "DataError"
+NOT_SUPPORTED = "NotSupportedError"
+INTERFACE = "InterfaceError"
+INTERNAL = "InternalError"
+DATABASE = "DatabaseError"
+
+
+def error_payload(kind, message, *, retryable=False, unknown_outcome=False, code=None):
+    return {
+        "kind": kind,
+        "message": message,
+        "retryable": retryable,
+        "unknown_outcome": unknown_outcome,
+        "code": code,
+    }
+
+
+class RemoteError(Exception):
+    """An error response from a node, carried with its payload (kind, message, flags)."""
+
+    def __init__(self, payload):
+        super().__init__(payload.get("message", "error"))
+        self.payload = payload
