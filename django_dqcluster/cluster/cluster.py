@@ -35,7 +35,6 @@ import functools
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from .database import (
@@ -128,15 +127,98 @@ class SchemaProvider:
 # Cluster
 
 
-@dataclass
-class _EnsureCall:
-    """State of one ``ensure_schema`` call; ``decision`` is reset for every attempt."""
+class VersionGate:
+    """The check, hook and bootstrap ``ensure_schema`` installs on its Schema.
 
-    address: str
-    dir: str
-    ours: Version
-    backup_done: bool = False
-    decision: GateDecision | None = None
+    One per ``ensure_schema`` call: ``backup_done`` lasts for the call (the seed backs up
+    at most once per call), ``decision`` for one attempt (``start_attempt`` clears it, so
+    a "peers are behind" seen by a failed attempt cannot outlive it: §4.8 #66).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        dir: str,
+        ours: Version,
+        *,
+        filesystem: FileSystem | None = None,
+        backup_dir: str | None = BACKUP_DIR,
+        wait_when_behind: bool = False,
+    ):
+        self.address = address
+        self.dir = dir
+        self.ours = Version(*ours)
+        self.filesystem = filesystem if filesystem is not None else RealFileSystem()
+        self.backup_dir = backup_dir
+        self.wait_when_behind = wait_when_behind
+        self.backup_done = False
+        self.decision: GateDecision | None = None
+
+    def install(self, schema: Schema) -> None:
+        """Set the patch file, check, hook and bootstrap, in the seed's order."""
+        schema.file(os.path.join(self.dir, PATCH_FILE_NAME))
+        schema.check(self.check)
+        schema.hook(self.hook)
+        schema.bootstrap(self.bootstrap)
+
+    def start_attempt(self) -> None:
+        self.decision = None
+
+    def _unclustered(self, tx: Tx) -> bool:
+        try:
+            count = count_unclustered_nodes(tx)
+        except Exception as error:
+            raise wrap("failed to fetch unclustered nodes count", error) from error
+        if count > 1:
+            raise UnclusteredNodesError()
+        return count == 1
+
+    def check(self, current: int, tx: Tx) -> None:
+        """Write our version row, then let the gate decide (inside the ensure transaction).
+
+        Peers behind (or we behind, in ``wait_when_behind`` mode) → ``GracefulAbort``, so
+        the row is committed and nothing applied; a peer ahead or inconsistent versions →
+        the gate's error, which rolls the row back as in the seed.
+        """
+        if current == 0:
+            return  # bootstrapping: we are the only node, and there is no row yet
+        address = UNCLUSTERED_ADDRESS if self._unclustered(tx) else self.address
+        try:
+            update_node_version(tx, address, self.ours)
+        except Exception as error:
+            raise wrap("failed to update node version info", error) from error
+        self.decision = gate_decision(tx, self.ours)
+        state = self.decision.state
+        if state is GateState.READY:
+            return
+        if state is GateState.PEERS_BEHIND:
+            raise GracefulAbort()
+        if state is GateState.WE_ARE_BEHIND and self.wait_when_behind:
+            raise GracefulAbort()
+        raise self.decision.error()
+
+    def hook(self, version: int, tx: Tx) -> None:
+        """Back up a never-clustered node's data once before its first schema change."""
+        try:
+            exists = schema_table_exists(tx)
+        except Exception as error:
+            raise wrap("failed to check if schema table exists", error) from error
+        if not exists:
+            return  # fresh database: nothing to back up
+        unclustered = self._unclustered(tx)
+        # Clustered nodes are not backed up: replication would repopulate the directory.
+        if not unclustered or self.backup_done or self.backup_dir is None:
+            return
+        source = os.path.join(self.dir, self.backup_dir)
+        try:
+            self.filesystem.copy_dir(source, source + ".bak")
+        except Exception as error:
+            raise wrap("failed to backup global database", error) from error
+        self.backup_done = True
+
+    def bootstrap(self, tx: Tx) -> None:
+        """Insert node 1 (``0.0.0.0``) with our version, in the bootstrap transaction."""
+        tx.execute(STMT_INITIAL_NODE, (self.ours.schema, self.ours.api_extensions))
 
 
 class Cluster:
@@ -226,6 +308,9 @@ class Cluster:
     def ensure_schema(self, address: str, dir: str) -> bool:
         """Pass the version gate and apply pending schema updates.
 
+        ``address`` is this node's cluster address (its row in ``nodes``); ``dir`` the
+        node's data directory (patch file, ``global`` backup).
+
         Returns True when the schema is up to date and every member runs our version;
         False when this node must wait (peers behind, or we are behind in
         ``wait_when_behind`` mode) — our version row is committed either way. Raises the
@@ -235,15 +320,19 @@ class Cluster:
         database = self._require_database()
         api_count = self._api_extensions.count()
         ours = Version(len(self._schema_provider.updates()), api_count)
-        call = _EnsureCall(address, dir, ours)
         schema = self._schema_provider.schema()
-        schema.file(os.path.join(dir, PATCH_FILE_NAME))
-        schema.check(functools.partial(self._check, call))
-        schema.hook(functools.partial(self._hook, call))
-        schema.bootstrap(functools.partial(self._bootstrap, call))
+        gate = VersionGate(
+            address,
+            dir,
+            ours,
+            filesystem=self._filesystem,
+            backup_dir=self._backup_dir,
+            wait_when_behind=self._wait_when_behind,
+        )
+        gate.install(schema)
 
         def attempt() -> int:
-            call.decision = None
+            gate.start_attempt()
             return schema.ensure(database.connection())
 
         try:
@@ -254,63 +343,13 @@ class Cluster:
                 before_retry=lambda error: database.discard_if_broken(),
             )
         except GracefulAbort:
-            if call.decision is None:  # not our check's abort: do not hide it
+            if gate.decision is None:  # not our check's abort: do not hide it
                 raise
-            self._last_gate = call.decision
-            logger.info("waiting for other cluster members: %s", call.decision.state.value)
+            self._last_gate = gate.decision
+            logger.info("cluster gate: %s", gate.decision.state.value)
             return False
-        self._last_gate = call.decision
+        self._last_gate = gate.decision
         return True
-
-    def _unclustered(self, tx: Tx) -> bool:
-        try:
-            count = count_unclustered_nodes(tx)
-        except Exception as error:
-            raise wrap("failed to fetch unclustered nodes count", error) from error
-        if count > 1:
-            raise UnclusteredNodesError()
-        return count == 1
-
-    def _check(self, call: _EnsureCall, current: int, tx: Tx) -> None:
-        """Write our version row, then let the gate decide (runs inside the ensure tx)."""
-        if current == 0:
-            return  # bootstrapping: we are the only node, there is no row yet
-        address = UNCLUSTERED_ADDRESS if self._unclustered(tx) else call.address
-        try:
-            update_node_version(tx, address, call.ours)
-        except Exception as error:
-            raise wrap("failed to update node version info", error) from error
-        decision = gate_decision(tx, call.ours)
-        call.decision = decision
-        if decision.state is GateState.READY:
-            return
-        if decision.state is GateState.PEERS_BEHIND:
-            raise GracefulAbort()
-        if decision.state is GateState.WE_ARE_BEHIND and self._wait_when_behind:
-            raise GracefulAbort()
-        raise decision.error()
-
-    def _hook(self, call: _EnsureCall, version: int, tx: Tx) -> None:
-        """Back up a never-clustered node's data once before its first schema change."""
-        try:
-            exists = schema_table_exists(tx)
-        except Exception as error:
-            raise wrap("failed to check if schema table exists", error) from error
-        if not exists:
-            return  # fresh database: nothing to back up
-        # Clustered nodes are not backed up: replication would repopulate the directory.
-        if not self._unclustered(tx) or call.backup_done or self._backup_dir is None:
-            return
-        source = os.path.join(call.dir, self._backup_dir)
-        try:
-            self._filesystem.copy_dir(source, source + ".bak")
-        except Exception as error:
-            raise wrap("failed to backup global database", error) from error
-        call.backup_done = True
-
-    def _bootstrap(self, call: _EnsureCall, tx: Tx) -> None:
-        """Insert node 1 (``0.0.0.0``) with our version, in the bootstrap transaction."""
-        tx.execute(STMT_INITIAL_NODE, (call.ours.schema, call.ours.api_extensions))
 
 
 # --------------------------------------------------------------------------------------
