@@ -123,6 +123,10 @@ class Connection:
     def entry_applied(self, entry_id, database=None):
         return self._request({"op": "entry_applied", "db": database or self.database, "entry_id": entry_id})["applied"]
 
+    def compact(self):
+        """Ask the node to snapshot its databases and truncate its Raft journal."""
+        self._request({"op": "compact"})
+
     def add_member(self, raft_address, client_address):
         return self._request({"op": "add_member", "raft": raft_address, "client": client_address})["servers"]
 

@@ -66,6 +66,11 @@ class Database:
         # Held while a statement runs on the scratch connection, so the Raft
         # thread can abort a deposed leader's transaction safely.
         self.scratch_mutex = threading.RLock()
+        # Entries for this database handed to Raft and not yet resolved. A
+        # transaction starts its scratch work only when this is zero, so it
+        # sees every earlier commit.
+        self._in_flight = 0
+        self._in_flight_cond = threading.Condition()
         self.applied_index = None
         self._open_lock = threading.Lock()
 
@@ -81,6 +86,20 @@ class Database:
         conn.execute("PRAGMA foreign_keys=ON")
         self._configure(conn)
         return conn
+
+    def entry_started(self):
+        with self._in_flight_cond:
+            self._in_flight += 1
+
+    def entry_finished(self):
+        with self._in_flight_cond:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._in_flight_cond.notify_all()
+
+    def wait_entries_applied(self, timeout):
+        with self._in_flight_cond:
+            return self._in_flight_cond.wait_for(lambda: not self._in_flight, timeout)
 
     # -- apply connection (Raft thread) -------------------------------------------------
 

@@ -29,8 +29,13 @@ ROLE_NAMES = {FOLLOWER: "follower", CANDIDATE: "candidate", LEADER: "leader"}
 
 
 class Node:
-    def __init__(self, config: NodeConfig):
+    def __init__(self, config: NodeConfig, *, engine_class=None, transport_class=None):
+        """``engine_class``/``transport_class`` replace the Raft engine or its transport
+        (fault-injection tests do); the defaults are the safe subclass and its
+        journal-flushing TCP transport."""
         self.config = config
+        self._engine_class = engine_class or raft.SafeSyncObj
+        self._transport_class = transport_class
         os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
         self.secret = config.secret or self._local_secret()
         self.token = wire.client_token(self.secret)
@@ -66,8 +71,9 @@ class Node:
             on_state_changed=self._on_state_changed,
             election_timeout=self.config.election_timeout,
         )
-        self.engine = raft.SafeSyncObj(
-            self.config.bind, peers, conf, self.state_machine, durable=self.config.durable
+        extra = {"transportClass": self._transport_class} if self._transport_class else {}
+        self.engine = self._engine_class(
+            self.config.bind, peers, conf, self.state_machine, durable=self.config.durable, **extra
         )
         self.server = ClientServer(self)
         self.server.start()
@@ -139,33 +145,19 @@ class Node:
 
     def submit(self, entry, timeout=None):
         """Append ``entry`` to the log and wait until it is committed and applied here."""
+        return self.enqueue(entry).wait(timeout)
+
+    def enqueue(self, entry, on_done=None):
+        """Hand ``entry`` to Raft and return at once; entries are appended in the order enqueued.
+
+        That order is what lets a session release its database's write lock
+        before the entry commits: the next writer's entry lands after it in
+        the log, so several clients' commits travel together (pipelining).
+        """
         entry.setdefault("id", uuid.uuid4().hex)
-        payload = encode_entry(entry)
-        done = threading.Event()
-        box = {}
-
-        def on_result(result, error):
-            if error == FAIL_REASON.SUCCESS:
-                # Acknowledge only what the journal holds on disk (fsync mode).
-                self.engine.flush_journal()
-            box["result"], box["error"] = result, error
-            done.set()
-
-        self.engine.apply_entry(payload, callback=on_result)
-        timeout = self.config.commit_timeout if timeout is None else timeout
-        if not done.wait(timeout):
-            raise errors.unknown_outcome(
-                f"commit outcome unknown: the cluster did not answer within {timeout:g}s "
-                f"(entry {entry['id']}); check whether the transaction's effects are present before retrying"
-            )
-        error = box["error"]
-        if error == FAIL_REASON.SUCCESS:
-            return box["result"]
-        if error in raft.NOT_APPLIED:
-            raise errors.retryable(f"transaction not committed, safe to retry: {raft.NOT_APPLIED[error]}")
-        raise errors.unknown_outcome(
-            f"commit outcome unknown: {raft.OUTCOME_UNKNOWN.get(error, f'pysyncobj error {error}')} (entry {entry['id']})"
-        )
+        pending = PendingEntry(self, entry["id"], on_done)
+        self.engine.apply_entry(encode_entry(entry), callback=pending.resolve)
+        return pending
 
     def barrier(self, timeout=None):
         """Return once everything committed before the call is applied here (linearizable reads)."""
@@ -305,6 +297,44 @@ class Node:
                 logger.debug("housekeeping: %s", exc)
             except Exception:  # keep the thread alive: it is what makes the node discoverable
                 logger.exception("housekeeping failed")
+
+
+class PendingEntry:
+    """An entry handed to Raft whose outcome a client waits for."""
+
+    def __init__(self, node, entry_id, on_done=None):
+        self._node = node
+        self.entry_id = entry_id
+        self._on_done = on_done
+        self._done = threading.Event()
+        self.result = None
+        self.error = None
+
+    def resolve(self, result, error):
+        # Runs on the Raft thread.
+        if error == FAIL_REASON.SUCCESS:
+            # Acknowledge only what the journal holds on disk (fsync mode).
+            self._node.engine.flush_journal()
+        self.result, self.error = result, error
+        self._done.set()
+        if self._on_done is not None:
+            self._on_done()
+
+    def wait(self, timeout=None):
+        timeout = self._node.config.commit_timeout if timeout is None else timeout
+        if not self._done.wait(timeout):
+            raise errors.unknown_outcome(
+                f"commit outcome unknown: the cluster did not answer within {timeout:g}s "
+                f"(entry {self.entry_id}); check whether the transaction's effects are present before retrying"
+            )
+        if self.error == FAIL_REASON.SUCCESS:
+            return self.result
+        if self.error in raft.NOT_APPLIED:
+            raise errors.retryable(f"transaction not committed, safe to retry: {raft.NOT_APPLIED[self.error]}")
+        raise errors.unknown_outcome(
+            f"commit outcome unknown: {raft.OUTCOME_UNKNOWN.get(self.error, f'pysyncobj error {self.error}')} "
+            f"(entry {self.entry_id})"
+        )
 
 
 class _BarrierGroup:

@@ -190,23 +190,23 @@ class Session:
         manages_own = any(transaction_control(s) for s in statements)
         wrap = not manages_own and not self.in_transaction and len(statements) > 1
         if wrap:
-            self._ok_or_raise(self._op_exec({"sql": "BEGIN"}))
+            self._ok_or_raise(self._op_exec({"op": "exec", "sql": "BEGIN"}))
         try:
             for statement in statements:
-                self._ok_or_raise(self._op_exec({"sql": statement}))
+                self._ok_or_raise(self._op_exec({"op": "exec", "sql": statement}))
         except errors.StoreError:
             if wrap and self.in_transaction:
-                self._op_exec({"sql": "ROLLBACK"})
+                self._op_exec({"op": "exec", "sql": "ROLLBACK"})
             raise
         if wrap:
-            self._ok_or_raise(self._op_exec({"sql": "COMMIT"}))
+            self._ok_or_raise(self._op_exec({"op": "exec", "sql": "COMMIT"}))
         return {"ok": True, "columns": None, "rows": [], "rowcount": -1, "lastrowid": None, "in_tx": self.in_transaction}
 
     def _op_commit(self, request):
-        return self._op_exec({"sql": "COMMIT"}) if self.in_transaction else self._result(None)
+        return self._op_exec({"op": "exec", "sql": "COMMIT"}) if self.in_transaction else self._result(None)
 
     def _op_rollback(self, request):
-        return self._op_exec({"sql": "ROLLBACK"}) if self.in_transaction else self._result(None)
+        return self._op_exec({"op": "exec", "sql": "ROLLBACK"}) if self.in_transaction else self._result(None)
 
     @staticmethod
     def _ok_or_raise(response):
@@ -262,12 +262,7 @@ class Session:
             if self.node.is_leader() and self.consistency == STRONG:
                 self.node.barrier()
             return self._result(run_statement(reader, sql, params, False))
-        self._require_leader()
-        self._acquire(database)
-        try:
-            result = self.node.submit(self._entry(database, [[0, sql, params, many, False]], FixedValues.fresh(), want_result=True))
-        finally:
-            database.write_lock.release()
+        result = self._append(database, self._entry(database, [[0, sql, params, many, False]], FixedValues.fresh(), want_result=True))
         if "error" in result:
             error = result["error"]
             raise errors.StoreError(error["kind"], error["message"], code=error.get("code"))
@@ -284,6 +279,25 @@ class Session:
             "stmts": statements,
             "want_result": want_result,
         }
+
+    def _append(self, database, entry):
+        """Append one entry for ``database`` in write-lock order and wait for its outcome."""
+        self._require_leader()
+        self._acquire(database)
+        try:
+            pending = self._enqueue_locked(database, entry)
+        finally:
+            database.write_lock.release()
+        return pending.wait()
+
+    def _enqueue_locked(self, database, entry):
+        # Called with the database's write lock held: enqueue order is log order.
+        database.entry_started()
+        try:
+            return self.node.enqueue(entry, on_done=database.entry_finished)
+        except BaseException:
+            database.entry_finished()
+            raise
 
     def _require_leader(self):
         if not self.node.is_leader():
@@ -331,6 +345,8 @@ class Session:
                 self.node.barrier()
             else:
                 self._wait_applied()
+            if not database.wait_entries_applied(self.node.config.commit_timeout):
+                raise errors.retryable("earlier commits on this database are still in flight")
             tx = Transaction(database, self.pragmas, started_by_savepoint)
             scratch = database.scratch_connection()
             with database.scratch_mutex:
@@ -406,9 +422,10 @@ class Session:
             return
         try:
             self._require_leader()
-            result = self.node.submit(self._entry(database, tx.statements, tx.values))
+            pending = self._enqueue_locked(database, self._entry(database, tx.statements, tx.values))
         finally:
             self._end_local(rollback=False)
+        result = pending.wait()
         if "error" in result:
             error = result["error"]
             raise errors.StoreError(error["kind"], error["message"], code=error.get("code"))
@@ -434,11 +451,7 @@ class Session:
         if not self.node.is_leader():
             return self._forwarded(request)
         database = self.node.state_machine.databases.get(request["db"])
-        self._acquire(database)
-        try:
-            self.node.submit({"kind": DROP_DB, "db": database.name})
-        finally:
-            database.write_lock.release()
+        self._append(database, {"kind": DROP_DB, "db": database.name})
         return {"ok": True}
 
     def _op_clone_database(self, request):
@@ -446,11 +459,7 @@ class Session:
             return self._forwarded(request)
         databases = self.node.state_machine.databases
         source, target = databases.get(request["src"]), databases.get(request["dst"])
-        self._acquire(source)
-        try:
-            self.node.submit({"kind": CLONE_DB, "src": source.name, "dst": target.name})
-        finally:
-            source.write_lock.release()
+        self._append(source, {"kind": CLONE_DB, "src": source.name, "dst": target.name})
         return {"ok": True}
 
     def _op_entry_applied(self, request):
@@ -466,6 +475,11 @@ class Session:
             f"SELECT raft_index FROM {ENTRIES_TABLE} WHERE entry_id = ?", (request["entry_id"],)
         ).fetchone()
         return {"ok": True, "applied": row is not None}
+
+    def _op_compact(self, request):
+        """Take a snapshot now and drop the journal before it (tests, operators)."""
+        self.node.engine.forceLogCompaction()
+        return {"ok": True}
 
     # -- membership -----------------------------------------------------------------------------
 

@@ -1,0 +1,101 @@
+"""Run one store node: ``python -m django_dqcluster.store --bind HOST:PORT --data-dir DIR ...``.
+
+Examples::
+
+    # a one-node store (grows later with --join)
+    python -m django_dqcluster.store --bind 127.0.0.1:7001 --data-dir var/n1 --secret-file secret
+
+    # three nodes started together
+    python -m django_dqcluster.store --bind 127.0.0.1:7001 --client 127.0.0.1:7101 \\
+        --peers 127.0.0.1:7002,127.0.0.1:7003 --data-dir var/n1 --secret-file secret
+
+    # a fourth node joining a running cluster through any member's client address
+    python -m django_dqcluster.store --bind 127.0.0.1:7004 --join 127.0.0.1:7101 ...
+"""
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+
+from .config import FSYNC, PROCESS, ConfigError, NodeConfig, read_secret
+
+
+def _addresses(text):
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _timeout_range(text):
+    low, _, high = text.partition(",")
+    return float(low), float(high or float(low) * 3.5)
+
+
+def load_hook(dotted):
+    """'package.module:callable' -> the callable (run on every SQLite connection the node opens)."""
+    module_name, _, attribute = dotted.partition(":")
+    if not attribute:
+        raise ConfigError(f"connection hook {dotted!r}: expected 'module:callable'")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"connection hook {dotted!r}: {exc}") from None
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m django_dqcluster.store", description=__doc__.splitlines()[0])
+    parser.add_argument("--bind", required=True, help="this node's Raft address, HOST:PORT")
+    parser.add_argument("--data-dir", required=True, help="SQLite files, Raft journal and snapshots")
+    parser.add_argument("--peers", default="", help="Raft addresses of the other members, comma-separated")
+    parser.add_argument("--client", help="client address, HOST:PORT or unix:/path (default: Raft port + 1)")
+    parser.add_argument("--join", help="client address of a running member to join through")
+    secret = parser.add_mutually_exclusive_group()
+    secret.add_argument("--secret-file", help="file holding the cluster secret (preferred)")
+    secret.add_argument("--secret", help="the cluster secret (visible in the process list; prefer --secret-file)")
+    parser.add_argument("--durability", choices=(FSYNC, PROCESS), default=FSYNC)
+    parser.add_argument("--election-timeout", type=_timeout_range, default=(0.4, 1.4), metavar="LOW,HIGH")
+    parser.add_argument("--allow-remote", action="store_true", help="allow binding to non-loopback addresses")
+    parser.add_argument("--connection-hook", action="append", default=[], metavar="MODULE:CALLABLE",
+                        help="run on every SQLite connection (e.g. to register SQL functions)")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = NodeConfig(
+            bind=args.bind,
+            data_dir=args.data_dir,
+            peers=_addresses(args.peers),
+            client=args.client,
+            join=args.join,
+            secret=read_secret(args.secret, args.secret_file),
+            durability=args.durability,
+            election_timeout=args.election_timeout,
+            allow_remote=args.allow_remote,
+            connection_hooks=[load_hook(hook) for hook in args.connection_hook],
+        )
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from .node import Node
+
+    node = Node(config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    node.start()
+    print(f"node {config.bind} serving clients on {config.client}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

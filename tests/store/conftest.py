@@ -1,0 +1,47 @@
+"""Fixtures for the store: an embedded one-node store, and local multi-process clusters."""
+
+import pytest
+
+from django_dqcluster import dbapi
+from django_dqcluster.store import Node, NodeConfig
+from django_dqcluster.store.local_cluster import LocalCluster, free_ports
+
+
+@pytest.fixture
+def embedded_node(tmp_path):
+    """A one-node store running in this process."""
+    raft_port, client_port = free_ports(2)
+    node = Node(NodeConfig(
+        bind=f"127.0.0.1:{raft_port}", client=f"127.0.0.1:{client_port}",
+        data_dir=str(tmp_path / "node"), secret="embedded-test-secret",
+    )).start()
+    node.wait_ready(15)
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def embedded_conn(embedded_node):
+    conn = dbapi.connect(node=embedded_node, isolation_level=None)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Three node processes on 127.0.0.1 with a shared secret; killed at the end."""
+    with LocalCluster(str(tmp_path / "cluster"), 3) as running:
+        yield running
+
+
+def rows_on_every_node(cluster, sql, database="default", converge=True):
+    """The result of ``sql`` read from each live node's own replica."""
+    if converge:
+        cluster.wait_converged()
+    results = {}
+    for node in cluster.nodes:
+        if node.alive:
+            conn = node.connect(consistency="none", database=database)
+            results[node.index] = conn.execute(sql).fetchall()
+            conn.close()
+    return results
