@@ -1,0 +1,232 @@
+"""A 3-node store on 127.0.0.1: replication, failover, catch-up, snapshots, membership."""
+
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from django_dqcluster import dbapi
+
+from .conftest import rows_on_every_node
+
+pytestmark = [pytest.mark.cluster]
+
+
+def sqlite_dump(node, database="default"):
+    """Everything in a node's SQLite file, read straight from disk."""
+    path = os.path.join(node.data_dir, "db", f"{database}.sqlite3")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def followers(cluster, leader):
+    return [node for node in cluster.nodes if node is not leader and node.alive]
+
+
+class Writer(threading.Thread):
+    """Inserts numbered rows until stopped; remembers which ones were acknowledged."""
+
+    def __init__(self, cluster, table="log", connect_to=None):
+        super().__init__(daemon=True)
+        self.addresses = connect_to or ",".join(n.client for n in cluster.nodes)
+        self.secret = cluster.secret
+        self.table = table
+        self.acked = []
+        self.unknown = []
+        self.stop = threading.Event()
+        self.errors = []
+
+    def run(self):
+        conn = dbapi.connect(self.addresses, secret=self.secret, isolation_level=None, timeout=20)
+        value = 0
+        while not self.stop.is_set():
+            value += 1
+            try:
+                conn.execute(f"INSERT INTO {self.table} (value) VALUES (?)", (value,))
+                self.acked.append(value)
+            except dbapi.OperationalError as error:
+                if error.unknown_outcome:
+                    self.unknown.append(value)
+                elif not error.retryable:
+                    self.errors.append(error)
+                    return
+                time.sleep(0.05)
+
+
+def test_replicated_writes_leave_every_sqlite_file_with_the_same_contents(cluster):
+    leader = cluster.leader()
+    conn = leader.connect()
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL, data BLOB)")
+    conn.executemany("INSERT INTO items (name, price, data) VALUES (?, ?, ?)",
+                     [(f"item {i}", i * 1.5, bytes([i % 256]) * 10) for i in range(200)])
+    follower_conn = followers(cluster, leader)[0].connect()
+    follower_conn.execute("UPDATE items SET price = price * 2 WHERE id % 3 = 0")
+    follower_conn.execute("DELETE FROM items WHERE id % 7 = 0")
+    cluster.wait_converged()
+    dumps = [sqlite_dump(node) for node in cluster.nodes]
+    assert len(dumps[0]) > 150
+    assert dumps[0] == dumps[1] == dumps[2]
+
+
+def test_killing_the_leader_loses_no_acknowledged_write_and_writes_continue(cluster):
+    cluster.leader().connect().execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+    writer = Writer(cluster)
+    writer.start()
+    time.sleep(1.0)
+    old_leader = cluster.leader()
+    acked_before_kill = len(writer.acked)
+    old_leader.kill()
+    new_leader = cluster.wait_for_leader(timeout=30, exclude=[old_leader])
+    time.sleep(1.5)
+    writer.stop.set()
+    writer.join(30)
+    assert not writer.errors
+    assert new_leader is not old_leader
+    assert len(writer.acked) > acked_before_kill, "no write succeeded after the failover"
+    for index, rows in rows_on_every_node(cluster, "SELECT value FROM log").items():
+        values = [row[0] for row in rows]
+        assert set(writer.acked) <= set(values), f"node{index} lost acknowledged writes"
+        assert len(values) == len(set(values)), f"node{index} applied a write twice"
+        assert set(values) <= set(writer.acked) | set(writer.unknown)
+
+
+def test_a_killed_node_restarts_from_its_journal_and_catches_up_without_duplicates(cluster):
+    leader = cluster.leader()
+    conn = leader.connect()
+    conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+    conn.executemany("INSERT INTO log (value) VALUES (?)", [(i,) for i in range(100)])
+    victim = followers(cluster, leader)[0]
+    cluster.wait_converged()
+    victim.kill()
+    for i in range(100, 400):
+        conn.execute("INSERT INTO log (value) VALUES (?)", (i,))
+    victim.start(peers=[n.raft for n in cluster.nodes if n is not victim])
+    results = rows_on_every_node(cluster, "SELECT value FROM log ORDER BY id")
+    assert results[victim.index] == [(i,) for i in range(400)]
+    assert sqlite_dump(victim) == sqlite_dump(leader)
+
+
+def test_a_wiped_follower_is_restored_from_a_snapshot(cluster):
+    leader = cluster.leader()
+    conn = leader.connect()
+    conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value TEXT NOT NULL)")
+    conn.executemany("INSERT INTO log (value) VALUES (?)", [(f"row {i}",) for i in range(1000)])
+    cluster.wait_converged()
+    for node in cluster.nodes:
+        node.connect().compact()
+    cluster.wait_for(lambda: all(os.path.exists(os.path.join(n.data_dir, "raft.snapshot")) for n in cluster.nodes),
+                     30, "snapshots on every node")
+    victim = followers(cluster, leader)[0]
+    victim.kill()
+    victim.wipe()
+    conn.execute("INSERT INTO log (value) VALUES ('after the wipe')")
+    victim.start(peers=[n.raft for n in cluster.nodes if n is not victim])
+    results = rows_on_every_node(cluster, "SELECT count(*) FROM log")
+    assert results[victim.index] == [(1001,)]
+    assert results[victim.index] == results[leader.index]
+    # It was sent the leader's snapshot: its journal alone could not rebuild the table.
+    assert os.path.exists(os.path.join(victim.data_dir, "raft.snapshot"))
+    assert sqlite_dump(victim) == sqlite_dump(leader)
+
+
+def test_a_fourth_node_joins_catches_up_and_leaves(cluster):
+    conn = cluster.leader().connect()
+    conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+    conn.executemany("INSERT INTO log (value) VALUES (?)", [(i,) for i in range(300)])
+    fourth = cluster.add_node()
+    results = rows_on_every_node(cluster, "SELECT count(*) FROM log")
+    assert results == {0: [(300,)], 1: [(300,)], 2: [(300,)], 3: [(300,)]}
+    status = fourth.status()
+    assert len(status["members"]) == 4
+
+    servers = cluster.leader().connect().remove_member(fourth.raft)
+    assert fourth.raft not in [server["raft"] for server in servers]
+    fourth.stop()
+    conn = cluster.leader().connect()
+    conn.execute("INSERT INTO log (value) VALUES (300)")
+    results = rows_on_every_node(cluster, "SELECT count(*) FROM log")
+    assert results == {0: [(301,)], 1: [(301,)], 2: [(301,)]}
+    assert len(cluster.leader().status()["members"]) == 3
+
+
+def test_a_transaction_over_one_megabyte_replicates_under_load_without_an_election(cluster):
+    leader = cluster.leader()
+    conn = leader.connect()
+    conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
+    conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+    term_before = leader.status()["term"]
+    writers = [Writer(cluster, connect_to=leader.client) for _ in range(4)]
+    for writer in writers:
+        writer.start()
+    payload = "x" * 150
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO big (payload) VALUES (?)", [(f"{i:06d}{payload}",) for i in range(10_000)])
+    conn.commit()
+    time.sleep(0.5)
+    for writer in writers:
+        writer.stop.set()
+    for writer in writers:
+        writer.join(30)
+    assert all(writer.acked and not writer.errors for writer in writers)
+    results = rows_on_every_node(cluster, "SELECT count(*), sum(length(payload)) FROM big")
+    assert results[0] == [(10_000, 10_000 * 156)]
+    assert results[0] == results[1] == results[2]
+    assert cluster.leader().status()["term"] == term_before, "the large entry caused an election"
+
+
+def test_concurrent_read_modify_write_transactions_from_every_node_never_lose_an_increment(cluster):
+    conn = cluster.leader().connect()
+    conn.execute("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+    conn.execute("INSERT INTO counter (id, n) VALUES (1, 0)")
+    per_client = 25
+    failures = []
+
+    def increment(node):
+        client = node.connect()
+        done = 0
+        while done < per_client:
+            try:
+                client.execute("BEGIN")
+                (n,) = client.execute("SELECT n FROM counter WHERE id = 1").fetchone()
+                client.execute("UPDATE counter SET n = ? WHERE id = 1", (n + 1,))
+                client.commit()
+                done += 1
+            except dbapi.OperationalError as error:
+                if client.in_transaction:
+                    client.rollback()
+                if not error.retryable:
+                    failures.append(error)
+                    return
+
+    threads = [threading.Thread(target=increment, args=(node,)) for node in cluster.nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures
+    results = rows_on_every_node(cluster, "SELECT n FROM counter")
+    assert results == {0: [(75,)], 1: [(75,)], 2: [(75,)]}
+
+
+def test_consistency_none_reads_the_local_replica_and_strong_reads_the_latest_commit(cluster):
+    leader = cluster.leader()
+    conn = leader.connect()
+    conn.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)")
+    conn.execute("INSERT INTO kv VALUES ('a', 1)")
+    follower = followers(cluster, leader)[0]
+    strong = follower.connect(consistency="strong")
+    local = follower.connect(consistency="none")
+    follower.pause()  # a replica that falls behind
+    try:
+        conn.execute("UPDATE kv SET v = 2 WHERE k = 'a'")
+    finally:
+        follower.resume()
+    # the strong read waits for a barrier through the leader: never the old value
+    assert strong.execute("SELECT v FROM kv WHERE k = 'a'").fetchone() == (2,)
+    cluster.wait_converged()
+    assert local.execute("SELECT v FROM kv WHERE k = 'a'").fetchone() == (2,)
