@@ -219,6 +219,9 @@ class VersionGate:
     def bootstrap(self, tx: Tx) -> None:
         """Insert node 1 (``0.0.0.0``) with our version, in the bootstrap transaction."""
         tx.execute(STMT_INITIAL_NODE, (self.ours.schema, self.ours.api_extensions))
+        sync = tx.dialect.sync_identity_sql("nodes")
+        if sync:
+            tx.query(sync)
 
 
 class Cluster:

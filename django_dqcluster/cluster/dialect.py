@@ -23,6 +23,8 @@ import sqlite3
 import sys
 from typing import Any, Callable
 
+from .sql import STMT_CREATE_SCHEMA_TABLE, STMT_SCHEMA_TABLE_EXISTS
+
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
 
@@ -134,30 +136,33 @@ class Dialect:
         for statement in split_sqlite_script(script):
             cursor.execute(self.translate(statement, has_params=False))
 
-    @property
-    def schema_table_exists_sql(self) -> str:
-        from .sql import STMT_SCHEMA_TABLE_EXISTS
-
-        return STMT_SCHEMA_TABLE_EXISTS
-
-    @property
-    def create_schema_table_sql(self) -> str:
-        from .sql import STMT_CREATE_SCHEMA_TABLE
-
-        return STMT_CREATE_SCHEMA_TABLE
+    schema_table_exists_sql = STMT_SCHEMA_TABLE_EXISTS
+    create_schema_table_sql = STMT_CREATE_SCHEMA_TABLE
 
     def write_lock_sql(self) -> str | None:
         """A statement that serialises concurrent schema engines, if BEGIN does not."""
         return None
 
-    def has_open_transaction(self, connection: Any) -> bool:
-        """True if the caller left a transaction open on ``connection``."""
+    def sync_identity_sql(self, table: str) -> str | None:
+        """A statement to run after inserting explicit ids into ``table``, if needed."""
+        return None
+
+    def has_open_transaction(self, connection: Any, driver_opens_transactions: bool) -> bool:
+        """True if the caller left a transaction open on ``connection``.
+
+        When the driver itself keeps a transaction open at all times (PEP 249 mode),
+        SQLite-style drivers cannot tell the caller's pending work from that: False.
+        """
+        if driver_opens_transactions:
+            return False
         return bool(getattr(connection, "in_transaction", False))
 
     def connection_is_broken(self, connection: Any) -> bool:
         """True if ``connection`` can no longer be used and must be reopened."""
         closed = getattr(connection, "closed", False)
-        return bool(closed) if not callable(closed) else False
+        if callable(closed):  # a method, not a state: nothing to learn from it
+            return False
+        return bool(closed)
 
     def __repr__(self) -> str:
         return f"<Dialect {self.name}>"
@@ -221,20 +226,24 @@ class PostgresDialect(Dialect):
         # every statement in it, inside the current transaction.
         cursor.execute(self.translate(script, has_params=False))
 
-    @property
-    def schema_table_exists_sql(self) -> str:
-        return PG_SCHEMA_TABLE_EXISTS
-
-    @property
-    def create_schema_table_sql(self) -> str:
-        return PG_CREATE_SCHEMA_TABLE
+    schema_table_exists_sql = PG_SCHEMA_TABLE_EXISTS
+    create_schema_table_sql = PG_CREATE_SCHEMA_TABLE
 
     def write_lock_sql(self) -> str | None:
         # Two nodes bootstrapping the same empty database at once would otherwise both
         # try to CREATE TABLE schema; the second waits here and then sees the first's work.
         return f"SELECT pg_advisory_xact_lock({PG_SCHEMA_LOCK_KEY})"
 
-    def has_open_transaction(self, connection: Any) -> bool:
+    def sync_identity_sql(self, table: str) -> str | None:
+        # An explicit id (the initial node is id 1) does not advance an identity
+        # sequence: without this the next plain INSERT would be given id 1 again.
+        return (
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+            f"(SELECT MAX(id) FROM {table}))"
+        )
+
+    def has_open_transaction(self, connection: Any, driver_opens_transactions: bool) -> bool:
+        # psycopg reports the server-side state, so this works in every mode.
         info = getattr(connection, "info", None)
         status = getattr(info, "transaction_status", None)
         if status is not None:  # psycopg 3: IDLE == 0

@@ -132,11 +132,10 @@ def transaction(
     """
     dialect = dialect or dialect_for(connection)
     style = transaction_style(connection)
-    if style is not Style.IMPLICIT or dialect.name == "postgresql":
-        if dialect.has_open_transaction(connection):
-            raise TransactionStateError(
-                "connection already has an open transaction: commit or roll it back first"
-            )
+    if dialect.has_open_transaction(connection, driver_opens_transactions=style is Style.IMPLICIT):
+        raise TransactionStateError(
+            "connection already has an open transaction: commit or roll it back first"
+        )
     tx = Tx(connection, dialect)
     try:
         try:

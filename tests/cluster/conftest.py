@@ -100,6 +100,8 @@ def connect(request, tmp_path):
     connections = []
 
     def connect_sqlite(**kwargs):
+        # Concurrency tests use connections from worker threads; teardown closes here.
+        kwargs.setdefault("check_same_thread", False)
         connection = sqlite3.connect(path, **kwargs)
         connections.append(connection)
         return connection

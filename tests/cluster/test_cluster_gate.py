@@ -316,3 +316,41 @@ class BootstrapFailsSchema:
 def test_initial_node_statement_is_the_seed_literal():
     assert len(STMT_INITIAL_NODE.encode()) == 226
     assert "'0.0.0.0'" in STMT_INITIAL_NODE
+
+
+# -- concurrency and identity ------------------------------------------------------------------
+
+
+def test_two_nodes_bootstrapping_at_once_both_succeed_once(connect):
+    import threading
+
+    results, errors = [], []
+    barrier = threading.Barrier(2)
+
+    def bootstrap():
+        connection = connect()
+        barrier.wait()
+        try:
+            results.append(make_cluster(connection).ensure_schema("10.0.0.1", "/unused"))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=bootstrap) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert results == [True, True]
+    checker = connect()
+    assert schema_versions(checker) == [2]
+    assert node_rows(checker) == [(1, "none", "0.0.0.0", SCHEMA, API)]
+
+
+def test_nodes_can_be_added_after_the_bootstrap_row(conn):
+    make_cluster(conn).ensure_schema("10.0.0.1", "/unused")
+
+    add_node(conn, "10.0.0.2", SCHEMA, API)  # no explicit id: must not collide with 1
+
+    assert [row[0] for row in node_rows(conn)] == [1, 2]
