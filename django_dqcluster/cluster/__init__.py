@@ -1,11 +1,22 @@
 """The cluster version gate: Python port of the seed's ``internal/db/cluster`` + ``schema``.
 
 No Django here: everything works on a plain DB-API connection (sqlite3, psycopg, or
-``django_dqcluster.dbapi``). Typical use::
+``django_dqcluster.dbapi``). The caller provides three things: a way to get a DB-API
+connection, this node's cluster address, and its data directory::
 
-    cluster = Cluster(BasicAPIExtensions(n), SchemaProvider(), database=connection)
-    if not cluster.ensure_schema(address, data_dir):
-        ...  # peers are behind: wait and call again later
+    cluster = Cluster(
+        BasicAPIExtensions(len(settings.DQCLUSTER_API_EXTENSIONS)),
+        SchemaProvider(),
+        database=Database(lambda: dbapi.connect(...)),  # or an open connection
+    )
+    if cluster.ensure_schema(address, data_dir):
+        ...  # every member runs our version and the schema is up to date
+    else:
+        ...  # cluster.last_gate says why we wait; call ensure_schema again later
+
+or, through the seed's driver registry: ``Cluster(..., database_io=DBAPIDatabaseIO(connect))``
+then ``cluster.open(server_store)``; ``open_and_ensure`` adds the leader wait and the node
+id lookup. The connection must not be inside a transaction (see ``tx.py``).
 
 See ``cluster.py`` for the flow and ``seed-behaviour.md`` for the behaviour it ports.
 """

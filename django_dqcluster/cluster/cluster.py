@@ -31,7 +31,6 @@ Celery task / management command that calls ``ensure_schema`` again.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time

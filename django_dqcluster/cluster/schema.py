@@ -29,7 +29,7 @@ import sqlite3
 from typing import Any, Callable, Iterable, Mapping
 
 from .dialect import Dialect, dialect_for
-from .errors import ClusterError, GracefulAbort, SchemaError, wrap
+from .errors import GracefulAbort, SchemaError, wrap
 from .fs import FileSystem, RealFileSystem
 from .sql import STMT_DUMP, STMT_INSERT_SCHEMA_VERSION, STMT_SELECT_SCHEMA_VERSIONS, STMT_SELECT_TABLE_SQL
 from .tx import Tx, transaction
@@ -348,7 +348,6 @@ class Schema:
 __all__ = [
     "Bootstrap",
     "Check",
-    "ClusterError",
     "GracefulAbort",
     "Hook",
     "Schema",
