@@ -340,6 +340,14 @@ def test_check_update_of_two_rows_fails():
     assert str(caught.value) == "failed to update node version info: updated 2 rows instead of 1"
 
 
+def test_check_update_with_unknown_row_count_fails():
+    with pytest.raises(ClusterError) as caught:
+        gate().check(1, ScriptedTx(check_answers(updated=-1)))
+    assert str(caught.value) == (
+        "failed to update node version info: the driver did not report how many rows were updated"
+    )
+
+
 def test_missing_address_error_names_the_address_and_the_addresses_present(sqlite_conn):
     preload_fresh_schema(sqlite_conn)
     add_node(sqlite_conn, "10.0.0.1", 2, 1)
@@ -359,6 +367,12 @@ def test_check_versions_query_failure_propagates():
     with pytest.raises(ClusterError) as caught:
         gate().check(1, ScriptedTx(check_answers(members=Boom())))
     assert str(caught.value) == "failed to fetch current nodes versions: boom"
+
+
+def test_check_versions_that_cannot_be_scanned_fail():
+    with pytest.raises(ClusterError) as caught:
+        gate().check(1, ScriptedTx(check_answers(members=[("1", "two", 1)])))
+    assert str(caught.value).startswith("failed to fetch current nodes versions: invalid literal")
 
 
 def test_check_peer_ahead_is_please_upgrade():

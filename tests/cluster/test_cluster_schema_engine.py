@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 
 import pytest
 from cluster_fakes import (
@@ -552,3 +553,37 @@ def test_open_postgresql_transaction_is_refused(pg_connect):
 
     with pytest.raises(TransactionStateError):
         Schema.empty(filesystem=MemoryFileSystem()).ensure(connection)
+
+
+needs_sqlite3_autocommit = pytest.mark.skipif(
+    sys.version_info < (3, 12), reason="sqlite3.connect(autocommit=...) is new in Python 3.12"
+)
+
+
+@needs_sqlite3_autocommit
+@pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "pep249"])
+def test_ddl_rolls_back_with_sqlite3_autocommit_attribute(tmp_path, autocommit):
+    path = str(tmp_path / "ac.db")
+    connection = sqlite3.connect(path, autocommit=autocommit)
+    schema = Schema([update_create_table, update_boom], filesystem=MemoryFileSystem())
+
+    with pytest.raises(SchemaError):
+        schema.ensure(connection)
+
+    observer = sqlite3.connect(path)
+    assert not table_exists(observer, "test")
+    assert not table_exists(observer, "schema")
+
+
+@needs_sqlite3_autocommit
+@pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "pep249"])
+def test_updates_are_committed_with_sqlite3_autocommit_attribute(tmp_path, autocommit):
+    path = str(tmp_path / "ac.db")
+    connection = sqlite3.connect(path, autocommit=autocommit)
+    schema = Schema([update_create_table, update_insert_value], filesystem=MemoryFileSystem())
+
+    schema.ensure(connection)
+
+    observer = sqlite3.connect(path)  # a second connection sees only committed data
+    assert schema_versions(observer) == [1, 2]
+    assert ids_in_test_table(observer) == [1]
