@@ -86,8 +86,13 @@ class Tx:
 
 
 def _begin(tx: Tx, style: Style, write: bool) -> None:
+    """Open the transaction; a failure here leaves nothing to roll back."""
     if style is not Style.IMPLICIT:
         tx.execute(tx.dialect.begin_write if write else tx.dialect.begin_read)
+
+
+def _lock(tx: Tx, write: bool) -> None:
+    """Serialise writers where BEGIN alone does not (PostgreSQL)."""
     lock = tx.dialect.write_lock_sql() if write else None
     if lock:
         tx.query(lock)
@@ -138,8 +143,9 @@ def transaction(
         )
     tx = Tx(connection, dialect)
     try:
+        _begin(tx, style, write)
         try:
-            _begin(tx, style, write)
+            _lock(tx, write)
             yield tx
         except BaseException as error:
             _rollback_quietly(tx, style, error)
