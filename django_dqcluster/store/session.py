@@ -504,7 +504,7 @@ class Session:
         forwarded = {key: value for key, value in request.items() if key != "id"}
         try:
             response = transport.request(forwarded, raise_errors=False)
-        except OSError as exc:
+        except (OSError, wire.ProtocolError) as exc:
             was_in_tx = self.forward_in_tx
             self._drop_forward()
             if was_in_tx:
@@ -527,9 +527,10 @@ class Session:
 
         try:
             self.forward = SocketTransport([leader], token=self.node.token, timeout=self.node.config.commit_timeout + 5)
-        except OSError as exc:
+            self._forward_settings()
+        except (OSError, wire.ProtocolError) as exc:
+            self._drop_forward()
             raise errors.retryable(f"cannot reach the leader at {leader}: {exc}") from None
-        self._forward_settings()
         return self.forward
 
     def _forward_settings(self):

@@ -1,0 +1,152 @@
+"""Store benchmark: run by hand, prints one table (timings here are too noisy for tests).
+
+    python bench/store_bench.py [--ops 2000] [--failover-trials 5]
+
+In ONE run on 3-node loopback clusters, for both durability modes: single-row
+INSERT commits through the driver with 1 and 8 clients, raw pysyncobj
+replicated calls with the same Raft settings, and plain local sqlite3 on the
+same disk; then the time from `kill -9` of the leader to the next
+acknowledged commit. Targets (issue 2): 1 client >= 50% of raw pysyncobj;
+8 clients >= 2x 1 client; median failover <= 3 s.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from django_dqcluster import dbapi  # noqa: E402
+from django_dqcluster.store.local_cluster import LocalCluster, free_ports  # noqa: E402
+
+
+def driver_inserts(cluster, clients, ops):
+    leader = cluster.leader()
+    setup = leader.connect()
+    table = f"bench_{clients}"
+    setup.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    per_client = ops // clients
+    barrier = threading.Barrier(clients + 1)
+
+    def work():
+        conn = dbapi.connect(",".join(n.client for n in cluster.nodes), secret=cluster.secret, isolation_level=None)
+        barrier.wait()
+        for i in range(per_client):
+            conn.execute(f"INSERT INTO {table} (v) VALUES (?)", (f"value {i}",))
+        conn.close()
+
+    workers = [threading.Thread(target=work) for _ in range(clients)]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return per_client * clients / (time.perf_counter() - started)
+
+
+def raw_pysyncobj(directory, ops, durability):
+    ports = free_ports(3)
+    addresses = [f"127.0.0.1:{p}" for p in ports]
+    result = os.path.join(directory, f"raw-{durability}.json")
+    processes = []
+    for index, address in enumerate(addresses):
+        peers = ",".join(a for a in addresses if a != address)
+        processes.append(subprocess.Popen([
+            sys.executable, os.path.join(HERE, "raw_pysyncobj.py"), "--bind", address, "--peers", peers,
+            "--journal", os.path.join(directory, f"raw-{durability}-{index}.journal"),
+            "--secret", "bench-secret", "--result", result, "--ops", str(ops),
+        ], stderr=subprocess.DEVNULL))
+    for process in processes:
+        process.wait(timeout=600)
+    with open(result) as handle:
+        return {int(k): v for k, v in json.load(handle).items()}
+
+
+def local_sqlite(directory, ops, durability):
+    path = os.path.join(directory, f"local-{durability}.sqlite3")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    started = time.perf_counter()
+    for i in range(ops):
+        conn.execute("INSERT INTO t (v) VALUES (?)", (f"value {i}",))
+    rate = ops / (time.perf_counter() - started)
+    conn.close()
+    return rate
+
+
+def failover_seconds(directory, trial):
+    with LocalCluster(os.path.join(directory, f"failover-{trial}"), 3) as cluster:
+        conn = cluster.leader().connect()
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+        acks = []
+        stop = threading.Event()
+
+        def writer():
+            client = dbapi.connect(",".join(n.client for n in cluster.nodes), secret=cluster.secret,
+                                   isolation_level=None, timeout=30)
+            value = 0
+            while not stop.is_set():
+                value += 1
+                try:
+                    client.execute("INSERT INTO t (v) VALUES (?)", (value,))
+                    acks.append(time.monotonic())
+                except dbapi.OperationalError:
+                    time.sleep(0.01)
+
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        time.sleep(1.0)
+        leader = cluster.leader()
+        killed_at = time.monotonic()
+        leader.process.send_signal(signal.SIGKILL)
+        deadline = killed_at + 30
+        while time.monotonic() < deadline and not [t for t in acks if t > killed_at + 0.001]:
+            time.sleep(0.01)
+        stop.set()
+        thread.join(35)
+        after = [t for t in acks if t > killed_at]
+        return after[0] - killed_at if after else float("inf")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", type=int, default=2000)
+    parser.add_argument("--failover-trials", type=int, default=5)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="dqcluster-bench-") as directory:
+        for durability in ("fsync", "process"):
+            with LocalCluster(os.path.join(directory, f"cluster-{durability}"), 3, durability=durability) as cluster:
+                one = driver_inserts(cluster, 1, args.ops)
+                eight = driver_inserts(cluster, 8, args.ops)
+            raw = raw_pysyncobj(directory, args.ops, durability)
+            local = local_sqlite(directory, args.ops, durability)
+            rows.append((durability, one, eight, raw[1], raw[8], local))
+        failovers = [failover_seconds(directory, trial) for trial in range(args.failover_trials)]
+
+    print("\nSingle-row INSERT commits/s, 3 nodes on loopback (same run)\n")
+    print("| durability | driver 1 client | driver 8 clients | raw pysyncobj 1 | raw pysyncobj 8 | local sqlite3 | 1 client / raw | 8 / 1 client |")
+    print("|---|---|---|---|---|---|---|---|")
+    for durability, one, eight, raw1, raw8, local in rows:
+        print(f"| {durability} | {one:,.0f} | {eight:,.0f} | {raw1:,.0f} | {raw8:,.0f} | {local:,.0f} "
+              f"| {one / raw1:.0%} | {eight / one:.2f}x |")
+    print("\n(raw pysyncobj never flushes its journal, in either row; local sqlite3 uses synchronous=FULL "
+          "for the fsync row and NORMAL for the process row)")
+    print(f"\nkill -9 of the leader -> next acknowledged commit, {len(failovers)} trials: "
+          + ", ".join(f"{s:.2f} s" for s in failovers) + f"; median {statistics.median(failovers):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
