@@ -29,6 +29,9 @@ _TEMP_ACTIONS = {
     sqlite3.SQLITE_DROP_TEMP_TRIGGER, sqlite3.SQLITE_DROP_TEMP_VIEW,
 }
 
+#: The temp schema's catalog, which ALTER TABLE updates alongside sqlite_master.
+_TEMP_SCHEMA_TABLES = {"sqlite_temp_master", "sqlite_temp_schema"}
+
 #: Connection-level pragmas a client session may set; they travel with its entries.
 SESSION_PRAGMAS = ("foreign_keys", "legacy_alter_table", "recursive_triggers")
 #: Pragmas whose argument names an object to inspect: reads.
@@ -92,7 +95,12 @@ class Classifier:
 
         def observe(action, arg1, arg2, dbname, source):
             if action in _WRITE_ACTIONS:
-                if dbname == "temp":
+                if dbname == "temp" and arg1 in _TEMP_SCHEMA_TABLES:
+                    # ALTER TABLE ... RENAME rewrites references in the temp
+                    # schema too (temp triggers/views); with no temp objects it
+                    # changes nothing, and clients cannot create any.
+                    pass
+                elif dbname == "temp":
                     info.problem = "temporary tables exist per connection and cannot be replicated"
                 else:
                     info.writes = True

@@ -1,0 +1,33 @@
+"""Statements Django's sqlite3 backend issues, as the node's classifier must see them."""
+
+import sqlite3
+
+import pytest
+
+from django_dqcluster.store.classify import Classifier
+
+
+@pytest.fixture
+def conn():
+    conn = sqlite3.connect(":memory:")
+    conn.execute('CREATE TABLE "app_a" ("id" integer PRIMARY KEY, "x" integer)')
+    yield conn
+    conn.close()
+
+
+@pytest.mark.parametrize("sql", [
+    # The schema editor's table rebuild ends with a rename; SQLite's rename
+    # rewrites sqlite_temp_master as well, which is not a temp-table write.
+    'ALTER TABLE "app_a" RENAME TO "app_b"',
+    'ALTER TABLE "app_a" RENAME COLUMN "x" TO "y"',
+    'ALTER TABLE "app_a" ADD COLUMN "z" integer NULL',
+])
+def test_alter_table_is_a_replicated_write(conn, sql):
+    info = Classifier()(conn, sql, None)
+    assert info.writes
+    assert info.refusal() is None
+
+
+def test_temporary_tables_are_still_refused(conn):
+    info = Classifier()(conn, "CREATE TEMP TABLE t (x)", None)
+    assert "temporary tables" in info.refusal()
