@@ -24,7 +24,7 @@ class Connection:
     BEGIN before INSERT/UPDATE/DELETE/REPLACE, ended by :meth:`commit`.
     """
 
-    def __init__(self, addresses=None, *, database="default", token=None, secret=None, node=None,
+    def __init__(self, addresses=None, *, database="default", token=None, secret=None, secret_file=None, node=None,
                  consistency="strong", timeout=10.0, retry_timeout=None, isolation_level="",
                  max_frame=wire.DEFAULT_MAX_FRAME):
         if consistency not in CONSISTENCY_LEVELS:
@@ -35,6 +35,14 @@ class Connection:
             addresses = [a.strip() for a in addresses.split(",") if a.strip()]
         self._addresses = list(addresses or [])
         self._node = node
+        if secret_file is not None:
+            if secret is not None:
+                raise exc.ProgrammingError("give either secret or secret_file, not both")
+            try:
+                with open(secret_file) as handle:
+                    secret = handle.read().strip()
+            except OSError as error:
+                raise exc.InterfaceError(f"cannot read the cluster secret from {secret_file}: {error.strerror}") from None
         if token is None and secret is not None:
             token = wire.client_token(secret)
         self._token = token
