@@ -49,6 +49,7 @@ _SESSION_PRAGMA_TEXT = re.compile(
     r"^\s*PRAGMA\s+(?:main\.)?(%s)\s*(?:=\s*|\(\s*)?([A-Za-z0-9_'\"]*)\s*\)?\s*;?\s*$" % "|".join(SESSION_PRAGMAS),
     re.I,
 )
+_EXPLAIN = re.compile(r"^(\s+|--[^\n]*\n?|/\*.*?\*/)*EXPLAIN\b", re.I | re.S)
 _PRAGMA_VALUES = {"on": 1, "true": 1, "yes": 1, "1": 1, "off": 0, "false": 0, "no": 0, "0": 0}
 
 
@@ -114,11 +115,16 @@ class Classifier:
                 _classify_pragma(info, (arg1 or "").lower(), arg2)
             return sqlite3.SQLITE_OK
 
+        # EXPLAIN compiles a statement without running it; an EXPLAIN (QUERY
+        # PLAN) statement is already one, and "EXPLAIN EXPLAIN" is a syntax error.
+        explained = bool(_EXPLAIN.match(sql))
         conn.set_authorizer(observe)
         try:
-            conn.execute("EXPLAIN " + sql, self._local.params).close()
+            conn.execute(sql if explained else "EXPLAIN " + sql, self._local.params).close()
         finally:
             conn.set_authorizer(None)
+        if explained:
+            info.writes = False  # it only describes the statement; nothing runs
         return info
 
     def __call__(self, conn, sql, params):

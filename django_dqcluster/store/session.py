@@ -167,6 +167,10 @@ class Session:
             raise errors.programming("exec needs the SQL text as a string")
         params = request.get("params")
         many = bool(request.get("many"))
+        if many and not params:
+            # As sqlite3: executemany() over no parameter sets runs nothing
+            # (and there is nothing to bind when classifying the statement).
+            return self._result({"columns": None, "rows": [], "rowcount": 0, "lastrowid": None})
         control = transaction_control(sql)
         if control is None and not many:
             pragma = session_pragma(sql)
