@@ -354,12 +354,14 @@ class _BarrierGroup:
         self._in_flight = False
         self._in_flight_since = 0.0
         self._waiting = 0
+        self._wanted = 0  # highest generation a waiting reader needs
         self._errors = {}  # generation -> StoreError
 
     def wait(self, timeout):
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._submitted + 1
+            self._wanted = max(self._wanted, target)
             if not self._in_flight:
                 self._submit_locked()
             self._waiting += 1
@@ -394,7 +396,7 @@ class _BarrierGroup:
                 self._errors.pop(generation - 64, None)
                 self._completed = generation
                 self._in_flight = False
-                if self._submitted == generation and self._waiting:
+                if self._wanted > generation:
                     # Readers arrived while this one was in flight.
                     self._submit_locked()
                 self._cond.notify_all()

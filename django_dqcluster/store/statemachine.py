@@ -388,16 +388,22 @@ def _copy_exactly(src, out, size):
 SESSION_PRAGMA_DEFAULTS = {"foreign_keys": 1, "legacy_alter_table": 0, "recursive_triggers": 0}
 
 
+def _changed_pragmas(pragmas):
+    # Only what differs from the apply connection's defaults costs a statement.
+    return {
+        name: int(value) for name, value in pragmas.items()
+        if name in SESSION_PRAGMA_DEFAULTS and int(value) != SESSION_PRAGMA_DEFAULTS[name]
+    }
+
+
 def _set_pragmas(conn, pragmas):
-    for name, value in pragmas.items():
-        if name in SESSION_PRAGMA_DEFAULTS:
-            conn.execute(f"PRAGMA {name} = {int(value)}")
+    for name, value in _changed_pragmas(pragmas).items():
+        conn.execute(f"PRAGMA {name} = {value}")
 
 
 def _reset_pragmas(conn, pragmas):
-    for name in pragmas:
-        if name in SESSION_PRAGMA_DEFAULTS:
-            conn.execute(f"PRAGMA {name} = {SESSION_PRAGMA_DEFAULTS[name]}")
+    for name in _changed_pragmas(pragmas):
+        conn.execute(f"PRAGMA {name} = {SESSION_PRAGMA_DEFAULTS[name]}")
 
 
 def _rollback(conn):
