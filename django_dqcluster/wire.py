@@ -185,3 +185,7 @@ class RemoteError(Exception):
     def __init__(self, payload):
         super().__init__(payload.get("message", "error"))
         self.payload = payload
+
+
+class Refused(RemoteError):
+    """The node refused a request without executing it (too large, malformed) and closed the connection."""

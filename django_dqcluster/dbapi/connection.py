@@ -186,6 +186,14 @@ class Connection:
                 if self._transport is None:
                     self._connect()
                 response = self._transport.request(message, raise_errors=False)
+            except wire.Refused as refused:
+                # Nothing ran: not an unknown outcome, and retrying cannot help.
+                self._transport = None
+                self._in_tx = False
+                payload = dict(refused.payload, retryable=False, unknown_outcome=False)
+                if in_tx_before:
+                    payload["message"] += "; the open transaction was rolled back"
+                raise exc.from_payload(payload) from None
             except (OSError, wire.ProtocolError) as error:
                 if self._transport is not None:
                     self._transport.close()

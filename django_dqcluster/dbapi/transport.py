@@ -41,10 +41,22 @@ class SocketTransport:
 
     def request(self, message, raise_errors=True):
         message = dict(message, id=next(self._ids))
-        wire.send_frame(self.sock, message)
-        response = wire.recv_frame(self.sock, self.max_frame)
+        try:
+            wire.send_frame(self.sock, message)
+        except OSError as send_error:
+            # The node may have refused a too-large frame and closed before we
+            # finished sending it: its refusal is the better explanation.
+            try:
+                response = wire.recv_frame(self.sock, self.max_frame)
+            except (OSError, wire.ProtocolError):
+                raise send_error from None
+        else:
+            response = wire.recv_frame(self.sock, self.max_frame)
         if response.get("t") == "error":
-            raise wire.ProtocolError(response.get("message", "the node closed the session"))
+            # The node refused the request unread and is closing the connection.
+            self.close()
+            raise wire.Refused(response.get("error") or wire.error_payload(
+                wire.INTERFACE, response.get("message", "the node closed the session")))
         if raise_errors and not response.get("ok"):
             raise wire.RemoteError(response["error"])
         return response

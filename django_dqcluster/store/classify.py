@@ -5,7 +5,8 @@ reads (answer from a local connection) or writes (append a log entry), and
 whether it calls a function that would make replicas diverge. SQLite's
 authorizer reports every table write, DDL action, pragma and function call
 while a statement is compiled; ``EXPLAIN`` compiles without executing.
-The answer depends only on the SQL text, so it is cached.
+The answer depends on the SQL text and the schema (triggers), so it is
+cached per database and schema version.
 """
 
 import functools
@@ -90,7 +91,7 @@ class Classifier:
         self._local = threading.local()
         self.classify = functools.lru_cache(maxsize=cache_size)(self._classify_uncached)
 
-    def _classify_uncached(self, sql, params_shape):
+    def _classify_uncached(self, sql, params_shape, scope, schema_version):
         conn = self._local.conn
         info = Info()
 
@@ -127,13 +128,21 @@ class Classifier:
             info.writes = False  # it only describes the statement; nothing runs
         return info
 
-    def __call__(self, conn, sql, params):
-        """Classify ``sql`` using ``conn`` to compile it; compile errors propagate."""
+    def __call__(self, conn, sql, params, scope=""):
+        """Classify ``sql`` using ``conn`` (a connection to database ``scope``) to compile it.
+
+        Triggers change what a statement does, so the verdict is cached per
+        database and schema version. Reading the schema version also makes
+        the connection notice a schema changed by another connection (EXPLAIN
+        alone never reads the database, so it would compile against a stale
+        schema).
+        """
         self._local.conn = conn
         self._local.params = params if params is not None else ()
         shape = len(params) if isinstance(params, (list, tuple)) else tuple(sorted(params)) if params else 0
+        schema_version = conn.execute("PRAGMA schema_version").fetchone()[0]
         try:
-            return self.classify(sql, shape)
+            return self.classify(sql, shape, scope, schema_version)
         finally:
             self._local.conn = None
             self._local.params = None

@@ -34,6 +34,10 @@ REFUSED_FUNCTIONS = {
     "changes": "reads per-connection state that differs between nodes; use cursor.rowcount",
 }
 
+# Refused functions whose answer depends only on the SQLite library, so a
+# private connection can still answer them for reads.
+_LIBRARY_FUNCTIONS = ("sqlite_version", "sqlite_source_id", "sqlite_compileoption_get", "sqlite_compileoption_used")
+
 # Time modifiers that depend on the node's local time zone.
 _NODE_LOCAL_MODIFIERS = {"localtime", "utc"}
 
@@ -54,13 +58,16 @@ def refusal_message(function):
 class FixedValues:
     """The values the leader fixed for one log entry: wall-clock time and a random seed."""
 
-    __slots__ = ("now", "seed", "_rng", "error")
+    __slots__ = ("now", "seed", "_rng", "error", "writing")
 
     def __init__(self, now, seed):
         self.now = float(now)
         self.seed = int(seed)
         self._rng = None
         self.error = None
+        # Whether the running statement writes (replayed on every node). The
+        # apply connection only ever runs such statements.
+        self.writing = True
 
     @classmethod
     def fresh(cls):
@@ -119,6 +126,20 @@ class DeterministicFunctions:
         connection.create_function("current_time", 0, lambda: self._call("time", ()))
         for name in _DATE_FUNCTIONS:
             connection.create_function(name, -1, self._date_function(name))
+        # Node-dependent functions can hide where the authorizer does not look
+        # (column DEFAULT expressions): refuse them when a write evaluates them.
+        for name in _LIBRARY_FUNCTIONS:
+            connection.create_function(name, -1, self._library_function(name))
+
+    def _library_function(self, name):
+        def evaluate(*args):
+            values = self.values
+            if values is not None and values.writing:
+                values.error = refusal_message(name)
+                raise NonDeterministicSQL(values.error)
+            placeholders = ", ".join("?" * len(args))
+            return self._builtins().execute(f"SELECT {name}({placeholders})", args).fetchone()[0]
+        return evaluate
 
     def _date_function(self, name):
         def evaluate(*args):

@@ -23,6 +23,7 @@ import uuid
 from .. import wire
 from . import errors
 from .classify import SESSION_PRAGMAS, Classifier, session_pragma
+from .databases import InvalidDatabaseName
 from .determinism import FixedValues
 from .statemachine import CLONE_DB, DROP_DB, TX, error_to_wire, is_environmental, run_statement
 from .statements import (
@@ -100,6 +101,8 @@ class Session:
             return self._dispatch(request)
         except errors.StoreError as exc:
             return {"ok": False, "error": exc.to_wire(), "in_tx": self.in_transaction}
+        except InvalidDatabaseName as exc:
+            return {"ok": False, "error": errors.programming(str(exc)).to_wire(), "in_tx": self.in_transaction}
         except sqlite3.Error as exc:
             payload = error_to_wire(exc)
             if is_environmental(exc):
@@ -198,7 +201,7 @@ class Session:
         try:
             for statement in statements:
                 self._ok_or_raise(self._op_exec({"op": "exec", "sql": statement}))
-        except errors.StoreError:
+        except (errors.StoreError, sqlite3.Error):
             if wrap and self.in_transaction:
                 self._op_exec({"op": "exec", "sql": "ROLLBACK"})
             raise
@@ -237,7 +240,7 @@ class Session:
             return True
         database = self.node.state_machine.databases.get(self.db_name)
         try:
-            info = self.node.leader_state.classifier(database.read_connection(), sql, params)
+            info = self.node.leader_state.classifier(database.read_connection(), sql, params, database.path)
         except sqlite3.Error:
             return True  # let the leader report the error
         return info.writes or info.problem is not None
@@ -256,7 +259,7 @@ class Session:
         database = self.node.state_machine.databases.get(self.db_name)
         reader = database.read_connection()
         first_params = (params[0] if params else None) if many else params
-        info = self.node.leader_state.classifier(reader, sql, first_params)
+        info = self.node.leader_state.classifier(reader, sql, first_params, database.path)
         problem = info.refusal()
         if problem:
             raise errors.operational(problem)
@@ -381,7 +384,7 @@ class Session:
                 raise errors.retryable(f"transaction aborted: {tx.aborted}; nothing was applied, retry it")
             if control is None:
                 first = (params[0] if params else None) if many else params
-                info = self.node.leader_state.classifier(scratch, sql, first)
+                info = self.node.leader_state.classifier(scratch, sql, first, database.path)
                 problem = info.refusal()
                 if problem:
                     raise errors.operational(problem)
@@ -391,6 +394,7 @@ class Session:
             ordinal = tx.ordinal
             tx.ordinal += 1
             tx.values.start_statement(ordinal)
+            tx.values.writing = writes
             functions = database.scratch_functions
             functions.values = tx.values
             try:

@@ -20,6 +20,7 @@ import collections
 import hashlib
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import struct
@@ -94,8 +95,16 @@ def error_to_wire(error):
     }
 
 
+_INSERTS = re.compile(r"^\s*(?:WITH\b.*?\)\s*)?(?:INSERT|REPLACE)\b", re.I | re.S)
+
+
 def run_statement(conn, sql, params, many):
-    """Execute one statement and describe its result the way the driver needs it."""
+    """Execute one statement and describe its result the way the driver needs it.
+
+    ``lastrowid`` follows sqlite3's rule (set by INSERT and REPLACE only):
+    SQLite's own last-insert rowid is per connection, and on a node's
+    connection it may belong to the store's bookkeeping rows.
+    """
     if many:
         cursor = conn.executemany(sql, params or [])
     else:
@@ -105,7 +114,7 @@ def run_statement(conn, sql, params, many):
         "columns": [d[0] for d in cursor.description] if cursor.description is not None else None,
         "rows": [list(row) for row in rows],
         "rowcount": cursor.rowcount,
-        "lastrowid": cursor.lastrowid,
+        "lastrowid": cursor.lastrowid if not many and _INSERTS.match(sql) else None,
     }
 
 

@@ -220,13 +220,6 @@ def test_localtime_in_a_write_is_refused_mentioning_localtime(cluster, writer, t
     assert_nothing_applied(cluster, table)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a write that fires a trigger calling sqlite_version() is accepted and applied (the trigger's "
-    "row holds '3.x.y') instead of refused. The Classifier (store/classify.py) compiles with EXPLAIN, "
-    "which never starts a read transaction, so a connection whose cached schema predates the trigger "
-    "(the per-thread read connection on the leader) compiles the INSERT without it; and its lru_cache "
-    "keys the verdict on the SQL text alone, so a statement classified before the trigger existed "
-    "keeps its old verdict. (A fresh sqlite3 connection's authorizer does report the trigger's function.)"))
 def test_a_write_firing_a_trigger_that_calls_a_node_dependent_function_is_refused(cluster, writer, table):
     audit = f"{table}_audit"
     writer.execute(f"CREATE TABLE {audit} (version)")
@@ -241,11 +234,6 @@ def test_a_write_firing_a_trigger_that_calls_a_node_dependent_function_is_refuse
     assert identical_everywhere(cluster, f"SELECT count(*) FROM {audit}") == [(0,)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a column DEFAULT calling sqlite_version() is neither refused at CREATE TABLE nor at INSERT: "
-    "every replica stores its own SQLite version. SQLite's authorizer reports no SQLITE_FUNCTION "
-    "for functions inside column DEFAULT expressions, so the Classifier (store/classify.py) never "
-    "sees the call; determinism.py only overrides the fixable functions (CURRENT_TIMESTAMP...)"))
 def test_a_column_default_calling_a_node_dependent_function_is_refused(cluster, writer):
     name = f"d_{uuid.uuid4().hex[:10]}"
     try:

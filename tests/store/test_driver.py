@@ -153,12 +153,6 @@ def test_lastrowid_is_the_rowid_of_the_inserted_row(conn, table):
     assert conn.execute(f"SELECT id FROM {table} WHERE name = 'c'").fetchone() == (77,)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lastrowid leaks the store's bookkeeping rowid: after an UPDATE (no row inserted) the cursor "
-    "reports the rowid of the previous entry's row in _dqcluster_entries (e.g. 9), not None or the "
-    "client's last inserted rowid. statemachine.run_statement() reads cursor.lastrowid on the apply "
-    "connection, whose last insert is StateMachine._record_applied()'s INSERT OR REPLACE INTO "
-    "_dqcluster_entries (statemachine.py run_statement/_record_applied)"))
 def test_lastrowid_after_a_statement_that_inserts_nothing_is_not_a_bookkeeping_rowid(conn, table):
     assert conn.execute(f"INSERT INTO {table} (id, name) VALUES (500, 'a')").lastrowid == 500
     cursor = conn.cursor()
@@ -428,14 +422,6 @@ def test_executescript_runs_several_statements_as_one_log_entry(conn, table):
     assert entry_count(conn) == before + 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "executescript is not atomic when a statement fails with a SQLite error: the session stays "
-    "inside the transaction the script opened (connection.in_transaction is True, the earlier "
-    "statements stay visible to it, and it keeps the database's write lock so other writers get "
-    "'database is locked' after busy_timeout). Session._op_script (store/session.py) rolls back "
-    "only on errors.StoreError, but the failing statement raises sqlite3.OperationalError "
-    "('no such table') from the classifier/run_statement, which Session.handle turns into a response "
-    "without ending the transaction"))
 def test_executescript_whose_last_statement_fails_applies_none_of_them(conn, other, table):
     with pytest.raises(dbapi.OperationalError, match="no such table"):
         conn.executescript(f"""
@@ -499,20 +485,10 @@ def test_clone_database_copies_it_and_the_copies_then_diverge(conn, connect):
     assert target_conn.execute("SELECT a FROM x ORDER BY a").fetchall() == [(1,), (2,), (3,)]
 
 
-_BAD_NAME_BUG = (
-    "an invalid database name given to {op} is not refused with a ProgrammingError: embedded, the "
-    "store's InvalidDatabaseName (a ValueError, not a dbapi.Error) escapes to the caller; over a "
-    "socket the client gets InternalError 'internal error in the node: invalid database name ...' "
-    "and the node logs a traceback. Session._op_{op} (store/session.py) calls "
-    "DatabaseSet.get(), whose check_name() raises InvalidDatabaseName, without converting it as "
-    "_op_open does"
-)
-
-
 @pytest.mark.parametrize("operation", [
     "connect",
-    pytest.param("drop_database", marks=pytest.mark.xfail(strict=True, reason=_BAD_NAME_BUG.format(op="drop_database"))),
-    pytest.param("clone_database", marks=pytest.mark.xfail(strict=True, reason=_BAD_NAME_BUG.format(op="clone_database"))),
+    "drop_database",
+    "clone_database",
 ])
 def test_an_invalid_database_name_is_refused_with_a_clear_programming_error(connect, embedded_node, operation):
     with pytest.raises(dbapi.ProgrammingError, match=r"invalid database name '\.\./x'"):

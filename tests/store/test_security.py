@@ -317,13 +317,6 @@ def test_an_unknown_operation_is_an_error_response_and_the_session_continues(nod
     sock.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the driver reports a write the node refused as oversized as 'outcome unknown': "
-    "Connection._request (dbapi/connection.py) treats the node's error frame ('request refused: frame "
-    "of N bytes exceeds the limit of 4096 bytes', raised by SocketTransport.request as "
-    "wire.ProtocolError, dbapi/transport.py) like a lost connection and, because may_write is set, "
-    "raises OperationalError 'lost the connection to the store while a statement ran ...; its outcome "
-    "is unknown' with unknown_outcome=True, although the node refused the frame unread and nothing ran"))
 def test_an_oversized_write_through_the_driver_is_refused_as_not_applied(node):
     victim = f"big_{uuid.uuid4().hex[:8]}"
     conn = client(node)
@@ -337,12 +330,6 @@ def test_an_oversized_write_through_the_driver_is_refused_as_not_applied(node):
     check.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the driver retries a read the node refused as oversized until its timeout and then reports "
-    "'cannot reach the store: request refused: frame of N bytes exceeds the limit ...' (retryable=True): "
-    "Connection._request (dbapi/connection.py) handles the node's error frame, raised as "
-    "wire.ProtocolError by SocketTransport.request (dbapi/transport.py), as a lost connection, "
-    "reconnects and resends the same oversized request in a loop"))
 def test_an_oversized_read_through_the_driver_fails_at_once(node):
     conn = client(node, timeout=3)
     started = time.monotonic()
