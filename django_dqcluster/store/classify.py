@@ -142,7 +142,16 @@ class Classifier:
         shape = len(params) if isinstance(params, (list, tuple)) else tuple(sorted(params)) if params else 0
         schema_version = conn.execute("PRAGMA schema_version").fetchone()[0]
         try:
-            return self.classify(sql, shape, scope, schema_version)
+            try:
+                return self.classify(sql, shape, scope, schema_version)
+            except sqlite3.OperationalError:
+                # PRAGMA schema_version reads the cookie but does not reload
+                # the parsed schema: compiling may still see tables another
+                # connection (the apply connection) dropped or renamed, e.g.
+                # "table x already exists". A read that runs against the
+                # catalog reloads it; then compile once more.
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+                return self.classify(sql, shape, scope, schema_version)
         finally:
             self._local.conn = None
             self._local.params = None

@@ -56,3 +56,27 @@ def test_executemany_without_parameter_sets_does_nothing(embedded_conn):
     assert embedded_conn.execute("SELECT count(*) FROM sq").fetchone() == (0,)
     rows = embedded_conn.execute('EXPLAIN QUERY PLAN SELECT * FROM sq').fetchall()
     assert rows
+
+
+def test_compiles_against_the_schema_other_connections_changed(embedded_conn):
+    """The table rebuild of Django's schema editor, in autocommit and then in a transaction.
+
+    DDL is applied by the node's apply connection; the read and scratch
+    connections that classify the next statement must not compile it against
+    their stale cached schema ("there is already another table ...").
+    """
+    conn = embedded_conn
+    conn.execute('CREATE TABLE "a" ("id" integer PRIMARY KEY, "x" integer)')
+    conn.execute('CREATE TABLE "new__a" ("id" integer PRIMARY KEY, "x" integer, "y" integer)')
+    conn.execute('INSERT INTO "new__a" ("id", "x") SELECT "id", "x" FROM "a"')
+    conn.execute('DROP TABLE "a"')
+    conn.execute('ALTER TABLE "new__a" RENAME TO "a"')
+    conn.execute("BEGIN")
+    conn.execute('CREATE TABLE "new__a" ("id" integer PRIMARY KEY)')
+    conn.execute("COMMIT")
+    conn.execute('ALTER TABLE "new__a" RENAME TO "b"')
+    conn.execute("BEGIN")
+    conn.execute('CREATE TABLE "new__a" ("id" integer PRIMARY KEY)')  # the scratch connection saw new__a before
+    conn.execute("ROLLBACK")
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+    assert {"a", "b"} <= names and "new__a" not in names
