@@ -1,0 +1,68 @@
+"""Embedded nodes: one store node per process per data dir, started lazily and shared.
+
+Every alias and thread whose OPTIONS name the same ``data_dir`` talks to the
+same in-process node: two nodes on one data dir would both write its SQLite
+files and Raft journal.
+"""
+
+import atexit
+import os
+import threading
+
+from django.core.exceptions import ImproperlyConfigured
+
+_nodes = {}  # data_dir -> (Node, NodeConfig)
+_lock = threading.Lock()
+
+
+def django_functions_hook(conn):
+    """Register Django's SQLite functions (django_date_extract, REGEXP, MD5...) on a node connection."""
+    from django.db.backends.sqlite3._functions import register
+
+    register(conn)
+
+
+def get_node(options):
+    """The running node for ``options.data_dir``, started on first use."""
+    from ..store.node import Node
+
+    with _lock:
+        known = _nodes.get(os.path.abspath(options.data_dir))
+        if known is not None:
+            node, config = known
+            if config.bind != options.bind or sorted(config.peers) != sorted(options.peers):
+                raise ImproperlyConfigured(
+                    f"settings.DATABASES[{options.alias!r}]['OPTIONS'] names data_dir "
+                    f"{options.data_dir!r}, which an embedded node already uses with bind "
+                    f"{config.bind!r} and peers {config.peers!r}; aliases sharing a data dir "
+                    "must agree on 'bind' and 'peers'"
+                )
+            return node
+        config = options.node_config(connection_hooks=[django_functions_hook])
+        node = Node(config).start()
+        _nodes[os.path.abspath(options.data_dir)] = (node, config)
+    # Outside the lock: a multi-node cluster may wait for its peers.
+    node.wait_ready(max(options.timeout, 15.0))
+    return node
+
+
+def stop_all():
+    """Stop every embedded node this process started (atexit, and tests)."""
+    with _lock:
+        nodes = [node for node, _ in _nodes.values()]
+        _nodes.clear()
+    for node in nodes:
+        try:
+            node.stop()
+        except Exception:  # a node that failed to stop must not keep the others running
+            pass
+
+
+def stop(data_dir):
+    with _lock:
+        known = _nodes.pop(os.path.abspath(data_dir), None)
+    if known is not None:
+        known[0].stop()
+
+
+atexit.register(stop_all)

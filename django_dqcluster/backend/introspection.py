@@ -1,0 +1,15 @@
+from django.db.backends.sqlite3.introspection import DatabaseIntrospection as SQLiteDatabaseIntrospection
+
+#: The store keeps its bookkeeping (applied Raft index, recent entry ids) in
+#: tables with this prefix inside every database file.
+INTERNAL_TABLE_PREFIX = "_dqcluster_"
+
+
+class DatabaseIntrospection(SQLiteDatabaseIntrospection):
+    def get_table_list(self, cursor):
+        # Hide the store's own tables from inspectdb, flush, migrate's table
+        # checks and the test runner: they belong to the node, not to Django.
+        return [
+            info for info in super().get_table_list(cursor)
+            if not info.name.startswith(INTERNAL_TABLE_PREFIX)
+        ]
