@@ -58,6 +58,8 @@ def build_parser():
     parser.add_argument("--allow-remote", action="store_true", help="allow binding to non-loopback addresses")
     parser.add_argument("--connection-hook", action="append", default=[], metavar="MODULE:CALLABLE",
                         help="run on every SQLite connection (e.g. to register SQL functions)")
+    parser.add_argument("--checkpoint-every", type=int, default=1000, metavar="ENTRIES",
+                        help="append a history-hash checkpoint after this many entries")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -80,6 +82,7 @@ def main(argv=None):
             election_timeout=args.election_timeout,
             allow_remote=args.allow_remote,
             connection_hooks=[load_hook(hook) for hook in args.connection_hook],
+            checkpoint_every=args.checkpoint_every,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

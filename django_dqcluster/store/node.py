@@ -62,6 +62,8 @@ class Node:
         peers = list(self.config.peers)
         if self.config.join:
             peers = self._join_through(self.config.join)
+        elif not peers:
+            peers = self._known_servers()
         conf = raft.make_conf(
             secret=self.secret,
             journal_file=self.config.journal_file,
@@ -234,6 +236,7 @@ class Node:
             "has_quorum": raw.get("has_quorum"),
             "durability": self.config.durability,
             "diverged": self.state_machine.diverged,
+            "last_checkpoint": self.state_machine.last_checkpoint,
             "fatal": self.state_machine.fatal,
             "databases": self.state_machine.databases.names(),
             "members": members,
@@ -269,6 +272,15 @@ class Node:
             self._write_servers_file()
         if kind not in (BARRIER, CHECKPOINT):
             self._entries_since_checkpoint += 1
+
+    def _known_servers(self):
+        """Raft addresses this node last knew (the seed's ServerStore), for a restart without --peers."""
+        try:
+            with open(self.config.servers_file) as handle:
+                known = json.load(handle)
+        except (OSError, ValueError):
+            return []
+        return [raft_address for raft_address, _ in known if raft_address != self.config.bind]
 
     def _write_servers_file(self):
         path = self.config.servers_file

@@ -175,6 +175,11 @@ class SafeSyncObj(SyncObj):
         log = self._SyncObj__raftLog
         before = log[-1][1]
         super()._checkCommandsToApply()
+        if log[-1][1] != before and self._durable:
+            # The new entries are already on their way to the followers:
+            # flush our own copy while they flush theirs, so the flush before
+            # the client's acknowledgement finds nothing left to do.
+            self.flush_journal()
         if log[-1][1] != before and not self._SyncObj__otherNodes:
             # Alone, nobody's reply wakes the poller, so the new entry would be
             # committed only at the next periodic tick (50 ms): wake it now.

@@ -128,6 +128,7 @@ class StateMachine:
         self.last_index = 0
         self.members = {}
         self.diverged = None
+        self.last_checkpoint = None  # highest index verified against the leader's hash
         self.fatal = None
         self.listeners = []  # called with (kind, entry) after an entry is applied
 
@@ -241,6 +242,8 @@ class StateMachine:
     def _apply_checkpoint(self, entry):
         upto = entry["upto"]
         ours = self.hash_history.get(upto)
+        if ours is not None and ours == entry["hash"]:
+            self.last_checkpoint = upto
         if ours is not None and ours != entry["hash"]:
             self._mark_diverged(
                 f"replica diverged: at index {upto} the leader's history hash is {bytes(entry['hash']).hex()[:16]} "

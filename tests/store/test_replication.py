@@ -230,3 +230,16 @@ def test_consistency_none_reads_the_local_replica_and_strong_reads_the_latest_co
     assert strong.execute("SELECT v FROM kv WHERE k = 'a'").fetchone() == (2,)
     cluster.wait_converged()
     assert local.execute("SELECT v FROM kv WHERE k = 'a'").fetchone() == (2,)
+
+
+def test_a_node_restarted_without_peers_finds_them_in_its_known_servers_file(cluster):
+    leader = cluster.leader()
+    conn = leader.connect()
+    conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+    victim = followers(cluster, leader)[0]
+    cluster.wait_for(lambda: os.path.exists(os.path.join(victim.data_dir, "servers.json")), 10, "servers.json")
+    victim.kill()
+    conn.execute("INSERT INTO log (value) VALUES (1)")
+    victim.start(peers=None)  # no --peers: the node reads servers.json
+    results = rows_on_every_node(cluster, "SELECT value FROM log")
+    assert results[victim.index] == [(1,)]
