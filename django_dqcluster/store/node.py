@@ -54,6 +54,7 @@ class Node:
         self._housekeeper = None
         self._entries_since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        self._servers_written = None
         self.started_at = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -268,8 +269,7 @@ class Node:
             self.leader_state.abort_all("leadership was lost in the middle of the transaction")
 
     def _on_applied(self, kind, entry):
-        if kind in (MEMBER, "snapshot"):
-            self._write_servers_file()
+        # (the housekeeping thread persists member changes to servers.json)
         if kind not in (BARRIER, CHECKPOINT):
             self._entries_since_checkpoint += 1
 
@@ -280,19 +280,27 @@ class Node:
                 known = json.load(handle)
         except (OSError, ValueError):
             return []
-        return [raft_address for raft_address, _ in known if raft_address != self.config.bind]
+        return [server["raft"] for server in known if server["raft"] != self.config.bind]
 
     def _write_servers_file(self):
+        """Persist the member list: Raft membership as the engine knows it, plus client addresses."""
+        if self.engine is None:
+            return
+        servers = self.servers()
+        if servers == self._servers_written:
+            return
         path = self.config.servers_file
         tmp = path + ".tmp"
         with open(tmp, "w") as handle:
-            json.dump(sorted(self.state_machine.members.items()), handle)
+            json.dump(servers, handle)
         os.replace(tmp, path)
+        self._servers_written = servers
 
     def _housekeeping(self):
         """Announce our client address, and (as leader) append checkpoint hashes."""
         while not self._stopping.wait(0.25):
             try:
+                self._write_servers_file()
                 if self.engine.raftLastApplied < self.engine.raftCommitIndex:
                     continue
                 if self.state_machine.members.get(self.config.bind) != self.config.client and self.leader_address():

@@ -1,5 +1,6 @@
 """A 3-node store on 127.0.0.1: replication, failover, catch-up, snapshots, membership."""
 
+import json
 import os
 import sqlite3
 import threading
@@ -237,7 +238,14 @@ def test_a_node_restarted_without_peers_finds_them_in_its_known_servers_file(clu
     conn = leader.connect()
     conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
     victim = followers(cluster, leader)[0]
-    cluster.wait_for(lambda: os.path.exists(os.path.join(victim.data_dir, "servers.json")), 10, "servers.json")
+    def knows_everyone():
+        try:
+            with open(os.path.join(victim.data_dir, "servers.json")) as handle:
+                return {s["raft"] for s in json.load(handle)} == {n.raft for n in cluster.nodes}
+        except (OSError, ValueError):
+            return False
+
+    cluster.wait_for(knows_everyone, 10, "servers.json to list every member")
     victim.kill()
     conn.execute("INSERT INTO log (value) VALUES (1)")
     victim.start(peers=None)  # no --peers: the node reads servers.json
