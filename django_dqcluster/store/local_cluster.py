@@ -136,7 +136,14 @@ class LocalCluster:
             self._new_node()
 
     def _new_node(self):
-        raft, client = free_ports(2)
+        # Ask for all ports while holding the ones already used, or the kernel
+        # may hand the same free port to two nodes.
+        used = set()
+        for node in self.nodes:
+            used.update({int(node.raft.rsplit(":", 1)[1]), int(node.client.rsplit(":", 1)[1])})
+        raft, client = next(
+            pair for pair in iter(lambda: free_ports(2), None) if not used.intersection(pair)
+        )
         node = NodeProcess(self, len(self.nodes), f"127.0.0.1:{raft}", f"127.0.0.1:{client}")
         self.nodes.append(node)
         return node
