@@ -8,12 +8,14 @@ class DatabaseFeatures(SQLiteDatabaseFeatures):
     can_clone_databases = True
 
     @cached_property
-    def django_test_skips(self):
-        skips = dict(super().django_test_skips)
-        # Reasons that only hold for in-memory SQLite were added by the parent
-        # for a file database (NAME is never in memory here); they still apply.
-        return skips
-
-    @cached_property
     def django_test_expected_failures(self):
-        return set(super().django_test_expected_failures)
+        expected = set(super().django_test_expected_failures)
+        expected.update({
+            # A raw cursor returns SQLite's storage values (str for a "date"
+            # column). sqlite3's PARSE_DECLTYPES converts by declared column
+            # type inside the process that runs the query, which here is the
+            # node, and the wire carries plain SQLite values. The ORM is not
+            # affected: it converts through get_db_converters().
+            "schema.tests.SchemaTests.test_add_datefield_and_datetimefield_use_effective_default",
+        })
+        return expected

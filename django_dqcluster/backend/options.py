@@ -80,7 +80,9 @@ class BackendOptions:
             return NodeConfig(
                 bind=self.bind,
                 data_dir=self.data_dir,
-                client=self.client,
+                # A client-mode entry names this host's node by its client
+                # address; that is where the node listens.
+                client=self.client or (self.addresses[0] if self.addresses else None),
                 peers=list(self.peers),
                 secret=self.secret,
                 durability=self.durability,

@@ -1,0 +1,322 @@
+"""Backend scenarios, each run in a fresh interpreter by test_backend.py.
+
+    python -m tests.backend.scenarios NAME WORKDIR
+
+Each scenario configures Django for itself (settings.configure with its own
+DATABASES: embedded nodes, or a 3-process LocalCluster), so the pytest
+process never has its Django settings fixed by these tests and the other
+suites keep theirs. A failed assertion exits non-zero with a traceback.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import django
+from django.conf import settings
+
+from django_dqcluster.store.local_cluster import LocalCluster, free_ports
+
+HOOK = "django.db.backends.sqlite3._functions:register"
+
+
+def configure(databases, **extra):
+    settings.configure(
+        DATABASES=databases,
+        INSTALLED_APPS=["django.contrib.contenttypes", "tests.backend.bapp", "django_dqcluster"],
+        ROOT_URLCONF="tests.backend.urls",
+        ALLOWED_HOSTS=["testserver"],
+        SECRET_KEY="backend-tests",
+        USE_TZ=False,
+        DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+        **extra,
+    )
+    django.setup()
+
+
+def create_tables(alias="default"):
+    from django.db import connections
+
+    from tests.backend.bapp.models import Item
+
+    with connections[alias].schema_editor() as editor:
+        editor.create_model(Item)
+
+
+def start_cluster(workdir):
+    cluster = LocalCluster(os.path.join(workdir, "cluster"), 3, connection_hooks=[HOOK], durability="process")
+    cluster.start()
+    return cluster
+
+
+def client_entry(cluster, node, name="app", **options):
+    return {
+        "ENGINE": "django_dqcluster.backend",
+        "NAME": name,
+        "OPTIONS": {"address": node.client, "secret_file": cluster.secret_file, "timeout": 30, **options},
+    }
+
+
+def wait_until(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+def embedded(workdir):
+    """One embedded node, shared by two aliases; the ORM, transactions, introspection."""
+    raft, client = free_ports(2)
+    node_options = {"embedded": True, "data_dir": os.path.join(workdir, "node"), "bind": f"127.0.0.1:{raft}",
+                    "client": f"127.0.0.1:{client}"}
+    configure({
+        "default": {"ENGINE": "django_dqcluster.backend", "NAME": "app", "OPTIONS": dict(node_options)},
+        "other": {"ENGINE": "django_dqcluster.backend", "NAME": "app", "OPTIONS": dict(node_options)},
+    })
+    import datetime
+
+    from django.db import connection, connections, transaction
+    from django.db.models import F, Sum
+    from django.db.models.functions import ExtractYear
+
+    from django_dqcluster.backend import embedded as embedded_nodes
+    from tests.backend.bapp.models import Item
+
+    create_tables()
+    Item.objects.create(name="a", value=1, created=datetime.date(2021, 5, 1))
+    Item.objects.bulk_create([Item(name=f"b{i}", value=i) for i in range(100)])
+    assert Item.objects.count() == 101
+    assert Item.objects.using("other").count() == 101  # same node, same database
+    assert connections["default"].connection._node is connections["other"].connection._node
+    assert len(embedded_nodes._nodes) == 1
+    # Django's SQL functions run on the node (django_date_extract).
+    assert Item.objects.annotate(y=ExtractYear("created")).filter(y=2021).count() == 1
+    with transaction.atomic():
+        item = Item.objects.select_for_update().get(name="a")
+        item.value = F("value") + 10
+        item.save()
+        with transaction.atomic():  # a savepoint, rolled back
+            Item.objects.filter(name="a").update(value=0)
+            transaction.set_rollback(True)
+    assert Item.objects.get(name="a").value == 11
+    try:
+        with transaction.atomic():
+            Item.objects.create(name="gone")
+            raise RuntimeError
+    except RuntimeError:
+        pass
+    assert not Item.objects.filter(name="gone").exists()
+    assert Item.objects.aggregate(total=Sum("value"))["total"] == 11 + sum(range(100))
+    tables = connection.introspection.table_names()
+    assert "bapp_item" in tables and not [t for t in tables if t.startswith("_dqcluster_")], tables
+    assert connection.get_database_version() >= (3, 31)
+    assert connection.is_usable()
+    print("embedded OK")
+
+
+def three_nodes(workdir):
+    """A client on a follower writes and reads its own writes; dbshell; Django's functions on every node."""
+    cluster = start_cluster(workdir)
+    try:
+        leader = cluster.leader()
+        follower = next(node for node in cluster.nodes if node is not leader)
+        configure({"default": client_entry(cluster, follower)})
+        import datetime
+
+        from django.db import connection, transaction
+        from django.db.models.functions import ExtractYear
+
+        from tests.backend.bapp.models import Item
+
+        create_tables()
+        for i in range(20):
+            item = Item.objects.create(name=f"n{i}", value=i, created=datetime.date(2020 + i % 3, 1, 1))
+            assert Item.objects.get(pk=item.pk).value == i  # its own write, read right away
+        with transaction.atomic():
+            Item.objects.filter(value__lt=5).update(value=-1)
+            assert Item.objects.filter(value=-1).count() == 5  # inside the transaction, too
+        assert Item.objects.filter(value=-1).count() == 5
+        assert connection.connection.node_address == follower.client
+        assert Item.objects.annotate(y=ExtractYear("created")).filter(y=2021).count() == 7
+        # Every replica holds the same rows (Django's functions ran on each).
+        cluster.wait_converged()
+        for node in cluster.nodes:
+            conn = node.connect(database="app", consistency="none")
+            assert conn.execute("SELECT count(*) FROM bapp_item WHERE value = -1").fetchone()[0] == 5
+            conn.close()
+        # dbshell's program, non-interactively.
+        from django_dqcluster.backend.client import DatabaseClient
+
+        args, env = DatabaseClient.settings_to_cmd_args_env(connection.settings_dict, ["-c", "SELECT count(*) AS n FROM bapp_item"])
+        output = subprocess.run(args, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert output.returncode == 0, output.stderr
+        assert "20" in output.stdout and "(1 row)" in output.stdout, output.stdout
+        print("three_nodes OK")
+    finally:
+        cluster.stop()
+
+
+def failover_between_requests(workdir):
+    """The leader is killed between two requests of one test-client session."""
+    cluster = start_cluster(workdir)
+    try:
+        leader = cluster.leader()
+        # A persistent connection to the leader itself: the second request
+        # finds it dead and must fail over to the new leader.
+        configure({"default": {**client_entry(cluster, leader), "CONN_MAX_AGE": None}})
+        from django.test import Client
+
+        create_tables()
+        client = Client()
+        response = client.get("/add/before/")
+        assert response.status_code == 200, response.content
+        leader.kill()
+        started = time.monotonic()
+        response = client.get("/add/after/")
+        assert response.status_code == 200, response.content
+        response = client.get("/names/")
+        assert response.json() == {"names": ["before", "after"]}, response.content
+        print(f"failover_between_requests OK (second request took {time.monotonic() - started:.1f}s)")
+    finally:
+        cluster.stop()
+
+
+def transaction_interrupted(workdir):
+    """Failover in the middle of atomic(): OperationalError, and nothing of it applied.
+
+    Twice: a client on a follower (its node forwards the transaction to the
+    leader, which dies), then a client on the leader itself (which dies).
+    """
+    cluster = start_cluster(workdir)
+    try:
+        first_leader = cluster.leader()
+        follower = next(node for node in cluster.nodes if node is not first_leader)
+        configure({
+            "default": client_entry(cluster, follower),
+            "on_follower": client_entry(cluster, follower),
+            "on_leader": client_entry(cluster, first_leader),  # re-pointed below
+        })
+        from django.db import OperationalError, connections, transaction
+
+        from tests.backend.bapp.models import Item
+
+        create_tables()
+        Item.objects.create(name="kept")
+        outcomes = {}
+        for alias in ("on_follower", "on_leader"):
+            leader = cluster.leader()
+            if alias == "on_leader":
+                connections[alias].settings_dict["OPTIONS"]["address"] = leader.client
+            try:
+                with transaction.atomic(using=alias):
+                    Item.objects.using(alias).create(name=f"{alias}-1")
+                    Item.objects.using(alias).create(name=f"{alias}-2")
+                    leader.kill()
+                    Item.objects.using(alias).create(name=f"{alias}-3")
+            except OperationalError as exc:
+                outcomes[alias] = exc
+                assert getattr(exc.__cause__, "retryable", False), f"{alias}: {exc!r} should be retryable"
+            else:
+                raise AssertionError(f"{alias}: the transaction survived the loss of its leader")
+            # Once a new leader is elected the same connection works again,
+            # and none of the transaction's rows exist.
+            names = set(Item.objects.using(alias).values_list("name", flat=True))
+            assert names == {"kept"}, names
+            leader.start(peers=[n.raft for n in cluster.nodes if n is not leader])
+            cluster.wait_for_leader()
+        cluster.wait_converged()
+        for node in cluster.nodes:
+            conn = node.connect(database="app", consistency="none")
+            assert conn.execute("SELECT name FROM bapp_item").fetchall() == [("kept",)]
+            conn.close()
+        for alias in connections:
+            connections[alias].close()
+        print("transaction_interrupted OK:", {k: str(v)[:100] for k, v in outcomes.items()})
+    finally:
+        cluster.stop()
+
+
+def consistency(workdir):
+    """A replica that lags: 'none' may read its stale copy, 'strong' never does."""
+    ports = free_ports(6)
+    rafts = [f"127.0.0.1:{ports[i]}" for i in range(3)]
+    secret = "consistency-test-secret"
+
+    def entry(index, level):
+        return {
+            "ENGINE": "django_dqcluster.backend",
+            "NAME": "app",
+            "OPTIONS": {
+                "embedded": True, "data_dir": os.path.join(workdir, f"n{index}"), "bind": rafts[index],
+                "client": f"127.0.0.1:{ports[3 + index]}", "peers": ",".join(r for r in rafts if r != rafts[index]),
+                "secret": secret, "consistency": level, "timeout": 30,
+            },
+        }
+
+    databases = {"default": entry(0, "strong")}
+    for index in range(3):
+        for level in ("strong", "weak", "none"):
+            databases[f"n{index}_{level}"] = entry(index, level)
+    configure(databases)
+    from django.db import connections
+
+    from django_dqcluster.backend import embedded as embedded_nodes
+    from tests.backend.bapp.models import Item
+
+    # Start all three embedded nodes (one per data dir), then find the leader.
+    threads = [threading.Thread(target=connections[f"n{i}_strong"].ensure_connection) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    nodes = {i: connections[f"n{i}_strong"].connection._node for i in range(3)}
+    wait_until(lambda: any(node.is_leader() for node in nodes.values()), what="a leader")
+    leader_index = next(i for i, node in nodes.items() if node.is_leader())
+    lagging_index = next(i for i in nodes if i != leader_index)
+    lagging = nodes[lagging_index]
+    create_tables(f"n{leader_index}_strong")
+    Item.objects.using(f"n{leader_index}_strong").create(name="x", value=1)
+    wait_until(lambda: lagging.engine.raftLastApplied >= nodes[leader_index].engine.raftLastApplied, what="catch-up")
+    none_alias = f"n{lagging_index}_none"
+    assert Item.objects.using(none_alias).get(name="x").value == 1
+
+    # Hold the lagging node's apply: its Raft thread stalls, its clients are still served.
+    gate = threading.Event()
+    original_apply = lagging.state_machine.apply
+
+    def held_apply(payload, index):
+        gate.wait()
+        return original_apply(payload, index)
+
+    lagging.state_machine.apply = held_apply
+    try:
+        Item.objects.using(f"n{leader_index}_strong").filter(name="x").update(value=2)
+        # 'none' answers from the lagging replica: the old value.
+        assert Item.objects.using(none_alias).get(name="x").value == 1, "expected a stale read with 'none'"
+        # 'strong' and 'weak' through the same lagging node go to the leader.
+        for level in ("strong", "weak"):
+            for index in nodes:
+                value = Item.objects.using(f"n{index}_{level}").get(name="x").value
+                assert value == 2, f"{level} read through node {index} saw {value}"
+    finally:
+        gate.set()
+        lagging.state_machine.apply = original_apply
+    wait_until(lambda: Item.objects.using(none_alias).get(name="x").value == 2, what="the replica to catch up")
+    for alias in connections:
+        connections[alias].close()
+    embedded_nodes.stop_all()
+    print("consistency OK")
+
+
+SCENARIOS = {f.__name__: f for f in (embedded, three_nodes, failover_between_requests, transaction_interrupted, consistency)}
+
+if __name__ == "__main__":
+    name, workdir = sys.argv[1], sys.argv[2]
+    SCENARIOS[name](workdir)

@@ -1,0 +1,46 @@
+"""The backend against real nodes; each scenario runs in its own interpreter (see scenarios.py)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_scenario(name, tmp_path, timeout=240):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.backend.scenarios", name, str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    assert result.returncode == 0, f"scenario {name} failed:\n{result.stdout}\n{result.stderr[-6000:]}"
+    return result.stdout
+
+
+def test_embedded_single_node(tmp_path):
+    assert "embedded OK" in run_scenario("embedded", tmp_path)
+
+
+@pytest.mark.cluster
+def test_three_nodes_follower_reads_its_own_writes(tmp_path):
+    assert "three_nodes OK" in run_scenario("three_nodes", tmp_path)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_leader_killed_between_two_requests(tmp_path):
+    assert "failover_between_requests OK" in run_scenario("failover_between_requests", tmp_path)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_transaction_interrupted_by_failover(tmp_path):
+    assert "transaction_interrupted OK" in run_scenario("transaction_interrupted", tmp_path)
+
+
+@pytest.mark.slow
+def test_consistency_none_reads_stale_strong_never(tmp_path):
+    assert "consistency OK" in run_scenario("consistency", tmp_path)
