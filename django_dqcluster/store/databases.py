@@ -93,13 +93,19 @@ class Database:
 
     def entry_finished(self):
         with self._in_flight_cond:
-            self._in_flight -= 1
+            self._in_flight = max(0, self._in_flight - 1)
             if not self._in_flight:
                 self._in_flight_cond.notify_all()
 
     def wait_entries_applied(self, timeout):
         with self._in_flight_cond:
             return self._in_flight_cond.wait_for(lambda: not self._in_flight, timeout)
+
+    def forget_entries_in_flight(self):
+        """After a barrier: every entry enqueued before it is resolved, whatever its callback did."""
+        with self._in_flight_cond:
+            self._in_flight = 0
+            self._in_flight_cond.notify_all()
 
     # -- apply connection (Raft thread) -------------------------------------------------
 

@@ -49,7 +49,15 @@ class Transaction:
         self.writes = False
         self.aborted = None
         self.started_by_savepoint = started_by_savepoint
-        self.savepoints = []
+        self._released = False
+        self._release_guard = threading.Lock()
+
+    def release_lock(self):
+        """Release the database's write lock once, from whichever thread gets here first."""
+        with self._release_guard:
+            if not self._released:
+                self._released = True
+                self.database.write_lock.release()
 
 
 class LeaderState:
@@ -79,6 +87,10 @@ class LeaderState:
             scratch.interrupt()
             with database.scratch_mutex:
                 _rollback(scratch)
+            # Its client may never come back: free the database now so this
+            # node can take transactions again when it leads again.
+            self.unregister(tx)
+            tx.release_lock()
 
 
 class Session:
@@ -353,7 +365,10 @@ class Session:
             else:
                 self._wait_applied()
             if not database.wait_entries_applied(self.node.config.commit_timeout):
-                raise errors.retryable("earlier commits on this database are still in flight")
+                # A callback that never came (its entry lost with a leader
+                # change): a barrier proves everything before it is resolved.
+                self.node.barrier()
+                database.forget_entries_in_flight()
             tx = Transaction(database, self.pragmas, started_by_savepoint)
             scratch = database.scratch_connection()
             with database.scratch_mutex:
@@ -448,7 +463,7 @@ class Session:
             with database.scratch_mutex:
                 _rollback(database.scratch_connection())
         self.node.leader_state.unregister(tx)
-        database.write_lock.release()
+        tx.release_lock()
 
     # -- databases ---------------------------------------------------------------------------
 

@@ -251,3 +251,26 @@ def test_a_node_restarted_without_peers_finds_them_in_its_known_servers_file(clu
     victim.start(peers=None)  # no --peers: the node reads servers.json
     results = rows_on_every_node(cluster, "SELECT value FROM log")
     assert results[victim.index] == [(1,)]
+
+
+def test_a_transaction_cut_by_the_loss_of_its_leader_fails_retryably_and_leaves_nothing(cluster):
+    leader = cluster.leader()
+    leader.connect().execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+    follower = followers(cluster, leader)[0]
+    conn = follower.connect()  # the transaction is forwarded to the leader
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO log (value) VALUES (1)")
+    leader.kill()
+    with pytest.raises(dbapi.OperationalError) as info:
+        conn.execute("INSERT INTO log (value) VALUES (2)")
+        conn.commit()
+    assert info.value.retryable
+    assert not conn.in_transaction
+    cluster.wait_for_leader(exclude=[leader])
+    # retrying the whole transaction works on the new leader
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO log (value) VALUES (3)")
+    conn.commit()
+    assert rows_on_every_node(cluster, "SELECT value FROM log") == {
+        node.index: [(3,)] for node in cluster.nodes if node.alive
+    }
