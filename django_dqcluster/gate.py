@@ -31,6 +31,8 @@ Settings (all optional)
                                   gate call answers "ready" without touching the
                                   database); unset: run it, except while Django's test
                                   runner builds test databases.
+    ``DQCLUSTER_WAIT_MAX_INTERVAL``  longest pause between two re-checks while waiting
+                                  (seconds, default 30; the backoff starts at 1).
     ``DQCLUSTER_PATCH_DIR``       directory searched for the operator's repair SQL,
                                   ``patch.global.sql`` (default: our ENGINE's
                                   ``OPTIONS["data_dir"]``, else none).
@@ -144,26 +146,34 @@ def _configured_address(alias: str) -> str:
     return value.strip()
 
 
+def _settings_dict(alias: str) -> dict:
+    """The alias's DATABASES entry, without instantiating (importing) its backend."""
+    try:
+        return connections.settings[alias]
+    except KeyError:
+        raise ImproperlyConfigured(f"settings.DATABASES has no alias {alias!r}") from None
+
+
 def is_dqcluster_alias(alias: str) -> bool:
-    return connections[alias].settings_dict.get("ENGINE") == DQCLUSTER_ENGINE
+    return _settings_dict(alias).get("ENGINE") == DQCLUSTER_ENGINE
 
 
 def node_address(alias: str = DEFAULT_DB_ALIAS) -> str:
     """This host's address in the ``nodes`` table of ``alias``.
 
-    For our ENGINE (``django_dqcluster.backend``) it is this host's node, read from the
-    DATABASES entry: ``OPTIONS["bind"]`` (the node's Raft address, which the store
-    itself uses as the member's identity) if the entry runs the node (embedded mode),
-    else the client address (``OPTIONS["address"]`` or ``HOST:PORT``, first one). A
-    client address that is a unix socket or a loopback address is the same text on
-    every host, so it cannot tell hosts apart: then, as for every other ENGINE,
-    ``settings.DQCLUSTER_NODE_ADDRESS`` (a string, or a dict ``{alias: address}``)
-    decides, and without it the host name.
+    ``settings.DQCLUSTER_NODE_ADDRESS`` (a string, or a dict ``{alias: address}``) wins
+    when it is set. Otherwise, for our ENGINE (``django_dqcluster.backend``) it is this
+    host's node, read from the DATABASES entry: ``OPTIONS["bind"]`` (the node's Raft
+    address, which the store itself uses as the member's identity) if the entry runs
+    the node (embedded mode), else the client address (``OPTIONS["address"]`` or
+    ``HOST:PORT``, first one). A client address that is a unix socket or a loopback
+    address is the same text on every host and cannot tell hosts apart, so then, as
+    for every other ENGINE, the host name is used.
 
-    Only ``connection.settings_dict`` is read: nothing here depends on the backend's
-    internals or opens a connection.
+    Only the alias's settings dict is read: nothing here depends on the backend's
+    internals, imports it, or opens a connection.
     """
-    settings_dict = connections[alias].settings_dict
+    settings_dict = _settings_dict(alias)
     if settings_dict.get("ENGINE") == DQCLUSTER_ENGINE and not getattr(
         settings, "DQCLUSTER_NODE_ADDRESS", None
     ):
@@ -186,7 +196,7 @@ def patch_dir(alias: str) -> str | None:
     configured = getattr(settings, "DQCLUSTER_PATCH_DIR", None)
     if configured:
         return str(configured)
-    settings_dict = connections[alias].settings_dict
+    settings_dict = _settings_dict(alias)
     if settings_dict.get("ENGINE") == DQCLUSTER_ENGINE:
         data_dir = (settings_dict.get("OPTIONS") or {}).get("data_dir")
         if data_dir:
@@ -687,6 +697,19 @@ def remove_member(alias: str, address: str, *, our_address: str | None = None) -
 # Waiting
 
 
+def wait_max_interval() -> float:
+    value = getattr(settings, "DQCLUSTER_WAIT_MAX_INTERVAL", 30.0)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value > 0:
+        raise ImproperlyConfigured(
+            f"settings.DQCLUSTER_WAIT_MAX_INTERVAL must be a positive number of seconds, not {value!r}"
+        )
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class WaitProgress:
     """What a waiting caller is told after each check."""
@@ -704,7 +727,7 @@ def wait_for_gate(
     timeout: float,
     on_progress: Callable[[WaitProgress], None] | None = None,
     initial_delay: float = 1.0,
-    max_delay: float = 30.0,
+    max_delay: float | None = None,
     sleeper: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     check: Callable[[str], GateResult] | None = None,
@@ -719,6 +742,8 @@ def wait_for_gate(
     Returns the last result: READY, REFUSED, or WAITING when the timeout passed.
     """
     check = check or (lambda a: run_gate(a))
+    if max_delay is None:
+        max_delay = wait_max_interval()
     start = clock()
     delay = max(initial_delay, 0.01)
     attempt = 0

@@ -70,11 +70,23 @@ MIGRATION_MODULES = {"gateapp": "tests.gate.gateapp.migrations_" + os.environ.ge
 DQCLUSTER_NODE_ADDRESS = os.environ.get("DQ_GATE_NODE", "host-a")
 DQCLUSTER_API_EXTENSIONS = [name for name in os.environ.get("DQ_GATE_API", "").split(",") if name]
 
+DQCLUSTER_WAIT_MAX_INTERVAL = float(os.environ.get("DQ_GATE_MAX_INTERVAL", "2"))
+
 _redis = os.environ.get("DQ_GATE_REDIS")
 if _redis:
     CELERY_BROKER_URL = _redis
     CELERY_RESULT_BACKEND = _redis
     CELERY_TASK_DEFAULT_QUEUE = os.environ.get("DQ_GATE_QUEUE", "celery")
+
+if os.environ.get("DQ_GATE_CHECKS"):
+    # Everything the system checks must flag (tests/gate/test_gate_checks.py).
+    INSTALLED_APPS.insert(0, "tests.gate.shadowapp")
+    DATABASES["cluster"] = {
+        "ENGINE": "django_dqcluster.backend",
+        "NAME": "app",
+        "OPTIONS": {"embedded": True, "data_dir": "/nonexistent", "bind": "10.0.0.1:7000", "peers": ["10.0.0.2:7000"]},
+    }
+    DQCLUSTER_API_EXTENSIONS = "not-a-list"
 
 LOGGING = {
     "version": 1,

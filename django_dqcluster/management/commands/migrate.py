@@ -336,7 +336,7 @@ class Command(django_migrate.Command):
             raise CommandError(f"--queue-wait needs Celery (pip install 'django-dqcluster[celery]'): {error}") from error
         try:
             task = wait_for_cluster_upgrade.apply_async(
-                kwargs={"alias": alias, "timeout": options["timeout"]},
+                kwargs={"alias": alias, "timeout": options["timeout"], "max_interval": gate.wait_max_interval()},
                 retry=False,
             )
         except Exception as error:  # noqa: BLE001 - the broker's errors are many and varied

@@ -1,0 +1,201 @@
+"""A rolling upgrade through the management commands, hosts as separate processes.
+
+Three hosts share one database (a SQLite file, or a PostgreSQL database). Code version v1
+has one migration of the test app, v2 a second one; each host process picks its version
+with MIGRATION_MODULES, so the gate sees the real migration counts of two code versions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from .conftest import Host
+
+pytestmark = pytest.mark.slow
+
+
+def applied_0002(db):
+    return db.query("SELECT host FROM gateapp_applylog WHERE migration = '0002'")
+
+
+def test_rolling_upgrade_waits_refuses_and_the_last_host_migrates_once(shared_db):
+    db = shared_db
+    a, b, c = (Host(db, name) for name in ("host-a", "host-b", "host-c"))
+
+    # All on v1: every host migrates (the first one applies, the others find it done).
+    first = a.run("migrate")
+    assert "Created the cluster tables; this host is the first member." in first.stdout
+    assert "Applying gateapp.0001_initial... OK" in first.stdout
+    for host in (b, c):
+        out = host.run("migrate").stdout
+        assert "Registered this host (" in out and "No migrations to apply." in out
+    v1 = a.gate_json(expect=0)
+    assert v1["state"] == "ready" and [m["address"] for m in v1["members"]] == ["host-a", "host-b", "host-c"]
+    v1_schema = v1["ours"]["schema"]
+    db.query("INSERT INTO gateapp_item (name) VALUES ('written before the upgrade')")
+
+    # host-a on v2: waits (exit 3), names both members behind with their versions, applies nothing.
+    a2 = a.upgraded()
+    waiting = a2.run("migrate", expect=3)
+    assert f"Waiting for host-b (schema {v1_schema}, api_extensions 0) to upgrade to schema {v1_schema + 1}" in waiting.stdout
+    assert f"Waiting for host-c (schema {v1_schema}, api_extensions 0)" in waiting.stdout
+    assert "No migrations applied" in waiting.stdout
+    assert "waiting for members behind this host" in waiting.stderr
+    assert not db.table_exists("gateapp_v2only") and applied_0002(db) == []
+    assert db.node_rows()["host-a"] == (v1_schema + 1, 0)
+
+    # A v1 host (re)started now is refused, with every member's version; its row is written.
+    refused = b.run("migrate", expect=2)
+    assert "this node's version is behind, please upgrade" in refused.stdout
+    assert f"host-a: schema {v1_schema + 1}, api_extensions 0 [ahead of this host]" in refused.stdout
+    assert f"host-c: schema {v1_schema}, api_extensions 0 [same version]" in refused.stdout
+    newcomer = Host(db, "host-d")  # never seen before, on v1
+    report = newcomer.gate_json(expect=2)
+    assert report["state"] == "refused" and report["reason"] == "behind" and report["registered"]
+    assert report["ahead"] == ["host-a"]
+    assert db.node_rows()["host-d"] == (v1_schema, 0)  # persisted although refused
+    # host-d was a one-off: the escape hatch removes it so nobody waits for it.
+    removed = a2.run("ensure_cluster_schema", "--remove-member", "host-d", "--noinput", expect=3)
+    assert "Removed member host-d." in removed.stdout
+    assert "host-d" not in db.node_rows()
+
+    # host-b on v2 waits for host-c only.
+    b2 = b.upgraded()
+    report = b2.gate_json(expect=3)
+    assert report["waiting_for"] == ["host-c"]
+    assert report["members"][2] == {**report["members"][2], "address": "host-c", "schema": v1_schema, "relation": "behind"}
+
+    # host-c, the last one, applies the v2 migration once.
+    c2 = c.upgraded()
+    last = c2.run("migrate")
+    assert "Applying gateapp.0002_v2... OK" in last.stdout
+    assert applied_0002(db) == [("host-c",)]
+
+    # Everyone is ready now; nobody applies anything again; the data is intact.
+    for host in (a2, b2, c2):
+        report = host.gate_json(expect=0)
+        assert report["state"] == "ready" and {m["schema"] for m in report["members"]} == {v1_schema + 1}
+        assert "No migrations to apply." in host.run("migrate").stdout
+    assert applied_0002(db) == [("host-c",)]
+    assert db.table_exists("gateapp_v2only")
+    assert db.query("SELECT name FROM gateapp_item") == [("written before the upgrade",)]
+    assert db.query("SELECT migration, host FROM gateapp_applylog ORDER BY id") == [("0001", "host-a"), ("0002", "host-c")]
+
+
+def test_concurrent_migrate_applies_each_migration_exactly_once(shared_db):
+    db = shared_db
+    a, b = Host(db, "host-a"), Host(db, "host-b")
+    a.run("migrate", "-v0")
+    b.run("migrate", "-v0")
+    a2, b2 = a.upgraded(), b.upgraded()
+    a2.run("ensure_cluster_schema", expect=3)
+    b2.run("ensure_cluster_schema", expect=0)
+
+    # Both start together; the migration takes 1.5 s so the runs overlap.
+    slow = {"DQ_GATE_MIGRATION_SLEEP": "1.5"}
+    processes = [host.start("migrate", extra_env=slow) for host in (a2, b2)]
+    outputs = [process.communicate(timeout=60) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    stdouts = [out for out, _ in outputs]
+    assert sum("Applying gateapp.0002_v2... OK" in out for out in stdouts) == 1, stdouts
+    assert sum("No migrations to apply." in out for out in stdouts) == 1, stdouts
+    waits = [line for out in stdouts for line in out.splitlines() if "Waiting for the cluster migration lock" in line]
+    assert waits and all("host-" in line for line in waits), stdouts  # the holder is named
+    assert len(applied_0002(db)) == 1
+    assert db.query("SELECT COUNT(*) FROM django_migrations WHERE app = 'gateapp' AND name = '0002_v2'") == [(1,)]
+
+
+def test_migrate_wait_rechecks_until_the_lagging_member_upgrades(sqlite_db):
+    db = sqlite_db
+    a, b = Host(db, "host-a"), Host(db, "host-b")
+    a.run("migrate", "-v0")
+    b.run("migrate", "-v0")
+    waiter = a.upgraded().start("migrate", "--wait", "--timeout", "30")
+    time.sleep(2.5)  # let it check (and wait) at least twice
+    assert waiter.poll() is None, waiter.communicate()
+    b.upgraded().run("ensure_cluster_schema")  # host-b upgraded, but does not migrate
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0, (out, err)
+    assert "Waiting for host-b (schema" in out
+    assert "still waiting; next check in" in out
+    assert "Applying gateapp.0002_v2... OK" in out
+    assert applied_0002(db) == [("host-a",)]
+
+
+def test_wait_gives_up_after_the_timeout_with_exit_3(sqlite_db):
+    a, b = Host(sqlite_db, "host-a"), Host(sqlite_db, "host-b")
+    a.run("ensure_cluster_schema", "-v0")
+    b.run("ensure_cluster_schema", "-v0")
+    started = time.monotonic()
+    process = a.upgraded().run("ensure_cluster_schema", "--wait", "--timeout", "1.5", expect=3)
+    assert time.monotonic() - started < 15
+    assert "Gave up after" in process.stdout and "Waiting for host-b" in process.stdout
+
+
+def test_api_extensions_alone_gate_and_inconsistent_versions_are_refused(sqlite_db):
+    db = sqlite_db
+    a, b = Host(db, "host-a"), Host(db, "host-b")
+    a.run("ensure_cluster_schema", "-v0")
+    b.run("ensure_cluster_schema", "-v0")
+    # Same schema, one more API extension: that host waits.
+    report = a.upgraded("v1", api=["feature-x"]).gate_json(expect=3)
+    assert report["waiting_for"] == ["host-b"] and report["ours"] == {"schema": report["ours"]["schema"], "api_extensions": 1}
+    # Schema up but API count down against host-a: no upgrade order fixes that.
+    inconsistent = b.upgraded("v2", api=[]).run("ensure_cluster_schema", expect=2)
+    assert "nodes have inconsistent versions" in inconsistent.stdout
+    assert "host-a: schema" in inconsistent.stdout and "api_extensions 1 [inconsistent with this host]" in inconsistent.stdout
+    assert db.node_rows()["host-b"][0] == db.node_rows()["host-a"][0] + 1  # its row is written anyway
+
+
+def test_bad_input_gives_clear_errors(sqlite_db):
+    a = Host(sqlite_db, "host-a")
+    process = a.run("ensure_cluster_schema", "--database", "nope", expect=1)
+    assert "Unknown database alias 'nope'; settings.DATABASES has: default" in process.stderr
+    process = a.run("migrate", "--wait", "--queue-wait", expect=1)
+    assert "--wait and --queue-wait exclude each other" in process.stderr
+    process = a.run("ensure_cluster_schema", "--timeout", "0", expect=1)
+    assert "--timeout must be a positive number of seconds" in process.stderr
+    a.run("ensure_cluster_schema", "-v0")
+    process = a.run("ensure_cluster_schema", "--remove-member", "host-a", "--noinput", expect=1)
+    assert "refusing to remove this host's own row (host-a)" in process.stderr
+    process = a.run("ensure_cluster_schema", "--remove-member", "ghost", "--noinput", expect=1)
+    assert "No member 'ghost' in the nodes table; members: host-a" in process.stderr
+
+
+def test_cluster_status_reports_every_member_while_the_gate_blocks(shared_db):
+    db = shared_db
+    a, b, c = (Host(db, name) for name in ("host-a", "host-b", "host-c"))
+    for host in (a, b, c):
+        host.run("migrate", "-v0")
+    a.upgraded().run("migrate", expect=3)
+    b.upgraded().run("ensure_cluster_schema", expect=3)
+
+    text = a.upgraded().run("cluster_status").stdout
+    lines = text.splitlines()
+    assert lines[1].split() == ["ADDRESS", "ROLE", "SCHEMA", "API", "GATE", "HEARTBEAT", "APPLIED", "LAG"]
+    rows = {line.lstrip("* ").split()[0]: line for line in lines[2:5]}
+    row_a, row_b, row_c = rows["host-a"], rows["host-b"], rows["host-c"]
+    assert row_a.startswith("*") and "waiting for host-c" in row_a and " n/a " in row_a
+    assert "blocked: newer than host-c" in row_b
+    assert "behind: upgrade" in row_c
+    assert "This host: host-a, code at schema" in text and "waiting for host-c" in text
+    assert "Unapplied migrations of this code: 1 (gateapp.0002_v2)" in text
+
+    # From host-c's side (still on v1): its own code is behind.
+    report = json.loads(c.run("cluster_status", "--json").stdout)
+    assert report["this_host"]["gate"] == "behind"
+    states = {m["address"]: (m["gate"], m["role"], m["lag"]) for m in report["members"]}
+    assert states == {"host-a": ("blocked", "n/a", None), "host-b": ("blocked", "n/a", None), "host-c": ("behind", "n/a", None)}
+    assert all(m["heartbeat_age_seconds"] is not None for m in report["members"])
+    assert report["unapplied_migrations"] == [] and report["migration_lock"] is None
+
+    # It writes nothing: the rows are as the gate left them.
+    assert db.node_rows()["host-c"][0] < db.node_rows()["host-a"][0]
+
+
+def test_cluster_status_before_any_gate_run_says_what_to_do(sqlite_db):
+    process = Host(sqlite_db, "host-a").run("cluster_status", expect=1)
+    assert "has no cluster tables yet: run `manage.py ensure_cluster_schema --database default`" in process.stderr
