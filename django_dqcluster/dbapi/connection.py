@@ -182,6 +182,18 @@ class Connection:
         delay = 0.02
         while True:
             in_tx_before = self._in_tx
+            if self._transport is not None and getattr(self._transport, "peer_closed", bool)():
+                # The node went away while this connection was idle: nothing
+                # of this request was sent, so reconnecting is safe (inside a
+                # transaction, the transaction is lost and reported as such).
+                self._transport.close()
+                self._transport = None
+                self._in_tx = False
+                if in_tx_before:
+                    raise exc.operational(
+                        "lost the connection to the store in the middle of a transaction "
+                        "(the node closed it); it was rolled back on the leader, retry it", retryable=True,
+                    )
             try:
                 if self._transport is None:
                     self._connect()

@@ -1,6 +1,8 @@
 """How requests reach a node: over a socket, or by a direct call to an embedded node."""
 
 import itertools
+import select
+import socket
 
 from .. import wire
 
@@ -60,6 +62,23 @@ class SocketTransport:
         if raise_errors and not response.get("ok"):
             raise wire.RemoteError(response["error"])
         return response
+
+    def peer_closed(self):
+        """Did the node close this connection while it sat idle (e.g. the node died)?
+
+        Between requests the node never sends anything, so a readable socket
+        means EOF or a reset: a request sent now could not have been received,
+        and the driver may reconnect instead of reporting an unknown outcome.
+        """
+        if self.sock is None:
+            return True
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            if not readable:
+                return False
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def close(self):
         if self.sock is not None:
