@@ -22,8 +22,12 @@ def django_functions_hook(conn):
     register(conn)
 
 
-def get_node(options):
-    """The running node for ``options.data_dir``, started on first use."""
+def get_node(options, wait=True):
+    """The running node for ``options.data_dir``, started on first use.
+
+    ``wait=False`` returns as soon as the node runs, before it knows a leader
+    (to start several members of one cluster in one process).
+    """
     from ..store.node import Node
 
     with _lock:
@@ -37,11 +41,15 @@ def get_node(options):
                     f"{config.bind!r} and peers {config.peers!r}; aliases sharing a data dir "
                     "must agree on 'bind' and 'peers'"
                 )
-            return node
+            return node if not wait else _ready(node, options)
         config = options.node_config(connection_hooks=[django_functions_hook])
         node = Node(config).start()
         _nodes[os.path.abspath(options.data_dir)] = (node, config)
     # Outside the lock: a multi-node cluster may wait for its peers.
+    return _ready(node, options) if wait else node
+
+
+def _ready(node, options):
     node.wait_ready(max(options.timeout, 15.0))
     return node
 

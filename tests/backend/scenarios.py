@@ -170,7 +170,14 @@ def failover_between_requests(workdir):
         leader = cluster.leader()
         # A persistent connection to the leader itself: the second request
         # finds it dead and must fail over to the new leader.
-        configure({"default": {**client_entry(cluster, leader), "CONN_MAX_AGE": None}})
+        # CONN_HEALTH_CHECKS, as for any server that can go away under a
+        # persistent connection: a dead connection is replaced before the
+        # request's first query (here: one to the new leader).
+        entry = client_entry(cluster, leader)
+        # This host's node first, the other members as fallbacks (the driver
+        # also learns them from the node, once they have announced themselves).
+        entry["OPTIONS"]["address"] = [leader.client] + [n.client for n in cluster.nodes if n is not leader]
+        configure({"default": {**entry, "CONN_MAX_AGE": None, "CONN_HEALTH_CHECKS": True}})
         from django.test import Client
 
         create_tables()
@@ -270,12 +277,14 @@ def consistency(workdir):
     from django_dqcluster.backend import embedded as embedded_nodes
     from tests.backend.bapp.models import Item
 
-    # Start all three embedded nodes (one per data dir), then find the leader.
-    threads = [threading.Thread(target=connections[f"n{i}_strong"].ensure_connection) for i in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    from django_dqcluster.backend.options import parse
+
+    # Start the three embedded members, then connect; every alias on a data
+    # dir shares that dir's node.
+    for i in range(3):
+        embedded_nodes.get_node(parse(f"n{i}_strong", databases[f"n{i}_strong"]), wait=False)
+    for alias in databases:
+        connections[alias].ensure_connection()
     nodes = {i: connections[f"n{i}_strong"].connection._node for i in range(3)}
     wait_until(lambda: any(node.is_leader() for node in nodes.values()), what="a leader")
     leader_index = next(i for i, node in nodes.items() if node.is_leader())
