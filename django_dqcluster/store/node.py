@@ -62,7 +62,7 @@ class Node:
     def start(self):
         peers = list(self.config.peers)
         if self.config.join:
-            peers = self._join_through(self.config.join)
+            peers = self._members_via(self.config.join)
         elif not peers:
             peers = self._known_servers()
         conf = raft.make_conf(
@@ -83,6 +83,11 @@ class Node:
         self.started_at = time.time()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="dqcluster-housekeeping", daemon=True)
         self._housekeeper.start()
+        if self.config.join and self.config.bind not in peers:
+            # Our engine runs first, so the leader can replicate to us as soon
+            # as it adds us: growing from one node to two needs both to commit
+            # the change itself.
+            self._request_membership(self.config.join)
         logger.info("node %s started (client %s, data %s)", self.config.bind, self.config.client, self.config.data_dir)
         return self
 
@@ -193,18 +198,36 @@ class Node:
                 raise errors.operational(f"membership change for {raft_address} failed (pysyncobj error {box['error']})")
             time.sleep(0.1)
 
-    def _join_through(self, client_address):
-        """Ask a running member to add us; return the member list to start with."""
+    def _members_via(self, client_address):
+        """The Raft members a running member knows (we start our engine with them)."""
         from ..dbapi.transport import SocketTransport  # the node is a client of its peers here
 
         transport = SocketTransport([client_address], token=self.token, timeout=30.0)
         try:
-            reply = transport.request(
-                {"op": "add_member", "raft": self.config.bind, "client": self.config.client}
-            )
+            reply = transport.request({"op": "servers"})
         finally:
             transport.close()
-        return [server["raft"] for server in reply["servers"] if server["raft"] != self.config.bind]
+        return [server["raft"] for server in reply["servers"]]
+
+    def _request_membership(self, client_address, timeout=60.0):
+        """Ask the cluster (through any member) to add this node, retrying while it elects."""
+        from ..dbapi.transport import SocketTransport
+
+        deadline = time.monotonic() + timeout
+        while True:
+            transport = None
+            try:
+                transport = SocketTransport([client_address], token=self.token, timeout=30.0)
+                transport.request({"op": "add_member", "raft": self.config.bind, "client": self.config.client})
+                return
+            except (OSError, wire.ProtocolError, wire.RemoteError) as exc:
+                if time.monotonic() > deadline:
+                    raise errors.operational(f"could not join the cluster through {client_address}: {exc}") from None
+                logger.warning("joining through %s: %s; retrying", client_address, exc)
+                time.sleep(0.5)
+            finally:
+                if transport is not None:
+                    transport.close()
 
     # -- status ----------------------------------------------------------------------------------
 

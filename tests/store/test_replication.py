@@ -274,3 +274,19 @@ def test_a_transaction_cut_by_the_loss_of_its_leader_fails_retryably_and_leaves_
     assert rows_on_every_node(cluster, "SELECT value FROM log") == {
         node.index: [(3,)] for node in cluster.nodes if node.alive
     }
+
+
+def test_a_one_node_cluster_grows_to_three_while_it_serves(tmp_path):
+    from django_dqcluster.store.local_cluster import LocalCluster
+
+    with LocalCluster(str(tmp_path / "grow"), 1) as grown:
+        conn = grown.leader().connect()
+        conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+        conn.execute("INSERT INTO log (value) VALUES (1)")
+        grown.add_node()
+        conn.execute("INSERT INTO log (value) VALUES (2)")
+        grown.add_node()
+        conn.execute("INSERT INTO log (value) VALUES (3)")
+        results = rows_on_every_node(grown, "SELECT value FROM log ORDER BY id")
+        assert results == {0: [(1,), (2,), (3,)], 1: [(1,), (2,), (3,)], 2: [(1,), (2,), (3,)]}
+        assert len(grown.leader().status()["members"]) == 3
