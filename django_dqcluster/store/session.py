@@ -25,7 +25,9 @@ from . import errors
 from .classify import SESSION_PRAGMAS, Classifier, session_pragma
 from .databases import InvalidDatabaseName
 from .determinism import FixedValues
-from .statemachine import CLONE_DB, DROP_DB, TX, error_to_wire, is_environmental, run_statement
+from .statemachine import (
+    CLONE_DB, DROP_DB, TX, error_to_wire, is_environmental, rollback_quietly, run_statement,
+)
 from .statements import (
     BEGIN, COMMIT, RELEASE, ROLLBACK, SAVEPOINT, split_script, transaction_control,
 )
@@ -86,7 +88,7 @@ class LeaderState:
             scratch = database.scratch_connection()
             scratch.interrupt()
             with database.scratch_mutex:
-                _rollback(scratch)
+                rollback_quietly(scratch)
             # Its client may never come back: free the database now so this
             # node can take transactions again when it leads again.
             self.unregister(tx)
@@ -436,7 +438,7 @@ class Session:
         scratch = database.scratch_connection()
         with database.scratch_mutex:
             aborted = tx.aborted
-            _rollback(scratch)
+            rollback_quietly(scratch)
         if aborted:
             self._end_local(rollback=True)
             raise errors.retryable(f"transaction aborted: {aborted}; nothing was applied, retry it")
@@ -461,7 +463,7 @@ class Session:
         database = tx.database
         if rollback:
             with database.scratch_mutex:
-                _rollback(database.scratch_connection())
+                rollback_quietly(database.scratch_connection())
         self.node.leader_state.unregister(tx)
         tx.release_lock()
 
@@ -573,10 +575,3 @@ def _savepoint_name(sql):
     words = sql.replace(";", " ").split()
     return words[-1].strip('"`[]') if words else ""
 
-
-def _rollback(conn):
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass

@@ -211,7 +211,7 @@ class StateMachine:
                 # A deterministic SQL error (a constraint, a deferred foreign
                 # key at COMMIT...): every replica gets the same one. Record
                 # the entry as applied with no effects and report the error.
-                _rollback(conn)
+                rollback_quietly(conn)
                 if values.error:
                     exc = sqlite3.OperationalError(values.error)
                 error = error_to_wire(exc)
@@ -219,11 +219,11 @@ class StateMachine:
                 self._record_applied(conn, entry["id"], index)
                 conn.execute("COMMIT")
         except Diverged as exc:
-            _rollback(conn)
+            rollback_quietly(conn)
             self._mark_diverged(str(exc))
             raise ApplyFailed(str(exc)) from None
         except sqlite3.Error as exc:
-            _rollback(conn)
+            rollback_quietly(conn)
             raise ApplyFailed(f"{exc} (database {entry['db']!r})") from exc
         finally:
             functions.values = None
@@ -418,7 +418,8 @@ def _reset_pragmas(conn, pragmas):
         conn.execute(f"PRAGMA {name} = {SESSION_PRAGMA_DEFAULTS[name]}")
 
 
-def _rollback(conn):
+def rollback_quietly(conn):
+    """Roll back if a transaction is open; a connection already rolled back by SQLite is fine."""
     if conn.in_transaction:
         try:
             conn.execute("ROLLBACK")
