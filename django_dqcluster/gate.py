@@ -127,12 +127,13 @@ def _is_local_only(address: str) -> bool:
     return ip.is_loopback or ip.is_unspecified
 
 
-def _configured_address(alias: str) -> str:
+def _configured_address(alias: str) -> str | None:
+    """``DQCLUSTER_NODE_ADDRESS`` for ``alias`` (a dict may name some aliases only)."""
     value = getattr(settings, "DQCLUSTER_NODE_ADDRESS", None)
     if isinstance(value, dict):
         value = value.get(alias, value.get("default"))
     if value is None:
-        return socket.gethostname()
+        return None
     if not isinstance(value, str) or not value.strip():
         raise ImproperlyConfigured(
             "settings.DQCLUSTER_NODE_ADDRESS must be a non-empty string or a dict "
@@ -173,10 +174,11 @@ def node_address(alias: str = DEFAULT_DB_ALIAS) -> str:
     Only the alias's settings dict is read: nothing here depends on the backend's
     internals, imports it, or opens a connection.
     """
+    configured = _configured_address(alias)
+    if configured:
+        return configured
     settings_dict = _settings_dict(alias)
-    if settings_dict.get("ENGINE") == DQCLUSTER_ENGINE and not getattr(
-        settings, "DQCLUSTER_NODE_ADDRESS", None
-    ):
+    if settings_dict.get("ENGINE") == DQCLUSTER_ENGINE:
         options = settings_dict.get("OPTIONS") or {}
         if options.get("bind"):
             return str(options["bind"])
@@ -188,7 +190,7 @@ def node_address(alias: str = DEFAULT_DB_ALIAS) -> str:
             addresses = [first if (":" in first or not ports) else f"{first}:{ports[0]}"]
         if addresses and not _is_local_only(addresses[0]):
             return addresses[0]
-    return _configured_address(alias)
+    return socket.gethostname()
 
 
 def patch_dir(alias: str) -> str | None:

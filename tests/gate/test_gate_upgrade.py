@@ -103,7 +103,11 @@ def test_concurrent_migrate_applies_each_migration_exactly_once(shared_db):
     assert sum("Applying gateapp.0002_v2... OK" in out for out in stdouts) == 1, stdouts
     assert sum("No migrations to apply." in out for out in stdouts) == 1, stdouts
     waits = [line for out in stdouts for line in out.splitlines() if "Waiting for the cluster migration lock" in line]
-    assert waits and all("host-" in line for line in waits), stdouts  # the holder is named
+    assert all("host-" in line for line in waits), stdouts  # the holder is named
+    if db.kind == "postgres":
+        # On SQLite the second host may instead block on the database's write lock (held
+        # by the migration's transaction) and find the work done once it gets through.
+        assert waits, stdouts
     assert len(applied_0002(db)) == 1
     assert db.query("SELECT COUNT(*) FROM django_migrations WHERE app = 'gateapp' AND name = '0002_v2'") == [(1,)]
 
@@ -159,10 +163,13 @@ def test_bad_input_gives_clear_errors(sqlite_db):
     process = a.run("ensure_cluster_schema", "--timeout", "0", expect=1)
     assert "--timeout must be a positive number of seconds" in process.stderr
     a.run("ensure_cluster_schema", "-v0")
+    Host(sqlite_db, "host-b").run("ensure_cluster_schema", "-v0")
+    process = a.upgraded().run("migrate", "--queue-wait", expect=1)  # no Celery app/broker here
+    assert "--queue-wait: no Celery broker is configured" in process.stderr
     process = a.run("ensure_cluster_schema", "--remove-member", "host-a", "--noinput", expect=1)
     assert "refusing to remove this host's own row (host-a)" in process.stderr
     process = a.run("ensure_cluster_schema", "--remove-member", "ghost", "--noinput", expect=1)
-    assert "No member 'ghost' in the nodes table; members: host-a" in process.stderr
+    assert "No member 'ghost' in the nodes table; members: host-a, host-b" in process.stderr
 
 
 def test_cluster_status_reports_every_member_while_the_gate_blocks(shared_db):

@@ -334,6 +334,16 @@ class Command(django_migrate.Command):
             from ...tasks import wait_for_cluster_upgrade
         except ImportError as error:
             raise CommandError(f"--queue-wait needs Celery (pip install 'django-dqcluster[celery]'): {error}") from error
+        app = wait_for_cluster_upgrade.app
+        if not app.conf.broker_url and not app.conf.task_always_eager:
+            # Without the project's Celery app loaded, shared tasks fall back to Celery's
+            # default app and its default broker (amqp://localhost), which may well
+            # accept the message: a wait nobody would ever run.
+            raise CommandError(
+                "--queue-wait: no Celery broker is configured (set CELERY_BROKER_URL and load the "
+                "project's Celery app in its __init__.py); nothing was applied",
+                returncode=1,
+            )
         try:
             task = wait_for_cluster_upgrade.apply_async(
                 kwargs={"alias": alias, "timeout": options["timeout"], "max_interval": gate.wait_max_interval()},

@@ -1,0 +1,165 @@
+"""The Django side around the gate: admin, system checks, the test runner, node addresses.
+
+Each test runs Django in a subprocess (a simulated host, or a small script with
+``settings.configure``), so the pytest process itself never configures Django.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from .conftest import REPO_ROOT, Host
+
+ADMIN_SCRIPT = """
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+from django_dqcluster.models import ClusterNode
+
+user = User.objects.create_superuser("admin", "admin@example.com", "pw")
+client = Client()
+client.force_login(user)
+opts = ClusterNode._meta
+changelist = client.get(reverse(f"admin:{opts.app_label}_clusternode_changelist"))
+body = changelist.content.decode()
+node = ClusterNode.objects.get(address="host-b")
+change = client.get(reverse(f"admin:{opts.app_label}_clusternode_change", args=[node.pk]))
+print("RESULT", {
+    "changelist": changelist.status_code,
+    "addresses": [a for a in ("host-a", "host-b") if a in body],
+    "state_header": "gate state" in body.lower(),
+    "states": [s for s in ("newer than host-b: waiting for them", "behind: upgrade") if s in body],
+    "add_link": reverse(f"admin:{opts.app_label}_clusternode_add") in body,
+    "add": client.get(reverse(f"admin:{opts.app_label}_clusternode_add")).status_code,
+    "change": change.status_code,
+    "save_button": 'name="_save"' in change.content.decode(),
+    "delete_get": client.get(reverse(f"admin:{opts.app_label}_clusternode_delete", args=[node.pk])).status_code,
+    "delete_post": client.post(reverse(f"admin:{opts.app_label}_clusternode_delete", args=[node.pk]), {"post": "yes"}).status_code,
+    "rows_after": ClusterNode.objects.count(),
+})
+"""
+
+
+def _result(process):
+    line = next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))
+    return eval(line[len("RESULT "):])  # noqa: S307 - our own script's repr of plain values
+
+
+def test_admin_lists_members_read_only(sqlite_db):
+    a, b = Host(sqlite_db, "host-a"), Host(sqlite_db, "host-b")
+    a.run("migrate", "-v0")
+    b.run("migrate", "-v0")
+    a.upgraded().run("ensure_cluster_schema", expect=3)
+    result = _result(a.upgraded().shell(ADMIN_SCRIPT))
+    assert result == {
+        "changelist": 200,
+        "addresses": ["host-a", "host-b"],
+        "state_header": True,
+        "states": ["newer than host-b: waiting for them", "behind: upgrade"],
+        "add_link": False,
+        "add": 403,
+        "change": 200,  # view-only page
+        "save_button": False,
+        "delete_get": 403,
+        "delete_post": 403,
+        "rows_after": 2,
+    }
+
+
+def test_system_checks_flag_missing_secret_hidden_migrate_and_bad_settings(sqlite_db):
+    host = Host(sqlite_db, "host-a", extra_env={"DQ_GATE_CHECKS": "1"})
+    process = host.run("check", expect=1)
+    output = process.stderr + process.stdout
+    assert "dqcluster.W001" in output and "DATABASES['cluster'] is a multi-node dqcluster setup without a cluster secret" in output
+    assert "dqcluster.W002" in output and "'tests.gate.shadowapp' is listed before 'django_dqcluster'" in output
+    assert "dqcluster.E001" in output and "DQCLUSTER_API_EXTENSIONS must be a list" in output
+
+    clean = Host(sqlite_db, "host-a").run("check")
+    assert "dqcluster." not in clean.stdout + clean.stderr
+
+
+def test_test_runner_builds_its_database_without_the_gate(sqlite_db):
+    """``create_test_db`` calls our migrate; the gate stays out of the way (and fast)."""
+    script = textwrap.dedent(
+        """
+        import time
+        from django.db import connection
+        from django.test.utils import setup_test_environment
+        setup_test_environment()
+        started = time.monotonic()
+        connection.creation.create_test_db(verbosity=2, autoclobber=True)
+        elapsed = time.monotonic() - started
+        tables = connection.introspection.table_names()
+        print("RESULT", {"nodes": "nodes" in tables, "gateapp": "gateapp_item" in tables, "fast": elapsed < 20})
+        """
+    )
+    host = Host(sqlite_db, "host-a")
+    process = host.shell(script)
+    assert _result(process) == {"nodes": False, "gateapp": True, "fast": True}
+    assert "Cluster gate" not in process.stdout
+    # Forcing the gate on runs it there too (DQCLUSTER_GATE_ENABLED=True).
+    forced = host.shell(
+        "from django.test import override_settings\n"
+        "with override_settings(DQCLUSTER_GATE_ENABLED=True):\n"
+        + textwrap.indent(script, "    ")
+    )
+    assert _result(forced)["nodes"] is True
+    assert "Cluster gate: ready: the only member runs" in forced.stdout
+
+
+NODE_ADDRESS_SCRIPT = """
+import json, socket, django
+from django.conf import settings
+engine = "django_dqcluster.backend"
+settings.configure(
+    DATABASES={
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+        "embedded": {"ENGINE": engine, "NAME": "app", "OPTIONS": {"embedded": True, "bind": "10.0.0.1:7000", "data_dir": "/srv/dq"}},
+        "client": {"ENGINE": engine, "NAME": "app", "OPTIONS": {"address": "10.0.0.2:7001,10.0.0.3:7001"}},
+        "hostport": {"ENGINE": engine, "NAME": "app", "HOST": "10.0.0.4", "PORT": "7001"},
+        "loopback": {"ENGINE": engine, "NAME": "app", "OPTIONS": {"address": "127.0.0.1:7001"}},
+        "unix": {"ENGINE": engine, "NAME": "app", "OPTIONS": {"address": "unix:/run/dq.sock"}},
+    },
+    INSTALLED_APPS=[],
+    **dict(OVERRIDES),
+)
+django.setup()
+from django_dqcluster import gate
+out = {alias: gate.node_address(alias) for alias in ("default", "embedded", "client", "hostport", "loopback", "unix")}
+out["patch_dir"] = [gate.patch_dir("embedded"), gate.patch_dir("client")]
+out["hostname"] = socket.gethostname()
+print(json.dumps(out))
+"""
+
+
+def _node_addresses(overrides: str) -> dict:
+    process = subprocess.run(
+        [sys.executable, "-c", NODE_ADDRESS_SCRIPT.replace("OVERRIDES", overrides)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode == 0, process.stderr
+    return json.loads(process.stdout)
+
+
+def test_node_address_from_our_engine_options_then_the_setting_then_the_hostname():
+    result = _node_addresses("{}")
+    hostname = result["hostname"]
+    assert result["default"] == hostname  # another ENGINE, no setting: the host name
+    assert result["embedded"] == "10.0.0.1:7000"  # the node's Raft address
+    assert result["client"] == "10.0.0.2:7001"  # this host's node: the first client address
+    assert result["hostport"] == "10.0.0.4:7001"
+    assert result["loopback"] == hostname  # loopback is the same text on every host
+    assert result["unix"] == hostname
+    assert result["patch_dir"] == ["/srv/dq", None]
+
+    explicit = _node_addresses('{"DQCLUSTER_NODE_ADDRESS": {"default": "web-1", "embedded": "dq-1"}}')
+    assert explicit["default"] == "web-1" and explicit["embedded"] == "dq-1"
+    assert explicit["client"] == "web-1"  # the dict's "default" entry covers the other aliases
+    partial = _node_addresses('{"DQCLUSTER_NODE_ADDRESS": {"embedded": "dq-1"}}')
+    assert partial["client"] == "10.0.0.2:7001" and partial["default"] == partial["hostname"]
