@@ -1,0 +1,86 @@
+"""DATABASES validation and the dqcluster:// URL (no Django settings needed)."""
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+import django_dqcluster  # noqa: F401  (registers the environ scheme)
+from django_dqcluster.backend.options import parse
+from django_dqcluster.conf import parse_url
+
+
+@pytest.fixture
+def secret_file(tmp_path):
+    path = tmp_path / "secret"
+    path.write_text("s3cret\n")
+    return str(path)
+
+
+def entry(secret_file, **options):
+    return {"NAME": "app", "OPTIONS": {"address": "127.0.0.1:7101", "secret_file": secret_file, **options}}
+
+
+def test_valid_client_entry(secret_file):
+    opts = parse("default", entry(secret_file, consistency="none", timeout="5"))
+    assert opts.addresses == ["127.0.0.1:7101"] and opts.secret == "s3cret"
+    assert opts.consistency == "none" and opts.timeout == 5.0
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"NAME": ""}, "NAME"),
+    ({"NAME": "../etc/passwd"}, "NAME"),
+    ({"OPTIONS": {"secret": "x"}}, "address"),
+    ({"OPTIONS": {"address": "127.0.0.1:7101"}}, "secret_file"),
+    ({"OPTIONS": {"address": "nohost", "secret": "x"}}, "address"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "consistency": "eventual"}}, "consistency"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "durability": "never"}}, "durability"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "timeout": "soon"}}, "timeout"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "timeout": 0}}, "timeout"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "peers": "a,b"}}, "peers"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "bogus": 1}}, "bogus"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "secret_file": "/nonexistent"}}, "secret"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret_file": "/nonexistent/secret"}}, "secret_file"),
+    ({"OPTIONS": {"embedded": True, "bind": "127.0.0.1:7001"}}, "data_dir"),
+    ({"OPTIONS": {"embedded": True, "data_dir": "/tmp/x"}}, "bind"),
+    ({"OPTIONS": {"embedded": "maybe"}}, "embedded"),
+    ({"OPTIONS": {"embedded": True, "data_dir": "/tmp/x", "bind": "127.0.0.1:7001", "peers": "127.0.0.1:7002"}}, "secret"),
+    ({"OPTIONS": {"secret": "x"}, "HOST": "a,b", "PORT": "1,2,3"}, "PORT"),
+    ({"OPTIONS": {"secret": "x"}, "HOST": "h"}, "PORT"),
+])
+def test_wrong_or_missing_keys_are_named(change, key):
+    settings_dict = {"NAME": "app", "OPTIONS": {}, **change}
+    with pytest.raises(ImproperlyConfigured) as raised:
+        parse("default", settings_dict)
+    assert f"[{key!r}]" in str(raised.value), str(raised.value)
+
+
+def test_environ_shapes(secret_file):
+    opts = parse("default", {"NAME": "app", "HOST": "10.0.0.1,10.0.0.2", "PORT": "7101,7102",
+                             "OPTIONS": {"secret_file": secret_file, "peers": "127.0.0.1:7002, 127.0.0.1:7003"}})
+    assert opts.addresses == ["10.0.0.1:7101", "10.0.0.2:7102"]
+    assert opts.peers == ["127.0.0.1:7002", "127.0.0.1:7003"]
+    opts = parse("default", {"NAME": "app", "HOST": "h1,h2", "PORT": 7101, "OPTIONS": {"secret": "x"}})
+    assert opts.addresses == ["h1:7101", "h2:7101"]
+
+
+def test_environ_db_url_config(secret_file):
+    environ = pytest.importorskip("environ")
+    config = environ.Env.db_url_config(
+        f"dqcluster://127.0.0.1:7101/app?peers=127.0.0.1:7002,127.0.0.1:7003&secret_file={secret_file}"
+        "&consistency=weak&timeout=5"
+    )
+    assert config["ENGINE"] == "django_dqcluster.backend"
+    opts = parse("default", config)
+    assert opts.addresses == ["127.0.0.1:7101"]
+    assert opts.peers == ["127.0.0.1:7002", "127.0.0.1:7003"]
+    assert (opts.consistency, opts.timeout, opts.secret) == ("weak", 5.0, "s3cret")
+
+
+def test_parse_url_with_several_hosts(secret_file):
+    config = parse_url(f"dqcluster://127.0.0.1:7101,127.0.0.1:7111/app?secret_file={secret_file}&CONN_MAX_AGE=60")
+    assert config["ENGINE"] == "django_dqcluster.backend" and config["NAME"] == "app"
+    assert config["OPTIONS"]["address"] == ["127.0.0.1:7101", "127.0.0.1:7111"]
+    assert config["CONN_MAX_AGE"] == 60
+    with pytest.raises(ImproperlyConfigured, match="consistency"):
+        parse_url(f"dqcluster://127.0.0.1:7101/app?secret_file={secret_file}&consistency=maybe")
+    with pytest.raises(ImproperlyConfigured, match="HOST:PORT"):
+        parse_url("dqcluster://127.0.0.1/app")
