@@ -12,3 +12,7 @@ class DqclusterConfig(AppConfig):
     label = "dqcluster"
     verbose_name = "Django dqcluster"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # System checks (dqcluster.W001...) register themselves when imported.
+        from . import checks  # noqa: F401
