@@ -12,10 +12,6 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-# System checks register themselves on import; models.py is imported by every
-# project that installs the app, with or without an AppConfig.ready() hook.
-from . import checks  # noqa: F401
-
 
 class UTCDateTimeField(models.DateTimeField):
     """A DATETIME column written as UTC text by SQLite or as TIMESTAMP by PostgreSQL.
