@@ -2,7 +2,8 @@
 
 Each "host" of the gate tests is its own process (``python -m django …``) with:
 
-* ``DQ_GATE_DB``       ``sqlite:/path/to/file`` or ``postgres:<database name>``
+* ``DQ_GATE_DB``       ``sqlite:/path/to/file``, ``postgres:<database name>``, or
+                       ``dqcluster:<data dir>:<raft port>`` (one embedded store node)
 * ``DQ_GATE_VERSION``  ``v1`` or ``v2``: which migration package this host's code has
 * ``DQ_GATE_NODE``     this host's address (``DQCLUSTER_NODE_ADDRESS``)
 * ``DQ_GATE_API``      comma-separated API extension names (``DQCLUSTER_API_EXTENSIONS``)
@@ -29,6 +30,16 @@ if _kind == "postgres":
             "USER": os.environ.get("DQ_GATE_PG_USER", "postgres"),
             "HOST": os.environ.get("DQ_GATE_PG_HOST", "127.0.0.1"),
             "PORT": os.environ.get("DQ_GATE_PG_PORT", "5432"),
+        }
+    }
+elif _kind == "dqcluster":
+    # One embedded store node: ``dqcluster:<data dir>:<raft port>``.
+    _dir, _, _port = _name.rpartition(":")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django_dqcluster.backend",
+            "NAME": "app",
+            "OPTIONS": {"embedded": True, "data_dir": _dir, "bind": f"127.0.0.1:{_port}"},
         }
     }
 else:
@@ -67,7 +78,8 @@ ROOT_URLCONF = "tests.gate.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
 MIGRATION_MODULES = {"gateapp": "tests.gate.gateapp.migrations_" + os.environ.get("DQ_GATE_VERSION", "v1")}
-DQCLUSTER_NODE_ADDRESS = os.environ.get("DQ_GATE_NODE", "host-a")
+if _kind != "dqcluster":  # our ENGINE names the host after its node (OPTIONS["bind"])
+    DQCLUSTER_NODE_ADDRESS = os.environ.get("DQ_GATE_NODE", "host-a")
 DQCLUSTER_API_EXTENSIONS = [name for name in os.environ.get("DQ_GATE_API", "").split(",") if name]
 
 DQCLUSTER_WAIT_MAX_INTERVAL = float(os.environ.get("DQ_GATE_MAX_INTERVAL", "2"))

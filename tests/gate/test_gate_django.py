@@ -163,3 +163,87 @@ def test_node_address_from_our_engine_options_then_the_setting_then_the_hostname
     assert explicit["client"] == "web-1"  # the dict's "default" entry covers the other aliases
     partial = _node_addresses('{"DQCLUSTER_NODE_ADDRESS": {"embedded": "dq-1"}}')
     assert partial["client"] == "10.0.0.2:7001" and partial["default"] == partial["hostname"]
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_gate_on_our_engine_with_one_embedded_node(tmp_path):
+    """The same commands on ENGINE django_dqcluster.backend (one embedded node).
+
+    The node's Raft address is the member's address; cluster_status asks the store for
+    its role and applied index. The 3-node rolling upgrade on the store is the backend's
+    end-to-end test.
+    """
+    from .conftest import SharedDatabase
+
+    port = _free_port()
+    db = SharedDatabase("dqcluster", f"{tmp_path / 'node'}:{port}")
+    host = Host(db, "ignored")
+    first = host.run("migrate")
+    assert "Cluster gate: ready: the only member runs" in first.stdout
+    assert "Applying gateapp.0001_initial... OK" in first.stdout
+    status = json.loads(host.run("cluster_status", "--json").stdout)
+    (member,) = status["members"]
+    assert member["address"] == f"127.0.0.1:{port}" and member["is_self"]
+    assert member["role"] == "leader" and member["gate"] == "ready"
+    assert isinstance(member["applied_index"], int) and member["lag"] == 0
+    upgraded = host.upgraded().run("migrate")
+    assert "Applying gateapp.0002_v2... OK" in upgraded.stdout
+    assert host.upgraded().gate_json(expect=0)["members"][0]["schema"] == member["schema"] + 1
+
+
+WAIT_SCRIPT = """
+import sqlite3
+from django_dqcluster import gate
+from django_dqcluster.cluster import Version
+
+def result(status):
+    return gate.GateResult("default", "host-a", Version(2, 0), status)
+
+answers = iter([result(gate.GateStatus.WAITING), sqlite3.OperationalError("database is locked"),
+                result(gate.GateStatus.WAITING), result(gate.GateStatus.WAITING), result(gate.GateStatus.READY)])
+def check(alias):
+    answer = next(answers)
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+now = [0.0]
+sleeps = []
+def sleep(seconds):
+    sleeps.append(seconds)
+    now[0] += seconds
+seen = []
+final = gate.wait_for_gate(timeout=100, check=check, sleeper=sleep, clock=lambda: now[0],
+                           on_progress=lambda p: seen.append((p.attempt, p.error is not None, p.next_check_in)))
+# A timeout ends the wait on the last "waiting" answer; a non-transient error is raised.
+now[0] = 0.0
+late = gate.wait_for_gate(timeout=2.5, check=lambda a: result(gate.GateStatus.WAITING), sleeper=sleep, clock=lambda: now[0])
+def broken(alias):
+    raise ValueError("nodes table is corrupt")
+try:
+    gate.wait_for_gate(timeout=10, check=broken, sleeper=sleep, clock=lambda: now[0])
+    raised = None
+except ValueError as error:
+    raised = str(error)
+print("RESULT", {"final": final.status.value, "sleeps": sleeps[:4], "seen": seen, "late": late.status.value,
+                 "late_sleeps": sleeps[4:], "raised": raised})
+"""
+
+
+def test_wait_for_gate_backs_off_waits_out_transient_errors_and_stops_on_time(sqlite_db):
+    # DQ_GATE_MAX_INTERVAL=2 (tests/gate/settings.py): the backoff is 1, 2, 2, ...
+    result = _result(Host(sqlite_db, "host-a").shell(WAIT_SCRIPT))
+    assert result == {
+        "final": "ready",
+        "sleeps": [1.0, 2.0, 2.0, 2.0],
+        "seen": [(1, False, 1.0), (2, True, 2.0), (3, False, 2.0), (4, False, 2.0), (5, False, None)],
+        "late": "waiting",
+        "late_sleeps": [1.0, 1.5],
+        "raised": "nodes table is corrupt",
+    }
