@@ -6,7 +6,9 @@ stuck for good (canonical/lxd#3465). A dead member is removed with
 the host it runs on.
 """
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db import DatabaseError
+from django.shortcuts import redirect
 
 from .models import ClusterNode
 
@@ -30,6 +32,21 @@ class ClusterNodeAdmin(admin.ModelAdmin):
             return obj.gate_state(members)
 
         return ("address", "schema", "api_extensions", "heartbeat", state)
+
+    def changelist_view(self, request, extra_context=None):
+        db = self.get_queryset(request).db
+        try:
+            ClusterNode.objects.using(db).exists()
+        except DatabaseError:
+            # No cluster tables yet: say how to make them instead of a server error.
+            self.message_user(
+                request,
+                f"Database {db!r} has no cluster tables yet: run `manage.py ensure_cluster_schema "
+                f"--database {db}` (or migrate) on a host.",
+                messages.WARNING,
+            )
+            return redirect("admin:index")
+        return super().changelist_view(request, extra_context)
 
     def has_add_permission(self, request):
         return False

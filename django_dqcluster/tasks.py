@@ -80,14 +80,15 @@ def _progress_meta(result: gate.GateResult, elapsed: float, next_check_in: float
 def notify_peers(alias: str, result: gate.GateResult) -> dict:
     """Tell every other member that the cluster was upgraded; best effort.
 
-    Returns ``{"notified": [...], "failed": {address: error}}``. Never raises.
+    Returns ``{"notified": [...], "notification_ids": {address: task id},
+    "failed": {address: error}}``. Never raises.
     """
-    notified, failed = [], {}
+    notified, failed, ids = [], {}, {}
     for member in result.members:
         if member.is_self:
             continue
         try:
-            cluster_upgraded.apply_async(
+            sent = cluster_upgraded.apply_async(
                 kwargs={"alias": alias, "by": result.address},
                 queue=notify_queue(member.address),
                 retry=False,  # a broker outage must not hold the caller up
@@ -98,7 +99,8 @@ def notify_peers(alias: str, result: gate.GateResult) -> dict:
             logger.warning("cluster upgrade notification to %s failed: %s", member.address, error)
         else:
             notified.append(member.address)
-    return {"notified": notified, "failed": failed}
+            ids[member.address] = sent.id
+    return {"notified": notified, "notification_ids": ids, "failed": failed}
 
 
 def _migrate(alias: str) -> tuple[list[str], str]:

@@ -3,7 +3,8 @@
 host-a upgrades and runs ``migrate --queue-wait``: nothing is applied, the wait task is
 queued. host-a's worker (a separate process running ``start_worker``) waits with
 visible progress (task state WAITING, meta naming the lagging member) until host-c
-upgrades, then migrates once and notifies the peers through their own queues.
+upgrades, then migrates once and notifies the peers through their own queues; host-b's
+worker consumes its notification and re-checks its gate.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def _wait_for_line(process, text, timeout):
     raise AssertionError(f"no {text!r} from the worker; output: {''.join(seen)}; stderr: {process.stderr.read() if process.poll() is not None else ''}")
 
 
+def _start_worker(host, queues):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(REPO_ROOT, "tests", "gate", "celery_host.py"), queues],
+        cwd=REPO_ROOT, env=host.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
 def test_queued_wait_task_migrates_once_after_the_lagging_member_upgrades(sqlite_db, redis_client):
     from celery import Celery
     from celery.result import AsyncResult
@@ -65,10 +73,8 @@ def test_queued_wait_task_migrates_once_after_the_lagging_member_upgrades(sqlite
     a2, b2, c2 = a.upgraded(), b.upgraded(), c.upgraded()
     b2.run("ensure_cluster_schema", expect=3)  # host-b upgraded first and waits too
 
-    worker = subprocess.Popen(
-        [sys.executable, os.path.join(REPO_ROOT, "tests", "gate", "celery_host.py"), queue],
-        cwd=REPO_ROOT, env=a2.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    worker = _start_worker(a2, queue)
+    workers = [worker]
     client = Celery("gate-test-client", broker=REDIS_URL, backend=REDIS_URL)
     notify_keys = [f"dqcluster.{host.address}" for host in (b, c)]
     try:
@@ -105,11 +111,22 @@ def test_queued_wait_task_migrates_once_after_the_lagging_member_upgrades(sqlite
         # The others then find nothing to apply.
         assert "No migrations to apply." in c2.run("migrate").stdout
         assert len(sqlite_db.query("SELECT host FROM gateapp_applylog WHERE migration = '0002'")) == 1
+
+        # host-b's worker consumes its notification: it re-checks its gate at once.
+        peer = _start_worker(b2, f"{queue},{notify_keys[0]}")
+        workers.append(peer)
+        _wait_for_line(peer, "WORKER READY", 40)
+        notified = AsyncResult(outcome["notification_ids"][b.address], app=client).get(timeout=20)
+        assert notified["notified_by"] == a.address and notified["state"] == "ready"
+        assert notified["address"] == b.address and notified["outdated"] is False
+        assert redis_client.llen(notify_keys[0]) == 0
     finally:
-        worker.stdin.close()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        for process in workers:
+            process.stdin.close()
+        for process in workers:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         redis_client.delete(queue, *notify_keys)

@@ -69,6 +69,20 @@ def test_admin_lists_members_read_only(sqlite_db):
     }
 
 
+def test_admin_without_cluster_tables_explains_instead_of_failing(sqlite_db):
+    host = Host(sqlite_db, "host-a")
+    host.run("migrate", "--skip-cluster-gate", "-v0")  # Django's tables only
+    script = (
+        "from django.contrib.auth.models import User\n"
+        "from django.test import Client\n"
+        "client = Client()\n"
+        "client.force_login(User.objects.create_superuser('admin', 'a@example.com', 'pw'))\n"
+        "response = client.get('/admin/dqcluster/clusternode/', follow=True)\n"
+        "print('RESULT', {'status': response.status_code, 'hint': 'has no cluster tables yet' in response.content.decode()})\n"
+    )
+    assert _result(host.shell(script)) == {"status": 200, "hint": True}
+
+
 def test_system_checks_flag_missing_secret_hidden_migrate_and_bad_settings(sqlite_db):
     host = Host(sqlite_db, "host-a", extra_env={"DQ_GATE_CHECKS": "1"})
     process = host.run("check", expect=1)
