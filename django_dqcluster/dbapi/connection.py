@@ -67,7 +67,7 @@ class Connection:
     def commit(self):
         self._check_open()
         if self._in_tx:
-            self._request({"op": "commit"})
+            self._request({"op": "commit"}, may_write=True)
 
     def rollback(self):
         self._check_open()
@@ -211,6 +211,11 @@ class Connection:
                     self._transport.close()
                     self._transport = None
                 self._in_tx = False
+                if in_tx_before and message.get("op") == "commit":
+                    raise exc.operational(
+                        f"lost the connection to the store during COMMIT ({error}); "
+                        "the transaction's outcome is unknown", unknown_outcome=True,
+                    ) from None
                 if in_tx_before:
                     raise exc.operational(
                         f"lost the connection to the store in the middle of a transaction ({error}); "

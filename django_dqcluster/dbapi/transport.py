@@ -15,6 +15,7 @@ class SocketTransport:
         self._ids = itertools.count(1)
         self.sock = None
         self.address = None
+        self.request_sent = False  # did the last request leave (so the node may have run it)?
         failures = []
         for address in addresses:
             try:
@@ -43,8 +44,10 @@ class SocketTransport:
 
     def request(self, message, raise_errors=True):
         message = dict(message, id=next(self._ids))
+        self.request_sent = False
         try:
             wire.send_frame(self.sock, message)
+            self.request_sent = True
         except OSError as send_error:
             # The node may have refused a too-large frame and closed before we
             # finished sending it: its refusal is the better explanation.

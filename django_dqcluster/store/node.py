@@ -170,9 +170,9 @@ class Node:
     def barrier(self, timeout=None):
         """Return once everything committed before the call is applied here (linearizable reads)."""
         engine = self.engine
-        if not engine.otherNodes and engine._isLeader() and engine.raftLastApplied >= engine.raftCommitIndex:
-            # Alone in the cluster nobody else can lead or commit: what is
-            # applied here is the latest state, no log round trip needed.
+        if engine.lease_valid() and engine.raftLastApplied >= engine.raftCommitIndex:
+            # A leader holding its lease (alone, or confirmed by a majority
+            # within the election timeout) has applied every commit: no round trip.
             return
         self._barriers.wait(self.config.commit_timeout if timeout is None else timeout)
 

@@ -26,6 +26,7 @@ the library fails loudly instead of silently losing the fix.
 import logging
 import os
 import threading
+from time import monotonic
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj import pickle as raft_pickle
@@ -40,6 +41,7 @@ SUPPORTED_VERSION = "0.3.17"
 # Private names the safety fix and the durability hooks depend on.
 REQUIRED_SYNCOBJ_ATTRIBUTES = (
     "_SyncObj__onMessageReceived",
+    "_SyncObj__onBecomeLeader",
     "_SyncObj__deleteEntriesFrom",
     "_SyncObj__getEntries",
 )
@@ -53,6 +55,8 @@ REQUIRED_INSTANCE_ATTRIBUTES = (
     "_SyncObj__otherNodes",
     "_SyncObj__raftState",
     "_SyncObj__transport",
+    "_SyncObj__noopIDx",
+    "_SyncObj__raftLeader",
 )
 REQUIRED_JOURNAL_ATTRIBUTES = ("_FileJournal__metaStorer",)
 
@@ -118,13 +122,22 @@ class FsyncMetaStorer(MetaStorer):
 
 
 class FlushingTransport(TCPTransport):
-    """Flushes the journal before a follower's acknowledgement leaves the node."""
+    """Flushes the journal before a follower's acknowledgement leaves the node,
+    and carries the leader-lease timestamps (see :class:`SafeSyncObj`)."""
 
     flush_journal = None  # set by SafeSyncObj in fsync mode
 
     def send(self, node, message):
-        if self.flush_journal is not None and message.get("type") == "next_node_idx" and message.get("success"):
-            self.flush_journal()
+        kind = message.get("type")
+        engine = self._syncObj
+        if kind == "next_node_idx":
+            if self.flush_journal is not None and message.get("success"):
+                self.flush_journal()
+            echo = getattr(engine, "_lease_echo", None)
+            if echo is not None:
+                message = dict(message, lease_echo=echo)
+        elif kind == "append_entries" and getattr(engine, "_lease_enabled", False):
+            message = dict(message, lease_ts=monotonic())
         return super().send(node, message)
 
 
@@ -146,6 +159,12 @@ class SafeSyncObj(SyncObj):
         self._matched_term = -1
         self._matched_upto = 0
         self._apply_index = None
+        # Leader lease (see lease_valid): timestamps of the leader's own clock.
+        self._lease_enabled = True
+        self._lease_echo = None  # follower: lease_ts of the last AppendEntries it accepted
+        self._lease_acks = {}  # leader: node -> newest lease_ts a follower echoed
+        self._leader_since = None
+        self._heard_from_leader_at = 0.0
         kwargs.setdefault("transportClass", FlushingTransport)
         super().__init__(self_address, peers, conf, **kwargs)
         check_instance(self)
@@ -206,14 +225,67 @@ class SafeSyncObj(SyncObj):
     # -- Raft §5.3 ------------------------------------------------------------------------
 
     def _SyncObj__onMessageReceived(self, node, message):
-        if (
-            isinstance(message, dict)
-            and message.get("type") == "append_entries"
-            and "prevLogIdx" in message
-            and message.get("term", -1) >= self._SyncObj__raftCurrentTerm
-        ):
-            message = self._keep_matching_entries(message)
-        SyncObj._SyncObj__onMessageReceived(self, node, message)
+        if not isinstance(message, dict):
+            return SyncObj._SyncObj__onMessageReceived(self, node, message)
+        kind = message.get("type")
+        if kind == "request_vote" and self._sticky():
+            # Leader stickiness (Raft thesis §4.2.3): while a leader is known
+            # to be alive, neither grant a vote nor adopt the candidate's term.
+            # This is what makes the leader's lease (lease_valid) safe.
+            return None
+        if kind == "append_entries" and message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
+            self._heard_from_leader_at = monotonic()
+            if "lease_ts" in message:
+                self._lease_echo = message["lease_ts"]
+            if "prevLogIdx" in message:
+                message = self._keep_matching_entries(message)
+        elif kind == "next_node_idx" and "lease_echo" in message and self._leader_since is not None:
+            echoed = message["lease_echo"]
+            if echoed >= self._leader_since and echoed > self._lease_acks.get(node, 0.0):
+                self._lease_acks[node] = echoed
+        return SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    # -- leader lease ---------------------------------------------------------------------
+
+    def _SyncObj__onBecomeLeader(self):
+        self._lease_acks = {}
+        self._leader_since = monotonic()
+        SyncObj._SyncObj__onBecomeLeader(self)
+
+    def _sticky(self):
+        """A follower that heard from its leader within the election timeout ignores candidates.
+
+        The leader itself is not sticky: a higher-term candidate (a restarted
+        node whose term ran ahead) makes it step down, and with it its lease,
+        or such a node could never rejoin (pysyncobj has no pre-vote).
+        """
+        if self._isLeader():
+            return False
+        return (self._SyncObj__raftLeader is not None
+                and monotonic() - self._heard_from_leader_at < self.conf.raftMinTimeout)
+
+    def lease_valid(self):
+        """May this leader answer a read from its own state, with no log round trip?
+
+        Every AppendEntries carries the leader's clock; followers echo the
+        newest one they accepted. A follower that accepted a message sent at
+        ``t`` will not vote for anyone before ``t + raftMinTimeout`` (by its own
+        clock; stickiness above), so no other leader can exist before then
+        once a majority echoed ``t``. The lease ends at 80% of that, leaving
+        room for clock-rate differences; all members must share raftMinTimeout.
+        A new leader must also have committed an entry of its own term.
+        """
+        if not self._isLeader() or self._leader_since is None:
+            return False
+        noop = self._SyncObj__noopIDx
+        if noop is None or self._SyncObj__raftCommitIndex < noop:
+            return False
+        others = [self._lease_acks.get(node, 0.0) for node in self._SyncObj__otherNodes]
+        needed = (len(others) + 1) // 2  # followers that, with this node, form a majority
+        if needed == 0:
+            return True
+        confirmed = sorted(others, reverse=True)[needed - 1]
+        return monotonic() < confirmed + 0.8 * self.conf.raftMinTimeout
 
     def _SyncObj__deleteEntriesFrom(self, fromIDx):
         allowed = getattr(self, "_delete_allowed_from", None)

@@ -15,6 +15,7 @@ answered once a majority committed it and this node applied it.
 """
 
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -531,7 +532,13 @@ class Session:
             response = transport.request(forwarded, raise_errors=False)
         except (OSError, wire.ProtocolError) as exc:
             was_in_tx = self.forward_in_tx
+            sent = transport.request_sent
             self._drop_forward()
+            if sent and _may_commit(request, was_in_tx):
+                # The leader may have committed it before the connection broke.
+                raise errors.unknown_outcome(
+                    f"lost the leader while it ran the request ({exc}); its outcome is unknown"
+                ) from None
             if was_in_tx:
                 raise errors.retryable(
                     f"lost the leader in the middle of the transaction ({exc}); it was rolled back, retry it"
@@ -575,3 +582,20 @@ def _savepoint_name(sql):
     words = sql.replace(";", " ").split()
     return words[-1].strip('"`[]') if words else ""
 
+
+_READ_ONLY_SQL = re.compile(r"^\s*(SELECT|PRAGMA|EXPLAIN|VALUES)\b", re.I)
+_READ_ONLY_OPS = {"open", "ping", "status", "servers", "list_databases", "entry_applied"}
+
+
+def _may_commit(request, in_transaction):
+    """Could the leader have committed something for this request?"""
+    op = request.get("op")
+    if op in _READ_ONLY_OPS:
+        return False
+    if op == "exec":
+        sql = request.get("sql") or ""
+        if transaction_control(sql) == COMMIT or transaction_control(sql) == RELEASE:
+            return True
+        # Inside a transaction nothing commits before COMMIT.
+        return not in_transaction and not _READ_ONLY_SQL.match(sql)
+    return True  # script, commit, drop/clone, membership
