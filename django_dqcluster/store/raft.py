@@ -41,6 +41,7 @@ SUPPORTED_VERSION = "0.3.17"
 # Private names the safety fix and the durability hooks depend on.
 REQUIRED_SYNCOBJ_ATTRIBUTES = (
     "_SyncObj__onMessageReceived",
+    "_SyncObj__sendAppendEntries",
     "_SyncObj__onBecomeLeader",
     "_SyncObj__deleteEntriesFrom",
     "_SyncObj__getEntries",
@@ -165,6 +166,8 @@ class SafeSyncObj(SyncObj):
         self._lease_acks = {}  # leader: node -> newest lease_ts a follower echoed
         self._leader_since = None
         self._heard_from_leader_at = 0.0
+        self._collecting_commands = False
+        self._send_after_collecting = False
         kwargs.setdefault("transportClass", FlushingTransport)
         super().__init__(self_address, peers, conf, **kwargs)
         check_instance(self)
@@ -190,10 +193,25 @@ class SafeSyncObj(SyncObj):
         SyncObj._SyncObj__applyLogEntries(self)
         return False
 
+    def _SyncObj__sendAppendEntries(self):
+        if self._collecting_commands:
+            self._send_after_collecting = True
+            return None
+        return SyncObj._SyncObj__sendAppendEntries(self)
+
     def _checkCommandsToApply(self):
         log = self._SyncObj__raftLog
         before = log[-1][1]
-        super()._checkCommandsToApply()
+        # pysyncobj (with appendEntriesUseBatch=False) sends AppendEntries
+        # after every queued command; send once after taking all of them, so
+        # concurrent clients' commands share one message (group commit).
+        self._collecting_commands, self._send_after_collecting = True, False
+        try:
+            super()._checkCommandsToApply()
+        finally:
+            self._collecting_commands = False
+        if self._send_after_collecting:
+            self._SyncObj__sendAppendEntries()
         if log[-1][1] != before and self._durable:
             # The new entries are already on their way to the followers:
             # flush our own copy while they flush theirs, so the flush before
