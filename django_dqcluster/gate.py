@@ -72,14 +72,13 @@ from .cluster import (
     update_node_version,
 )
 from .cluster.errors import InconsistentVersionsError, wrap
+from .cluster.sql import UNCLUSTERED_ADDRESS  # the seed's never-clustered sentinel
 from .cluster.tx import Tx, select_count
 
 logger = logging.getLogger("django_dqcluster.gate")
 
 DQCLUSTER_ENGINE = "django_dqcluster.backend"
 
-# How the node row of a never-clustered database is marked (the seed's sentinel).
-UNCLUSTERED_ADDRESS = "0.0.0.0"
 
 
 class GateUsageError(ClusterError):
