@@ -66,9 +66,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    import os
-    if os.environ.get("DQ_SWITCH"):
-        sys.setswitchinterval(float(os.environ["DQ_SWITCH"]))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = NodeConfig(

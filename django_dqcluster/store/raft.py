@@ -14,6 +14,13 @@ design/pysyncobj-safety.md):
   running. In ``fsync`` mode the journal is flushed before a follower
   acknowledges entries and before the leader acknowledges a client; term and
   vote metadata are written with fsync.
+* **Leader lease.** Strong reads need proof that no other leader exists.
+  Followers stay loyal to a leader they heard from within the election
+  timeout and echo its clock; a majority's echoes give the leader a lease
+  during which it answers reads from its own state (:meth:`SafeSyncObj.lease_valid`).
+* **Throughput.** Commands queued in one tick leave in one AppendEntries
+  (group commit), and the extra AppendEntries pysyncobj sends after every
+  apply is skipped.
 * **Pickle.** Raft messages are pickled, so a multi-node store refuses to run
   without a cluster secret (pysyncobj's ``password``, which authenticates and
   encrypts every message). See :mod:`.node`.
