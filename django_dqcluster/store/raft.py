@@ -283,6 +283,8 @@ class SafeSyncObj(SyncObj):
         The leader itself is not sticky: a higher-term candidate (a restarted
         node whose term ran ahead) makes it step down, and with it its lease,
         or such a node could never rejoin (pysyncobj has no pre-vote).
+        pysyncobj's transferLeadership relies on followers voting at once, so
+        the store does not use it.
         """
         if self._isLeader():
             return False
