@@ -371,13 +371,16 @@ class SafeSyncObj(SyncObj):
         else:
             prev_term = message["prevLogTerm"]
 
-        rewritten = {key: value for key, value in message.items() if key not in ("transmission", "data")}
         if new_entries:
             if new_entries[0][1] <= last_index:
                 # A real conflict: Raft deletes from here on.
                 self._delete_allowed_from = new_entries[0][1]
-            rewritten.update(prevLogIdx=prev_index, prevLogTerm=prev_term, entries=new_entries)
             self._matched_upto = max(self._matched_upto, new_entries[-1][1])
+            if not kept and transmission is None:
+                return message  # the common case, appending new entries: nothing to rewrite
+        rewritten = {key: value for key, value in message.items() if key not in ("transmission", "data")}
+        if new_entries:
+            rewritten.update(prevLogIdx=prev_index, prevLogTerm=prev_term, entries=new_entries)
             if transmission == "finish":
                 self._SyncObj__recvTransmission = ""
             return rewritten

@@ -7,15 +7,24 @@ from django_dqcluster.store import Node, NodeConfig
 from django_dqcluster.store.local_cluster import LocalCluster, free_ports
 
 
-@pytest.fixture
-def embedded_node(tmp_path):
-    """A one-node store running in this process."""
+EMBEDDED_SECRET = "embedded-test-secret"
+
+
+def start_embedded_node(data_dir, secret=EMBEDDED_SECRET, **settings):
+    """A one-node store running in this process, on free loopback ports, ready to serve."""
     raft_port, client_port = free_ports(2)
     node = Node(NodeConfig(
         bind=f"127.0.0.1:{raft_port}", client=f"127.0.0.1:{client_port}",
-        data_dir=str(tmp_path / "node"), secret="embedded-test-secret",
+        data_dir=str(data_dir), secret=secret, **settings,
     )).start()
     node.wait_ready(15)
+    return node
+
+
+@pytest.fixture
+def embedded_node(tmp_path):
+    """A one-node store running in this process."""
+    node = start_embedded_node(tmp_path / "node")
     yield node
     node.stop()
 

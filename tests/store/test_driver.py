@@ -15,8 +15,9 @@ import uuid
 import pytest
 
 from django_dqcluster import dbapi
-from django_dqcluster.store import Node, NodeConfig
 from django_dqcluster.store.local_cluster import free_ports
+
+from .conftest import start_embedded_node
 
 SECRET = "embedded-test-secret"
 
@@ -24,12 +25,7 @@ SECRET = "embedded-test-secret"
 @pytest.fixture(scope="module")
 def embedded_node(tmp_path_factory):
     """Same node as conftest's ``embedded_node``, shared by the module for speed."""
-    raft_port, client_port = free_ports(2)
-    node = Node(NodeConfig(
-        bind=f"127.0.0.1:{raft_port}", client=f"127.0.0.1:{client_port}",
-        data_dir=str(tmp_path_factory.mktemp("driver") / "node"), secret=SECRET,
-    )).start()
-    node.wait_ready(15)
+    node = start_embedded_node(tmp_path_factory.mktemp("driver") / "node", SECRET)
     yield node
     node.stop()
 

@@ -22,7 +22,7 @@ from django_dqcluster.store import Node, NodeConfig
 from django_dqcluster.store.config import ConfigError
 from django_dqcluster.store.local_cluster import free_ports
 
-from .conftest import rows_on_every_node
+from .conftest import rows_on_every_node, start_embedded_node
 
 SECRET = "security-test-secret"
 MAX_FRAME = 4096
@@ -32,12 +32,7 @@ SENTINEL = "sentinel"
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     """A one-node store with a configured secret and a 4 KiB frame limit, holding a sentinel row."""
-    raft_port, client_port = free_ports(2)
-    running = Node(NodeConfig(
-        bind=f"127.0.0.1:{raft_port}", client=f"127.0.0.1:{client_port}",
-        data_dir=str(tmp_path_factory.mktemp("security") / "node"), secret=SECRET, max_frame=MAX_FRAME,
-    )).start()
-    running.wait_ready(15)
+    running = start_embedded_node(tmp_path_factory.mktemp("security") / "node", SECRET, max_frame=MAX_FRAME)
     conn = client(running)
     conn.execute(f"CREATE TABLE {SENTINEL} (v)")
     conn.execute(f"INSERT INTO {SENTINEL} VALUES ('intact')")
