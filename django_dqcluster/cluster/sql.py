@@ -21,6 +21,13 @@ schema.StmtDump            STMT_DUMP (a %-format with the version)
 =========================  ==============================
 """
 
+# Exported for reference but never executed. The seed ran it in checkClusterIsUpgradable;
+# the gate runs STMT_SELECT_NODES_MEMBERS there instead, because the seed's statement
+# returns bare (schema, api_extensions) pairs while the gate's errors must name every
+# member with its version (GateError.members and report(), canonical/lxd#5045). Running
+# both would only read the same rows twice. STMT_SELECT_NODES_MEMBERS reads exactly these
+# rows (no WHERE, so pending nodes count too); tests/cluster/test_cluster_gate.py
+# (test_gate_reads_the_same_rows_as_the_seed_versions_select) checks that.
 STMT_SELECT_NODES_VERSIONS = """
 SELECT schema, api_extensions FROM nodes
 """
@@ -45,9 +52,8 @@ STMT_INITIAL_NODE = (
     "            ?) \n"
 )
 
-# Not a seed constant: the gate reads the same rows as STMT_SELECT_NODES_VERSIONS (no
-# WHERE, so pending nodes count too) but also the address, so that its errors can name
-# every member. The ORDER BY only makes reports stable; the decision ignores order.
+# Not a seed constant: what the gate runs where the seed ran STMT_SELECT_NODES_VERSIONS
+# (see there for why). The ORDER BY only makes reports stable; the decision ignores order.
 STMT_SELECT_NODES_MEMBERS = """
 SELECT address, schema, api_extensions FROM nodes ORDER BY id
 """

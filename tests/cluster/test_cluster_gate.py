@@ -29,8 +29,16 @@ from django_dqcluster.cluster import (
     Schema,
     SchemaProvider,
     Tx,
+    fresh_schema,
+    gate_decision,
+    transaction,
 )
-from django_dqcluster.cluster.sql import STMT_INITIAL_NODE
+from django_dqcluster.cluster.sql import (
+    FRESH_SCHEMA,
+    STMT_INITIAL_NODE,
+    STMT_SELECT_NODES_VERSIONS,
+    STMT_UPDATE_NODE_VERSION,
+)
 
 SCHEMA, API = 2, 1
 
@@ -275,8 +283,6 @@ def test_peers_behind_seen_by_a_failed_attempt_does_not_stick(sqlite_path):
 
 
 def with_our_row_at(connection, address, version):
-    from django_dqcluster.cluster import transaction
-
     with transaction(connection) as tx:
         tx.execute("UPDATE nodes SET schema=?, api_extensions=? WHERE address=?", (*version, address))
 
@@ -313,9 +319,122 @@ class BootstrapFailsSchema:
         return getattr(self._schema, name)
 
 
+# -- the seed's statements, as its documentation gives them ------------------------------
+#
+# Written out here from /work/shared/seed/cluster-package-doc.txt (which prints the two
+# nodes statements in full, Go raw strings with their leading and trailing newlines) and
+# seed-behaviour.md §2.1-2.2 (the initial node statement and the fresh schema, which the
+# documentation gives without their original layout), never from sql.py.
+
+SEED_SELECT_NODES_VERSIONS = "\nSELECT schema, api_extensions FROM nodes\n"
+
+SEED_UPDATE_NODE_VERSION = "\nUPDATE nodes SET schema=?, api_extensions=? WHERE address=?\n"
+
+SEED_INITIAL_NODE = (
+    "INSERT INTO nodes (id, name, address, schema, api_extensions) "
+    "VALUES (1, 'none', '0.0.0.0', ?, ?)"
+)
+# "StmtInitialNode = `` /* 226-byte string literal not displayed */"
+SEED_INITIAL_NODE_BYTES = 226
+
+SEED_FRESH_SCHEMA_STATEMENTS = [
+    """CREATE TABLE config (
+        id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT,
+        UNIQUE (key)
+    )""",
+    """CREATE TABLE nodes (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        description TEXT DEFAULT '',
+        address TEXT NOT NULL,
+        schema INTEGER NOT NULL,
+        api_extensions INTEGER NOT NULL,
+        heartbeat DATETIME DEFAULT CURRENT_TIMESTAMP,
+        pending INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (name),
+        UNIQUE (address)
+    )""",
+    """CREATE TABLE operations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+        uuid TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        UNIQUE (uuid),
+        FOREIGN KEY (node_id) REFERENCES nodes (id) ON DELETE CASCADE
+    )""",
+    """CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+        uuid TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        query TEXT NOT NULL,
+        schedule INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        UNIQUE (uuid),
+        FOREIGN KEY (node_id) REFERENCES nodes (id) ON DELETE CASCADE
+    )""",
+    """CREATE TABLE services (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        address TEXT NOT NULL,
+        daemon_address TEXT NOT NULL,
+        daemon_nonce TEXT NOT NULL,
+        heartbeat DATETIME DEFAULT CURRENT_TIMESTAMP,
+        UNIQUE (name),
+        UNIQUE (address),
+        UNIQUE (daemon_address)
+    )""",
+    'INSERT INTO schema (version, updated_at) VALUES (2, strftime("%s"))',
+]
+
+
+def without_layout(sql):
+    """``sql`` with its layout (line breaks, tabs, indentation) reduced to single spaces.
+
+    The documentation gives statements without the original's layout, so only the
+    layout is left out of the comparison: every word and punctuation mark still counts.
+    """
+    return " ".join(sql.split()).replace("( ", "(").replace(" )", ")")
+
+
+def test_select_nodes_versions_statement_is_the_seed_literal():
+    assert STMT_SELECT_NODES_VERSIONS == SEED_SELECT_NODES_VERSIONS
+
+
+def test_update_node_version_statement_is_the_seed_literal():
+    assert STMT_UPDATE_NODE_VERSION == SEED_UPDATE_NODE_VERSION
+
+
 def test_initial_node_statement_is_the_seed_literal():
-    assert len(STMT_INITIAL_NODE.encode()) == 226
-    assert "'0.0.0.0'" in STMT_INITIAL_NODE
+    assert without_layout(STMT_INITIAL_NODE) == SEED_INITIAL_NODE
+    # The layout itself is known only by its size: multi-line, trailing spaces, 226 bytes.
+    assert len(STMT_INITIAL_NODE.encode()) == SEED_INITIAL_NODE_BYTES
+    assert STMT_INITIAL_NODE.count("\n") > 1 and " \n" in STMT_INITIAL_NODE
+
+
+def test_fresh_schema_is_the_seed_schema_statement_by_statement():
+    statements = [statement for statement in FRESH_SCHEMA.split(";") if statement.strip()]
+
+    assert [without_layout(s) for s in statements] == [without_layout(s) for s in SEED_FRESH_SCHEMA_STATEMENTS]
+    assert fresh_schema() == FRESH_SCHEMA
+
+
+def test_gate_reads_the_same_rows_as_the_seed_versions_select(fresh):
+    # sql.py explains why the gate runs its own statement; it must see what the seed saw,
+    # pending members included.
+    add_node(fresh, "1", SCHEMA, API)
+    add_node(fresh, "2", SCHEMA - 1, API, pending=True)
+    add_node(fresh, "3", SCHEMA, API - 1)
+
+    with transaction(fresh, write=False) as tx:
+        seed_rows = tx.query(STMT_SELECT_NODES_VERSIONS)
+        decision = gate_decision(tx, (SCHEMA, API))
+
+    gate_rows = [(member.schema, member.api_extensions) for member in decision.members]
+    assert sorted(gate_rows) == sorted(tuple(row) for row in seed_rows)
+    assert len(gate_rows) == 3
 
 
 # -- concurrency and identity ------------------------------------------------------------------
