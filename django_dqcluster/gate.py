@@ -7,7 +7,8 @@ this module decides.
 
 This host's version for an alias
     ``(schema level, API count)``: the schema level is the number of migrations in this
-    code's migration graph (:func:`schema_level`), the API count is
+    code's migration graph that the database routers allow on the alias
+    (:func:`schema_level`), the API count is
     ``len(settings.DQCLUSTER_API_EXTENSIONS)`` (default ``[]``). Every host writes its
     version into its row of the ``nodes`` table; migrations run only when every row
     reports the same version, so new migrations never run under old code.
@@ -52,7 +53,7 @@ from typing import Any, Callable, Iterable
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, connections, router
 
 from .cluster import (
     ClusterError,
@@ -240,21 +241,28 @@ def gate_enabled(alias: str = DEFAULT_DB_ALIAS) -> bool:
 
 
 def schema_level(alias: str = DEFAULT_DB_ALIAS) -> int:
-    """The number of migrations in this code's migration graph.
+    """The number of migrations in this code's migration graph that ``alias`` receives.
+
+    A migration counts when the database routers allow its app on ``alias``
+    (``router.allow_migrate(alias, app_label)``, asked without a model hint: a router
+    that decides per model and answers None for the app as a whole lets it count). A
+    release that only adds migrations of an app routed elsewhere thus leaves this
+    alias's version alone, and its members do not wait for each other for nothing.
 
     A squashed migration counts as the migrations it replaces, so that a release that
     adds a squash does not look like a downgrade, and the count does not depend on which
     of the replaced migrations a database has applied (Django picks the squashed node or
     the originals by that state). The graph is loaded from the code alone
     (``MigrationLoader(None)``): a version is a property of the code, not of the
-    database. ``alias`` is accepted for symmetry; Django has one graph for every alias.
+    database.
     """
     from django.db.migrations.loader import MigrationLoader
 
     loader = MigrationLoader(None, ignore_no_migrations=True)
     total = 0
-    for key in loader.graph.nodes:
-        migration = loader.graph.nodes[key]
+    for migration in loader.graph.nodes.values():
+        if not router.allow_migrate(alias, migration.app_label):
+            continue
         replaces = getattr(migration, "replaces", None) or []
         total += len(replaces) if replaces else 1
     return total

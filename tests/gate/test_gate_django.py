@@ -261,3 +261,53 @@ def test_wait_for_gate_backs_off_waits_out_transient_errors_and_stops_on_time(sq
         "late_sleeps": [1.0, 1.5],
         "raised": "nodes table is corrupt",
     }
+
+
+SCHEMA_LEVEL_SCRIPT = """
+import json, django
+from django.conf import settings
+
+
+class GateappLivesInReports:
+    # The usual router for an app kept in a database of its own.
+    def allow_migrate(self, db, app_label, **hints):
+        if app_label == "gateapp":
+            return db == "reports"
+        return None
+
+
+settings.configure(
+    DATABASES={
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+        "reports": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    },
+    INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "tests.gate.gateapp"],
+    MIGRATION_MODULES={"gateapp": "tests.gate.gateapp.migrations_v2"},
+    DATABASE_ROUTERS=ROUTER_LIST,
+)
+django.setup()
+from django_dqcluster import gate
+print(json.dumps({alias: gate.schema_level(alias) for alias in ("default", "reports")}))
+"""
+
+
+def _schema_levels(routers: str) -> dict:
+    process = subprocess.run(
+        [sys.executable, "-c", SCHEMA_LEVEL_SCRIPT.replace("ROUTER_LIST", routers)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode == 0, process.stderr
+    return json.loads(process.stdout)
+
+
+def test_schema_level_counts_only_the_migrations_routers_allow_on_the_alias():
+    unrouted = _schema_levels("[]")
+    routed = _schema_levels("[GateappLivesInReports()]")
+
+    assert unrouted["default"] == unrouted["reports"]  # one graph, nothing routed away
+    assert routed["reports"] == unrouted["reports"]
+    # gateapp's migrations_v2 holds two migrations (0001_initial, 0002_v2), none for default.
+    assert routed["default"] == unrouted["default"] - 2
