@@ -72,7 +72,7 @@ from .cluster import (
     transaction,
     update_node_version,
 )
-from .cluster.errors import InconsistentVersionsError, wrap
+from .cluster.errors import MSG_INCONSISTENT, MSG_NODE_BEHIND, InconsistentVersionsError, wrap
 from .cluster.sql import UNCLUSTERED_ADDRESS  # the seed's never-clustered sentinel
 from .cluster.tx import Tx, select_count
 
@@ -408,7 +408,13 @@ class GateResult:
 
     @property
     def message(self) -> str:
-        """One line; for a refusal it starts with the seed's own words."""
+        """One line; for a refusal it starts with the seed's own words.
+
+        A refusal names every member with its version: it is often the only text an
+        operator sees (the CommandError on stderr, a deployment log at -v0), and what to
+        upgrade to depends on all of them, not only on the ones that differ
+        (canonical/lxd#5045).
+        """
         if self.skipped:
             return "ready: cluster gate disabled here (test database or DQCLUSTER_GATE_ENABLED=False)"
         if self.status is GateStatus.READY:
@@ -417,11 +423,11 @@ class GateResult:
         if self.status is GateStatus.WAITING:
             names = ", ".join(m.describe() for m in self.waiting_for)
             return f"waiting for members behind this host ({self.ours}) to upgrade: {names}"
-        if self.reason == "behind":
-            names = ", ".join(m.describe() for m in self.ahead)
-            return f"this node's version is behind, please upgrade: this host runs {self.ours}; newer: {names}"
-        names = ", ".join(m.describe() for m in self.inconsistent)
-        return f"nodes have inconsistent versions: this host runs {self.ours}; inconsistent with it: {names}"
+        seed_words = MSG_NODE_BEHIND if self.reason == "behind" else MSG_INCONSISTENT
+        members = ", ".join(
+            f"{m.address} ({m.version}; {'this host' if m.is_self else m.relation.value})" for m in self.members
+        )
+        return f"{seed_words}: this host ({self.address}) runs {self.ours}; members: {members}"
 
     def member_lines(self) -> list[str]:
         """One line per member: address, version, and how it stands against us."""

@@ -131,9 +131,7 @@ def wait_for_cluster_upgrade(
             result = gate.run_gate(alias)
             elapsed = time.monotonic() - start
             if result.status is gate.GateStatus.REFUSED:
-                raise ClusterGateRefused(
-                    result.message + "; members: " + "; ".join(result.member_lines())
-                )
+                raise ClusterGateRefused(result.message)  # it names every member and its version
             if result.ready:
                 self.update_state(state="MIGRATING", meta=_progress_meta(result, elapsed, None, attempt))
                 try:

@@ -52,6 +52,13 @@ def test_rolling_upgrade_waits_refuses_and_the_last_host_migrates_once(shared_db
     assert "this node's version is behind, please upgrade" in refused.stdout
     assert f"host-a: schema {v1_schema + 1}, api_extensions 0 [ahead of this host]" in refused.stdout
     assert f"host-c: schema {v1_schema}, api_extensions 0 [same version]" in refused.stdout
+    # Quiet (-v0), the refusal itself still names every member and its version.
+    quiet = b.run("migrate", "-v0", expect=2)
+    assert quiet.stdout == ""
+    assert "this node's version is behind, please upgrade: this host (host-b)" in quiet.stderr
+    for address, (schema, api) in db.node_rows().items():
+        assert f"{address} (schema {schema}, api_extensions {api};" in quiet.stderr
+    assert sorted(db.node_rows()) == ["host-a", "host-b", "host-c"]
     newcomer = Host(db, "host-d")  # never seen before, on v1
     report = newcomer.gate_json(expect=2)
     assert report["state"] == "refused" and report["reason"] == "behind" and report["registered"]
@@ -152,6 +159,12 @@ def test_api_extensions_alone_gate_and_inconsistent_versions_are_refused(sqlite_
     assert "nodes have inconsistent versions" in inconsistent.stdout
     assert "host-a: schema" in inconsistent.stdout and "api_extensions 1 [inconsistent with this host]" in inconsistent.stdout
     assert db.node_rows()["host-b"][0] == db.node_rows()["host-a"][0] + 1  # its row is written anyway
+    # Quiet (-v0), the refusal itself still names every member and its version.
+    quiet = b.upgraded("v2", api=[]).run("ensure_cluster_schema", "-v0", expect=2)
+    assert quiet.stdout == ""
+    (a_schema, a_api), (b_schema, b_api) = db.node_rows()["host-a"], db.node_rows()["host-b"]
+    assert f"host-a (schema {a_schema}, api_extensions {a_api}; inconsistent)" in quiet.stderr
+    assert f"host-b (schema {b_schema}, api_extensions {b_api}; this host)" in quiet.stderr
 
 
 def test_bad_input_gives_clear_errors(sqlite_db):
