@@ -338,6 +338,26 @@ def as_utc(value: Any) -> dt.datetime | None:
     return value.astimezone(dt.timezone.utc)
 
 
+
+# A member whose last heartbeat is older than this counts as offline (the seed's member
+# list: "no heartbeat within the offline threshold"). Every gate run writes the heartbeat:
+# each migrate and ensure_cluster_schema, each re-check while waiting (at most
+# DQCLUSTER_WAIT_MAX_INTERVAL apart) and the periodic recheck_cluster_gate task (every
+# 300 s in the documented beat schedule), so a live host goes past it only after missing
+# two periodic re-checks.
+HEARTBEAT_OFFLINE_AFTER_SECONDS = 600
+
+
+def heartbeat_is_stale(heartbeat: dt.datetime | None, now: dt.datetime | None = None) -> bool:
+    """True if ``heartbeat`` (aware, see :func:`as_utc`) is older than the offline threshold.
+
+    A member with no heartbeat at all is not called stale: nothing says when it was last
+    seen.
+    """
+    if heartbeat is None:
+        return False
+    return ((now or utc_now()) - heartbeat).total_seconds() > HEARTBEAT_OFFLINE_AFTER_SECONDS
+
 @dataclasses.dataclass(frozen=True)
 class MemberInfo:
     """One row of ``nodes`` as the gate saw it."""

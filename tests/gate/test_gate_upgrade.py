@@ -7,10 +7,13 @@ with MIGRATION_MODULES, so the gate sees the real migration counts of two code v
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
 import pytest
+
+from django_dqcluster.gate import HEARTBEAT_OFFLINE_AFTER_SECONDS, heartbeat_text, utc_now
 
 from .conftest import Host
 
@@ -199,7 +202,7 @@ def test_cluster_status_reports_every_member_while_the_gate_blocks(shared_db):
     rows = {line.lstrip("* ").split()[0]: line for line in lines[2:5]}
     row_a, row_b, row_c = rows["host-a"], rows["host-b"], rows["host-c"]
     assert row_a.startswith("*") and "waiting for host-c" in row_a and " n/a " in row_a
-    assert "blocked: newer than host-c" in row_b
+    assert "blocked: newer than members host-c" in row_b
     assert "behind: upgrade" in row_c
     assert "This host: host-a, code at schema" in text and "waiting for host-c" in text
     assert "Unapplied migrations of this code: 1 (gateapp.0002_v2)" in text
@@ -214,6 +217,34 @@ def test_cluster_status_reports_every_member_while_the_gate_blocks(shared_db):
 
     # It writes nothing: the rows are as the gate left them.
     assert db.node_rows()["host-c"][0] < db.node_rows()["host-a"][0]
+
+
+def test_cluster_status_shows_a_member_with_a_stale_heartbeat_as_offline(shared_db):
+    db = shared_db
+    a, b, c = (Host(db, name) for name in ("host-a", "host-b", "host-c"))
+    for host in (a, b, c):
+        host.run("ensure_cluster_schema", "-v0")
+    now = utc_now()
+    threshold = dt.timedelta(seconds=HEARTBEAT_OFFLINE_AFTER_SECONDS)
+    last_seen = {
+        "host-a": now - threshold * 2,  # this host: it runs cluster_status, so it is not offline
+        "host-b": now - threshold + dt.timedelta(minutes=1),  # just inside the threshold
+        "host-c": now - threshold - dt.timedelta(minutes=1),  # just past it
+    }
+    for address, moment in last_seen.items():
+        db.query("UPDATE nodes SET heartbeat = ? WHERE address = ?", (heartbeat_text(moment), address))
+
+    report = json.loads(a.run("cluster_status", "--json").stdout)
+    text = a.run("cluster_status").stdout
+
+    assert report["store"] is None  # no store to ask: the heartbeat alone decides
+    assert {m["address"]: m["role"] for m in report["members"]} == {
+        "host-a": "n/a",
+        "host-b": "n/a",
+        "host-c": "offline",
+    }
+    row_c = next(line for line in text.splitlines() if line.lstrip("* ").startswith("host-c "))
+    assert row_c.split()[1] == "offline"
 
 
 def test_cluster_status_before_any_gate_run_says_what_to_do(sqlite_db):

@@ -5,10 +5,14 @@ while blocked"): it writes nothing, runs no system checks and never waits, so it
 whatever the gate decided. For each row of the ``nodes`` table:
 
 * address, and role (leader / follower / offline) when the alias runs on the dqcluster
-  store (asked through the driver's ``status()``), "n/a" on other databases;
+  store (asked through the driver's ``status()``), "n/a" on other databases. Where the
+  store cannot tell (another database, or a member the store does not know), a member
+  whose last heartbeat is older than ``gate.HEARTBEAT_OFFLINE_AFTER_SECONDS`` is
+  "offline" (the seed's offline threshold); this host never is, it runs this command;
 * schema level and API count that member's code reported;
 * gate state: ``ready``; ``waiting for X`` (this host, newer than X); ``blocked: newer
-  than X`` (another member that waits for X); ``behind: upgrade``; ``inconsistent``;
+  than members X`` (another member that waits for X); ``behind: upgrade``;
+  ``inconsistent``;
 * last heartbeat (the last time that member ran the gate) and its age;
 * applied Raft index and lag, where the store reports them.
 
@@ -37,7 +41,7 @@ def member_gate_state(address, version, members, our_address):
     if decision.state is GateState.PEERS_BEHIND:
         if address == our_address:
             return "waiting", f"waiting for {behind}"
-        return "blocked", f"blocked: newer than {behind}"
+        return "blocked", f"blocked: newer than members {behind}"
     if decision.state is GateState.WE_ARE_BEHIND:
         return "behind", "behind: upgrade"
     return "inconsistent", "inconsistent: with " + ", ".join(m.address for m in decision.inconsistent)
@@ -88,6 +92,18 @@ def role_and_lag(status, address):
     match_index = entry.get("match_index")  # only known when we ask the leader
     lag = commit_index - match_index if isinstance(commit_index, int) and isinstance(match_index, int) else None
     return entry.get("role") or "unknown", match_index, lag
+
+
+def member_role(status, address, heartbeat, now, is_self):
+    """(role, applied index, lag) of one member: the store's answer, else its heartbeat's.
+
+    The store's role is live and wins over a heartbeat, which is only as recent as that
+    member's last gate run.
+    """
+    role, applied, lag = role_and_lag(status, address)
+    if role in ("n/a", "unknown") and not is_self and gate.heartbeat_is_stale(heartbeat, now):
+        role = "offline"
+    return role, applied, lag
 
 
 def unapplied_migrations(alias):
@@ -162,7 +178,7 @@ class Command(BaseCommand):
         entries = []
         for row_address, version, heartbeat in rows:
             state, detail = member_gate_state(row_address, version, members, address)
-            role, applied, lag = role_and_lag(status, row_address)
+            role, applied, lag = member_role(status, row_address, heartbeat, now, row_address == address)
             entries.append(
                 {
                     "address": row_address,

@@ -26,11 +26,6 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from ... import gate
 from ...cluster import ClusterError
 
-# A member whose heartbeat is older than this while we wait for it is probably dead:
-# the wait output then says how to remove it.
-STALE_AFTER_SECONDS = 600
-
-
 def format_age(seconds):
     seconds = int(max(seconds, 0))
     if seconds < 90:
@@ -106,7 +101,7 @@ class GateReporter:
             if member.heartbeat is not None:
                 age = (now - member.heartbeat).total_seconds()
                 line += f"; its last heartbeat was {format_age(age)} ago"
-                if age > STALE_AFTER_SECONDS:
+                if gate.heartbeat_is_stale(member.heartbeat, now):
                     line += (
                         ". If that member is dead, remove it: manage.py ensure_cluster_schema "
                         f"--remove-member {member.address}"
