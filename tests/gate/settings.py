@@ -8,6 +8,7 @@ Each "host" of the gate tests is its own process (``python -m django …``) with
 * ``DQ_GATE_NODE``     this host's address (``DQCLUSTER_NODE_ADDRESS``)
 * ``DQ_GATE_API``      comma-separated API extension names (``DQCLUSTER_API_EXTENSIONS``)
 * ``DQ_GATE_REDIS``    broker / result backend URL for the Celery tests (optional)
+* ``DQ_GATE_RESULT_BACKEND``  a result backend other than ``DQ_GATE_REDIS`` (optional)
 
 so two processes with different values are two hosts running different code versions
 against one shared database, the honest way to simulate a rolling upgrade.
@@ -87,7 +88,7 @@ DQCLUSTER_WAIT_MAX_INTERVAL = float(os.environ.get("DQ_GATE_MAX_INTERVAL", "2"))
 _redis = os.environ.get("DQ_GATE_REDIS")
 if _redis:
     CELERY_BROKER_URL = _redis
-    CELERY_RESULT_BACKEND = _redis
+    CELERY_RESULT_BACKEND = os.environ.get("DQ_GATE_RESULT_BACKEND", _redis)
     CELERY_TASK_DEFAULT_QUEUE = os.environ.get("DQ_GATE_QUEUE", "celery")
 
 if os.environ.get("DQ_GATE_CHECKS"):

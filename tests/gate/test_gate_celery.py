@@ -1,17 +1,28 @@
-"""The Celery hand-over with a real worker and a real broker (Redis on 127.0.0.1:6379).
+"""The Celery tasks of the gate, run by simulated hosts against a shared database.
 
-host-a upgrades and runs ``migrate --queue-wait``: nothing is applied, the wait task is
+The hand-over, with a real worker and a real broker (Redis on 127.0.0.1:6379): host-a
+upgrades and runs ``migrate --queue-wait``: nothing is applied, the wait task is
 queued. host-a's worker (a separate process running ``start_worker``) waits with
 visible progress (task state WAITING, meta naming the lagging member) until host-c
 upgrades, then migrates once and notifies the peers through their own queues; host-b's
 worker consumes its notification and re-checks its gate.
+
+Notifications are best effort (seed-behaviour.md §4.8 #71): with the broker down, the
+wait task still migrates and returns, reporting the notifications it could not send,
+and a waiting peer proceeds by its own timed re-check.
+
+The periodic re-check (LXD's KeepUpdated, §4.5 #40): ``recheck_cluster_gate`` runs
+``DQCLUSTER_UPDATE_COMMAND`` on a host that runs older code than another member, and
+only there.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -130,3 +141,104 @@ def test_queued_wait_task_migrates_once_after_the_lagging_member_upgrades(sqlite
                 process.kill()
                 process.wait()
         redis_client.delete(queue, *notify_keys)
+
+
+def _closed_port():
+    """A local port nothing listens on: a broker that is down."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _result_of(process):
+    line = next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+# Runs the wait task in this host's process (Celery eager mode: apply()).
+WAIT_TASK_SCRIPT = """
+import json
+from django_dqcluster.tasks import wait_for_cluster_upgrade
+
+outcome = wait_for_cluster_upgrade.apply(kwargs={"timeout": 30, "max_interval": 1}).get()
+print("RESULT", json.dumps({key: outcome[key] for key in ("state", "applied", "notified", "failed")}))
+"""
+
+
+def test_lost_upgrade_notification_is_reported_and_the_waiting_peer_proceeds_by_rechecking(sqlite_db):
+    a, b = Host(sqlite_db, "host-a"), Host(sqlite_db, "host-b")
+    for host in (a, b):
+        host.run("migrate", "-v0")
+    # host-b upgrades first and waits; it runs no worker, so no notification can reach it.
+    waiter = b.upgraded().start("ensure_cluster_schema", "--wait", "--timeout", "60")
+    try:
+        _wait_for_line(waiter, "still waiting; next check in", 30)
+
+        # host-a upgrades last, while the broker is down: its wait task migrates, and the
+        # notification to host-b fails.
+        broker_down = {"DQ_GATE_REDIS": f"redis://127.0.0.1:{_closed_port()}/0", "DQ_GATE_RESULT_BACKEND": "cache+memory://"}
+        last = Host(sqlite_db, "host-a", "v2", extra_env=broker_down).shell(WAIT_TASK_SCRIPT)
+        outcome = _result_of(last)
+
+        out, err = waiter.communicate(timeout=60)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.communicate()
+
+    # The task did its work and returned, with the failure in its result and in the log.
+    assert outcome["state"] == "ready" and outcome["applied"] == ["gateapp.0002_v2"]
+    assert outcome["notified"] == [] and list(outcome["failed"]) == ["host-b"]
+    assert outcome["failed"]["host-b"].startswith("OperationalError: ")
+    assert "cluster upgrade notification to host-b failed" in last.stderr
+    # host-b saw the cluster ready at one of its timed re-checks, not at the first one.
+    assert waiter.returncode == 0, (out, err)
+    checks = [int(number) for number in re.findall(r"Check (\d+) after \S+: ready", out)]
+    assert len(checks) == 1 and checks[0] >= 2, out
+
+
+# Runs the periodic re-check task as Celery beat would, the task function called directly.
+RECHECK_SCRIPT = """
+import json, sys
+from django.test import override_settings
+from django_dqcluster.tasks import recheck_cluster_gate
+
+# The update command leaves a trace: it appends this host's address to a file.
+update = [sys.executable, "-c", "import sys; print(sys.argv[2], file=open(sys.argv[1], 'a'))", MARKER, ADDRESS]
+with override_settings(DQCLUSTER_UPDATE_COMMAND=update):
+    outcome = recheck_cluster_gate("default")
+print("RESULT", json.dumps({key: outcome.get(key) for key in ("state", "outdated", "update_command")}))
+"""
+
+
+def _recheck(host, marker):
+    script = RECHECK_SCRIPT.replace("MARKER", repr(str(marker))).replace("ADDRESS", repr(host.address))
+    return _result_of(host.shell(script))
+
+
+def test_recheck_runs_the_update_command_on_a_host_older_than_a_member(shared_db, tmp_path):
+    a, b = Host(shared_db, "host-a"), Host(shared_db, "host-b")
+    for host in (a, b):
+        host.run("ensure_cluster_schema", "-v0")
+    b.upgraded().run("ensure_cluster_schema", "-v0", expect=3)  # host-b now runs newer code
+    marker = tmp_path / "updates.log"
+
+    outcome = _recheck(a, marker)
+
+    assert outcome["state"] == "refused" and outcome["outdated"] is True
+    assert outcome["update_command"]["returncode"] == 0
+    assert marker.read_text().splitlines() == ["host-a"]
+
+
+def test_recheck_does_not_run_the_update_command_on_a_current_host(shared_db, tmp_path):
+    a, b = Host(shared_db, "host-a"), Host(shared_db, "host-b")
+    for host in (a, b):
+        host.run("ensure_cluster_schema", "-v0")
+    marker = tmp_path / "updates.log"
+
+    same_version = _recheck(a, marker)
+    newest = _recheck(b.upgraded(), marker)  # ahead of host-a: it waits, it is not outdated
+
+    assert same_version == {"state": "ready", "outdated": False, "update_command": None}
+    assert newest == {"state": "waiting", "outdated": False, "update_command": None}
+    assert not marker.exists()
