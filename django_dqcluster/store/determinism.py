@@ -58,11 +58,12 @@ def refusal_message(function):
 class FixedValues:
     """The values the leader fixed for one log entry: wall-clock time and a random seed."""
 
-    __slots__ = ("now", "seed", "_rng", "error", "writing")
+    __slots__ = ("now", "seed", "_ordinal", "_rng", "error", "writing")
 
     def __init__(self, now, seed):
         self.now = float(now)
         self.seed = int(seed)
+        self._ordinal = 0
         self._rng = None
         self.error = None
         # Whether the running statement writes (replayed on every node). The

@@ -66,7 +66,6 @@ class Node:
         elif not peers:
             peers = self._known_servers()
         conf = raft.make_conf(
-            secret=self.secret,
             journal_file=self.config.journal_file,
             dump_file=self.config.snapshot_file,
             serializer=self.state_machine.write_snapshot,
@@ -76,7 +75,8 @@ class Node:
         )
         extra = {"transportClass": self._transport_class} if self._transport_class else {}
         self.engine = self._engine_class(
-            self.config.bind, peers, conf, self.state_machine, durable=self.config.durable, **extra
+            self.config.bind, peers, conf, self.state_machine, secret=self.secret, durable=self.config.durable,
+            **extra
         )
         self.server = ClientServer(self)
         self.server.start()

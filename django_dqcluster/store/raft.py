@@ -22,8 +22,9 @@ design/pysyncobj-safety.md):
   (group commit), and the extra AppendEntries pysyncobj sends after every
   apply is skipped.
 * **Pickle.** Raft messages are pickled, so a multi-node store refuses to run
-  without a cluster secret (pysyncobj's ``password``, which authenticates and
-  encrypts every message). See :mod:`.node`.
+  without a cluster secret, and every message is sealed with a key derived
+  from it (:mod:`.cipher`, in place of pysyncobj's slower ``password``
+  encryption). See :mod:`.node`.
 
 The subclass relies on private, name-mangled attributes of that exact
 release; :func:`check_engine` verifies they exist at start-up so an upgrade of
@@ -40,6 +41,8 @@ from pysyncobj import pickle as raft_pickle
 from pysyncobj.journal import FileJournal, MetaStorer
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
+
+from .cipher import RaftCipher
 
 logger = logging.getLogger("django_dqcluster.store.raft")
 
@@ -156,8 +159,14 @@ class SafeSyncObj(SyncObj):
     msgpack payload handed to ``state_machine.apply(payload, index)``.
     """
 
-    def __init__(self, self_address, peers, conf, state_machine, *, durable=True, **kwargs):
+    def __init__(self, self_address, peers, conf, state_machine, *, secret=None, durable=True, **kwargs):
+        """``secret``: the cluster secret every message is sealed with; None only in
+        unit tests that drive the engine by hand (the node always passes one)."""
         check_engine()
+        if conf.password is not None:
+            raise EngineMismatch("pass the cluster secret as secret=, not as pysyncobj's password")
+        # Set before the library starts its tick thread, which reads it.
+        self._raft_cipher = RaftCipher(secret) if secret is not None else None
         self._state_machine = state_machine
         self._durable = durable
         self._flush_lock = threading.Lock()
@@ -184,6 +193,11 @@ class SafeSyncObj(SyncObj):
             transport = self._SyncObj__transport
             if isinstance(transport, FlushingTransport):
                 transport.flush_journal = self.flush_journal
+
+    @property
+    def encryptor(self):
+        # pysyncobj's transport seals and opens every message with this object.
+        return self._raft_cipher
 
     # -- the state machine ----------------------------------------------------------------
 
@@ -419,12 +433,12 @@ class SafeSyncObj(SyncObj):
         return rewritten
 
 
-def make_conf(*, secret, journal_file, dump_file, serializer, deserializer, on_state_changed,
+def make_conf(*, journal_file, dump_file, serializer, deserializer, on_state_changed,
               election_timeout, dynamic_membership=True):
     """pysyncobj settings that matter (design/engine-evaluation.md)."""
     low, high = election_timeout
     return SyncObjConf(
-        password=secret,
+        # No password: SafeSyncObj seals messages itself (secret=, see cipher.py).
         # With batching on, a synchronous write waits up to 100 ms for the
         # next batch: ~10 commits/s instead of ~1000.
         appendEntriesUseBatch=False,

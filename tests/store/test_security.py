@@ -19,6 +19,7 @@ import pytest
 
 from django_dqcluster import dbapi, wire
 from django_dqcluster.store import Node, NodeConfig
+from django_dqcluster.store.cipher import RaftCipher
 from django_dqcluster.store.config import ConfigError
 from django_dqcluster.store.local_cluster import free_ports
 
@@ -372,3 +373,33 @@ def test_the_raft_port_does_not_accept_an_unauthenticated_pysyncobj_peer(cluster
     writer.close()
     rows = rows_on_every_node(cluster, "SELECT v FROM raft_sentinel ORDER BY rowid")
     assert rows == {node.index: [("intact",), ("after",)] for node in cluster.nodes}
+
+
+def sealed_pysyncobj_frame(message, secret):
+    """A message framed and sealed the way a member holding ``secret`` sends it."""
+    data = RaftCipher(secret).encrypt_at_time(zlib.compress(pickle.dumps(message), 3), 0)
+    return struct.pack("i", len(data)) + data
+
+
+def first_reply(address, frame):
+    sock = socket.create_connection(wire.parse_address(address), timeout=5)
+    try:
+        sock.sendall(frame)
+        sock.settimeout(3)
+        try:
+            return sock.recv(4096)
+        except (ConnectionResetError, socket.timeout):
+            return b""
+    finally:
+        sock.close()
+
+
+def test_the_raft_port_answers_only_peers_sealing_with_the_cluster_secret(cluster):
+    # A new Raft connection opens with a random key; a member answers with its own.
+    opening = os.urandom(32)
+    for node in cluster.nodes:
+        assert first_reply(node.raft, sealed_pysyncobj_frame(opening, "not-the-cluster-secret")) == b"", \
+            f"node{node.index} answered a peer sealing with another secret"
+        assert first_reply(node.raft, sealed_pysyncobj_frame(opening, cluster.secret)) != b"", \
+            f"node{node.index} did not answer a peer holding the cluster secret"
+    assert all(node.alive for node in cluster.nodes)
