@@ -72,7 +72,7 @@ def wait_until(predicate, timeout=30.0, what="condition"):
 
 
 def embedded(workdir):
-    """One embedded node, shared by two aliases; the ORM, transactions, introspection."""
+    """One embedded node, shared by two aliases; the ORM, transactions, introspection, inspectdb, fixtures."""
     raft, client = free_ports(2)
     node_options = {"embedded": True, "data_dir": os.path.join(workdir, "node"), "bind": f"127.0.0.1:{raft}",
                     "client": f"127.0.0.1:{client}"}
@@ -116,6 +116,24 @@ def embedded(workdir):
     assert Item.objects.aggregate(total=Sum("value"))["total"] == 11 + sum(range(100))
     tables = connection.introspection.table_names()
     assert "bapp_item" in tables and not [t for t in tables if t.startswith("_dqcluster_")], tables
+    # inspectdb reads the schema back through the store.
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    inspected = io.StringIO()
+    call_command("inspectdb", "bapp_item", stdout=inspected)
+    assert "class BappItem(models.Model):" in inspected.getvalue(), inspected.getvalue()
+    assert "name = models.CharField(max_length=100)" in inspected.getvalue(), inspected.getvalue()
+    # dumpdata and loaddata round-trip every row.
+    fixture = os.path.join(workdir, "items.json")
+    call_command("dumpdata", "bapp.item", output=fixture, verbosity=0)
+    with open(fixture) as handle:
+        assert len(json.load(handle)) == 101
+    Item.objects.all().delete()
+    call_command("loaddata", fixture, verbosity=0)
+    assert Item.objects.count() == 101 and Item.objects.get(name="a").value == 11
     assert connection.get_database_version() >= (3, 31)
     assert connection.is_usable()
     print("embedded OK")
