@@ -33,6 +33,7 @@ the library fails loudly instead of silently losing the fix.
 
 import logging
 import os
+import sys
 import threading
 from time import monotonic
 
@@ -69,7 +70,15 @@ REQUIRED_INSTANCE_ATTRIBUTES = (
     "_SyncObj__noopIDx",
     "_SyncObj__raftLeader",
 )
-REQUIRED_JOURNAL_ATTRIBUTES = ("_FileJournal__metaStorer",)
+REQUIRED_JOURNAL_ATTRIBUTES = ("_FileJournal__metaStorer", "_FileJournal__journalFile")
+REQUIRED_JOURNAL_FILE_ATTRIBUTES = ("_ResizableFile__f",)
+
+# The journal is an mmap, and mmap.flush() holds the GIL for the whole msync
+# (measured: every thread of the node stops for the ~0.5 ms a flush takes
+# here, client sessions included). On Linux, fdatasync() of the file writes
+# back the pages dirtied through a shared mapping too (msync is implemented as
+# an fsync of the mapped range), and os.fdatasync releases the GIL.
+FDATASYNC_COVERS_MMAP = sys.platform.startswith("linux")
 
 MEMBERSHIP_COMMAND = 2  # pysyncobj _COMMAND_TYPE.MEMBERSHIP
 
@@ -111,6 +120,8 @@ def check_instance(engine):
     journal = engine._SyncObj__raftLog
     if isinstance(journal, FileJournal):
         missing += [name for name in REQUIRED_JOURNAL_ATTRIBUTES if not hasattr(journal, name)]
+        journal_file = getattr(journal, "_FileJournal__journalFile", None)
+        missing += [name for name in REQUIRED_JOURNAL_FILE_ATTRIBUTES if not hasattr(journal_file, name)]
     if missing:
         raise EngineMismatch(f"pysyncobj lacks the internals the safety fix needs: {', '.join(missing)}")
 
@@ -248,7 +259,11 @@ class SafeSyncObj(SyncObj):
     # -- durability -----------------------------------------------------------------------
 
     def flush_journal(self):
-        """msync the journal if it changed since the last flush (fsync mode only)."""
+        """Make the journal durable if it changed since the last flush (fsync mode only).
+
+        Called on the Raft thread only, the thread that also writes (and may
+        reopen) the journal file, so the descriptor synced is the current one.
+        """
         if not self._durable:
             return
         journal = self._SyncObj__raftLog
@@ -258,7 +273,10 @@ class SafeSyncObj(SyncObj):
         with self._flush_lock:
             if last == self._flushed_upto:
                 return
-            journal.flush()
+            if FDATASYNC_COVERS_MMAP:
+                os.fdatasync(journal._FileJournal__journalFile._ResizableFile__f.fileno())
+            else:
+                journal.flush()
             self._flushed_upto = last
 
     # -- Raft §5.3 ------------------------------------------------------------------------
