@@ -84,8 +84,14 @@ def notify_peers(alias: str, result: gate.GateResult) -> dict:
     "failed": {address: error}}``. Never raises.
     """
     notified, failed, ids = [], {}, {}
+    broker_error = None
     for member in result.members:
         if member.is_self:
+            continue
+        if broker_error is not None:
+            # Every peer's queue is on the same broker: do not wait out its
+            # connection timeout once per peer.
+            failed[member.address] = f"not sent, the broker failed for an earlier peer: {broker_error}"
             continue
         try:
             sent = cluster_upgraded.apply_async(
@@ -95,7 +101,8 @@ def notify_peers(alias: str, result: gate.GateResult) -> dict:
                 expires=3600,  # a peer that is down for longer re-checks on its own
             )
         except Exception as error:  # noqa: BLE001 - whatever the broker raises
-            failed[member.address] = f"{type(error).__name__}: {error}"
+            broker_error = f"{type(error).__name__}: {error}"
+            failed[member.address] = broker_error
             logger.warning("cluster upgrade notification to %s failed: %s", member.address, error)
         else:
             notified.append(member.address)

@@ -166,16 +166,18 @@ print("RESULT", json.dumps({key: outcome[key] for key in ("state", "applied", "n
 
 
 def test_lost_upgrade_notification_is_reported_and_the_waiting_peer_proceeds_by_rechecking(sqlite_db):
-    a, b = Host(sqlite_db, "host-a"), Host(sqlite_db, "host-b")
-    for host in (a, b):
+    a, b, c = Host(sqlite_db, "host-a"), Host(sqlite_db, "host-b"), Host(sqlite_db, "host-c")
+    for host in (a, b, c):
         host.run("migrate", "-v0")
-    # host-b upgrades first and waits; it runs no worker, so no notification can reach it.
+    # host-c runs the new code and records it; host-b upgrades and waits. Neither runs
+    # a worker, so no notification can reach them.
+    c.upgraded().run("ensure_cluster_schema", expect=3)
     waiter = b.upgraded().start("ensure_cluster_schema", "--wait", "--timeout", "60")
     try:
         _wait_for_line(waiter, "still waiting; next check in", 30)
 
-        # host-a upgrades last, while the broker is down: its wait task migrates, and the
-        # notification to host-b fails.
+        # host-a upgrades last, while the broker is down: its wait task migrates, the
+        # notification to host-b fails, and host-c's is not attempted against the same broker.
         broker_down = {"DQ_GATE_REDIS": f"redis://127.0.0.1:{_closed_port()}/0", "DQ_GATE_RESULT_BACKEND": "cache+memory://"}
         last = Host(sqlite_db, "host-a", "v2", extra_env=broker_down).shell(WAIT_TASK_SCRIPT)
         outcome = _result_of(last)
@@ -188,8 +190,9 @@ def test_lost_upgrade_notification_is_reported_and_the_waiting_peer_proceeds_by_
 
     # The task did its work and returned, with the failure in its result and in the log.
     assert outcome["state"] == "ready" and outcome["applied"] == ["gateapp.0002_v2"]
-    assert outcome["notified"] == [] and list(outcome["failed"]) == ["host-b"]
+    assert outcome["notified"] == [] and sorted(outcome["failed"]) == ["host-b", "host-c"]
     assert outcome["failed"]["host-b"].startswith("OperationalError: ")
+    assert outcome["failed"]["host-c"].startswith("not sent, the broker failed for an earlier peer: OperationalError")
     assert "cluster upgrade notification to host-b failed" in last.stderr
     # host-b saw the cluster ready at one of its timed re-checks, not at the first one.
     assert waiter.returncode == 0, (out, err)
