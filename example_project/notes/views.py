@@ -18,6 +18,7 @@ def notes(request):
     if request.method == "POST" and form.is_valid():
         form.save()
         return redirect("notes")
+    connection.ensure_connection()  # Django connects lazily; the status needs the session now
     status = connection.connection.status() if hasattr(connection.connection, "status") else {}
     return render(request, "notes/notes.html", {
         "form": form,

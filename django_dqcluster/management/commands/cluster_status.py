@@ -101,6 +101,10 @@ def member_role(status, address, heartbeat, now, is_self):
     member's last gate run.
     """
     role, applied, lag = role_and_lag(status, address)
+    if role == "unknown" and is_self:
+        # This host's address is not a store member's (a host name, when its node
+        # listens on loopback only): its node is the one this connection talks to.
+        role, applied, lag = role_and_lag(status, status.get("node"))
     if role in ("n/a", "unknown") and not is_self and gate.heartbeat_is_stale(heartbeat, now):
         role = "offline"
     return role, applied, lag

@@ -1,0 +1,43 @@
+"""How cluster_status names a member's role from the store's status of the node this host talks to.
+
+``member_role`` is plain data in, plain data out: no store, no Django database.
+"""
+
+from datetime import datetime, timedelta, timezone
+
+from django_dqcluster.management.commands.cluster_status import member_role
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+FRESH = NOW - timedelta(seconds=5)
+
+# The status a follower node reports: itself and the two other members.
+FOLLOWER_STATUS = {
+    "node": "127.0.0.1:7001", "client": "127.0.0.1:7101", "role": "follower",
+    "commit_index": 40, "applied_index": 38,
+    "members": [
+        {"raft": "127.0.0.1:7001", "client": "127.0.0.1:7101", "role": "follower", "connected": True},
+        {"raft": "127.0.0.1:7002", "client": "127.0.0.1:7102", "role": "leader", "connected": True},
+        {"raft": "127.0.0.1:7003", "client": "127.0.0.1:7103", "role": "follower", "connected": False},
+    ],
+}
+
+
+def test_this_host_recorded_by_its_nodes_client_address_gets_the_nodes_role_and_lag():
+    assert member_role(FOLLOWER_STATUS, "127.0.0.1:7101", FRESH, NOW, is_self=True) == ("follower", 38, 2)
+
+
+def test_this_host_recorded_by_host_name_gets_the_role_of_the_node_it_talks_to():
+    # A node listening on loopback only: the host is recorded by its host name.
+    assert member_role(FOLLOWER_STATUS, "web-1", FRESH, NOW, is_self=True) == ("follower", 38, 2)
+
+
+def test_another_member_the_store_does_not_know_stays_unknown_while_its_heartbeat_is_fresh():
+    assert member_role(FOLLOWER_STATUS, "web-2", FRESH, NOW, is_self=False) == ("unknown", None, None)
+
+
+def test_a_member_the_store_reports_disconnected_is_offline():
+    assert member_role(FOLLOWER_STATUS, "127.0.0.1:7103", FRESH, NOW, is_self=False) == ("offline", None, None)
+
+
+def test_the_leader_is_named_by_the_store():
+    assert member_role(FOLLOWER_STATUS, "127.0.0.1:7102", FRESH, NOW, is_self=False)[0] == "leader"
