@@ -23,6 +23,8 @@ for _path in (_HERE, os.path.dirname(os.path.dirname(_HERE))):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from tests.services import service_unavailable  # noqa: E402 (needs the path above)
+
 PG_ADMIN_DSN = os.environ.get(
     "DQCLUSTER_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
 )
@@ -40,7 +42,7 @@ def pg_database():
     try:
         admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN_DSN!r}: {error}")
+        service_unavailable(f"PostgreSQL unreachable at {PG_ADMIN_DSN!r}: {error}")
     name = f"dqcluster_cluster_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     try:

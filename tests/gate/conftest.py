@@ -22,6 +22,8 @@ import uuid
 
 import pytest
 
+from tests.services import service_unavailable
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PG_ADMIN_DSN = os.environ.get("DQCLUSTER_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 HOST_TIMEOUT = 60
@@ -156,7 +158,7 @@ def pg_admin():
     try:
         connection = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN_DSN!r}: {error}")
+        service_unavailable(f"PostgreSQL unreachable at {PG_ADMIN_DSN!r}: {error}")
     yield connection
     connection.close()
 

@@ -30,6 +30,8 @@ import uuid
 
 import pytest
 
+from tests.services import service_unavailable
+
 from .conftest import REPO_ROOT, Host
 
 REDIS_URL = os.environ.get("DQCLUSTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -44,7 +46,7 @@ def redis_client():
     try:
         client.ping()
     except redis.exceptions.ConnectionError as error:
-        pytest.skip(f"Redis unreachable at {REDIS_URL}: {error}")
+        service_unavailable(f"Redis unreachable at {REDIS_URL}: {error}")
     yield client
     client.close()
 
