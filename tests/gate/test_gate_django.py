@@ -149,16 +149,17 @@ print(json.dumps(out))
 """
 
 
-def _node_addresses(overrides: str) -> dict:
+def _json_from_script(script: str) -> dict:
+    """Run ``script`` in a fresh interpreter (it configures Django itself); return the JSON it prints."""
     process = subprocess.run(
-        [sys.executable, "-c", NODE_ADDRESS_SCRIPT.replace("OVERRIDES", overrides)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )
     assert process.returncode == 0, process.stderr
     return json.loads(process.stdout)
+
+
+def _node_addresses(overrides: str) -> dict:
+    return _json_from_script(NODE_ADDRESS_SCRIPT.replace("OVERRIDES", overrides))
 
 
 def test_node_address_from_our_engine_options_then_the_setting_then_the_hostname():
@@ -292,15 +293,7 @@ print(json.dumps({alias: gate.schema_level(alias) for alias in ("default", "repo
 
 
 def _schema_levels(routers: str) -> dict:
-    process = subprocess.run(
-        [sys.executable, "-c", SCHEMA_LEVEL_SCRIPT.replace("ROUTER_LIST", routers)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert process.returncode == 0, process.stderr
-    return json.loads(process.stdout)
+    return _json_from_script(SCHEMA_LEVEL_SCRIPT.replace("ROUTER_LIST", routers))
 
 
 def test_schema_level_counts_only_the_migrations_routers_allow_on_the_alias():
