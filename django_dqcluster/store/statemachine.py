@@ -29,7 +29,7 @@ import time
 
 import msgpack
 
-from .databases import ENTRIES_TABLE, ENTRY_ID_MEMORY, META_TABLE, DatabaseSet
+from .databases import DatabaseSet, record_applied
 from .determinism import FixedValues
 
 logger = logging.getLogger("django_dqcluster.store")
@@ -203,7 +203,7 @@ class StateMachine:
                         )
                     if entry.get("want_result"):
                         results.append(result)
-                self._record_applied(conn, entry["id"], index)
+                record_applied(conn, entry["id"], index)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if is_environmental(exc):
@@ -216,7 +216,7 @@ class StateMachine:
                     exc = sqlite3.OperationalError(values.error)
                 error = error_to_wire(exc)
                 conn.execute("BEGIN IMMEDIATE")
-                self._record_applied(conn, entry["id"], index)
+                record_applied(conn, entry["id"], index)
                 conn.execute("COMMIT")
         except Diverged as exc:
             rollback_quietly(conn)
@@ -232,12 +232,6 @@ class StateMachine:
         if error is not None:
             return {"error": error}
         return {"results": results}
-
-    def _record_applied(self, conn, entry_id, index):
-        conn.execute(f"UPDATE {META_TABLE} SET raft_index = ? WHERE id = 1", (index,))
-        conn.execute(f"INSERT OR REPLACE INTO {ENTRIES_TABLE} (entry_id, raft_index) VALUES (?, ?)", (entry_id, index))
-        if index % 1000 == 0:
-            conn.execute(f"DELETE FROM {ENTRIES_TABLE} WHERE raft_index < ?", (index - ENTRY_ID_MEMORY,))
 
     def _apply_checkpoint(self, entry):
         upto = entry["upto"]
@@ -278,7 +272,7 @@ class StateMachine:
         dest = sqlite3.connect(target_path)
         try:
             source_conn.backup(dest)
-            dest.execute(f"UPDATE {META_TABLE} SET raft_index = ? WHERE id = 1", (index,))
+            record_applied(dest, entry.get("id", ""), index)
             dest.commit()
         finally:
             dest.close()

@@ -16,6 +16,7 @@ import uuid
 import pytest
 
 from django_dqcluster import dbapi
+from django_dqcluster.store.databases import APPLIED_TABLE
 from django_dqcluster.store.local_cluster import LocalCluster
 
 from .conftest import rows_on_every_node
@@ -250,7 +251,7 @@ def test_a_column_default_calling_a_node_dependent_function_is_refused(cluster, 
 
 
 def entries(conn):
-    return conn.execute("SELECT count(*) FROM _dqcluster_entries").fetchone()[0]
+    return conn.execute(f"SELECT count(*) FROM {APPLIED_TABLE}").fetchone()[0]
 
 
 def test_reads_calling_non_deterministic_functions_are_allowed_and_not_replicated(cluster, connections, follower):

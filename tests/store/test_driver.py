@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 from django_dqcluster import dbapi
+from django_dqcluster.store.databases import APPLIED_TABLE
 from django_dqcluster.store.local_cluster import free_ports
 
 from .conftest import start_embedded_node
@@ -77,7 +78,7 @@ def unique_name(prefix):
 
 def entry_count(conn):
     """Transaction log entries applied to the connection's database (one row per entry)."""
-    return conn.execute("SELECT count(*) FROM _dqcluster_entries").fetchone()[0]
+    return conn.execute(f"SELECT count(*) FROM {APPLIED_TABLE}").fetchone()[0]
 
 
 def count(conn, table):
