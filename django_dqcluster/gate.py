@@ -81,7 +81,6 @@ logger = logging.getLogger("django_dqcluster.gate")
 DQCLUSTER_ENGINE = "django_dqcluster.backend"
 
 
-
 class GateUsageError(ClusterError):
     """The gate was called in a state where it cannot run (e.g. inside atomic())."""
 
@@ -338,7 +337,6 @@ def as_utc(value: Any) -> dt.datetime | None:
     return value.astimezone(dt.timezone.utc)
 
 
-
 # A member whose last heartbeat is older than this counts as offline (the seed's member
 # list: "no heartbeat within the offline threshold"). Every gate run writes the heartbeat:
 # each migrate and ensure_cluster_schema, each re-check while waiting (at most
@@ -357,6 +355,7 @@ def heartbeat_is_stale(heartbeat: dt.datetime | None, now: dt.datetime | None = 
     if heartbeat is None:
         return False
     return ((now or utc_now()) - heartbeat).total_seconds() > HEARTBEAT_OFFLINE_AFTER_SECONDS
+
 
 @dataclasses.dataclass(frozen=True)
 class MemberInfo:

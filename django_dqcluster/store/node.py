@@ -17,7 +17,7 @@ from pysyncobj import FAIL_REASON
 
 from .. import wire
 from . import errors, raft
-from .config import NodeConfig, read_secret
+from .config import NodeConfig
 from .server import ClientServer
 from .session import LeaderState
 from .statemachine import BARRIER, CHECKPOINT, MEMBER, StateMachine, encode_entry

@@ -238,6 +238,7 @@ def test_a_node_restarted_without_peers_finds_them_in_its_known_servers_file(clu
     conn = leader.connect()
     conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
     victim = followers(cluster, leader)[0]
+
     def knows_everyone():
         try:
             with open(os.path.join(victim.data_dir, "servers.json")) as handle:

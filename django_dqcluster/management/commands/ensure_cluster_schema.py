@@ -26,6 +26,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from ... import gate
 from ...cluster import ClusterError
 
+
 def format_age(seconds):
     seconds = int(max(seconds, 0))
     if seconds < 90:
