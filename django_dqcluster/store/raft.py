@@ -19,8 +19,9 @@ design/pysyncobj-safety.md):
   timeout and echo its clock; a majority's echoes give the leader a lease
   during which it answers reads from its own state (:meth:`SafeSyncObj.lease_valid`).
 * **Throughput.** Commands queued in one tick leave in one AppendEntries
-  (group commit), and the extra AppendEntries pysyncobj sends after every
-  apply is skipped.
+  (group commit), the extra AppendEntries pysyncobj sends after every
+  apply is skipped, and messages are not zlib-compressed
+  (:class:`UncompressedConnection`).
 * **Pickle.** Raft messages are pickled, so a multi-node store refuses to run
   without a cluster secret, and every message is sealed with a key derived
   from it (:mod:`.cipher`, in place of pysyncobj's slower ``password``
@@ -33,14 +34,18 @@ the library fails loudly instead of silently losing the fix.
 
 import logging
 import os
+import pickle
+import struct
 import sys
 import threading
+import zlib
 from time import monotonic
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj import pickle as raft_pickle
 from pysyncobj.journal import FileJournal, MetaStorer
 from pysyncobj.node import TCPNode
+from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
 
 from .cipher import RaftCipher
@@ -69,6 +74,12 @@ REQUIRED_INSTANCE_ATTRIBUTES = (
     "_SyncObj__transport",
     "_SyncObj__noopIDx",
     "_SyncObj__raftLeader",
+)
+REQUIRED_CONNECTION_ATTRIBUTES = (
+    "_TcpConnection__processParseMessage",
+    "_TcpConnection__trySendBuffer",
+    "_TcpConnection__writeBuffer",
+    "_TcpConnection__readBuffer",
 )
 REQUIRED_JOURNAL_ATTRIBUTES = ("_FileJournal__metaStorer", "_FileJournal__journalFile")
 REQUIRED_JOURNAL_FILE_ATTRIBUTES = ("_ResizableFile__f",)
@@ -111,6 +122,8 @@ def check_engine():
             "its Raft safety fix relies on that release's internals"
         )
     missing = [name for name in REQUIRED_SYNCOBJ_ATTRIBUTES if not hasattr(SyncObj, name)]
+    probe = TcpConnection(poller=None, timeout=1.0, sendBufferSize=1, recvBufferSize=1)
+    missing += [name for name in REQUIRED_CONNECTION_ATTRIBUTES if not hasattr(probe, name)]
     if missing:
         raise EngineMismatch(f"pysyncobj lacks the internals the safety fix needs: {', '.join(missing)}")
 
@@ -143,11 +156,83 @@ class FsyncMetaStorer(MetaStorer):
             os.close(directory)
 
 
+_FRAME_LENGTH = struct.Struct("i")
+
+
+class UncompressedConnection(TcpConnection):
+    """pysyncobj's connection, minus the zlib pass over every message.
+
+    zlib.compress costs ~35 us per message here (its deflate state is set up
+    on each call) to save ~70 bytes of a loopback or LAN frame: a quarter of
+    the leader's CPU per commit. Frames keep pysyncobj's layout (length, then
+    the sealed bytes); what is sealed is the pickle itself. Compressed frames
+    from pysyncobj's own connection class are still understood.
+    """
+
+    def send(self, message):
+        if self.sendRandKey:
+            message = (self.sendRandKey, message)
+        data = raft_pickle.dumps(message)
+        if self.encryptor:
+            data = self.encryptor.encrypt_at_time(data, 0)
+        self._TcpConnection__writeBuffer += _FRAME_LENGTH.pack(len(data)) + data
+        self._TcpConnection__trySendBuffer()
+
+    def _TcpConnection__processParseMessage(self):
+        buffer = self._TcpConnection__readBuffer
+        if len(buffer) < _FRAME_LENGTH.size:
+            return None
+        (length,) = _FRAME_LENGTH.unpack_from(buffer)
+        end = _FRAME_LENGTH.size + length
+        if len(buffer) < end:
+            return None
+        data = buffer[_FRAME_LENGTH.size:end]
+        try:
+            if self.encryptor:
+                sequence = self.encryptor.extract_timestamp(data)
+                # The sender's sequence strictly increases (see .cipher):
+                # a repeat is a replay.
+                if sequence <= self.recvLastTimestamp:
+                    raise ValueError("replayed or reordered message")
+                data = self.encryptor.decrypt(data)
+                self.recvLastTimestamp = sequence
+            # A pickle starts with the PROTO opcode, a zlib stream (what
+            # pysyncobj's own connection sends) never does.
+            if data[:1] != pickle.PROTO:
+                data = zlib.decompress(data)
+            message = raft_pickle.loads(data)
+            if self.recvRandKey:
+                rand_key, message = message
+                if rand_key != self.recvRandKey:
+                    raise ValueError("message for another connection")
+        except Exception as exc:
+            logger.warning("dropping the Raft connection: an unreadable message (%s)", type(exc).__name__)
+            self.disconnect()
+            return None
+        self._TcpConnection__readBuffer = buffer[end:]
+        return message
+
+
 class FlushingTransport(TCPTransport):
     """Flushes the journal before a follower's acknowledgement leaves the node,
-    and carries the leader-lease timestamps (see :class:`SafeSyncObj`)."""
+    carries the leader-lease timestamps (see :class:`SafeSyncObj`), and
+    speaks through :class:`UncompressedConnection`."""
 
     flush_journal = None  # set by SafeSyncObj in fsync mode
+
+    # pysyncobj builds its connections itself (here for outgoing ones, in its
+    # TcpServer for incoming ones); both pass through these two methods
+    # before the first message, which is where they change class.
+    def addNode(self, node):
+        super().addNode(node)
+        connection = self._connections.get(node)
+        if type(connection) is TcpConnection:
+            connection.__class__ = UncompressedConnection
+
+    def _onNewIncomingConnection(self, conn):
+        if type(conn) is TcpConnection:
+            conn.__class__ = UncompressedConnection
+        super()._onNewIncomingConnection(conn)
 
     def send(self, node, message):
         kind = message.get("type")

@@ -1,0 +1,114 @@
+"""The Raft connection's framing, as a specification: messages leave as sealed pickles without
+zlib, pysyncobj's own compressed frames are still read, and a replayed, forged or garbled frame
+drops the connection instead of being delivered.
+"""
+
+import pickle
+import struct
+import zlib
+
+import pytest
+from pysyncobj.tcp_connection import CONNECTION_STATE
+
+from django_dqcluster.store.cipher import RaftCipher
+from django_dqcluster.store.raft import UncompressedConnection
+
+SECRET = "raft-connection-secret"
+MESSAGE = {"type": "append_entries", "term": 3, "entries": [(b"\x00payload", 7, 3)]}
+
+
+def connection(secret=SECRET):
+    conn = UncompressedConnection(poller=None, timeout=10.0)
+    conn.encryptor = RaftCipher(secret) if secret else None
+    conn._TcpConnection__state = CONNECTION_STATE.CONNECTED  # as once its socket connected
+    return conn
+
+
+def sent_frames(conn, *messages):
+    """What ``conn`` writes for ``messages`` (its socket-less write buffer)."""
+    conn._TcpConnection__trySendBuffer = lambda: None
+    for message in messages:
+        conn.send(message)
+    return conn._TcpConnection__writeBuffer
+
+
+def received(conn, data):
+    """The messages ``conn`` parses out of ``data``, until it has no complete frame or drops."""
+    conn._TcpConnection__readBuffer = data
+    messages = []
+    while (message := conn._TcpConnection__processParseMessage()) is not None:
+        messages.append(message)
+    return messages
+
+
+def frame(payload):
+    return struct.pack("i", len(payload)) + payload
+
+
+def test_a_message_leaves_as_a_sealed_pickle_with_no_compression():
+    data = sent_frames(connection(), MESSAGE)
+    (length,) = struct.unpack_from("i", data)
+    assert len(data) == 4 + length
+    plaintext = RaftCipher(SECRET).decrypt(data[4:])
+    assert plaintext[:1] == pickle.PROTO
+    assert pickle.loads(plaintext) == MESSAGE
+
+
+def test_messages_round_trip_in_order():
+    messages = [MESSAGE, {"type": "next_node_idx", "success": True}, ["status"]]
+    assert received(connection(), sent_frames(connection(), *messages)) == messages
+
+
+def test_a_zlib_compressed_frame_from_stock_pysyncobj_is_still_read():
+    sealed = RaftCipher(SECRET).encrypt_at_time(zlib.compress(pickle.dumps(MESSAGE), 3), 0)
+    assert received(connection(), frame(sealed)) == [MESSAGE]
+
+
+def test_a_partial_frame_waits_for_the_rest():
+    data = sent_frames(connection(), MESSAGE)
+    conn = connection()
+    assert received(conn, data[:-1]) == []
+    assert conn.state != CONNECTION_STATE.DISCONNECTED
+    assert received(conn, data) == [MESSAGE]
+
+
+def test_a_replayed_frame_drops_the_connection():
+    data = sent_frames(connection(), MESSAGE)
+    conn = connection()
+    assert received(conn, data + data) == [MESSAGE]
+    assert conn.state == CONNECTION_STATE.DISCONNECTED
+
+
+def test_frames_sealed_out_of_order_drop_the_connection():
+    sender = connection()
+    first = sent_frames(sender, MESSAGE)
+    sender._TcpConnection__writeBuffer = b""
+    second = sent_frames(sender, ["later"])
+    conn = connection()
+    assert received(conn, second + first) == [["later"]]
+    assert conn.state == CONNECTION_STATE.DISCONNECTED
+
+
+@pytest.mark.parametrize("tamper", [
+    pytest.param(lambda data: data[:-1] + bytes([data[-1] ^ 1]), id="flipped-bit"),
+    pytest.param(lambda data: sent_frames(connection("another-secret"), MESSAGE), id="other-secret"),
+    pytest.param(lambda data: frame(pickle.dumps(MESSAGE)), id="unsealed"),
+])
+def test_a_forged_or_garbled_frame_is_not_delivered_and_drops_the_connection(tamper):
+    conn = connection()
+    assert received(conn, tamper(sent_frames(connection(), MESSAGE))) == []
+    assert conn.state == CONNECTION_STATE.DISCONNECTED
+
+
+def test_a_message_for_another_connection_is_refused():
+    sender, conn = connection(), connection()
+    sender.sendRandKey = b"k" * 32
+    conn.recvRandKey = b"x" * 32
+    assert received(conn, sent_frames(sender, MESSAGE)) == []
+    assert conn.state == CONNECTION_STATE.DISCONNECTED
+
+
+def test_the_connection_key_is_stripped_from_each_message():
+    sender, conn = connection(), connection()
+    sender.sendRandKey = conn.recvRandKey = b"k" * 32
+    assert received(conn, sent_frames(sender, MESSAGE)) == [MESSAGE]
