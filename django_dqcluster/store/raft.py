@@ -381,11 +381,30 @@ class SafeSyncObj(SyncObj):
                 self._lease_echo = message["lease_ts"]
             if "prevLogIdx" in message:
                 message = self._keep_matching_entries(message)
-        elif kind == "next_node_idx" and "lease_echo" in message and self._leader_since is not None:
-            echoed = message["lease_echo"]
-            if echoed >= self._leader_since and echoed > self._lease_acks.get(node, 0.0):
-                self._lease_acks[node] = echoed
+        elif kind == "next_node_idx":
+            if "lease_echo" in message and self._leader_since is not None:
+                echoed = message["lease_echo"]
+                if echoed >= self._leader_since and echoed > self._lease_acks.get(node, 0.0):
+                    self._lease_acks[node] = echoed
+            if message.get("success") and not message.get("reset"):
+                return self._accept_acknowledgement(node, message)
         return SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _accept_acknowledgement(self, node, message):
+        """Let a follower's success reply advance its next index, never rewind it.
+
+        pysyncobj sets the next index from every success reply that raises the
+        match index, so the reply to one AppendEntries, arriving while later
+        ones are in flight, moves it back below entries already sent, and the
+        next message sends them again: with 8 clients a fifth of the entries
+        sent were such repeats (and repeats are what exposed the §5.3 loss).
+        A failure reply ("reset") still moves it back, as Raft requires.
+        """
+        next_index = self._SyncObj__raftNextIndex
+        before = next_index.get(node)
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+        if before is not None and self._isLeader() and next_index.get(node, before) < before:
+            next_index[node] = before
 
     # -- leader lease ---------------------------------------------------------------------
 
