@@ -200,11 +200,16 @@ class Session:
             if control is not None:
                 return self._transaction_control(control, sql)
             return self._in_transaction(sql, params, many)
-        if self.forward_in_tx or (not self.node.is_leader() and self._needs_leader(sql, params, control)):
+        if self.forward_in_tx:
             return self._forwarded(request)
+        local_read = None
+        if not self.node.is_leader():
+            local_read = self._local_read(sql, params, control)
+            if local_read is None:
+                return self._forwarded(request)
         if control is not None:
             return self._transaction_control(control, sql)
-        return self._autocommit(sql, params, many)
+        return self._autocommit(sql, params, many, local_read)
 
     def _op_script(self, request):
         """Several statements in one string: one transaction unless the script manages its own."""
@@ -249,16 +254,16 @@ class Session:
             self._forward_settings()
         return self._result(None)
 
-    def _needs_leader(self, sql, params, control):
-        """On a follower: can this statement be answered from the local replica?"""
+    def _local_read(self, sql, params, control):
+        """On a follower: the statement's classification if this replica may answer it, else None."""
         if self.consistency != NONE or control is not None:
-            return True
+            return None
         database = self.node.state_machine.databases.get(self.db_name)
         try:
             info = self.node.leader_state.classifier(database.read_connection(), sql, params, database.path)
         except sqlite3.Error:
-            return True  # let the leader report the error
-        return info.writes or info.problem is not None
+            return None  # let the leader report the error
+        return None if info.writes or info.problem is not None else info
 
     def _result(self, result):
         response = {"ok": True, "in_tx": self.in_transaction}
@@ -270,11 +275,13 @@ class Session:
 
     # -- on the leader: autocommit ---------------------------------------------------------------
 
-    def _autocommit(self, sql, params, many):
+    def _autocommit(self, sql, params, many, info=None):
+        """``info``: the statement's classification when the caller already has it."""
         database = self.node.state_machine.databases.get(self.db_name)
         reader = database.read_connection()
-        first_params = (params[0] if params else None) if many else params
-        info = self.node.leader_state.classifier(reader, sql, first_params, database.path)
+        if info is None:
+            first_params = (params[0] if params else None) if many else params
+            info = self.node.leader_state.classifier(reader, sql, first_params, database.path)
         problem = info.refusal()
         if problem:
             raise errors.operational(problem)
