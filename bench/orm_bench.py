@@ -17,7 +17,9 @@ settings.configure():
                  follower's client address.
 
 Every node of ours and the sqlite file use fsync on commit, as PostgreSQL does
-(fsync=on, synchronous_commit=on). Each alias has its own model table. Every
+(fsync=on, synchronous_commit=on). Each alias has its own model table. The
+configurations take turns: each workload runs on all five before the next one
+starts, so every row of the table was measured within seconds. Every
 workload runs a fixed number of operations (scaled by --scale) in fresh threads,
 each thread with its own Django connection, closed when the thread ends.
 Targets (issue 3), 3-node vs PostgreSQL in the same run: create (1 thread) >= 40%,
@@ -230,7 +232,13 @@ class Bench:
     def check(self, what, ok, detail):
         self.checks.append((what, ok, detail))
 
-    def run(self):
+    def steps(self):
+        """Run the workloads in order, yielding after each measured one.
+
+        main() advances every configuration one step at a time, so the same
+        workload is measured on all of them within seconds: a disk or CPU
+        slowdown of this shared machine then hits the whole row, not one column.
+        """
         from django.db import connections, transaction
         from django.db.models import Avg, Count, F, Sum
 
@@ -245,7 +253,9 @@ class Bench:
                                           grp=rng.randrange(GROUPS))
 
         r1 = self.results["create_1"] = run_threads(alias, 1, spec["create_1"][1], create)
+        yield "create_1"
         r8 = self.results["create_8"] = run_threads(alias, 8, spec["create_8"][1], create)
+        yield "create_8"
         self.settle()
         count = self.manager().count()
         self.check("create: row count", count == r1.ops + r8.ops, f"{count} rows for {r1.ops + r8.ops} creates")
@@ -259,6 +269,7 @@ class Bench:
 
         before = count
         rb = self.results["bulk_create"] = run_threads(alias, 1, batches, bulk, units=BULK_ROWS)
+        yield "bulk_create"
         self.settle()
         count = self.manager().count()
         self.check("bulk_create: row count", count == before + rb.ops, f"{count - before} rows for {rb.ops}")
@@ -270,11 +281,13 @@ class Bench:
             assert row.name
 
         self.results["get_pk"] = run_threads(alias, 1, spec["get_pk"][1], get)
+        yield "get_pk"
 
         def filter_count(rng, thread, i):
             M.objects.using(alias).filter(grp=rng.randrange(GROUPS), value__gte=rng.randrange(1000)).count()
 
         self.results["filter_count"] = run_threads(alias, 1, spec["filter_count"][1], filter_count)
+        yield "filter_count"
 
         high = max(pks)
         # pks are dense (nothing rolled back so far): every range holds AGGREGATE_SPAN rows.
@@ -289,6 +302,7 @@ class Bench:
             assert result["total"] is not None
 
         self.results["aggregate"] = run_threads(alias, 1, spec["aggregate"][1], aggregate)
+        yield "aggregate"
 
         for key in ("rmw_1", "rmw_4"):
             counter = M.objects.using(alias).create(name=f"counter {key}", value=0, grp=GROUPS)
@@ -301,6 +315,7 @@ class Bench:
 
             threads, total = spec[key]
             result = self.results[key] = run_threads(alias, threads, total, rmw)
+            yield key
             self.settle()
             final = self.manager().get(pk=counter.pk).value
             result.lost = result.ops - final
@@ -316,6 +331,7 @@ class Bench:
                 value=F("value") + 1)
 
         self.results["update"] = run_threads(alias, 1, spec["update"][1], update)
+        yield "update"
         self.settle()
         sum_after = self.manager().filter(grp__lt=GROUPS).aggregate(s=Sum("value"))["s"]
         self.check("update by filter: sum of values", sum_after - sum_before == updated[0],
@@ -428,19 +444,32 @@ def main():
         django.setup()
         configured = True
         models = make_models()
-        for alias, label in CONFIGS:
+        running = {}
+        for alias, _ in CONFIGS:
             settle = (lambda: cluster.wait_converged(60)) if alias == "none" else (lambda: None)
-            bench = benches[alias] = Bench(alias, models[alias], args.scale, settle)
+            benches[alias] = Bench(alias, models[alias], args.scale, settle)
+            running[alias] = benches[alias].steps()
+        while running:
             t0 = time.perf_counter()
-            print(f"{label} ...", end=" ", flush=True, file=sys.stderr)
-            try:
-                bench.run()
-            except Exception as exc:  # reported with the table; the other configs still run
-                import traceback
+            measured = set()
+            for alias in list(running):
+                try:
+                    measured.add(next(running[alias]))
+                except StopIteration:
+                    del running[alias]
+                    continue
+                except Exception as exc:  # reported with the table; the other configs still run
+                    import traceback
 
-                traceback.print_exc()
-                bench.check("run", False, f"aborted: {type(exc).__module__}.{type(exc).__name__}: {exc}")
-            print(f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+                    traceback.print_exc()
+                    benches[alias].check(
+                        "run", False, f"aborted: {type(exc).__module__}.{type(exc).__name__}: {exc}")
+                    del running[alias]
+                    continue
+            if measured:
+                print(f"{'/'.join(sorted(measured))} ({time.perf_counter() - t0:.0f} s)",
+                      end=" ", flush=True, file=sys.stderr)
+        print(file=sys.stderr)
         ok = report(benches, args, args.strong_via, time.perf_counter() - started)
     finally:
         if configured:
