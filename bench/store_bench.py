@@ -37,8 +37,13 @@ def driver_inserts(cluster, clients, ops):
     per_client = ops // clients
     barrier = threading.Barrier(clients + 1)
 
+    # The leader's address first: the driver keeps the first node it reaches, and
+    # a follower would forward every commit (one more hop than raw pysyncobj,
+    # whose loop runs on the leader), making the table depend on the election.
+    addresses = ",".join([leader.client] + [n.client for n in cluster.nodes if n is not leader])
+
     def work():
-        conn = dbapi.connect(",".join(n.client for n in cluster.nodes), secret=cluster.secret, isolation_level=None)
+        conn = dbapi.connect(addresses, secret=cluster.secret, isolation_level=None)
         barrier.wait()
         for i in range(per_client):
             conn.execute(f"INSERT INTO {table} (v) VALUES (?)", (f"value {i}",))
