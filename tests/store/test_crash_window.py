@@ -8,6 +8,7 @@ Raft requires every survivor to end up with all of them. Stock pysyncobj
 """
 
 import os
+import subprocess
 import sys
 import time
 
@@ -24,10 +25,27 @@ WRITES = 60
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
-def run_crash_window(directory, stock):
+class LeaderChanged(Exception):
+    """The set-up needs one leader throughout; an election (a stalled disk or CPU) broke it."""
+
+
+def run_crash_window(directory, stock, attempts=3):
+    for attempt in range(1, attempts + 1):
+        try:
+            return crash_window(os.path.join(directory, f"attempt{attempt}"), stock)
+        except LeaderChanged as exc:
+            reason = exc
+    pytest.fail(f"could not set up the crash window in {attempts} attempts: {reason}")
+
+
+def crash_window(directory, stock):
+    os.makedirs(directory)
     trigger = os.path.join(directory, "trigger")
     extra = ["--trigger", trigger] + (["--stock-append-entries"] if stock else [])
-    cluster = LocalCluster(os.path.join(directory, "cluster"), 3, command=[FAULT_NODE], extra_args=extra)
+    # Longer election timeouts than the default: the scenario needs the same
+    # leader from the first write to the injected re-send.
+    cluster = LocalCluster(os.path.join(directory, "cluster"), 3, command=[FAULT_NODE], extra_args=extra,
+                           election_timeout=(1.0, 2.0))
     with cluster:
         leader = cluster.leader()
         a, b = [node for node in cluster.nodes if node is not leader]
@@ -42,9 +60,19 @@ def run_crash_window(directory, stock):
             acknowledged.append(i)  # the leader answered: a majority (itself + A) holds it
         conn.close()
 
+        if leader.status()["role"] != "leader":
+            b.resume()
+            raise LeaderChanged(f"node{leader.index} lost leadership during the writes")
         with open(trigger, "w") as handle:
             handle.write(a.raft)
-        leader.process.wait(timeout=20)
+        try:
+            leader.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            b.resume()
+            role = leader.status()["role"]
+            if role != "leader":
+                raise LeaderChanged(f"node{leader.index} lost leadership before the injection ({role})") from None
+            raise
         assert os.path.exists(trigger + ".fired"), "the injection never fired"
         b.resume()
 
