@@ -6,16 +6,17 @@ pysyncobj's own ``password`` does that with Fernet, which costs ~70 us of CPU
 per message here (base64, AES-CBC, HMAC, and the token decoded twice on
 receipt); every commit sends and receives several messages on each node, all
 on two cores. This class plugs into the same hooks (the encryptor interface
-of ``pysyncobj.tcp_connection``) with an AEAD that costs ~10 us.
+of ``pysyncobj.tcp_connection``, called by :class:`.raft.UncompressedConnection`)
+with an AEAD that costs ~10 us.
 
 GCM-SIV is used rather than GCM because every node shares one key: a repeated
 random nonce then reveals only that two messages were identical, instead of
 the authentication key.
 
 A sealed message is ``sequence (8 bytes) | nonce (12 bytes) | ciphertext+tag``.
-pysyncobj asks for the sender's "timestamp" and drops a connection whose
-messages go backwards; the sequence, strictly increasing per process and
-authenticated as associated data, serves there, and unlike Fernet's whole
+The connection asks for the sender's "timestamp" and drops a connection whose
+messages repeat or go backwards; the sequence, strictly increasing per process
+and authenticated as associated data, serves there, and unlike Fernet's whole
 seconds it never repeats.
 """
 
@@ -72,7 +73,7 @@ class RaftCipher:
     def extract_timestamp(self, token):
         """The sender's sequence number, read before :meth:`decrypt` authenticates it.
 
-        It is not verified here: pysyncobj calls :meth:`decrypt` right after,
+        It is not verified here: the connection calls :meth:`decrypt` right after,
         and a message that fails there closes the connection, which also
         forgets the value this returned.
         """
@@ -81,7 +82,7 @@ class RaftCipher:
         return _SEQUENCE.unpack_from(token)[0]
 
     def decrypt(self, token):
-        """The plaintext, or an exception (pysyncobj then drops the connection)."""
+        """The plaintext, or an exception (the connection is then dropped)."""
         token = bytes(token)
         if len(token) < _HEADER_BYTES:
             raise ValueError("sealed message too short")
