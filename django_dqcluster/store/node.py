@@ -5,6 +5,7 @@ dqcluster_node``), or embedded in a process (``Node(config).start()``) for
 single-process use and tests.
 """
 
+import collections
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from pysyncobj import FAIL_REASON
 from .. import wire
 from . import errors, raft
 from .config import NodeConfig
+from .group_commit import CommitQueue
 from .server import ClientServer
 from .session import LeaderState
 from .statemachine import BARRIER, CHECKPOINT, MEMBER, StateMachine, encode_entry
@@ -50,6 +52,8 @@ class Node:
         self.engine = None
         self.server = None
         self._barriers = _BarrierGroup(self)
+        self.commit_queue = CommitQueue()
+        self._deadlines = _DeadlineWatch(self)
         self._stopping = threading.Event()
         self._housekeeper = None
         self._entries_since_checkpoint = 0
@@ -78,11 +82,13 @@ class Node:
             self.config.bind, peers, conf, self.state_machine, secret=self.secret, durable=self.config.durable,
             **extra
         )
+        self.engine.command_source = self.commit_queue.take
         self.server = ClientServer(self)
         self.server.start()
         self.started_at = time.time()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="dqcluster-housekeeping", daemon=True)
         self._housekeeper.start()
+        self._deadlines.start()
         if self.config.join and self.config.bind not in peers:
             # Our engine runs first, so the leader can replicate to us as soon
             # as it adds us: growing from one node to two needs both to commit
@@ -155,16 +161,21 @@ class Node:
         """Append ``entry`` to the log and wait until it is committed and applied here."""
         return self.enqueue(entry).wait(timeout)
 
-    def enqueue(self, entry, on_done=None):
+    def enqueue(self, entry, on_done=None, on_outcome=None):
         """Hand ``entry`` to Raft and return at once; entries are appended in the order enqueued.
 
         That order is what lets a session release its database's write lock
         before the entry commits: the next writer's entry lands after it in
         the log, so several clients' commits travel together (pipelining).
+        ``on_outcome``: called with the PendingEntry once its outcome is known
+        (or the commit timeout passed), instead of a thread waiting for it.
         """
         entry.setdefault("id", uuid.uuid4().hex)
-        pending = PendingEntry(self, entry["id"], on_done)
-        self.engine.apply_entry(encode_entry(entry), callback=pending.resolve)
+        pending = PendingEntry(self, entry["id"], on_done, on_outcome)
+        if on_outcome is not None:
+            self._deadlines.watch(pending)
+        self.commit_queue.put(entry, pending)
+        self.engine.wake()
         return pending
 
     def barrier(self, timeout=None):
@@ -348,13 +359,21 @@ class Node:
 
 
 class PendingEntry:
-    """An entry handed to Raft whose outcome a client waits for."""
+    """An entry handed to Raft whose outcome a client waits for.
 
-    def __init__(self, node, entry_id, on_done=None):
+    Either a thread waits for it (``wait``), or ``on_outcome`` is called
+    once with it: on the Raft thread as soon as the outcome is known, or by
+    the node's deadline watch when none arrived within the commit timeout.
+    """
+
+    def __init__(self, node, entry_id, on_done=None, on_outcome=None):
         self._node = node
         self.entry_id = entry_id
         self._on_done = on_done
+        self._on_outcome = on_outcome
         self._done = threading.Event()
+        self._delivered = False
+        self._delivery_lock = threading.Lock()
         self.result = None
         self.error = None
 
@@ -364,17 +383,36 @@ class PendingEntry:
             # Acknowledge only what the journal holds on disk (fsync mode).
             self._node.engine.flush_journal()
         self.result, self.error = result, error
-        self._done.set()
         if self._on_done is not None:
             self._on_done()
+        self._done.set()
+        if self._on_outcome is not None:
+            self._deliver()
+
+    def expire(self):
+        """The commit timeout passed: deliver "outcome unknown" unless the outcome came first."""
+        self._deliver()
+
+    def _deliver(self):
+        with self._delivery_lock:
+            if self._delivered:
+                return
+            self._delivered = True
+        try:
+            self._on_outcome(self)
+        except Exception:  # on the Raft thread: never let a client's answer break the tick
+            logger.exception("answering entry %s failed", self.entry_id)
 
     def wait(self, timeout=None):
         timeout = self._node.config.commit_timeout if timeout is None else timeout
         if not self._done.wait(timeout):
-            raise errors.unknown_outcome(
-                f"commit outcome unknown: the cluster did not answer within {timeout:g}s "
-                f"(entry {self.entry_id}); check whether the transaction's effects are present before retrying"
-            )
+            raise self._no_answer(timeout)
+        return self.outcome()
+
+    def outcome(self):
+        """The entry's result; raises if it failed or its outcome is not known (yet)."""
+        if not self._done.is_set():
+            raise self._no_answer(self._node.config.commit_timeout)
         if self.error == FAIL_REASON.SUCCESS:
             return self.result
         if self.error in raft.NOT_APPLIED:
@@ -383,6 +421,40 @@ class PendingEntry:
             f"commit outcome unknown: {raft.OUTCOME_UNKNOWN.get(self.error, f'pysyncobj error {self.error}')} "
             f"(entry {self.entry_id})"
         )
+
+    def _no_answer(self, timeout):
+        return errors.unknown_outcome(
+            f"commit outcome unknown: the cluster did not answer within {timeout:g}s "
+            f"(entry {self.entry_id}); check whether the transaction's effects are present before retrying"
+        )
+
+
+class _DeadlineWatch:
+    """Expires entries whose outcome is delivered by callback (no thread waits for them with a timeout)."""
+
+    def __init__(self, node):
+        self._node = node
+        self._watched = collections.deque()  # (deadline, pending), deadlines in increasing order
+        self._thread = None
+
+    def watch(self, pending):
+        # deque.append is atomic: no lock on the commit path.
+        self._watched.append((time.monotonic() + self._node.config.commit_timeout, pending))
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="dqcluster-commit-deadlines", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        watched = self._watched
+        while not self._node._stopping.wait(0.1):
+            now = time.monotonic()
+            while watched and watched[0][0] <= now:
+                _, pending = watched.popleft()
+                try:
+                    pending.expire()
+                except Exception:
+                    logger.exception("answering an expired commit failed")
 
 
 class _BarrierGroup:

@@ -35,6 +35,7 @@ the library fails loudly instead of silently losing the fix.
 import logging
 import os
 import pickle
+import queue
 import struct
 import sys
 import threading
@@ -61,6 +62,7 @@ REQUIRED_SYNCOBJ_ATTRIBUTES = (
     "_SyncObj__onBecomeLeader",
     "_SyncObj__deleteEntriesFrom",
     "_SyncObj__getEntries",
+    "_getFuncName",
 )
 REQUIRED_INSTANCE_ATTRIBUTES = (
     "_SyncObj__raftLog",
@@ -74,6 +76,8 @@ REQUIRED_INSTANCE_ATTRIBUTES = (
     "_SyncObj__transport",
     "_SyncObj__noopIDx",
     "_SyncObj__raftLeader",
+    "_SyncObj__commandsQueue",
+    "_methodToID",
 )
 REQUIRED_CONNECTION_ATTRIBUTES = (
     "_TcpConnection__processParseMessage",
@@ -92,6 +96,7 @@ REQUIRED_JOURNAL_FILE_ATTRIBUTES = ("_ResizableFile__f",)
 FDATASYNC_COVERS_MMAP = sys.platform.startswith("linux")
 
 MEMBERSHIP_COMMAND = 2  # pysyncobj _COMMAND_TYPE.MEMBERSHIP
+_REGULAR_COMMAND = bytes([0])  # pysyncobj _COMMAND_TYPE.REGULAR: a replicated method call
 
 # Failures after which the entry was certainly not applied (safe to retry).
 NOT_APPLIED = {
@@ -284,6 +289,7 @@ class SafeSyncObj(SyncObj):
         kwargs.setdefault("transportClass", FlushingTransport)
         super().__init__(self_address, peers, conf, **kwargs)
         check_instance(self)
+        self._apply_entry_id = self._methodToID[self._getFuncName("apply_entry")]
         if durable and isinstance(self._SyncObj__raftLog, FileJournal):
             journal = self._SyncObj__raftLog
             journal._FileJournal__metaStorer = FsyncMetaStorer(journal._FileJournal__metaStorer.getPath())
@@ -317,7 +323,32 @@ class SafeSyncObj(SyncObj):
             return None
         return SyncObj._SyncObj__sendAppendEntries(self)
 
+    # -- taking commands --------------------------------------------------------------------
+
+    #: Set by the node: returns the (payload, callback) pairs waiting to be
+    #: appended (group commit, see .group_commit); called on the Raft thread.
+    command_source = None
+
+    def wake(self):
+        """Make the Raft thread take waiting commands now, not at its next periodic tick."""
+        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+        if notifier is not None:
+            notifier.notify()
+
+    def _queue_entry(self, payload, callback):
+        # What calling apply_entry(payload, callback=...) queues, minus its
+        # wake-up write: this runs on the Raft thread, which takes it next.
+        command = _REGULAR_COMMAND + raft_pickle.dumps((self._apply_entry_id, (payload,)))
+        try:
+            self._SyncObj__commandsQueue.put_nowait((command, callback))
+        except queue.Full:
+            callback(None, FAIL_REASON.QUEUE_FULL)
+
     def _checkCommandsToApply(self):
+        source = self.command_source
+        if source is not None:
+            for payload, callback in source():
+                self._queue_entry(payload, callback)
         log = self._SyncObj__raftLog
         before = log[-1][1]
         # pysyncobj (with appendEntriesUseBatch=False) sends AppendEntries

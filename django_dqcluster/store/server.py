@@ -11,7 +11,7 @@ import socket
 import threading
 
 from .. import wire
-from .session import Session
+from .session import ANSWERED_LATER, Session
 
 logger = logging.getLogger("django_dqcluster.store")
 
@@ -89,6 +89,7 @@ class ClientServer:
                 return
             conn.settimeout(None)
             session = Session(self.node, peer=str(peer))
+            sender = ResponseSender(conn)
             while not self._stopping.is_set():
                 try:
                     request = wire.recv_frame(conn, self.max_frame)
@@ -100,8 +101,9 @@ class ClientServer:
                 except wire.ProtocolError as exc:
                     self._refuse(conn, f"malformed request: {exc}")
                     return
-                response = self._answer(session, request)
-                wire.send_frame(conn, response)
+                response = self._answer(session, request, sender)
+                if response is not None:
+                    sender.send(response)
         except OSError:
             pass
         except Exception:
@@ -116,13 +118,21 @@ class ClientServer:
                 self._connections.discard(conn)
             conn.close()
 
-    def _answer(self, session, request):
+    def _answer(self, session, request, sender):
+        """The response to send now, or None when it will be sent as the request's entry commits."""
         request_id = request.get("id")
+
+        def answer_later(response):
+            response["id"] = request_id
+            sender.send_without_blocking(response)
+
         try:
-            response = session.handle(request)
+            response = session.handle(request, answer_later)
         except Exception as exc:  # a bug must not take the node down
             logger.exception("request %r failed", request.get("op"))
             response = {"ok": False, "error": wire.error_payload(wire.INTERNAL, f"internal error in the node: {exc}")}
+        if response is ANSWERED_LATER:
+            return None
         response["id"] = request_id
         return response
 
@@ -151,3 +161,55 @@ class ClientServer:
             wire.send_frame(conn, {"t": "error", "ok": False, "error": wire.error_payload(wire.INTERFACE, message), "message": message})
         except OSError:
             pass
+
+
+class ResponseSender:
+    """Sends one client's responses, from its session thread or from the Raft thread.
+
+    The Raft thread must never wait for a client: it sends what the socket
+    takes at once, and a helper thread sends the rest (a large result, or a
+    client that stopped reading). The lock keeps each response's bytes
+    together on the stream, whichever thread sends them.
+    """
+
+    _DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)
+
+    def __init__(self, conn):
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, response):
+        """From the session's own thread, which may block until the client reads."""
+        data = wire.pack(response)
+        with self._lock:
+            self._conn.sendall(data)
+
+    def send_without_blocking(self, response):
+        data = wire.pack(response)
+        if self._DONTWAIT is None or not self._lock.acquire(blocking=False):
+            self._finish_in_background(data, locked=False)
+            return
+        try:
+            sent = self._conn.send(data, self._DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._lock.release()  # the client is gone; its session thread cleans up
+            return
+        if sent == len(data):
+            self._lock.release()
+        else:
+            self._finish_in_background(data[sent:], locked=True)
+
+    def _finish_in_background(self, data, locked):
+        threading.Thread(target=self._send_rest, args=(data, locked), name="dqcluster-send", daemon=True).start()
+
+    def _send_rest(self, data, locked):
+        if not locked:
+            self._lock.acquire()
+        try:
+            self._conn.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._lock.release()

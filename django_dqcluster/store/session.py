@@ -10,8 +10,11 @@ On the leader, a transaction holds its database's write lock from BEGIN
 until its entry is applied: one write transaction at a time (SQLite's rule),
 which makes transactions serializable. Its statements run on the scratch
 connection so its reads see its own writes; at COMMIT the scratch work is
-rolled back and the recorded statements become ONE log entry; the client is
-answered once a majority committed it and this node applied it.
+rolled back and the recorded statements become ONE log entry (concurrent
+clients' entries may travel in one group entry, see .group_commit); the
+client is answered once a majority committed it and this node applied it,
+by the Raft thread itself when the server gave the session a way to answer
+later (``Session.handle``).
 """
 
 import logging
@@ -38,6 +41,8 @@ logger = logging.getLogger("django_dqcluster.store")
 STRONG, WEAK, NONE = "strong", "weak", "none"
 CONSISTENCY_LEVELS = (STRONG, WEAK, NONE)
 MAX_FORWARD_HOPS = 2
+#: What Session.handle returns when the response goes out through ``answer_later``.
+ANSWERED_LATER = object()
 
 
 class Transaction:
@@ -107,11 +112,18 @@ class Session:
         self.forward = None  # a transport to the leader when it runs there
         self.forward_in_tx = False
         self.hops = 0
+        self._answer_later = None
 
     # -- entry point -------------------------------------------------------------------------
 
-    def handle(self, request):
-        """Answer one request; StoreError becomes an error response, anything else a bug report."""
+    def handle(self, request, answer_later=None):
+        """Answer one request; StoreError becomes an error response, anything else a bug report.
+
+        ``answer_later``: a callable that sends a response to this client from
+        any thread without blocking. Given one, a statement that commits may
+        return ANSWERED_LATER and have its response sent through it.
+        """
+        self._answer_later = answer_later if request.get("op") in ("exec", "commit") else None
         try:
             return self._dispatch(request)
         except errors.StoreError as exc:
@@ -291,11 +303,41 @@ class Session:
             if self.node.is_leader() and self.consistency == STRONG:
                 self.node.barrier()
             return self._result(run_statement(reader, sql, params, False))
-        result = self._append(database, self._entry(database, [[0, sql, params, many, False]], FixedValues.fresh(), want_result=True))
+        entry = self._entry(database, [[0, sql, params, many, False]], FixedValues.fresh(), want_result=True)
+        if self._answer_later is not None:
+            return self._append(database, entry, on_outcome=self._answer_with(self._statement_outcome))
+        return self._statement_outcome(self._append(database, entry))
+
+    def _statement_outcome(self, result):
         if "error" in result:
             error = result["error"]
             raise errors.StoreError(error["kind"], error["message"], code=error.get("code"))
         return self._result(result["results"][0] if result.get("results") else None)
+
+    def _answer_with(self, respond):
+        """An entry's ``on_outcome``: send ``respond(result)``, or the error, through answer_later.
+
+        The Raft thread runs it as it applies the entry, while this session's
+        thread is already back to reading the next request: a commit then
+        wakes no session thread at all. With many clients those wake-ups
+        (each a contended GIL hand-over) were most of the leader's time:
+        8 clients committed ~35% more per second without them.
+
+        Both callers (an autocommit statement, a COMMIT) end outside a
+        transaction, and the answer says so: it must not read the session's
+        state, which its own thread may not have updated yet.
+        """
+        answer = self._answer_later
+
+        def deliver(pending):
+            try:
+                response = respond(pending.outcome())
+            except errors.StoreError as exc:
+                response = {"ok": False, "error": exc.to_wire()}
+            response["in_tx"] = False
+            answer(response)
+
+        return deliver
 
     def _entry(self, database, statements, values, want_result=False):
         return {
@@ -309,21 +351,22 @@ class Session:
             "want_result": want_result,
         }
 
-    def _append(self, database, entry):
-        """Append one entry for ``database`` in write-lock order and wait for its outcome."""
+    def _append(self, database, entry, on_outcome=None):
+        """Append one entry for ``database`` in write-lock order and wait for its outcome
+        (or, given ``on_outcome``, return ANSWERED_LATER at once)."""
         self._require_leader()
         self._acquire(database)
         try:
-            pending = self._enqueue_locked(database, entry)
+            pending = self._enqueue_locked(database, entry, on_outcome)
         finally:
             database.write_lock.release()
-        return pending.wait()
+        return ANSWERED_LATER if on_outcome is not None else pending.wait()
 
-    def _enqueue_locked(self, database, entry):
+    def _enqueue_locked(self, database, entry, on_outcome=None):
         # Called with the database's write lock held: enqueue order is log order.
         database.entry_started()
         try:
-            return self.node.enqueue(entry, on_done=database.entry_finished)
+            return self.node.enqueue(entry, on_done=database.entry_finished, on_outcome=on_outcome)
         except BaseException:
             database.entry_finished()
             raise
@@ -354,15 +397,13 @@ class Session:
                 raise errors.operational(f"cannot {control} - no transaction is active")
             raise errors.operational(f"no such savepoint: {_savepoint_name(sql)}")
         if control == COMMIT:
-            self._commit()
-            return self._result(None)
+            return self._commit()
         if control == ROLLBACK:
             self._end_local(rollback=True)
             return self._result(None)
         if control == RELEASE and self.tx.started_by_savepoint and \
                 _savepoint_name(sql).lower() == self.tx.started_by_savepoint.lower():
-            self._commit()  # releasing the outermost savepoint commits, as in SQLite
-            return self._result(None)
+            return self._commit()  # releasing the outermost savepoint commits, as in SQLite
         return self._in_transaction(sql, None, False, control=control)
 
     def _begin(self, started_by_savepoint=None):
@@ -441,6 +482,7 @@ class Session:
         return self._result(result)
 
     def _commit(self):
+        """COMMIT the transaction: one log entry; the response (or ANSWERED_LATER)."""
         tx = self.tx
         database = tx.database
         scratch = database.scratch_connection()
@@ -452,16 +494,24 @@ class Session:
             raise errors.retryable(f"transaction aborted: {aborted}; nothing was applied, retry it")
         if not tx.writes:
             self._end_local(rollback=True)
-            return
+            return self._result(None)
+        on_outcome = None
+        if self._answer_later is not None:
+            on_outcome = self._answer_with(self._commit_outcome)
         try:
             self._require_leader()
-            pending = self._enqueue_locked(database, self._entry(database, tx.statements, tx.values))
+            pending = self._enqueue_locked(database, self._entry(database, tx.statements, tx.values), on_outcome)
         finally:
             self._end_local(rollback=False)
-        result = pending.wait()
+        if on_outcome is not None:
+            return ANSWERED_LATER
+        return self._commit_outcome(pending.wait())
+
+    def _commit_outcome(self, result):
         if "error" in result:
             error = result["error"]
             raise errors.StoreError(error["kind"], error["message"], code=error.get("code"))
+        return self._result(None)
 
     def _end_local(self, rollback):
         tx = self.tx

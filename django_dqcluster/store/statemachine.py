@@ -4,6 +4,9 @@ An entry is a msgpack map (never pickle) with a unique ``id`` and a ``kind``:
 
 ``tx``          one transaction (or one autocommit statement, or one
                 executemany) on one named database;
+``group``       several clients' transactions taken together by the leader
+                (group commit): ``parts`` holds their ``tx`` entries, each
+                applied whole, in order, with its own outcome;
 ``barrier``     nothing: a leader appends it to prove it still leads and to
                 wait until everything before it is applied (strong reads);
 ``checkpoint``  the leader's rolling hash at some index; every replica
@@ -29,12 +32,13 @@ import time
 
 import msgpack
 
-from .databases import DatabaseSet, record_applied
+from .databases import DatabaseSet, applied_ids_at, record_applied
 from .determinism import FixedValues
 
 logger = logging.getLogger("django_dqcluster.store")
 
 TX = "tx"
+GROUP = "group"
 BARRIER = "barrier"
 CHECKPOINT = "checkpoint"
 DROP_DB = "drop_db"
@@ -95,6 +99,7 @@ def error_to_wire(error):
     }
 
 
+_DEFERS_FOREIGN_KEYS = re.compile(r"defer_foreign_keys", re.I)
 _INSERTS = re.compile(r"^\s*(?:WITH\b.*?\)\s*)?(?:INSERT|REPLACE)\b", re.I | re.S)
 
 
@@ -118,6 +123,41 @@ def run_statement(conn, sql, params, many):
     }
 
 
+def _run_statements(conn, entry, values, index):
+    """Run a transaction's statements; the results the client asked for."""
+    results = []
+    for ordinal, sql, params, many, expect_error in entry["stmts"]:
+        values.start_statement(ordinal)
+        try:
+            result = run_statement(conn, sql, params, many)
+        except sqlite3.Error as exc:
+            if expect_error and not is_environmental(exc):
+                continue
+            raise
+        if expect_error:
+            # The leader saw this statement fail; succeeding here
+            # means this replica's data differs from the leader's.
+            raise Diverged(
+                f"replica diverged: a statement failed on the leader but succeeded here "
+                f"at index {index}: {sql[:200]}"
+            )
+        if entry.get("want_result"):
+            results.append(result)
+    return results
+
+
+def _runs(parts):
+    """Split a group's transactions into runs: consecutive ones on one database with the same pragmas."""
+    runs = []
+    for part in parts:
+        key = (part["db"], tuple(sorted(_changed_pragmas(part.get("pragmas") or {}).items())))
+        if runs and runs[-1][0] == key:
+            runs[-1][1].append(part)
+        else:
+            runs.append((key, [part]))
+    return [run for _, run in runs]
+
+
 class StateMachine:
     def __init__(self, data_dir, *, configure_connection=None, busy_timeout=5.0, fsync=True):
         self.data_dir = data_dir
@@ -131,6 +171,7 @@ class StateMachine:
         self.last_checkpoint = None  # highest index verified against the leader's hash
         self.fatal = None
         self.listeners = []  # called with (kind, entry) after an entry is applied
+        self._deferred_constraints = {}  # database name -> (schema_version, has deferred constraints)
 
     # -- applying ------------------------------------------------------------------------
 
@@ -140,6 +181,8 @@ class StateMachine:
         try:
             if kind == TX:
                 result = self._apply_tx(entry, index)
+            elif kind == GROUP:
+                result = self._apply_group(entry, index)
             elif kind == CHECKPOINT:
                 result = self._apply_checkpoint(entry)
             elif kind == DROP_DB:
@@ -176,34 +219,25 @@ class StateMachine:
         conn = database.apply_connection()
         if database.applied_index >= index:
             return {"replayed": True}
+        return self._apply_alone(database, conn, entry, index, [entry["id"]])
+
+    def _apply_alone(self, database, conn, entry, index, record_ids):
+        """Apply one transaction in a SQLite transaction of its own.
+
+        ``record_ids``: the entry ids stored with ``index`` when it commits
+        (more than one when earlier transactions of a group share the index).
+        """
         functions = database.apply_functions
         values = FixedValues(entry["now"], entry["seed"])
         pragmas = entry.get("pragmas") or {}
-        results = []
         error = None
         try:
             _set_pragmas(conn, pragmas)
             functions.values = values
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for ordinal, sql, params, many, expect_error in entry["stmts"]:
-                    values.start_statement(ordinal)
-                    try:
-                        result = run_statement(conn, sql, params, many)
-                    except sqlite3.Error as exc:
-                        if expect_error and not is_environmental(exc):
-                            continue
-                        raise
-                    if expect_error:
-                        # The leader saw this statement fail; succeeding here
-                        # means this replica's data differs from the leader's.
-                        raise Diverged(
-                            f"replica diverged: a statement failed on the leader but succeeded here "
-                            f"at index {index}: {sql[:200]}"
-                        )
-                    if entry.get("want_result"):
-                        results.append(result)
-                record_applied(conn, entry["id"], index)
+                results = _run_statements(conn, entry, values, index)
+                record_applied(conn, " ".join(record_ids), index)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if is_environmental(exc):
@@ -216,7 +250,7 @@ class StateMachine:
                     exc = sqlite3.OperationalError(values.error)
                 error = error_to_wire(exc)
                 conn.execute("BEGIN IMMEDIATE")
-                record_applied(conn, entry["id"], index)
+                record_applied(conn, " ".join(record_ids), index)
                 conn.execute("COMMIT")
         except Diverged as exc:
             rollback_quietly(conn)
@@ -232,6 +266,110 @@ class StateMachine:
         if error is not None:
             return {"error": error}
         return {"results": results}
+
+    # -- group commit ---------------------------------------------------------------------
+
+    def _apply_group(self, entry, index):
+        """Apply the transactions of a group entry in order; each keeps its own outcome.
+
+        Consecutive transactions on one database with the same session
+        pragmas form a run; a run shares one SQLite transaction (a savepoint
+        each) when that cannot change any transaction's outcome, and
+        otherwise each commits alone, exactly as a single entry would.
+        """
+        parts = [decode_entry(part) for part in entry["parts"]]
+        results = []
+        for run in _runs(parts):
+            results.extend(self._apply_run(run, index))
+        return {"parts": results}
+
+    def _apply_run(self, run, index):
+        database = self.databases.get(run[0]["db"])
+        conn = database.apply_connection()
+        if database.applied_index > index:
+            return [{"replayed": True}] * len(run)
+        # Ids stored with this index: transactions of this group already in
+        # this file (an earlier run, or an apply cut short by a crash).
+        recorded = applied_ids_at(conn, index) if database.applied_index == index else []
+        results = [{"replayed": True} if sub["id"] in recorded else None for sub in run]
+        todo = [sub for sub, result in zip(run, results) if result is None]
+        shared = None
+        if len(todo) > 1 and self._may_share_transaction(database, conn, todo):
+            shared = self._apply_shared(database, conn, todo, index, recorded)
+        if shared is None:
+            shared = []
+            for sub in todo:
+                shared.append(self._apply_alone(database, conn, sub, index, recorded + [sub["id"]]))
+                recorded = recorded + [sub["id"]]
+        outcomes = iter(shared)
+        return [result if result is not None else next(outcomes) for result in results]
+
+    def _may_share_transaction(self, database, conn, subs):
+        """Would one SQLite transaction give every transaction of ``subs`` its own outcome?
+
+        Only a deferred foreign key could tell them apart: its violation is
+        reported at COMMIT, which a transaction sharing a SQLite transaction
+        never reaches alone. So: no deferred constraints in the schema (or
+        foreign keys off for these transactions), and none deferred by pragma.
+        """
+        if any(_DEFERS_FOREIGN_KEYS.search(stmt[1]) for sub in subs for stmt in sub["stmts"]):
+            return False
+        if not _changed_pragmas(subs[0].get("pragmas") or {}).get("foreign_keys", 1):
+            return True
+        version = conn.execute("PRAGMA schema_version").fetchone()[0]
+        cached = self._deferred_constraints.get(database.name)
+        if cached is None or cached[0] != version:
+            deferred = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE sql LIKE '%DEFERRED%'"
+            ).fetchone()[0] > 0
+            cached = self._deferred_constraints[database.name] = (version, deferred)
+        return not cached[1]
+
+    def _apply_shared(self, database, conn, subs, index, recorded):
+        """Apply ``subs`` in one SQLite transaction, each inside a savepoint of its own.
+
+        Returns their outcomes, or None when the run has to be applied one
+        transaction at a time instead (the schema changed inside it, SQLite
+        ended the transaction on an error, an environmental error): nothing
+        of it is kept then, and the caller does that.
+        """
+        functions = database.apply_functions
+        pragmas = subs[0].get("pragmas") or {}
+        outcomes = []
+        try:
+            _set_pragmas(conn, pragmas)
+            version = conn.execute("PRAGMA schema_version").fetchone()[0]
+            conn.execute("BEGIN IMMEDIATE")
+            for sub in subs:
+                values = FixedValues(sub["now"], sub["seed"])
+                functions.values = values
+                conn.execute("SAVEPOINT dqcluster_entry")
+                try:
+                    outcomes.append({"results": _run_statements(conn, sub, values, index)})
+                except sqlite3.Error as exc:
+                    if is_environmental(exc) or not conn.in_transaction:
+                        return None
+                    conn.execute("ROLLBACK TO dqcluster_entry")
+                    if values.error:
+                        exc = sqlite3.OperationalError(values.error)
+                    outcomes.append({"error": error_to_wire(exc)})
+                conn.execute("RELEASE dqcluster_entry")
+                if conn.execute("PRAGMA schema_version").fetchone()[0] != version:
+                    return None
+            record_applied(conn, " ".join(recorded + [sub["id"] for sub in subs]), index)
+            conn.execute("COMMIT")
+        except Diverged as exc:
+            rollback_quietly(conn)
+            self._mark_diverged(str(exc))
+            raise ApplyFailed(str(exc)) from None
+        except sqlite3.Error:
+            return None
+        finally:
+            rollback_quietly(conn)  # a no-op after COMMIT
+            functions.values = None
+            _reset_pragmas(conn, pragmas)
+        database.applied_index = index
+        return outcomes
 
     def _apply_checkpoint(self, entry):
         upto = entry["upto"]
