@@ -109,6 +109,40 @@ def recv_frame(sock, max_frame=DEFAULT_MAX_FRAME):
     return unpack(_recv_exactly(sock, size))
 
 
+class FrameReader:
+    """Reads one peer's frames, usually with one recv call each.
+
+    recv_frame asks for the header and then the body: two system calls per
+    frame, and each lets another thread take the GIL. This keeps whatever
+    arrived beyond a frame for the next one.
+    """
+
+    def __init__(self, sock, max_frame=DEFAULT_MAX_FRAME):
+        self.sock = sock
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    def read(self):
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= HEADER.size:
+                (size,) = HEADER.unpack_from(buffer)
+                if size > self.max_frame:
+                    raise FrameTooLarge(size, self.max_frame)
+                end = HEADER.size + size
+                if len(buffer) >= end:
+                    body = bytes(buffer[HEADER.size:end])
+                    del buffer[:end]
+                    return unpack(body)
+                missing = end - len(buffer)
+            else:
+                missing = HEADER.size - len(buffer)
+            chunk = self.sock.recv(min(max(missing, 1 << 16), 1 << 20))
+            if not chunk:
+                raise ConnectionClosed("connection closed by peer")
+            buffer += chunk
+
+
 def parse_address(address):
     """'host:port' -> ('host', port); 'unix:/path' or '/path' -> '/path'."""
     if address.startswith("unix:"):

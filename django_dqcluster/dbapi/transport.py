@@ -37,6 +37,7 @@ class SocketTransport:
             # timeout; the node answers every request, so no read timeout.
             sock.settimeout(None)
             self.sock, self.address = sock, address
+            self._reader = wire.FrameReader(sock, max_frame)
             return
         raise ConnectionRefusedError(
             "no store node reachable; tried " + (", ".join(failures) if failures else "no addresses")
@@ -52,11 +53,11 @@ class SocketTransport:
             # The node may have refused a too-large frame and closed before we
             # finished sending it: its refusal is the better explanation.
             try:
-                response = wire.recv_frame(self.sock, self.max_frame)
+                response = self._reader.read()
             except (OSError, wire.ProtocolError):
                 raise send_error from None
         else:
-            response = wire.recv_frame(self.sock, self.max_frame)
+            response = self._reader.read()
         if response.get("t") == "error":
             # The node refused the request unread and is closing the connection.
             self.close()

@@ -34,11 +34,18 @@ class CommitQueue:
         self._waiting = []  # (may_group, payload, pending)
 
     def put(self, entry, pending):
+        """Add an entry; True if the Raft thread must be woken for it.
+
+        Only the first entry after a take needs a wake-up: the take that
+        wake-up causes collects every entry put before it.
+        """
         payload = encode_entry(entry)
         # Only transactions group; a large one travels alone.
         may_group = entry.get("kind") == TX and len(payload) <= self.max_bytes // 4
         with self._lock:
+            first = not self._waiting
             self._waiting.append((may_group, payload, pending))
+        return first
 
     def take(self):
         """Everything waiting, as (payload, callback) in enqueue order, consecutive transactions grouped."""

@@ -174,8 +174,8 @@ class Node:
         pending = PendingEntry(self, entry["id"], on_done, on_outcome)
         if on_outcome is not None:
             self._deadlines.watch(pending)
-        self.commit_queue.put(entry, pending)
-        self.engine.wake()
+        if self.commit_queue.put(entry, pending):
+            self.engine.wake()
         return pending
 
     def barrier(self, timeout=None):

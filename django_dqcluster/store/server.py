@@ -90,9 +90,10 @@ class ClientServer:
             conn.settimeout(None)
             session = Session(self.node, peer=str(peer))
             sender = ResponseSender(conn)
+            reader = wire.FrameReader(conn, self.max_frame)
             while not self._stopping.is_set():
                 try:
-                    request = wire.recv_frame(conn, self.max_frame)
+                    request = reader.read()
                 except wire.ConnectionClosed:
                     return
                 except wire.FrameTooLarge as exc:
