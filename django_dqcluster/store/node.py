@@ -371,7 +371,10 @@ class PendingEntry:
         self.entry_id = entry_id
         self._on_done = on_done
         self._on_outcome = on_outcome
-        self._done = threading.Event()
+        # Nobody waits on an entry answered by callback: no Event to build
+        # (a Condition and two locks, a measurable share of a commit's cost).
+        self._done = threading.Event() if on_outcome is None else None
+        self._resolved = False
         self._delivered = False
         self._delivery_lock = threading.Lock()
         self.result = None
@@ -385,7 +388,9 @@ class PendingEntry:
         self.result, self.error = result, error
         if self._on_done is not None:
             self._on_done()
-        self._done.set()
+        self._resolved = True
+        if self._done is not None:
+            self._done.set()
         if self._on_outcome is not None:
             self._deliver()
 
@@ -405,13 +410,15 @@ class PendingEntry:
 
     def wait(self, timeout=None):
         timeout = self._node.config.commit_timeout if timeout is None else timeout
+        if self._done is None:
+            raise RuntimeError("an entry answered by on_outcome cannot be waited for")
         if not self._done.wait(timeout):
             raise self._no_answer(timeout)
         return self.outcome()
 
     def outcome(self):
         """The entry's result; raises if it failed or its outcome is not known (yet)."""
-        if not self._done.is_set():
+        if not self._resolved:
             raise self._no_answer(self._node.config.commit_timeout)
         if self.error == FAIL_REASON.SUCCESS:
             return self.result
