@@ -45,7 +45,9 @@ from time import monotonic
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj import pickle as raft_pickle
 from pysyncobj.journal import FileJournal, MetaStorer
+from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.node import TCPNode
+from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
 
@@ -78,6 +80,8 @@ REQUIRED_INSTANCE_ATTRIBUTES = (
     "_SyncObj__raftLeader",
     "_SyncObj__commandsQueue",
     "_methodToID",
+    "_SyncObj__raftElectionDeadline",
+    "_poller",
 )
 REQUIRED_CONNECTION_ATTRIBUTES = (
     "_TcpConnection__processParseMessage",
@@ -322,6 +326,20 @@ class SafeSyncObj(SyncObj):
             self._send_after_collecting = True
             return None
         return SyncObj._SyncObj__sendAppendEntries(self)
+
+    # -- the tick ---------------------------------------------------------------------------
+
+    def _onTick(self, timeToWait=0.0):
+        if (self._SyncObj__raftState != _RAFT_STATE.LEADER
+                and self._SyncObj__raftElectionDeadline < raft_clock()
+                and self._SyncObj__transport.ready):
+            # pysyncobj checks the election timer before it reads messages.
+            # When this node's own tick came late (a long apply, a starved
+            # CPU), the leader's heartbeats are waiting in its sockets: read
+            # them first, or it calls an election that deposes a healthy leader
+            # (pysyncobj has no pre-vote) and aborts every open transaction.
+            self._poller.poll(0)
+        return SyncObj._onTick(self, timeToWait)
 
     # -- taking commands --------------------------------------------------------------------
 

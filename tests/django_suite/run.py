@@ -107,12 +107,19 @@ def main(argv=None):
         f"--parallel={args.parallel}", *extra, *apps,
     ]
     log(f"Django {version}: {len(apps)} apps from {os.path.basename(args.apps_file)}, --parallel={args.parallel}")
+    result = None
     try:
         result = subprocess.run(command, cwd=tests_dir, env=env)
     finally:
         dead = [node.index for node in cluster.nodes if not node.alive]
         cluster.stop()
-        if dead:
+        failed = result is None or result.returncode != 0
+        if failed:
+            # What the nodes said (a lost leadership, an error) explains most failures.
+            for node in cluster.nodes:
+                lines = [line for line in node.log().splitlines() if "serving clients" not in line]
+                log(f"node{node.index} log, last lines: " + ("\n  ".join([""] + lines[-15:]) if lines else "(empty)"))
+        if dead or failed:
             log(f"nodes that exited during the run: {dead}; logs in {cluster_dir}")
         elif not args.keep_cluster_dir:
             import shutil

@@ -1,0 +1,61 @@
+"""A follower whose tick comes late reads the leader's heartbeats before it calls an election.
+
+pysyncobj checks the election timer before reading messages, so a follower
+that was busy (a long apply, a starved CPU) for longer than the election
+timeout starts an election although the heartbeats that prove the leader
+alive sit unread in its socket, and a healthy leader steps down. These tests
+drive one follower by hand: its poller hands over a waiting heartbeat.
+"""
+
+from pysyncobj.monotonic import monotonic as raft_clock
+from pysyncobj.syncobj import _RAFT_STATE
+
+from .test_raft_safety import LEADER, append_entries, safe_follower, stock_follower
+
+
+class WaitingHeartbeat:
+    """A poller with one heartbeat from the leader waiting to be read."""
+
+    def __init__(self, follower):
+        self.follower = follower
+        self.waiting = True
+
+    def poll(self, timeout):
+        if self.waiting:
+            self.waiting = False
+            log = self.follower._SyncObj__raftLog
+            self.follower._SyncObj__onMessageReceived(
+                LEADER, append_entries(log[-1][1], log[-1][2], [], term=1, commit=log[-1][1])
+            )
+
+
+def late_tick(follower):
+    """Tick a follower of the term-1 leader after its election timer ran out."""
+    follower._SyncObj__raftCurrentTerm = 1
+    follower._SyncObj__connectedNodes.add(LEADER)
+    follower._poller = WaitingHeartbeat(follower)
+    follower._SyncObj__raftElectionDeadline = raft_clock() - 1.0
+    follower.doTick(0)
+    return follower._SyncObj__raftState, follower._SyncObj__raftCurrentTerm
+
+
+def test_stock_pysyncobj_calls_an_election_with_the_leaders_heartbeat_unread():
+    assert late_tick(stock_follower()) == (_RAFT_STATE.CANDIDATE, 2)
+
+
+def test_a_late_follower_reads_the_waiting_heartbeat_and_stays_a_follower_in_the_same_term():
+    follower = safe_follower()
+    assert late_tick(follower) == (_RAFT_STATE.FOLLOWER, 1)
+    assert follower._SyncObj__raftElectionDeadline > raft_clock()
+
+
+def test_with_nothing_from_the_leader_a_late_follower_still_calls_its_election():
+    follower = safe_follower()
+    follower._SyncObj__raftCurrentTerm = 1
+    follower._SyncObj__connectedNodes.add(LEADER)
+    follower._poller = WaitingHeartbeat(follower)
+    follower._poller.waiting = False  # the leader is really gone
+    follower._SyncObj__raftElectionDeadline = raft_clock() - 1.0
+    follower.doTick(0)
+    assert (follower._SyncObj__raftState, follower._SyncObj__raftCurrentTerm) == (_RAFT_STATE.CANDIDATE, 2)
+
