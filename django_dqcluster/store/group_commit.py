@@ -19,9 +19,9 @@ import uuid
 from .statemachine import GROUP, TX, encode_entry
 
 # Bounds of one group entry: a follower applies it in one go, and an entry
-# near pysyncobj's appendEntriesBatchSizeBytes would be sent in pieces.
+# over pysyncobj's appendEntriesBatchSizeBytes (256 KiB here) is sent in pieces.
 MAX_GROUP_ENTRIES = 64
-MAX_GROUP_BYTES = 256 * 1024
+MAX_GROUP_BYTES = 128 * 1024
 
 
 class CommitQueue:
@@ -65,10 +65,6 @@ class CommitQueue:
         if group:
             commands.append(_command(group))
         return commands
-
-    def __len__(self):
-        with self._lock:
-            return len(self._waiting)
 
 
 def _command(group):
