@@ -87,7 +87,15 @@ def crash_window(directory, stock):
             # indexes it had already applied, so this write can hang.
             time.sleep(3)
         writer.close()
-        rows = rows_on_every_node(cluster, "SELECT id FROM acked", converge=not stock)
+        try:
+            rows = rows_on_every_node(cluster, "SELECT id FROM acked", converge=not stock)
+        except dbapi.OperationalError as error:
+            if stock and "replica diverged" in str(error):
+                # The stock follower's truncated log made a replica's history
+                # differ from the leader's, and the checkpoint hash caught it:
+                # the node stopped serving instead of answering from it.
+                return {"diverged": str(error)}
+            raise
         return {index: sorted(set(acknowledged) - {row[0] for row in result}) for index, result in rows.items()}
 
 
@@ -100,6 +108,8 @@ def test_no_acknowledged_write_is_lost_when_the_leader_dies_after_a_shortening_r
 def test_stock_pysyncobj_loses_acknowledged_writes_in_the_same_window(tmp_path):
     """Control: the same scenario on pysyncobj's own follower code loses writes.
 
+    Either a survivor lacks acknowledged writes, or a replica's history
+    diverged and its checkpoint hash made it stop serving (seen once in CI).
     This proves the test above exercises the window; if it starts passing,
     the library changed and the safety subclass needs a fresh look.
     """
