@@ -131,7 +131,7 @@ class FrameReader:
                     raise FrameTooLarge(size, self.max_frame)
                 end = HEADER.size + size
                 if len(buffer) >= end:
-                    body = bytes(buffer[HEADER.size:end])
+                    body = buffer[HEADER.size:end]  # one copy; msgpack reads a bytearray
                     del buffer[:end]
                     return unpack(body)
                 missing = end - len(buffer)

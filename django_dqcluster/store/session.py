@@ -309,9 +309,7 @@ class Session:
         return self._statement_outcome(self._append(database, entry))
 
     def _statement_outcome(self, result):
-        if "error" in result:
-            error = result["error"]
-            raise errors.StoreError(error["kind"], error["message"], code=error.get("code"))
+        _raise_entry_error(result)
         return self._result(result["results"][0] if result.get("results") else None)
 
     def _answer_with(self, respond):
@@ -508,9 +506,7 @@ class Session:
         return self._commit_outcome(pending.wait())
 
     def _commit_outcome(self, result):
-        if "error" in result:
-            error = result["error"]
-            raise errors.StoreError(error["kind"], error["message"], code=error.get("code"))
+        _raise_entry_error(result)
         return self._result(None)
 
     def _end_local(self, rollback):
@@ -630,6 +626,13 @@ class Session:
             self.forward.close()
         self.forward = None
         self.forward_in_tx = False
+
+
+def _raise_entry_error(result):
+    """An applied entry's deterministic SQL error, raised as the client should see it."""
+    if "error" in result:
+        error = result["error"]
+        raise errors.StoreError(error["kind"], error["message"], code=error.get("code"))
 
 
 def _savepoint_name(sql):

@@ -146,6 +146,13 @@ def _run_statements(conn, entry, values, index):
     return results
 
 
+def _statement_error(exc, values):
+    """The error an entry reports for a deterministic SQL failure (a refused function names itself)."""
+    if values.error:
+        exc = sqlite3.OperationalError(values.error)
+    return error_to_wire(exc)
+
+
 def _runs(parts):
     """Split a group's transactions into runs: consecutive ones on one database with the same pragmas."""
     runs = []
@@ -246,9 +253,7 @@ class StateMachine:
                 # key at COMMIT...): every replica gets the same one. Record
                 # the entry as applied with no effects and report the error.
                 rollback_quietly(conn)
-                if values.error:
-                    exc = sqlite3.OperationalError(values.error)
-                error = error_to_wire(exc)
+                error = _statement_error(exc, values)
                 conn.execute("BEGIN IMMEDIATE")
                 record_applied(conn, " ".join(record_ids), index)
                 conn.execute("COMMIT")
@@ -299,8 +304,8 @@ class StateMachine:
         if shared is None:
             shared = []
             for sub in todo:
-                shared.append(self._apply_alone(database, conn, sub, index, recorded + [sub["id"]]))
                 recorded = recorded + [sub["id"]]
+                shared.append(self._apply_alone(database, conn, sub, index, recorded))
         outcomes = iter(shared)
         return [result if result is not None else next(outcomes) for result in results]
 
@@ -350,9 +355,7 @@ class StateMachine:
                     if is_environmental(exc) or not conn.in_transaction:
                         return None
                     conn.execute("ROLLBACK TO dqcluster_entry")
-                    if values.error:
-                        exc = sqlite3.OperationalError(values.error)
-                    outcomes.append({"error": error_to_wire(exc)})
+                    outcomes.append({"error": _statement_error(exc, values)})
                 conn.execute("RELEASE dqcluster_entry")
                 if conn.execute("PRAGMA schema_version").fetchone()[0] != version:
                     return None
