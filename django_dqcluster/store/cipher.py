@@ -10,7 +10,7 @@ of ``pysyncobj.tcp_connection``, called by :class:`.raft.UncompressedConnection`
 with an AEAD that costs ~10 us.
 
 GCM-SIV is used rather than GCM because every node shares one key: a repeated
-random nonce then reveals only that two messages were identical, instead of
+nonce then reveals only that two messages were identical, instead of
 the authentication key.
 
 A sealed message is ``sequence (8 bytes) | nonce (12 bytes) | ciphertext+tag``.
@@ -62,12 +62,17 @@ class RaftCipher:
             ) from None
         self._sequence = itertools.count(1)
         self._lock = threading.Lock()
+        # Nonces are this random base XOR the message's sequence: never repeated
+        # by this process, apart from other processes' (which share the key)
+        # but for a 2^-56 chance per pair, and no getrandom() call per message.
+        self._nonce_base = int.from_bytes(os.urandom(_NONCE_BYTES), "big")
 
     def encrypt_at_time(self, data, current_time):
         # current_time (whole seconds) is ignored: the sequence orders messages instead.
         with self._lock:
-            sequence = _SEQUENCE.pack(next(self._sequence))
-        nonce = os.urandom(_NONCE_BYTES)
+            number = next(self._sequence)
+        sequence = _SEQUENCE.pack(number)
+        nonce = (self._nonce_base ^ number).to_bytes(_NONCE_BYTES, "big")
         return sequence + nonce + self._aead.encrypt(nonce, bytes(data), _SALT + sequence)
 
     def extract_timestamp(self, token):

@@ -73,6 +73,7 @@ class Info:
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the text, asked for every statement
 def session_pragma(sql):
     """``PRAGMA foreign_keys = OFF`` -> ('foreign_keys', 0); a read -> ('foreign_keys', None); else None."""
     match = _SESSION_PRAGMA_TEXT.match(sql)
@@ -90,6 +91,9 @@ class Classifier:
     def __init__(self, cache_size=4096):
         self._local = threading.local()
         self.classify = functools.lru_cache(maxsize=cache_size)(self._classify_uncached)
+        self._cache_size = cache_size
+        # (sql, params shape, scope) -> Info of statements found to only read.
+        self._known_reads = {}
 
     def _classify_uncached(self, sql, params_shape, scope, schema_version):
         conn = self._local.conn
@@ -137,13 +141,21 @@ class Classifier:
         alone never reads the database, so it would compile against a stale
         schema).
         """
+        shape = len(params) if isinstance(params, (list, tuple)) else tuple(sorted(params)) if params else 0
+        # A statement that compiled without a single write action reads under
+        # any schema it still compiles against (a SELECT cannot fire a
+        # trigger), so its verdict needs no schema version: this skips a
+        # PRAGMA, i.e. a read transaction and its file locks, on every read.
+        key = (sql, shape, scope)
+        info = self._known_reads.get(key)
+        if info is not None:
+            return info
         self._local.conn = conn
         self._local.params = params if params is not None else ()
-        shape = len(params) if isinstance(params, (list, tuple)) else tuple(sorted(params)) if params else 0
         schema_version = conn.execute("PRAGMA schema_version").fetchone()[0]
         try:
             try:
-                return self.classify(sql, shape, scope, schema_version)
+                info = self.classify(sql, shape, scope, schema_version)
             except sqlite3.OperationalError:
                 # PRAGMA schema_version reads the cookie but does not reload
                 # the parsed schema: compiling may still see tables another
@@ -151,10 +163,15 @@ class Classifier:
                 # "table x already exists". A read that runs against the
                 # catalog reloads it; then compile once more.
                 conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-                return self.classify(sql, shape, scope, schema_version)
+                info = self.classify(sql, shape, scope, schema_version)
         finally:
             self._local.conn = None
             self._local.params = None
+        if not info.writes and info.problem is None:
+            if len(self._known_reads) >= self._cache_size:
+                self._known_reads.clear()
+            self._known_reads[key] = info
+        return info
 
 
 def _classify_pragma(info, name, value):

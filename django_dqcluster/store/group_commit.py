@@ -14,9 +14,8 @@ group when they arrived while the Raft thread was busy with earlier ones.
 """
 
 import threading
-import uuid
 
-from .statemachine import GROUP, TX, encode_entry
+from .statemachine import GROUP, TX, encode_entry, new_entry_id
 
 # Bounds of one group entry: a follower applies it in one go, and an entry
 # over pysyncobj's appendEntriesBatchSizeBytes (256 KiB here) is sent in pieces.
@@ -71,7 +70,7 @@ def _command(group):
     if len(group) == 1:
         payload, pending = group[0]
         return payload, pending.resolve
-    payload = encode_entry({"kind": GROUP, "id": uuid.uuid4().hex, "parts": [payload for payload, _ in group]})
+    payload = encode_entry({"kind": GROUP, "id": new_entry_id(), "parts": [payload for payload, _ in group]})
     return payload, _FanOut([pending for _, pending in group])
 
 

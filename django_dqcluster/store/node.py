@@ -12,7 +12,6 @@ import os
 import secrets
 import threading
 import time
-import uuid
 
 from pysyncobj import FAIL_REASON
 
@@ -22,7 +21,7 @@ from .config import NodeConfig
 from .group_commit import CommitQueue
 from .server import ClientServer
 from .session import LeaderState
-from .statemachine import BARRIER, CHECKPOINT, MEMBER, StateMachine, encode_entry
+from .statemachine import BARRIER, CHECKPOINT, MEMBER, StateMachine, encode_entry, new_entry_id
 
 logger = logging.getLogger("django_dqcluster.store")
 
@@ -170,7 +169,7 @@ class Node:
         ``on_outcome``: called with the PendingEntry once its outcome is known
         (or the commit timeout passed), instead of a thread waiting for it.
         """
-        entry.setdefault("id", uuid.uuid4().hex)
+        entry.setdefault("id", new_entry_id())
         pending = PendingEntry(self, entry["id"], on_done, on_outcome)
         if on_outcome is not None:
             self._deadlines.watch(pending)
@@ -510,7 +509,7 @@ class _BarrierGroup:
         self._in_flight = True
         self._in_flight_since = time.monotonic()
         generation = self._submitted
-        payload = encode_entry({"kind": BARRIER, "id": uuid.uuid4().hex})
+        payload = encode_entry({"kind": BARRIER, "id": new_entry_id()})
 
         def on_result(result, error):
             with self._cond:

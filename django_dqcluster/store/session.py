@@ -22,7 +22,6 @@ import re
 import sqlite3
 import threading
 import time
-import uuid
 
 from .. import wire
 from . import errors
@@ -30,7 +29,7 @@ from .classify import SESSION_PRAGMAS, Classifier, session_pragma
 from .databases import InvalidDatabaseName
 from .determinism import FixedValues
 from .statemachine import (
-    CLONE_DB, DROP_DB, TX, error_to_wire, is_environmental, rollback_quietly, run_statement,
+    CLONE_DB, DROP_DB, TX, error_to_wire, is_environmental, new_entry_id, rollback_quietly, run_statement,
 )
 from .statements import (
     BEGIN, COMMIT, RELEASE, ROLLBACK, SAVEPOINT, split_script, transaction_control,
@@ -340,7 +339,7 @@ class Session:
     def _entry(self, database, statements, values, want_result=False):
         return {
             "kind": TX,
-            "id": uuid.uuid4().hex,
+            "id": new_entry_id(),
             "db": database.name,
             "now": values.now,
             "seed": values.seed,
