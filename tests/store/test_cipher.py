@@ -47,3 +47,13 @@ def test_the_sequence_pysyncobj_orders_messages_by_strictly_increases(cipher):
 
 def test_the_same_message_sealed_twice_differs(cipher):
     assert cipher.encrypt_at_time(b"same", 0) != cipher.encrypt_at_time(b"same", 0)
+
+
+def test_nonces_never_repeat_within_a_node_and_differ_between_nodes():
+    """GCM-SIV tolerates a repeated nonce, but nonces are still meant to be unique (one key, many nodes)."""
+    def nonces(cipher, count):
+        return {cipher.encrypt_at_time(b"m", 0)[8:20] for _ in range(count)}
+
+    first, second = nonces(RaftCipher("cluster-secret"), 5000), nonces(RaftCipher("cluster-secret"), 5000)
+    assert len(first) == 5000 and len(second) == 5000
+    assert not first & second

@@ -80,3 +80,22 @@ def test_compiles_against_the_schema_other_connections_changed(embedded_conn):
     conn.execute("ROLLBACK")
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
     assert {"a", "b"} <= names and "new__a" not in names
+
+
+def test_a_read_keeps_its_verdict_without_recompiling_and_writes_still_see_new_triggers(conn):
+    """Reads skip the schema check (a SELECT cannot write under any schema); writes do not."""
+    classify = Classifier()
+    select = 'SELECT "x" FROM "app_a" WHERE "id" = ?'
+    insert = 'INSERT INTO "app_a" ("x") VALUES (?)'
+    assert classify(conn, select, [1]).writes is False
+    assert classify(conn, insert, [1]).refusal() is None
+    conn.execute('CREATE TABLE "audit" ("token" text)')
+    conn.execute('CREATE TRIGGER "t" AFTER INSERT ON "app_a" BEGIN INSERT INTO "audit" VALUES (sqlite_version()); END')
+    compiled = []
+    conn.set_trace_callback(compiled.append)
+    assert classify(conn, select, [2]).writes is False
+    assert compiled == []  # served from the verdicts of reads: not a statement run on the connection
+    # The same INSERT, compiled again under the new schema, now fires a trigger whose
+    # result would differ from node to node: refused.
+    assert "sqlite_version" in classify(conn, insert, [1]).refusal()
+    conn.set_trace_callback(None)
