@@ -33,6 +33,7 @@ the library fails loudly instead of silently losing the fix.
 """
 
 import logging
+import errno
 import os
 import pickle
 import queue
@@ -88,6 +89,9 @@ REQUIRED_CONNECTION_ATTRIBUTES = (
     "_TcpConnection__trySendBuffer",
     "_TcpConnection__writeBuffer",
     "_TcpConnection__readBuffer",
+    "_TcpConnection__processRead",
+    "_TcpConnection__socket",
+    "_TcpConnection__recvBufferSize",
 )
 REQUIRED_JOURNAL_ATTRIBUTES = ("_FileJournal__metaStorer", "_FileJournal__journalFile")
 REQUIRED_JOURNAL_FILE_ATTRIBUTES = ("_ResizableFile__f",)
@@ -193,6 +197,25 @@ class UncompressedConnection(TcpConnection):
             data = self.encryptor.encrypt_at_time(data, 0)
         self._TcpConnection__writeBuffer += _FRAME_LENGTH.pack(len(data)) + data
         self._TcpConnection__trySendBuffer()
+
+    def _TcpConnection__processRead(self):
+        # pysyncobj reads until recv raises EAGAIN and asks the socket for a
+        # pending error after each read: three system calls and an exception
+        # per message. A read shorter than the buffer emptied the socket (the
+        # poller is level-triggered, so later bytes wake it again), and an
+        # error after data shows up on the next read.
+        size = self._TcpConnection__recvBufferSize
+        try:
+            incoming = self._TcpConnection__socket.recv(size)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                self.disconnect()
+            return False
+        if not incoming:
+            self.disconnect()
+            return False
+        self._TcpConnection__readBuffer += incoming
+        return len(incoming) == size
 
     def _TcpConnection__processParseMessage(self):
         buffer = self._TcpConnection__readBuffer
