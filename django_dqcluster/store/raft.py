@@ -32,8 +32,8 @@ release; :func:`check_engine` verifies they exist at start-up so an upgrade of
 the library fails loudly instead of silently losing the fix.
 """
 
-import logging
 import errno
+import logging
 import os
 import pickle
 import queue

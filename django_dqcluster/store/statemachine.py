@@ -69,7 +69,10 @@ class Diverged(Exception):
 
 # An entry id only has to be unique in the cluster's history. A random prefix
 # drawn once per process (and again in a forked child) plus a counter is, and
-# unlike uuid4 it costs no getrandom() system call on every commit.
+# unlike uuid4 it costs no getrandom() system call on every commit. Ids keep
+# uuid4's shape, 32 hex digits: entry_was_applied finds an id inside a
+# space-separated list, which is only a whole-id match if no id is a prefix
+# of another.
 _id_prefix = None
 _id_counter = None
 
@@ -84,7 +87,7 @@ os.register_at_fork(after_in_child=_new_id_prefix)
 
 
 def new_entry_id():
-    return f"{_id_prefix}{next(_id_counter):x}"
+    return f"{_id_prefix}{next(_id_counter):016x}"
 
 
 def encode_entry(entry):
