@@ -11,7 +11,6 @@ class SocketTransport:
     """One authenticated connection to the first reachable node of ``addresses``."""
 
     def __init__(self, addresses, token, timeout=10.0, max_frame=wire.DEFAULT_MAX_FRAME):
-        self.max_frame = max_frame
         self._ids = itertools.count(1)
         self.sock = None
         self.address = None

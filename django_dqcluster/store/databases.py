@@ -265,7 +265,7 @@ def applied_ids_at(conn, index):
 
 def entry_was_applied(conn, entry_id):
     # A group's transactions share their index's row, their ids separated by
-    # spaces; ids are hex, so a match inside the list is a whole id.
+    # spaces; ids are all 32 hex digits, so a match inside the list is a whole id.
     return conn.execute(
         f"SELECT 1 FROM {APPLIED_TABLE} WHERE instr(entry_id, ?) > 0", (entry_id,)
     ).fetchone() is not None

@@ -406,6 +406,10 @@ class PendingEntry:
             self._on_outcome(self)
         except Exception:  # on the Raft thread: never let a client's answer break the tick
             logger.exception("answering entry %s failed", self.entry_id)
+        finally:
+            # The deadline watch holds every answered entry for the commit
+            # timeout: keep it from holding the result and the session too.
+            self._on_outcome = self.result = None
 
     def wait(self, timeout=None):
         timeout = self._node.config.commit_timeout if timeout is None else timeout
