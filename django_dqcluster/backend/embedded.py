@@ -6,10 +6,12 @@ files and Raft journal.
 """
 
 import atexit
+import errno
 import os
 import threading
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db.utils import OperationalError
 
 _nodes = {}  # data_dir -> (Node, NodeConfig)
 _lock = threading.Lock()
@@ -43,7 +45,16 @@ def get_node(options, wait=True):
                 )
             return node if not wait else _ready(node, options)
         config = options.node_config(connection_hooks=[django_functions_hook])
-        node = Node(config).start()
+        try:
+            node = Node(config).start()
+        except OSError as exc:
+            hint = ""
+            if exc.errno == errno.EADDRINUSE:
+                hint = (" (OPTIONS 'client' sets where the embedded node listens for clients; "
+                        "by default on the port after 'bind')")
+            raise OperationalError(
+                f"settings.DATABASES[{options.alias!r}]: the embedded node could not start: {exc}{hint}"
+            ) from exc
         _nodes[os.path.abspath(options.data_dir)] = (node, config)
     # Outside the lock: a multi-node cluster may wait for its peers.
     return _ready(node, options) if wait else node

@@ -83,7 +83,16 @@ class Node:
         )
         self.engine.command_source = self.commit_queue.take
         self.server = ClientServer(self)
-        self.server.start()
+        try:
+            self.server.start()
+        except BaseException:
+            # Leave nothing running on this data dir: a later start (in an
+            # embedded process, the next connection attempt) opens it again.
+            self.server = None
+            self.engine.destroy_synchronous()
+            self.engine = None
+            self.state_machine.close()
+            raise
         self.started_at = time.time()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="dqcluster-housekeeping", daemon=True)
         self._housekeeper.start()

@@ -33,14 +33,18 @@ class ClientServer:
             if os.path.exists(target):
                 os.remove(target)
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            listener.bind(target)
-            os.chmod(target, 0o600)
         else:
             family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
             listener = socket.socket(family, socket.SOCK_STREAM)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
             listener.bind(target)
-        listener.listen(128)
+            if isinstance(target, str):
+                os.chmod(target, 0o600)
+            listener.listen(128)
+        except OSError as exc:
+            listener.close()
+            raise OSError(exc.errno, f"cannot listen for clients on {self.address}: {exc.strerror}") from None
         self._listener = listener
         self._thread = threading.Thread(target=self._accept_loop, name=f"dqcluster-accept-{self.address}", daemon=True)
         self._thread.start()

@@ -342,7 +342,50 @@ def consistency(workdir):
     print("consistency OK")
 
 
-SCENARIOS = {f.__name__: f for f in (embedded, three_nodes, failover_between_requests, transaction_interrupted, consistency)}
+def embedded_client_port_taken(workdir):
+    """An embedded node whose client port is taken: a clear OperationalError, and nothing left running."""
+    import socket
+
+    raft, client = free_ports(2)
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", client))
+    squatter.listen(1)
+    configure({"default": {"ENGINE": "django_dqcluster.backend", "NAME": "app", "OPTIONS": {
+        "embedded": True, "data_dir": os.path.join(workdir, "node"), "bind": f"127.0.0.1:{raft}",
+        "client": f"127.0.0.1:{client}",
+    }}})
+    from django.db import connection
+    from django.db.utils import OperationalError
+
+    from django_dqcluster.backend import embedded as embedded_nodes
+    from tests.backend.bapp.models import Item
+
+    try:
+        connection.ensure_connection()
+    except OperationalError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("the node started although its client port was taken")
+    assert message.startswith("settings.DATABASES['default']: the embedded node could not start:"), message
+    assert f"cannot listen for clients on 127.0.0.1:{client}" in message, message
+    assert "OPTIONS 'client'" in message, message
+    assert not embedded_nodes._nodes
+    # The failed start released the Raft port and the data dir: once the client
+    # port is free, the same settings start the node (one node, not two).
+    squatter.close()
+    connection.ensure_connection()
+    create_tables()
+    Item.objects.create(name="a", value=1)
+    assert Item.objects.count() == 1
+    assert len(embedded_nodes._nodes) == 1
+    connection.close()
+    embedded_nodes.stop_all()
+    print("embedded_client_port_taken OK")
+
+
+SCENARIOS = {f.__name__: f for f in (embedded, embedded_client_port_taken, three_nodes, failover_between_requests,
+                                     transaction_interrupted, consistency)}
 
 if __name__ == "__main__":
     name, workdir = sys.argv[1], sys.argv[2]

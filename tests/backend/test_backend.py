@@ -24,6 +24,10 @@ def test_embedded_single_node(tmp_path):
     assert "embedded OK" in run_scenario("embedded", tmp_path)
 
 
+def test_embedded_node_whose_client_port_is_taken_fails_clearly_and_leaves_nothing_running(tmp_path):
+    assert "embedded_client_port_taken OK" in run_scenario("embedded_client_port_taken", tmp_path)
+
+
 @pytest.mark.cluster
 def test_three_nodes_follower_reads_its_own_writes(tmp_path):
     assert "three_nodes OK" in run_scenario("three_nodes", tmp_path)

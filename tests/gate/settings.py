@@ -3,7 +3,7 @@
 Each "host" of the gate tests is its own process (``python -m django …``) with:
 
 * ``DQ_GATE_DB``       ``sqlite:/path/to/file``, ``postgres:<database name>``, or
-                       ``dqcluster:<data dir>:<raft port>`` (one embedded store node)
+                       ``dqcluster:<data dir>:<raft port>:<client port>`` (one embedded store node)
 * ``DQ_GATE_VERSION``  ``v1`` or ``v2``: which migration package this host's code has
 * ``DQ_GATE_NODE``     this host's address (``DQCLUSTER_NODE_ADDRESS``)
 * ``DQ_GATE_API``      comma-separated API extension names (``DQCLUSTER_API_EXTENSIONS``)
@@ -34,13 +34,18 @@ if _kind == "postgres":
         }
     }
 elif _kind == "dqcluster":
-    # One embedded store node: ``dqcluster:<data dir>:<raft port>``.
-    _dir, _, _port = _name.rpartition(":")
+    # One embedded store node: ``dqcluster:<data dir>:<raft port>:<client port>``.
+    # The client port is explicit: its default (the Raft port + 1) may be any
+    # other process's ephemeral port.
+    _dir, _raft_port, _client_port = _name.rsplit(":", 2)
     DATABASES = {
         "default": {
             "ENGINE": "django_dqcluster.backend",
             "NAME": "app",
-            "OPTIONS": {"embedded": True, "data_dir": _dir, "bind": f"127.0.0.1:{_port}"},
+            "OPTIONS": {
+                "embedded": True, "data_dir": _dir,
+                "bind": f"127.0.0.1:{_raft_port}", "client": f"127.0.0.1:{_client_port}",
+            },
         }
     }
 else:

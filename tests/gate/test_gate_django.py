@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+from django_dqcluster.store.local_cluster import free_ports
+
 from .conftest import REPO_ROOT, Host
 
 ADMIN_SCRIPT = """
@@ -180,14 +182,6 @@ def test_node_address_from_our_engine_options_then_the_setting_then_the_hostname
     assert partial["client"] == "10.0.0.2:7001" and partial["default"] == partial["hostname"]
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_gate_on_our_engine_with_one_embedded_node(tmp_path):
     """The same commands on ENGINE django_dqcluster.backend (one embedded node).
 
@@ -197,8 +191,8 @@ def test_gate_on_our_engine_with_one_embedded_node(tmp_path):
     """
     from .conftest import SharedDatabase
 
-    port = _free_port()
-    db = SharedDatabase("dqcluster", f"{tmp_path / 'node'}:{port}")
+    port, client_port = free_ports(2)
+    db = SharedDatabase("dqcluster", f"{tmp_path / 'node'}:{port}:{client_port}")
     host = Host(db, "ignored")
     first = host.run("migrate")
     assert "Cluster gate: ready: the only member runs" in first.stdout
