@@ -29,8 +29,9 @@ from .determinism import DeterministicFunctions
 # of its transactions applied to this file, separated by spaces). Keyed by
 # raft_index, each apply appends to the end of one b-tree: a random-keyed
 # index on entry_id, or a separate row for the applied index, made every apply
-# write two more pages (measured: 170 us -> 77 us per single-INSERT entry). Looking an id up scans
-# at most ENTRY_ID_MEMORY rows, and only after a commit's outcome was lost.
+# write two more pages (measured: 170 us -> 77 us per single-INSERT entry).
+# Looking an id up scans at most ENTRY_ID_MEMORY rows, and only after a
+# commit's outcome was lost.
 APPLIED_TABLE = "_dqcluster_applied_entries"
 # How many entry ids each database remembers.
 ENTRY_ID_MEMORY = 10000

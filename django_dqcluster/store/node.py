@@ -88,10 +88,9 @@ class Node:
         except BaseException:
             # Leave nothing running on this data dir: a later start (in an
             # embedded process, the next connection attempt) opens it again.
-            self.server = None
-            self.engine.destroy_synchronous()
+            self.server = None  # it never listened
+            self.stop()
             self.engine = None
-            self.state_machine.close()
             raise
         self.started_at = time.time()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="dqcluster-housekeeping", daemon=True)
