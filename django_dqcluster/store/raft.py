@@ -245,11 +245,43 @@ class UncompressedConnection(TcpConnection):
                 if rand_key != self.recvRandKey:
                     raise ValueError("message for another connection")
         except Exception as exc:
-            logger.warning("dropping the Raft connection: an unreadable message (%s)", type(exc).__name__)
+            _unreadable_messages.report(type(exc).__name__)
             self.disconnect()
             return None
         self._TcpConnection__readBuffer = buffer[end:]
         return message
+
+
+class RateLimitedWarning:
+    """Log the first occurrence now, then at most one per ``interval`` seconds with a count.
+
+    A peer sealing with another secret (a host given the wrong secret file) is
+    redialed every heartbeat, and each attempt ends in an unreadable message:
+    without a limit that is ten warnings a second per peer.
+    """
+
+    def __init__(self, message, interval=10.0, clock=monotonic):
+        self.message = message  # a format string with {reason}
+        self.interval = interval
+        self._clock = clock
+        self._last = None
+        self._suppressed = 0
+
+    def report(self, reason):
+        now = self._clock()
+        if self._last is not None and now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        text = self.message.format(reason=reason)
+        if self._suppressed:
+            text += f" ({self._suppressed} more like it in the last {now - self._last:.0f} s)"
+        logger.warning(text)
+        self._last, self._suppressed = now, 0
+
+
+_unreadable_messages = RateLimitedWarning(
+    "dropping a Raft connection: an unreadable message ({reason}); "
+    "does every node have the same cluster secret?")
 
 
 class FlushingTransport(TCPTransport):
@@ -638,6 +670,7 @@ def make_conf(*, journal_file, dump_file, serializer, deserializer, on_state_cha
               election_timeout, dynamic_membership=True):
     """pysyncobj settings that matter (design/engine-evaluation.md)."""
     low, high = election_timeout
+    heartbeat = min(0.1, low / 4)
     return SyncObjConf(
         # No password: SafeSyncObj seals messages itself (secret=, see cipher.py).
         # With batching on, a synchronous write waits up to 100 ms for the
@@ -654,8 +687,16 @@ def make_conf(*, journal_file, dump_file, serializer, deserializer, on_state_cha
         commandsWaitLeader=False,
         raftMinTimeout=low,
         raftMaxTimeout=high,
-        appendEntriesPeriod=min(0.1, low / 4),
+        appendEntriesPeriod=heartbeat,
         connectionTimeout=max(3.5, high * 2.5),
+        # Of two nodes, only the one with the larger address dials the other,
+        # and pysyncobj redials a peer that was down every 5 s by default. A
+        # node that starts (or restarts) after its peers would then hear no
+        # leader for seconds, call elections at ever higher terms through the
+        # peers it dialed itself, and depose the leader as soon as it is
+        # reached. Redialing every heartbeat reaches it within its election
+        # timeout; a refused or pending non-blocking connect costs little.
+        connectionRetryTime=heartbeat,
         # A leader that hears from no majority for this long steps down, so a
         # partitioned leader stops accepting transactions it cannot commit.
         leaderFallbackTimeout=max(high * 2, 2.0),

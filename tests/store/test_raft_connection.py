@@ -3,6 +3,7 @@ zlib, pysyncobj's own compressed frames are still read, and a replayed, forged o
 drops the connection instead of being delivered.
 """
 
+import logging
 import pickle
 import struct
 import zlib
@@ -11,7 +12,7 @@ import pytest
 from pysyncobj.tcp_connection import CONNECTION_STATE
 
 from django_dqcluster.store.cipher import RaftCipher
-from django_dqcluster.store.raft import UncompressedConnection
+from django_dqcluster.store.raft import RateLimitedWarning, UncompressedConnection
 
 SECRET = "raft-connection-secret"
 MESSAGE = {"type": "append_entries", "term": 3, "entries": [(b"\x00payload", 7, 3)]}
@@ -112,3 +113,21 @@ def test_the_connection_key_is_stripped_from_each_message():
     sender, conn = connection(), connection()
     sender.sendRandKey = conn.recvRandKey = b"k" * 32
     assert received(conn, sent_frames(sender, MESSAGE)) == [MESSAGE]
+
+
+def test_unreadable_messages_are_reported_once_then_once_per_interval_with_a_count(caplog):
+    # A peer holding another secret is redialed every heartbeat: each attempt is
+    # one more unreadable message, and the log must not get one line for each.
+    now = [100.0]
+    warning = RateLimitedWarning("unreadable message ({reason})", interval=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="django_dqcluster.store.raft"):
+        warning.report("InvalidTag")
+        for _ in range(24):
+            now[0] += 0.1
+            warning.report("InvalidTag")
+        now[0] += 10.0
+        warning.report("ValueError")
+    assert [record.getMessage() for record in caplog.records] == [
+        "unreadable message (InvalidTag)",
+        "unreadable message (ValueError) (24 more like it in the last 12 s)",
+    ]

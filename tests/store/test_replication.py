@@ -277,6 +277,39 @@ def test_a_transaction_cut_by_the_loss_of_its_leader_fails_retryably_and_leaves_
     }
 
 
+def test_a_node_that_starts_after_its_peers_joins_without_deposing_the_leader(tmp_path):
+    """Of two pysyncobj nodes, the one with the larger address (as text) dials the
+    other, and redials only after connectionRetryTime. A node that came up after the
+    leader's first dial failed must hear from it within its election timeout: a node
+    that hears nobody but a follower calls elections at ever higher terms, and its first
+    message to the leader then deposes it (CI saw this once, with the journal's disk busy)."""
+    from django_dqcluster.store.local_cluster import LocalCluster
+
+    cluster = LocalCluster(str(tmp_path / "late"), 3)
+    low, late, high = sorted(cluster.nodes, key=lambda node: node.raft)
+    # The late node dials `low` itself; `high` must dial it. `low` waits long
+    # before calling an election, so `high` becomes the leader.
+    peers = {node: [other.raft for other in cluster.nodes if other is not node] for node in cluster.nodes}
+    try:
+        low.start(peers=peers[low], extra_args=["--election-timeout", "3,4"])
+        high.start(peers=peers[high])
+        leader = cluster.wait_for_leader()
+        assert leader is high
+        term = leader.status()["term"]
+        time.sleep(1.0)  # the leader's first dial of the late node has failed by now
+        late.start(peers=peers[late])
+        leader.connect().execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+        cluster.wait_converged()
+        time.sleep(2 * cluster.election_timeout[1])  # time for a cut-off node to call elections
+        for node in cluster.nodes:
+            status = node.status()
+            assert (status["role"], status["term"]) == ("leader" if node is high else "follower", term), node.raft
+    finally:
+        for node in cluster.nodes:
+            if node.alive:
+                node.kill()
+
+
 def test_a_one_node_cluster_grows_to_three_while_it_serves(tmp_path):
     from django_dqcluster.store.local_cluster import LocalCluster
 

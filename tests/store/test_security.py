@@ -403,3 +403,30 @@ def test_the_raft_port_answers_only_peers_sealing_with_the_cluster_secret(cluste
         assert first_reply(node.raft, sealed_pysyncobj_frame(opening, cluster.secret)) != b"", \
             f"node{node.index} did not answer a peer holding the cluster secret"
     assert all(node.alive for node in cluster.nodes)
+
+
+def test_a_node_given_another_secret_stays_out_and_says_so_once_not_at_every_redial(tmp_path):
+    from django_dqcluster.store.local_cluster import LocalCluster
+
+    cluster = LocalCluster(str(tmp_path / "wrong"), 3)
+    # The smallest address is dialed by both others, which redial it every heartbeat.
+    outsider = min(cluster.nodes, key=lambda node: node.raft)
+    members = [node for node in cluster.nodes if node is not outsider]
+    wrong_secret = tmp_path / "wrong.secret"
+    wrong_secret.write_text("not-the-cluster-secret-" + "x" * 20)
+    try:
+        for node in cluster.nodes:
+            peers = [other.raft for other in cluster.nodes if other is not node]
+            extra = ["--secret-file", str(wrong_secret)] if node is outsider else []
+            node.start(peers=peers, extra_args=extra)
+        cluster.wait_for(lambda: any(m.status()["role"] == "leader" for m in members), 30, "a leader")
+        time.sleep(3.0)  # some 30 redials of the outsider by each member
+        warnings = [line for line in outsider.log().splitlines() if "unreadable message" in line]
+        assert len(warnings) == 1, warnings
+        assert "does every node have the same cluster secret?" in warnings[0]
+        assert outsider.alive
+        assert all(m.status()["term"] == members[0].status()["term"] for m in members)
+    finally:
+        for node in cluster.nodes:
+            if node.alive:
+                node.kill()
