@@ -419,7 +419,7 @@ def test_a_node_given_another_secret_stays_out_and_says_so_once_not_at_every_red
             peers = [other.raft for other in cluster.nodes if other is not node]
             extra = ["--secret-file", str(wrong_secret)] if node is outsider else []
             node.start(peers=peers, extra_args=extra)
-        cluster.wait_for(lambda: any(m.status()["role"] == "leader" for m in members), 30, "a leader")
+        assert cluster.wait_for_leader() in members
         time.sleep(3.0)  # some 30 redials of the outsider by each member
         warnings = [line for line in outsider.log().splitlines() if "unreadable message" in line]
         assert len(warnings) == 1, warnings
