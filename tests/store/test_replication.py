@@ -310,6 +310,25 @@ def test_a_node_that_starts_after_its_peers_joins_without_deposing_the_leader(tm
                 node.kill()
 
 
+def test_restarting_each_follower_in_turn_keeps_the_leader_and_its_term(cluster):
+    """A rolling upgrade restarts the hosts one by one: the followers' restarts must not
+    cost an election (each would abort every open transaction). Before followers were
+    redialed every heartbeat, three runs in four here ended at a higher term."""
+    leader = cluster.leader()
+    term = leader.status()["term"]
+    conn = leader.connect()
+    conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+    for follower in followers(cluster, leader):
+        conn.execute("INSERT INTO log (value) VALUES (?)", (follower.index,))
+        follower.stop()
+        follower.start(peers=[node.raft for node in cluster.nodes if node is not follower])
+        cluster.wait_converged()
+        time.sleep(2 * cluster.election_timeout[1])  # time for a cut-off node to call elections
+    assert [(node.status()["role"], node.status()["term"]) for node in cluster.nodes] == [
+        ("leader" if node is leader else "follower", term) for node in cluster.nodes
+    ]
+
+
 def test_a_one_node_cluster_grows_to_three_while_it_serves(tmp_path):
     from django_dqcluster.store.local_cluster import LocalCluster
 
