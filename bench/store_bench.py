@@ -5,9 +5,10 @@
 In ONE run on 3-node loopback clusters, for both durability modes: single-row
 INSERT commits through the driver with 1 and 8 clients, raw pysyncobj
 replicated calls with the same Raft settings, and plain local sqlite3 on the
-same disk; then the time from `kill -9` of the leader to the next
-acknowledged commit. Targets (issue 2): 1 client >= 50% of raw pysyncobj;
-8 clients >= 2x 1 client; median failover <= 3 s.
+same disk; then the time from `kill -9` of the leader of a cluster that has
+been up for a few seconds to the next acknowledged commit. Targets (issue 2):
+1 client >= 50% of raw pysyncobj; 8 clients >= 2x 1 client; median failover
+<= 3 s.
 """
 
 import argparse
@@ -91,6 +92,9 @@ def local_sqlite(directory, ops, durability):
     return rate
 
 
+QUIET_SPELL = 5.0
+
+
 def failover_seconds(directory, trial):
     with LocalCluster(os.path.join(directory, f"failover-{trial}"), 3) as cluster:
         conn = cluster.leader().connect()
@@ -113,7 +117,10 @@ def failover_seconds(directory, trial):
 
         thread = threading.Thread(target=writer, daemon=True)
         thread.start()
-        time.sleep(1.0)
+        # As a cluster that has run a while: the followers have not spoken to
+        # each other for longer than the Raft connection timeout (3.5 s), which
+        # is when a lost vote request used to cost a second election round.
+        time.sleep(QUIET_SPELL)
         leader = cluster.leader()
         killed_at = time.monotonic()
         leader.process.send_signal(signal.SIGKILL)
