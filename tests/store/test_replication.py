@@ -289,15 +289,14 @@ def test_a_node_that_starts_after_its_peers_joins_without_deposing_the_leader(tm
     low, late, high = sorted(cluster.nodes, key=lambda node: node.raft)
     # The late node dials `low` itself; `high` must dial it. `low` waits long
     # before calling an election, so `high` becomes the leader.
-    peers = {node: [other.raft for other in cluster.nodes if other is not node] for node in cluster.nodes}
     try:
-        low.start(peers=peers[low], extra_args=["--election-timeout", "3,4"])
-        high.start(peers=peers[high])
+        low.start(peers=cluster.peers_of(low), extra_args=["--election-timeout", "3,4"])
+        high.start(peers=cluster.peers_of(high))
         leader = cluster.wait_for_leader()
         assert leader is high
         term = leader.status()["term"]
         time.sleep(1.0)  # the leader's first dial of the late node has failed by now
-        late.start(peers=peers[late])
+        late.start(peers=cluster.peers_of(late))
         leader.connect().execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
         cluster.wait_converged()
         time.sleep(2 * cluster.election_timeout[1])  # time for a cut-off node to call elections
@@ -305,9 +304,7 @@ def test_a_node_that_starts_after_its_peers_joins_without_deposing_the_leader(tm
             status = node.status()
             assert (status["role"], status["term"]) == ("leader" if node is high else "follower", term), node.raft
     finally:
-        for node in cluster.nodes:
-            if node.alive:
-                node.kill()
+        cluster.kill()
 
 
 def test_restarting_each_follower_in_turn_keeps_the_leader_and_its_term(cluster):
@@ -321,7 +318,7 @@ def test_restarting_each_follower_in_turn_keeps_the_leader_and_its_term(cluster)
     for follower in followers(cluster, leader):
         conn.execute("INSERT INTO log (value) VALUES (?)", (follower.index,))
         follower.stop()
-        follower.start(peers=[node.raft for node in cluster.nodes if node is not follower])
+        follower.start(peers=cluster.peers_of(follower))
         cluster.wait_converged()
         time.sleep(2 * cluster.election_timeout[1])  # time for a cut-off node to call elections
     assert [(node.status()["role"], node.status()["term"]) for node in cluster.nodes] == [

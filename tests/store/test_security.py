@@ -416,9 +416,8 @@ def test_a_node_given_another_secret_stays_out_and_says_so_once_not_at_every_red
     wrong_secret.write_text("not-the-cluster-secret-" + "x" * 20)
     try:
         for node in cluster.nodes:
-            peers = [other.raft for other in cluster.nodes if other is not node]
             extra = ["--secret-file", str(wrong_secret)] if node is outsider else []
-            node.start(peers=peers, extra_args=extra)
+            node.start(peers=cluster.peers_of(node), extra_args=extra)
         assert cluster.wait_for_leader() in members
         time.sleep(3.0)  # some 30 redials of the outsider by each member
         warnings = [line for line in outsider.log().splitlines() if "unreadable message" in line]
@@ -427,6 +426,4 @@ def test_a_node_given_another_secret_stays_out_and_says_so_once_not_at_every_red
         assert outsider.alive
         assert all(m.status()["term"] == members[0].status()["term"] for m in members)
     finally:
-        for node in cluster.nodes:
-            if node.alive:
-                node.kill()
+        cluster.kill()
