@@ -44,6 +44,13 @@ class NodeProcess:
         self.process = None
 
     def start(self, peers=None, join=None, extra_args=()):
+        if self.alive:
+            # Starting again would orphan the running process: it would keep
+            # its ports and data dir, unknown to kill() and stop().
+            raise RuntimeError(
+                f"node {self.index} ({self.raft}) is already running as pid {self.process.pid}; "
+                "a LocalCluster used in a with block is started by it"
+            )
         os.makedirs(self.data_dir, exist_ok=True)
         args = [
             self.cluster.python, *self.cluster.command,

@@ -369,3 +369,11 @@ def test_strong_reads_on_a_stable_leader_need_no_log_round_trip(cluster):
         conn.execute("SELECT count(*) FROM kv").fetchone()
     # no barrier entries were appended for those reads (the lease served them)
     assert leader.status()["applied_index"] - before < 10
+
+
+def test_starting_a_running_cluster_again_is_refused_instead_of_orphaning_its_nodes(cluster):
+    pids = [node.process.pid for node in cluster.nodes]
+    with pytest.raises(RuntimeError, match="already running"):
+        cluster.start()
+    assert [node.process.pid for node in cluster.nodes] == pids
+    assert all(node.alive for node in cluster.nodes)
