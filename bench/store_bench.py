@@ -6,7 +6,9 @@ In ONE run on 3-node loopback clusters, for both durability modes: single-row
 INSERT commits through the driver with 1 and 8 clients, raw pysyncobj
 replicated calls with the same Raft settings, and plain local sqlite3 on the
 same disk; then the time from `kill -9` of the leader of a cluster that has
-been up for a few seconds to the next acknowledged commit. Targets (issue 2):
+been up for a few seconds to the next acknowledged commit, and for a graceful
+stop (SIGTERM: the node drains its clients and hands leadership over) the
+longest pause in a writing client's acknowledged commits. Targets (issue 2):
 1 client >= 50% of raw pysyncobj; 8 clients >= 2x 1 client; median failover
 <= 3 s.
 """
@@ -95,11 +97,18 @@ def local_sqlite(directory, ops, durability):
 QUIET_SPELL = 5.0
 
 
-def failover_seconds(directory, trial):
-    with LocalCluster(os.path.join(directory, f"failover-{trial}"), 3) as cluster:
+def stop_leader(directory, trial, sig):
+    """Stop the leader of a cluster that has run a while with ``sig`` while one client writes.
+
+    Returns (failover, pause, errors): seconds from the signal to the first
+    commit begun after the node exited; the longest time from the signal on
+    without an acknowledged commit; how many errors the client saw.
+    """
+    with LocalCluster(os.path.join(directory, f"stop-{sig.name}-{trial}"), 3) as cluster:
         conn = cluster.leader().connect()
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
         acks = []
+        errors = []
         stop = threading.Event()
 
         def writer():
@@ -112,7 +121,8 @@ def failover_seconds(directory, trial):
                 try:
                     client.execute("INSERT INTO t (v) VALUES (?)", (value,))
                     acks.append((started, time.monotonic()))
-                except dbapi.OperationalError:
+                except dbapi.OperationalError as error:
+                    errors.append(error)
                     time.sleep(0.01)
 
         thread = threading.Thread(target=writer, daemon=True)
@@ -122,23 +132,27 @@ def failover_seconds(directory, trial):
         # is when a lost vote request used to cost a second election round.
         time.sleep(QUIET_SPELL)
         leader = cluster.leader()
-        killed_at = time.monotonic()
-        leader.process.send_signal(signal.SIGKILL)
+        signalled_at = time.monotonic()
+        leader.process.send_signal(sig)
         leader.process.wait()
         # Count only commits begun once the leader was gone: one the old
         # leader acknowledged as it died is not a failover.
-        dead_at = time.monotonic()
-        deadline = killed_at + 30
+        gone_at = time.monotonic()
+        deadline = signalled_at + 30
 
         def after_failover():
-            return [acked for started, acked in acks if started >= dead_at]
+            return [acked for started, acked in acks if started >= gone_at]
 
         while time.monotonic() < deadline and not after_failover():
             time.sleep(0.01)
         stop.set()
         thread.join(35)
         after = after_failover()
-        return after[0] - killed_at if after else float("inf")
+        if not after:
+            return float("inf"), float("inf"), len(errors)
+        acked = [signalled_at] + sorted(t for _, t in acks if signalled_at < t <= after[0])
+        pause = max(later - earlier for earlier, later in zip(acked, acked[1:]))
+        return after[0] - signalled_at, pause, len(errors)
 
 
 def main():
@@ -157,7 +171,8 @@ def main():
             raw = raw_pysyncobj(directory, args.ops, durability)
             local = local_sqlite(directory, args.ops, durability)
             rows.append((durability, one, eight, raw[1], raw[8], local))
-        failovers = [failover_seconds(directory, trial) for trial in range(args.failover_trials)]
+        failovers = [stop_leader(directory, trial, signal.SIGKILL)[0] for trial in range(args.failover_trials)]
+        graceful = [stop_leader(directory, trial, signal.SIGTERM) for trial in range(args.failover_trials)]
 
     print("\nSingle-row INSERT commits/s, 3 nodes on loopback (same run)\n")
     print("| durability | driver 1 client | driver 8 clients | raw pysyncobj 1 | raw pysyncobj 8 | local sqlite3 | 1 client / raw | 8 / 1 client |")
@@ -169,6 +184,10 @@ def main():
           "for the fsync row and NORMAL for the process row)")
     print(f"\nkill -9 of the leader -> next acknowledged commit, {len(failovers)} trials: "
           + ", ".join(f"{s:.2f} s" for s in failovers) + f"; median {statistics.median(failovers):.2f} s")
+    pauses = [pause for _, pause, _ in graceful]
+    print(f"SIGTERM of the leader (graceful stop: drain, hand leadership over) -> longest pause in "
+          f"acknowledged commits, {len(graceful)} trials: " + ", ".join(f"{s:.3f} s" for s in pauses)
+          + f"; median {statistics.median(pauses):.3f} s; client errors: {sum(e for _, _, e in graceful)}")
 
 
 if __name__ == "__main__":

@@ -199,10 +199,16 @@ class Connection:
                     self._connect()
                 response = self._transport.request(message, raise_errors=False)
             except wire.Refused as refused:
-                # Nothing ran: not an unknown outcome, and retrying cannot help.
+                # Nothing ran: not an unknown outcome.
                 self._transport = None
                 self._in_tx = False
-                payload = dict(refused.payload, retryable=False, unknown_outcome=False)
+                shutting_down = refused.payload.get("retryable", False)
+                if shutting_down and not in_tx_before and time.monotonic() + delay < deadline:
+                    # A node's goodbye as it stops: run the request on another node.
+                    time.sleep(delay)
+                    continue
+                # Otherwise (too large, malformed) retrying cannot help.
+                payload = dict(refused.payload, retryable=shutting_down, unknown_outcome=False)
                 if in_tx_before:
                     payload["message"] += "; the open transaction was rolled back"
                 raise exc.from_payload(payload) from None

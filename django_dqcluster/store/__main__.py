@@ -60,6 +60,9 @@ def build_parser():
                         help="run on every SQLite connection (e.g. to register SQL functions)")
     parser.add_argument("--checkpoint-every", type=int, default=1000, metavar="ENTRIES",
                         help="append a history-hash checkpoint after this many entries")
+    parser.add_argument("--drain-timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="on SIGTERM/SIGINT, how long clients' running requests and open transactions "
+                             "may take to finish before the node stops (default 5)")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -80,6 +83,7 @@ def main(argv=None):
             allow_remote=args.allow_remote,
             connection_hooks=[load_hook(hook) for hook in args.connection_hook],
             checkpoint_every=args.checkpoint_every,
+            drain_timeout=args.drain_timeout,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

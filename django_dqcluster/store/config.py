@@ -45,6 +45,8 @@ class NodeConfig:
     connection_hooks: list = dataclasses.field(default_factory=list)
     #: Append a checkpoint hash entry after this many entries.
     checkpoint_every: int = 1000
+    #: On a graceful stop, how long open transactions and running requests may take to finish.
+    drain_timeout: float = 5.0
 
     def __post_init__(self):
         self.peers = [p for p in (self.peers or []) if p and p != self.bind]
@@ -67,6 +69,8 @@ class NodeConfig:
         low, high = self.election_timeout
         if not 0 < low < high:
             raise ConfigError(f"election_timeout: need 0 < low < high, got {self.election_timeout!r}")
+        if not (isinstance(self.drain_timeout, (int, float)) and self.drain_timeout >= 0):
+            raise ConfigError(f"drain_timeout: need a number of seconds >= 0, got {self.drain_timeout!r}")
         if (self.peers or self.join) and not self.secret:
             raise ConfigError(
                 "secret: a multi-node store needs a cluster secret. Raft messages are pickled, so "

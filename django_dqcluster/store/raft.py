@@ -449,7 +449,21 @@ class SafeSyncObj(SyncObj):
         except queue.Full:
             callback(None, FAIL_REASON.QUEUE_FULL)
 
+    _handover_requested = False
+
+    def request_handover(self):
+        """Make the most caught-up follower leader now (Raft's TimeoutNow); for a graceful stop.
+
+        The Raft thread sends it, at its next tick and at every tick after
+        until this node is no longer leader: pysyncobj refuses while no
+        follower holds the whole log, and a target may miss its chance.
+        """
+        self._handover_requested = True
+        self.wake()
+
     def _checkCommandsToApply(self):
+        if self._handover_requested and self._isLeader():
+            self.transferLeadership()
         source = self.command_source
         if source is not None:
             for payload, callback in source():
@@ -556,8 +570,10 @@ class SafeSyncObj(SyncObj):
         The leader itself is not sticky: a higher-term candidate (a restarted
         node whose term ran ahead) makes it step down, and with it its lease,
         or such a node could never rejoin (pysyncobj has no pre-vote).
-        pysyncobj's transferLeadership relies on followers voting at once, so
-        the store does not use it.
+        That is also what makes a handover (request_handover) work: the
+        outgoing leader's vote, with the target's own, is a majority of three;
+        in larger clusters the sticky followers vote only once they stop
+        hearing from it, an election timeout later, as after a crash.
         """
         if self._isLeader():
             return False

@@ -3,12 +3,18 @@
 Untrusted input stops here: a frame over the size limit or one that does not
 decode is answered with an error and the connection is closed; the node
 keeps serving everyone else.
+
+A node that stops gracefully drains its clients first (:meth:`ClientServer.drain`):
+each finishes what it started, then gets a *goodbye*, a retryable error frame
+saying that nothing it sends from then on runs here. The driver reads it as the
+answer to its next request and runs that request on another node.
 """
 
 import logging
 import os
 import socket
 import threading
+import time
 
 from .. import wire
 from .session import ANSWERED_LATER, Session
@@ -24,8 +30,10 @@ class ClientServer:
         self._listener = None
         self._thread = None
         self._connections = set()
+        self._clients = set()  # the _Client of every connection past its handshake
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._draining = False
 
     def start(self):
         target = wire.parse_address(self.address)
@@ -46,17 +54,58 @@ class ClientServer:
             listener.close()
             raise OSError(exc.errno, f"cannot listen for clients on {self.address}: {exc.strerror}") from None
         self._listener = listener
-        self._thread = threading.Thread(target=self._accept_loop, name=f"dqcluster-accept-{self.address}", daemon=True)
+        self._thread = threading.Thread(target=self._accept_loop, args=(listener,),
+                                        name=f"dqcluster-accept-{self.address}", daemon=True)
         self._thread.start()
 
-    def stop(self):
-        self._stopping.set()
+    def drain(self, timeout):
+        """Stop taking work, let every client finish what it started, and send each a goodbye.
+
+        New connections are refused at once. A client between requests and
+        outside a transaction gets its goodbye now; one whose request is
+        running, whose commit is still to be answered, or whose transaction is
+        open gets it as soon as that is over. Returns how many clients were
+        still busy after ``timeout`` seconds (stop() then cuts them off, and
+        their open transactions roll back).
+        """
+        self._draining = True
+        self._close_listener()
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                clients = list(self._clients)
+            for client in clients:
+                self._say_goodbye_if_idle(client)
+            busy = sum(1 for client in clients if not client.goodbye_sent)
+            if not busy or time.monotonic() >= deadline:
+                return busy
+            time.sleep(0.01)
+
+    def _say_goodbye_if_idle(self, client):
+        with client.lock:
+            if (not self._draining or client.goodbye_sent or client.busy or client.answers_due
+                    or client.session.in_transaction):
+                return
+            client.goodbye_sent = True
+        message = (f"node {self.node.config.bind} is shutting down: nothing sent to it from now on runs; "
+                   "retry on another node")
+        client.sender.send_without_blocking({
+            "t": "error", "ok": False, "message": message,
+            "error": wire.error_payload(wire.OPERATIONAL, message, retryable=True),
+        })
+
+    def _close_listener(self):
         if self._listener is not None:
             try:
                 self._listener.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             self._listener.close()
+            self._listener = None
+
+    def stop(self):
+        self._stopping.set()
+        self._close_listener()
         with self._lock:
             connections = list(self._connections)
         for conn in connections:
@@ -69,12 +118,12 @@ class ClientServer:
         if isinstance(target, str) and os.path.exists(target):
             os.remove(target)
 
-    def _accept_loop(self):
+    def _accept_loop(self, listener):
         while not self._stopping.is_set():
             try:
-                conn, peer = self._listener.accept()
+                conn, peer = listener.accept()
             except OSError:
-                if self._stopping.is_set():
+                if self._stopping.is_set() or self._draining:
                     return
                 continue
             if conn.family != socket.AF_UNIX:
@@ -86,16 +135,19 @@ class ClientServer:
             ).start()
 
     def _serve(self, conn, peer):
-        session = None
+        session = client = None
         try:
             conn.settimeout(10.0)
             if not self._handshake(conn, peer):
                 return
             conn.settimeout(None)
             session = Session(self.node, peer=str(peer))
-            sender = ResponseSender(conn)
+            client = _Client(session, ResponseSender(conn))
+            with self._lock:
+                self._clients.add(client)
             reader = wire.FrameReader(conn, self.max_frame)
             while not self._stopping.is_set():
+                self._say_goodbye_if_idle(client)
                 try:
                     request = reader.read()
                 except wire.ConnectionClosed:
@@ -106,9 +158,19 @@ class ClientServer:
                 except wire.ProtocolError as exc:
                     self._refuse(conn, f"malformed request: {exc}")
                     return
-                response = self._answer(session, request, sender)
-                if response is not None:
-                    sender.send(response)
+                with client.lock:
+                    if client.goodbye_sent:
+                        # Sent before it read the goodbye, which it takes as
+                        # this request's answer: it must not run.
+                        continue
+                    client.busy = True
+                try:
+                    response = self._answer(client, request)
+                    if response is not None:
+                        client.sender.send(response)
+                finally:
+                    with client.lock:
+                        client.busy = False
         except OSError:
             pass
         except Exception:
@@ -121,22 +183,29 @@ class ClientServer:
                     logger.exception("closing session of %s failed", peer)
             with self._lock:
                 self._connections.discard(conn)
+                self._clients.discard(client)
             conn.close()
 
-    def _answer(self, session, request, sender):
+    def _answer(self, client, request):
         """The response to send now, or None when it will be sent as the request's entry commits."""
         request_id = request.get("id")
 
         def answer_later(response):
+            # On the Raft thread, possibly before handle() below has returned.
             response["id"] = request_id
-            sender.send_without_blocking(response)
+            client.sender.send_without_blocking(response)
+            with client.lock:
+                client.answers_due -= 1
+            self._say_goodbye_if_idle(client)
 
         try:
-            response = session.handle(request, answer_later)
+            response = client.session.handle(request, answer_later)
         except Exception as exc:  # a bug must not take the node down
             logger.exception("request %r failed", request.get("op"))
             response = {"ok": False, "error": wire.error_payload(wire.INTERNAL, f"internal error in the node: {exc}")}
         if response is ANSWERED_LATER:
+            with client.lock:
+                client.answers_due += 1
             return None
         response["id"] = request_id
         return response
@@ -166,6 +235,18 @@ class ClientServer:
             wire.send_frame(conn, {"t": "error", "ok": False, "error": wire.error_payload(wire.INTERFACE, message), "message": message})
         except OSError:
             pass
+
+
+class _Client:
+    """One client past its handshake: what a draining server must know about it."""
+
+    def __init__(self, session, sender):
+        self.session = session
+        self.sender = sender
+        self.lock = threading.Lock()
+        self.busy = False  # a request of it is being handled
+        self.answers_due = 0  # its commits the Raft thread has still to answer
+        self.goodbye_sent = False
 
 
 class ResponseSender:

@@ -593,6 +593,18 @@ class Session:
                     f"lost the leader in the middle of the transaction ({exc}); it was rolled back, retry it"
                 ) from None
             raise errors.retryable(f"lost the connection to the leader ({exc}); retry") from None
+        except wire.Refused as refused:
+            # The leader refused it unread (its goodbye as it stops, or a
+            # frame it would not take): nothing ran there.
+            was_in_tx = self.forward_in_tx
+            self._drop_forward()
+            message = refused.payload.get("message", "the leader refused the request")
+            if was_in_tx:
+                message += "; the open transaction was rolled back"
+            raise errors.StoreError(
+                refused.payload.get("kind", wire.OPERATIONAL), message,
+                retryable=bool(refused.payload.get("retryable")),
+            ) from None
         self.forward_in_tx = bool(response.get("in_tx"))
         response["in_tx"] = self.forward_in_tx
         return response

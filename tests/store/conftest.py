@@ -1,5 +1,8 @@
 """Fixtures for the store: an embedded one-node store, and local multi-process clusters."""
 
+import threading
+import time
+
 import pytest
 
 from django_dqcluster import dbapi
@@ -54,3 +57,40 @@ def rows_on_every_node(cluster, sql, database="default", converge=True):
             results[node.index] = conn.execute(sql).fetchall()
             conn.close()
     return results
+
+
+def followers(cluster, leader):
+    return [node for node in cluster.nodes if node is not leader and node.alive]
+
+
+class Writer(threading.Thread):
+    """Inserts numbered rows until stopped; remembers which ones were acknowledged."""
+
+    def __init__(self, cluster, table="log", connect_to=None):
+        super().__init__(daemon=True)
+        self.addresses = connect_to or ",".join(n.client for n in cluster.nodes)
+        self.secret = cluster.secret
+        self.table = table
+        self.acked = []
+        self.unknown = []
+        self.retried = []  # retryable errors: the row was not written, the writer goes on
+        self.stop = threading.Event()
+        self.errors = []
+
+    def run(self):
+        conn = dbapi.connect(self.addresses, secret=self.secret, isolation_level=None, timeout=20)
+        value = 0
+        while not self.stop.is_set():
+            value += 1
+            try:
+                conn.execute(f"INSERT INTO {self.table} (value) VALUES (?)", (value,))
+                self.acked.append(value)
+            except dbapi.OperationalError as error:
+                if error.unknown_outcome:
+                    self.unknown.append(value)
+                elif not error.retryable:
+                    self.errors.append(error)
+                    return
+                else:
+                    self.retried.append(error)
+                time.sleep(0.05)

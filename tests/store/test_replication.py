@@ -10,7 +10,7 @@ import pytest
 
 from django_dqcluster import dbapi
 
-from .conftest import rows_on_every_node
+from .conftest import Writer, followers, rows_on_every_node
 
 pytestmark = [pytest.mark.cluster]
 
@@ -23,40 +23,6 @@ def sqlite_dump(node, database="default"):
         return list(conn.iterdump())
     finally:
         conn.close()
-
-
-def followers(cluster, leader):
-    return [node for node in cluster.nodes if node is not leader and node.alive]
-
-
-class Writer(threading.Thread):
-    """Inserts numbered rows until stopped; remembers which ones were acknowledged."""
-
-    def __init__(self, cluster, table="log", connect_to=None):
-        super().__init__(daemon=True)
-        self.addresses = connect_to or ",".join(n.client for n in cluster.nodes)
-        self.secret = cluster.secret
-        self.table = table
-        self.acked = []
-        self.unknown = []
-        self.stop = threading.Event()
-        self.errors = []
-
-    def run(self):
-        conn = dbapi.connect(self.addresses, secret=self.secret, isolation_level=None, timeout=20)
-        value = 0
-        while not self.stop.is_set():
-            value += 1
-            try:
-                conn.execute(f"INSERT INTO {self.table} (value) VALUES (?)", (value,))
-                self.acked.append(value)
-            except dbapi.OperationalError as error:
-                if error.unknown_outcome:
-                    self.unknown.append(value)
-                elif not error.retryable:
-                    self.errors.append(error)
-                    return
-                time.sleep(0.05)
 
 
 def test_replicated_writes_leave_every_sqlite_file_with_the_same_contents(cluster):
