@@ -116,7 +116,7 @@ class Node:
         if self.server is not None and self.engine is not None and not self._stopping.is_set():
             still_busy = self.server.drain(self.config.drain_timeout)
             if still_busy:
-                logger.warning("node %s: %d client(s) still busy after %gs; their transactions roll back",
+                logger.warning("node %s: %d client(s) still busy after %gs; their open transactions roll back",
                                self.config.bind, still_busy, self.config.drain_timeout)
             self._hand_over_leadership(timeout=2 * self.config.election_timeout[1])
         self._stopping.set()

@@ -82,9 +82,10 @@ class ClientServer:
             time.sleep(0.01)
 
     def _say_goodbye_if_idle(self, client):
+        if not self._draining:  # every request passes here: no lock until a drain begins
+            return
         with client.lock:
-            if (not self._draining or client.goodbye_sent or client.busy or client.answers_due
-                    or client.session.in_transaction):
+            if client.goodbye_sent or client.busy or client.answers_due or client.session.in_transaction:
                 return
             client.goodbye_sent = True
         message = (f"node {self.node.config.bind} is shutting down: nothing sent to it from now on runs; "
