@@ -131,7 +131,7 @@ class Node:
         engine = self.engine
         if not self.is_leader() or not any(engine.isNodeConnected(node) for node in engine.otherNodes):
             return  # nobody to hand over to (the last member of a cluster being stopped)
-        self.engine.request_handover()
+        engine.request_handover()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             successor = self.leader_address()

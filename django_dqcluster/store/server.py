@@ -90,10 +90,7 @@ class ClientServer:
             client.goodbye_sent = True
         message = (f"node {self.node.config.bind} is shutting down: nothing sent to it from now on runs; "
                    "retry on another node")
-        client.sender.send_without_blocking({
-            "t": "error", "ok": False, "message": message,
-            "error": wire.error_payload(wire.OPERATIONAL, message, retryable=True),
-        })
+        client.sender.send_without_blocking(_refusal(wire.OPERATIONAL, message, retryable=True))
 
     def _close_listener(self):
         if self._listener is not None:
@@ -233,9 +230,15 @@ class ClientServer:
     @staticmethod
     def _refuse(conn, message):
         try:
-            wire.send_frame(conn, {"t": "error", "ok": False, "error": wire.error_payload(wire.INTERFACE, message), "message": message})
+            wire.send_frame(conn, _refusal(wire.INTERFACE, message))
         except OSError:
             pass
+
+
+def _refusal(kind, message, retryable=False):
+    """The frame of a request refused unread; the driver raises wire.Refused for it."""
+    return {"t": "error", "ok": False, "message": message,
+            "error": wire.error_payload(kind, message, retryable=retryable)}
 
 
 class _Client:
