@@ -79,6 +79,21 @@ def test_a_stopping_follower_sends_its_clients_to_another_node_without_an_error(
     assert_every_acknowledged_row_once(cluster, writer)
 
 
+def test_an_idle_connection_to_a_stopped_leader_runs_its_next_write_on_another_node(cluster):
+    """A pooled connection that sat idle through the stop finds the goodbye when it next writes."""
+    leader = cluster.leader()
+    addresses = ",".join([leader.client] + [node.client for node in cluster.nodes if node is not leader])
+    conn = dbapi.connect(addresses, secret=cluster.secret, isolation_level=None, timeout=20)
+    conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+    leader.stop()
+
+    conn.execute("INSERT INTO log (value) VALUES (1)")
+
+    assert rows_on_every_node(cluster, "SELECT value FROM log") == {
+        node.index: [(1,)] for node in cluster.nodes if node.alive
+    }
+
+
 def test_a_transaction_open_on_a_stopping_leader_may_still_commit(cluster):
     leader = cluster.leader()
     addresses = ",".join([leader.client] + [node.client for node in cluster.nodes if node is not leader])
