@@ -580,6 +580,12 @@ class SafeSyncObj(SyncObj):
         return (self._SyncObj__raftLeader is not None
                 and monotonic() - self._heard_from_leader_at < self.conf.raftMinTimeout)
 
+    def leader_silence(self):
+        """Seconds since this node last accepted an AppendEntries, or None if it never has."""
+        if not self._heard_from_leader_at:
+            return None
+        return monotonic() - self._heard_from_leader_at
+
     def lease_valid(self):
         """May this leader answer a read from its own state, with no log round trip?
 
@@ -634,7 +640,17 @@ class SafeSyncObj(SyncObj):
             return message
         if transmission == "finish":
             assembled = self._SyncObj__recvTransmission + message["data"]
-            entries = [raft_pickle.loads(assembled)]
+            try:
+                entries = [raft_pickle.loads(assembled)]
+            except Exception:
+                # The leader marks a chunk "finish" once it passes the
+                # command's length, but what it splits is the pickled entry,
+                # which is longer (protocol 2 writes bytes as latin-1 text:
+                # up to twice as long), so "finish" can come before the last
+                # chunk. Keep collecting; the real last chunk completes it.
+                # Failing here instead failed again at every re-send: a
+                # large enough transaction wedged the cluster.
+                return dict(message, transmission="process")
         else:
             entries = message.get("entries") or []
 
