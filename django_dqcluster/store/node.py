@@ -339,14 +339,7 @@ class Node:
             hook(conn)
 
     def _on_state_changed(self, old, new):
-        if new == CANDIDATE and old != CANDIDATE:
-            # Every election aborts the open transactions of a deposed leader;
-            # say why it happened, so an operator can tell a crash from a
-            # stalled node (slow disk, starved CPU) from a partition.
-            silence = self.engine.leader_silence() if self.engine is not None else None
-            heard = "no leader heard from yet" if silence is None else f"no message from the leader for {silence:.2f}s"
-            logger.warning("node %s calls an election: %s", self.config.bind, heard)
-        elif new == LEADER:
+        if new == LEADER:
             logger.info("node %s is the leader", self.config.bind)
         if old == LEADER and new != LEADER:
             logger.warning("node %s lost leadership", self.config.bind)

@@ -426,7 +426,24 @@ class SafeSyncObj(SyncObj):
             # them first, or it calls an election that deposes a healthy leader
             # (pysyncobj has no pre-vote) and aborts every open transaction.
             self._poller.poll(0)
-        return SyncObj._onTick(self, timeToWait)
+        term, heard_at = self._SyncObj__raftCurrentTerm, self._heard_from_leader_at
+        result = SyncObj._onTick(self, timeToWait)
+        # A new term with this node's own vote: it called an election (maybe
+        # already won, if the votes arrived within the same tick).
+        if (self._SyncObj__raftCurrentTerm > term and self._SyncObj__selfNode is not None
+                and self._SyncObj__votedForNodeId == self._SyncObj__selfNode.id):
+            # Every election aborts the open transactions of a deposed leader;
+            # say why this one happened, so an operator can tell a crash from
+            # a stalled node (slow disk, starved CPU) or a partition.
+            # (A node that never heard from a leader is forming a cluster or
+            # just restarted: routine, so not a warning.)
+            if heard_at:
+                level, heard = logging.WARNING, f"no message from the leader for {monotonic() - heard_at:.2f}s"
+            else:
+                level, heard = logging.INFO, "no leader heard from yet"
+            logger.log(level, "node %s calls an election for term %d: %s",
+                       self._SyncObj__selfNode, self._SyncObj__raftCurrentTerm, heard)
+        return result
 
     # -- taking commands --------------------------------------------------------------------
 
@@ -579,12 +596,6 @@ class SafeSyncObj(SyncObj):
             return False
         return (self._SyncObj__raftLeader is not None
                 and monotonic() - self._heard_from_leader_at < self.conf.raftMinTimeout)
-
-    def leader_silence(self):
-        """Seconds since this node last accepted an AppendEntries, or None if it never has."""
-        if not self._heard_from_leader_at:
-            return None
-        return monotonic() - self._heard_from_leader_at
 
     def lease_valid(self):
         """May this leader answer a read from its own state, with no log round trip?
