@@ -15,6 +15,11 @@ from .conftest import Writer, followers, rows_on_every_node
 pytestmark = [pytest.mark.cluster]
 
 
+def elections_called(node):
+    """The lines of a node's log in which it called an election, each saying why."""
+    return [line for line in node.log().splitlines() if "calls an election" in line]
+
+
 def sqlite_dump(node, database="default"):
     """Everything in a node's SQLite file, read straight from disk."""
     path = os.path.join(node.data_dir, "db", f"{database}.sqlite3")
@@ -143,8 +148,7 @@ def test_a_transaction_over_one_megabyte_replicates_under_load_without_an_electi
     results = rows_on_every_node(cluster, "SELECT count(*), sum(length(payload)) FROM big")
     assert results[0] == [(10_000, 10_000 * 156)]
     assert results[0] == results[1] == results[2]
-    elections = {node.index: [line for line in node.log().splitlines() if "calls an election" in line]
-                 for node in cluster.nodes}
+    elections = {node.index: elections_called(node) for node in cluster.nodes}
     assert cluster.leader().status()["term"] == term_before, f"the large entry caused an election: {elections}"
 
 
@@ -160,7 +164,7 @@ def test_a_large_transaction_of_binary_and_non_ascii_data_replicates_to_every_no
     conn.executemany("INSERT INTO files (name, content) VALUES (?, ?)", rows)
     conn.commit()
     results = rows_on_every_node(cluster, "SELECT name, content FROM files ORDER BY id")
-    assert results[0] == [(name, content) for name, content in rows]
+    assert results[0] == rows
     assert results[0] == results[1] == results[2]
 
 
@@ -366,11 +370,9 @@ def test_starting_a_running_cluster_again_is_refused_instead_of_orphaning_its_no
 def test_a_node_that_calls_an_election_logs_how_long_it_heard_nothing_from_the_leader(cluster):
     old_leader = cluster.leader()
     survivors = followers(cluster, old_leader)
-    def elections(node):
-        return [line for line in node.log().splitlines() if "calls an election" in line]
-    before = {node.index: len(elections(node)) for node in survivors}
+    before = {node.index: len(elections_called(node)) for node in survivors}
     old_leader.kill()
     cluster.wait_for_leader(timeout=30, exclude=[old_leader])
-    explanations = [line for node in survivors for line in elections(node)[before[node.index]:]]
+    explanations = [line for node in survivors for line in elections_called(node)[before[node.index]:]]
     assert explanations, "no surviving node said why it called an election"
     assert all("no message from the leader for" in line for line in explanations), explanations
