@@ -18,6 +18,7 @@ from .. import dbapi as Database
 from . import options as backend_options
 from .client import DatabaseClient
 from .creation import DatabaseCreation
+from .embedded import django_functions_hook
 from .features import DatabaseFeatures
 from .introspection import DatabaseIntrospection
 
@@ -66,6 +67,10 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
         else:
             params["addresses"] = list(opts.addresses)
             params["secret"] = opts.secret
+            params["local_reads"] = opts.local_reads
+            # A read from this host's replica file runs on our own SQLite
+            # connection: it needs the functions every node registers.
+            params["configure_replica"] = django_functions_hook
         return params
 
     @async_unsafe
@@ -95,9 +100,8 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
 
     def get_database_version(self):
         # The SQLite library of the nodes, not the one this process imported.
-        with self.temporary_connection() as cursor:
-            cursor.execute("SELECT sqlite_version()")
-            version = cursor.fetchone()[0]
+        with self.temporary_connection():
+            version = self.connection.node_sqlite_version()
         return tuple(int(part) for part in version.split(".")[:3])
 
     def _savepoint_allowed(self):

@@ -7,11 +7,15 @@ import time
 
 from .. import wire
 from . import exceptions as exc
+from .replica import ReplicaFile
 from .transport import LocalTransport, SocketTransport
 
 CONSISTENCY_LEVELS = ("strong", "weak", "none")
 _DML = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
 _READ_ONLY = re.compile(r"^\s*(SELECT|PRAGMA|EXPLAIN|VALUES)\b", re.I)
+# What may be read from this host's replica file: plain SELECTs (a PRAGMA may
+# be a session setting the node keeps, a WITH may write).
+_SELECT = re.compile(r"^\s*SELECT\b", re.I)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -22,11 +26,17 @@ class Connection:
     statement outside an explicit BEGIN is its own replicated transaction.
     Any other value behaves like :mod:`sqlite3`'s legacy mode: an implicit
     BEGIN before INSERT/UPDATE/DELETE/REPLACE, ended by :meth:`commit`.
+
+    With consistency ``none`` and ``local_reads`` (the default), SELECTs
+    outside a transaction are read from the node's replica file when the
+    node runs on this host (see :mod:`.replica`); ``configure_replica`` is
+    called with that local SQLite connection to register the SQL functions
+    the node's connections have.
     """
 
     def __init__(self, addresses=None, *, database="default", token=None, secret=None, secret_file=None, node=None,
                  consistency="strong", timeout=10.0, retry_timeout=None, isolation_level="",
-                 max_frame=wire.DEFAULT_MAX_FRAME):
+                 max_frame=wire.DEFAULT_MAX_FRAME, local_reads=True, configure_replica=None):
         if consistency not in CONSISTENCY_LEVELS:
             raise exc.ProgrammingError(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {consistency!r}")
         if node is None and not addresses:
@@ -52,6 +62,9 @@ class Connection:
         self.retry_timeout = timeout if retry_timeout is None else retry_timeout
         self.isolation_level = isolation_level
         self.max_frame = max_frame
+        self.local_reads = local_reads and consistency == "none"
+        self._configure_replica = configure_replica
+        self._replica = None
         self._transport = None
         self._in_tx = False
         self._closed = False
@@ -77,6 +90,7 @@ class Connection:
     def close(self):
         if self._closed:
             return
+        self._forget_replica()
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -145,6 +159,16 @@ class Connection:
     def node_address(self):
         return self._transport.address if self._transport is not None else None
 
+    @property
+    def replica_reads(self):
+        """How many statements this connection read from the replica file of its node's host."""
+        return self._replica.reads if self._replica is not None else 0
+
+    def node_sqlite_version(self):
+        """The SQLite library version of the node (never of this process: no local read)."""
+        response = self._request({"op": "exec", "sql": "SELECT sqlite_version()", "params": []})
+        return response["rows"][0][0]
+
     # -- plumbing -------------------------------------------------------------------------------
 
     def _check_open(self):
@@ -161,20 +185,42 @@ class Connection:
                 raise exc.InterfaceError(f"the store refused this client: {error}") from None
             except ConnectionRefusedError as error:
                 raise exc.operational(str(error), retryable=True) from None
+        offer_replica = self.local_reads and isinstance(self._transport, SocketTransport)
         opened = self._transport.request(
-            {"op": "open", "db": self.database, "consistency": self.consistency, "pragmas": self.pragmas},
+            {"op": "open", "db": self.database, "consistency": self.consistency, "pragmas": self.pragmas,
+             "replica": offer_replica},
             raise_errors=False,
         )
         if not opened.get("ok"):
             self._transport.close()
             self._transport = None
             raise exc.from_payload(opened["error"])
+        self._forget_replica()
+        if offer_replica:
+            self._replica = ReplicaFile.offered(opened.get("replica"), self._configure_replica)
         # The seed's ServerStore: remember every member's client address so a
         # later failure can fail over to them.
         for server in opened.get("servers", []):
             client = server.get("client")
             if client and client not in self._addresses:
                 self._addresses.append(client)
+
+    def _read_locally(self, sql, params):
+        """The result of a SELECT read from the replica file on this host, or None to ask the node."""
+        replica = self._replica
+        if replica is None or self._in_tx or self._transport is None or not _SELECT.match(sql):
+            return None
+        if replica.withdrawn or self._transport.peer_closed():
+            # The node stopped, died or stopped serving: its file may be
+            # stale for good. The node (or the next one) answers from now on.
+            self._forget_replica()
+            return None
+        return replica.query(sql, params)
+
+    def _forget_replica(self):
+        if self._replica is not None:
+            self._replica.close()
+            self._replica = None
 
     def _request(self, message, may_write=False):
         self._check_open()
@@ -269,9 +315,11 @@ class Cursor:
         self._prepare()
         params = _adapt_parameters(parameters)
         self._implicit_begin(sql)
-        response = self.connection._request(
-            {"op": "exec", "sql": sql, "params": params}, may_write=not _READ_ONLY.match(sql)
-        )
+        response = self.connection._read_locally(sql, params)
+        if response is None:
+            response = self.connection._request(
+                {"op": "exec", "sql": sql, "params": params}, may_write=not _READ_ONLY.match(sql)
+            )
         self._load(response)
         return self
 

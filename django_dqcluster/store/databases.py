@@ -19,6 +19,7 @@ never applies an entry twice.
 
 import os
 import re
+import secrets
 import sqlite3
 import threading
 
@@ -37,6 +38,11 @@ APPLIED_TABLE = "_dqcluster_applied_entries"
 ENTRY_ID_MEMORY = 10000
 # The layout before APPLIED_TABLE: upgraded the first time a file is opened.
 _LEGACY_INDEX_TABLE, _LEGACY_IDS_TABLE = "_dqcluster_applied", "_dqcluster_entries"
+
+# Beside the databases: the random id of the node process serving them, which
+# a client on this host compares with the id the node sent it before reading
+# the files itself (dbapi.replica). Absent while no node serves them.
+INSTANCE_FILE = ".instance"
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 SUFFIX = ".sqlite3"
@@ -205,9 +211,41 @@ class DatabaseSet:
         self._busy_timeout = busy_timeout
         self._databases = {}
         self._lock = threading.Lock()
+        self.instance = None  # see publish_instance
 
     def path_for(self, name):
         return os.path.join(self.directory, check_name(name) + SUFFIX)
+
+    # -- local readers (clients on this host reading the files themselves) -------------
+
+    def publish_instance(self):
+        """Let clients on this host read these files: write a new random instance id."""
+        instance = secrets.token_hex(16)
+        path = os.path.join(self.directory, INSTANCE_FILE)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="ascii") as out:
+            out.write(instance)
+        os.replace(tmp, path)
+        self.instance = instance
+        return instance
+
+    def withdraw_instance(self):
+        """Stop clients from reading these files (the node stops, or stops serving)."""
+        self.instance = None
+        try:
+            os.remove(os.path.join(self.directory, INSTANCE_FILE))
+        except FileNotFoundError:
+            pass
+
+    def replica_offer(self, name):
+        """What a client on this host needs to read database ``name`` itself, or None."""
+        if self.instance is None:
+            return None
+        return {
+            "path": os.path.abspath(self.path_for(name)),
+            "instance_file": os.path.abspath(os.path.join(self.directory, INSTANCE_FILE)),
+            "instance": self.instance,
+        }
 
     def get(self, name):
         with self._lock:

@@ -82,6 +82,7 @@ class Node:
             **extra
         )
         self.engine.command_source = self.commit_queue.take
+        self.state_machine.databases.publish_instance()
         self.server = ClientServer(self)
         try:
             self.server.start()
@@ -113,6 +114,9 @@ class Node:
         votes instead of an election timeout. A killed node does neither: the
         others elect a leader when they miss it.
         """
+        # First of all: clients on this host stop reading our files, which
+        # stop being kept up to date.
+        self.state_machine.databases.withdraw_instance()
         if self.server is not None and self.engine is not None and not self._stopping.is_set():
             still_busy = self.server.drain(self.config.drain_timeout)
             if still_busy:

@@ -177,7 +177,10 @@ class Session:
         self.hops = int(request.get("hops", 0))
         if self.forward is not None:
             self._forward_settings()
-        return {"ok": True, "node": self.node.config.bind, "servers": self.node.servers()}
+        response = {"ok": True, "node": self.node.config.bind, "servers": self.node.servers()}
+        if request.get("replica") and consistency == NONE and not self.node.state_machine.diverged:
+            response["replica"] = self.node.state_machine.databases.replica_offer(name)
+        return response
 
     def _op_ping(self, request):
         return {"ok": True, "role": self.node.role()}

@@ -415,6 +415,7 @@ class StateMachine:
             logger.critical("%s; this node stops serving queries. Restore it from a snapshot: "
                             "stop it, empty its data dir and start it again.", message)
             self.diverged = message
+            self.databases.withdraw_instance()
 
     def _apply_drop(self, entry, index):
         name = entry["db"]

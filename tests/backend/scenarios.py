@@ -145,10 +145,10 @@ def three_nodes(workdir):
     try:
         leader = cluster.leader()
         follower = next(node for node in cluster.nodes if node is not leader)
-        configure({"default": client_entry(cluster, follower)})
+        configure({"default": client_entry(cluster, follower), "none": client_entry(cluster, follower, consistency="none")})
         import datetime
 
-        from django.db import connection, transaction
+        from django.db import connection, connections, transaction
         from django.db.models.functions import ExtractYear
 
         from tests.backend.bapp.models import Item
@@ -165,6 +165,12 @@ def three_nodes(workdir):
         assert Item.objects.annotate(y=ExtractYear("created")).filter(y=2021).count() == 7
         # Every replica holds the same rows (Django's functions ran on each).
         cluster.wait_converged()
+        # 'none' reads the follower's file on this host with our own SQLite
+        # connection: Django's functions are registered there too.
+        replica = Item.objects.using("none")
+        assert replica.annotate(y=ExtractYear("created")).filter(y=2021).count() == 7
+        assert replica.filter(name__regex=r"^n1[0-9]$").count() == 10
+        assert connections["none"].connection.replica_reads == 2
         for node in cluster.nodes:
             conn = node.connect(database="app", consistency="none")
             assert conn.execute("SELECT count(*) FROM bapp_item WHERE value = -1").fetchone()[0] == 5

@@ -1,5 +1,6 @@
 """Defence in depth: replicas compare a replicated checkpoint of their history and stop on divergence."""
 
+import os
 import uuid
 
 import pytest
@@ -38,6 +39,7 @@ def test_replicas_with_the_same_history_agree_at_a_checkpoint(machines):
 
 def test_a_replica_that_applied_a_different_entry_detects_it_at_the_next_checkpoint(machines):
     leader, replica = machines
+    replica.databases.publish_instance()
     ids = [uuid.uuid4().hex for _ in range(5)]
     replay(leader, ids)
     replay(replica, ids[:2] + ["something else"] + ids[3:])
@@ -45,6 +47,9 @@ def test_a_replica_that_applied_a_different_entry_detects_it_at_the_next_checkpo
     replica.apply(checkpoint, 7)
     assert replica.diverged is not None
     assert "index 6" in replica.diverged
+    # Clients on this host stop reading its files themselves (dbapi.replica).
+    assert replica.databases.replica_offer("default") is None
+    assert not os.path.exists(os.path.join(replica.data_dir, "db", ".instance"))
 
 
 def test_a_diverged_node_refuses_queries_with_a_clear_error(embedded_node, embedded_conn):

@@ -1,0 +1,101 @@
+"""Reads with consistency ``none`` answered from this host's replica file.
+
+A ``none`` read on a node is answered from that node's own SQLite file. When
+the client runs on the node's host (the sidecar deployment: gunicorn workers
+beside ``manage.py dqcluster_node``), it can open that file itself, read-only,
+and skip the round trip: the same data the node would read, at a fraction of
+the latency (a get by primary key on loopback spends about half its time in
+the two socket hops and the node's request handling).
+
+It is only an optimisation of where the same read runs, so anything unusual
+falls back to asking the node, which then answers (or reports the error)
+exactly as before:
+
+* the node proves the file is its own: it publishes a random instance id in
+  a file beside its databases and sends the same id over the authenticated
+  connection; a client on another host (or one that may not read the node's
+  files) never finds that id, and reads through the socket;
+* the node withdraws the id when it stops or stops serving (a replica that
+  diverged), so a dead or diverged node's file is never read; a node killed
+  outright closes the client's socket, which the driver checks before
+  every local read;
+* a database file dropped, cloned over or replaced by a snapshot has a new
+  inode: the reader notices with one ``stat`` and reopens it;
+* any SQLite error (a table this replica does not have yet, a function the
+  local library lacks, a file not in WAL mode yet) lets the node answer.
+"""
+
+import os
+import sqlite3
+import urllib.parse
+
+
+class ReplicaFile:
+    """A read-only connection to one database file of this host's node."""
+
+    def __init__(self, path, instance_file, configure=None):
+        self.path = path
+        self.instance_file = instance_file
+        self._configure = configure
+        self._conn = None
+        self._opened = None  # (st_dev, st_ino) of the file self._conn reads
+        self.reads = 0  # statements answered here (observability and tests)
+
+    @classmethod
+    def offered(cls, offer, configure=None):
+        """The replica a node offered in its ``open`` answer, if it is on this host; else None."""
+        if not offer:
+            return None
+        try:
+            with open(offer["instance_file"], encoding="ascii") as handle:
+                published = handle.read().strip()
+        except (OSError, KeyError, TypeError, UnicodeDecodeError):
+            return None
+        if not published or published != offer.get("instance"):
+            return None
+        return cls(offer["path"], offer["instance_file"], configure)
+
+    @property
+    def withdrawn(self):
+        """Has the node withdrawn its replica (stopped, or stopped serving)?"""
+        return not os.path.exists(self.instance_file)
+
+    def query(self, sql, params):
+        """The result of the read ``sql``, or None when the node should answer it."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            self.close()  # dropped, or not created on this node yet
+            return None
+        try:
+            if self._opened != (stat.st_dev, stat.st_ino):
+                self._open(stat)
+            cursor = self._conn.execute(sql, params)
+            rows = cursor.fetchall()
+        except sqlite3.Error:
+            return None
+        self.reads += 1
+        description = cursor.description
+        return {
+            "columns": [column[0] for column in description] if description is not None else None,
+            "rows": rows,
+            "rowcount": cursor.rowcount,
+            "lastrowid": None,
+        }
+
+    def _open(self, stat):
+        self.close()
+        uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            if self._configure is not None:
+                self._configure(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._opened = conn, (stat.st_dev, stat.st_ino)
+
+    def close(self):
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._opened = None

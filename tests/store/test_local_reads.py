@@ -1,0 +1,146 @@
+"""Reads with consistency ``none`` from the replica file of a node on this host.
+
+A client beside its node reads the node's SQLite file itself instead of
+asking over the socket: same data, no round trip. These tests pin down when
+it may (a SELECT outside a transaction, a live node that proved the file is
+its own) and that it never reads a file the node no longer keeps up to date.
+"""
+
+import os
+
+import pytest
+
+from django_dqcluster import dbapi
+from django_dqcluster.dbapi.replica import ReplicaFile
+
+from .conftest import followers
+
+
+@pytest.fixture
+def follower(cluster):
+    leader = cluster.leader()
+    conn = leader.connect()
+    conn.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)")
+    conn.execute("INSERT INTO kv VALUES ('a', 1)")
+    conn.close()
+    cluster.wait_converged()
+    return followers(cluster, leader)[0]
+
+
+def write(cluster, sql, database="default"):
+    conn = cluster.leader().connect(database=database)
+    try:
+        conn.execute(sql)
+    finally:
+        conn.close()
+
+
+def test_a_none_read_beside_the_node_is_answered_from_its_replica_file(cluster, follower):
+    local = follower.connect(consistency="none")
+    assert local.execute("SELECT v FROM kv WHERE k = ?", ("a",)).fetchall() == [(1,)]
+    cursor = local.execute("SELECT k, v FROM kv")
+    assert [column[0] for column in cursor.description] == ["k", "v"]
+    assert cursor.fetchall() == [("a", 1)]
+    assert local.replica_reads == 2
+
+
+def test_strong_weak_and_opted_out_connections_always_ask_the_node(cluster, follower):
+    for options in ({"consistency": "strong"}, {"consistency": "weak"}, {"consistency": "none", "local_reads": False}):
+        conn = follower.connect(**options)
+        assert conn.execute("SELECT v FROM kv").fetchall() == [(1,)]
+        assert conn.replica_reads == 0, options
+
+
+def test_writes_pragmas_and_ctes_go_to_the_node(cluster, follower):
+    local = follower.connect(consistency="none")
+    local.execute("INSERT INTO kv VALUES ('b', 2)")  # forwarded to the leader
+    assert local.execute("PRAGMA foreign_keys").fetchall() == [(1,)]
+    assert local.execute("WITH x AS (SELECT 1) SELECT * FROM x").fetchall() == [(1,)]
+    assert local.replica_reads == 0
+
+
+def test_reads_inside_a_transaction_run_on_the_leader_and_see_its_writes(cluster, follower):
+    local = follower.connect(consistency="none")
+    local.execute("BEGIN")
+    local.execute("UPDATE kv SET v = 5 WHERE k = 'a'")
+    assert local.execute("SELECT v FROM kv").fetchall() == [(5,)]
+    local.execute("ROLLBACK")
+    assert local.replica_reads == 0
+    assert local.execute("SELECT v FROM kv").fetchall() == [(1,)]
+    assert local.replica_reads == 1
+
+
+def test_a_local_read_is_as_stale_as_the_node_and_catches_up_with_it(cluster, follower):
+    local = follower.connect(consistency="none")
+    follower.pause()
+    try:
+        write(cluster, "UPDATE kv SET v = 2 WHERE k = 'a'")
+        # The paused node has not applied it: neither has its file.
+        assert local.execute("SELECT v FROM kv").fetchall() == [(1,)]
+    finally:
+        follower.resume()
+    cluster.wait_converged()
+    assert local.execute("SELECT v FROM kv").fetchall() == [(2,)]
+    assert local.replica_reads == 2
+
+
+def test_sql_errors_are_the_nodes_own(cluster, follower):
+    local = follower.connect(consistency="none")
+    with pytest.raises(dbapi.OperationalError, match="no such table: missing"):
+        local.execute("SELECT * FROM missing")
+    assert local.replica_reads == 0
+
+
+def test_a_database_dropped_and_created_again_is_read_from_its_new_file(cluster, follower):
+    write(cluster, "CREATE TABLE t (n INTEGER)", database="scratch")
+    write(cluster, "INSERT INTO t VALUES (1)", database="scratch")
+    cluster.wait_converged()
+    local = follower.connect(consistency="none", database="scratch")
+    assert local.execute("SELECT n FROM t").fetchall() == [(1,)]
+    admin = cluster.leader().connect()
+    admin.drop_database("scratch")
+    write(cluster, "CREATE TABLE t (n INTEGER)", database="scratch")
+    write(cluster, "INSERT INTO t VALUES (2)", database="scratch")
+    cluster.wait_converged()
+    # The first file was deleted while this client had it open: a read of it
+    # would still find 1.
+    assert local.execute("SELECT n FROM t").fetchall() == [(2,)]
+    assert local.replica_reads == 2
+
+
+def test_a_killed_nodes_file_is_never_read_again(cluster, follower):
+    # This host's node first, the others to fail over to.
+    others = [node.client for node in cluster.nodes if node is not follower]
+    local = dbapi.connect([follower.client, *others], secret=cluster.secret, consistency="none", isolation_level=None)
+    assert local.execute("SELECT v FROM kv").fetchall() == [(1,)]
+    follower.kill()
+    write(cluster, "UPDATE kv SET v = 3 WHERE k = 'a'")
+    cluster.wait_converged()
+    # The dead node's file still says 1; the client fails over to a live node
+    # (whose own file, on this host too, is up to date).
+    assert local.execute("SELECT v FROM kv").fetchall() == [(3,)]
+    assert local.node_address != follower.client
+
+
+def test_a_stopping_node_withdraws_its_files_from_local_readers(cluster, follower):
+    instance_file = os.path.join(follower.data_dir, "db", ".instance")
+    assert os.path.exists(instance_file)
+    local = follower.connect(consistency="none")
+    assert local.execute("SELECT v FROM kv").fetchall() == [(1,)]
+    follower.stop()
+    assert not os.path.exists(instance_file)
+    write(cluster, "UPDATE kv SET v = 4 WHERE k = 'a'")
+    cluster.wait_converged()
+    assert local.execute("SELECT v FROM kv").fetchall() == [(4,)]
+
+
+def test_a_client_reads_only_files_whose_instance_id_the_node_sent_it(tmp_path):
+    """A client on another host (or not allowed to read the node's files) never finds the id."""
+    instance_file = tmp_path / ".instance"
+    offer = {"path": str(tmp_path / "default.sqlite3"), "instance_file": str(instance_file), "instance": "ab12"}
+    assert ReplicaFile.offered(offer) is None  # no such file here
+    instance_file.write_text("cd34")
+    assert ReplicaFile.offered(offer) is None  # another node's files
+    assert ReplicaFile.offered(None) is None  # a node that offers nothing (older, or diverged)
+    instance_file.write_text("ab12")
+    assert ReplicaFile.offered(offer).path == offer["path"]
