@@ -86,7 +86,9 @@ class ReplicaFile:
     def _open(self, stat):
         self.close()
         uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        # timeout=0: a file the node holds locked (a clone being written) is
+        # the node's to read; never wait here for its lock.
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=0)
         try:
             if self._configure is not None:
                 self._configure(conn)
