@@ -65,6 +65,7 @@ class Connection:
         self.local_reads = local_reads and consistency == "none"
         self._configure_replica = configure_replica
         self._replica = None
+        self.replica_reads = 0  # statements read from the replica file on this host
         self._transport = None
         self._in_tx = False
         self._closed = False
@@ -159,11 +160,6 @@ class Connection:
     def node_address(self):
         return self._transport.address if self._transport is not None else None
 
-    @property
-    def replica_reads(self):
-        """How many statements this connection read from the replica file of its node's host."""
-        return self._replica.reads if self._replica is not None else 0
-
     def node_sqlite_version(self):
         """The SQLite library version of the node (never of this process: no local read)."""
         response = self._request({"op": "exec", "sql": "SELECT sqlite_version()", "params": []})
@@ -215,7 +211,10 @@ class Connection:
             # stale for good. The node (or the next one) answers from now on.
             self._forget_replica()
             return None
-        return replica.query(sql, params)
+        response = replica.query(sql, params)
+        if response is not None:
+            self.replica_reads += 1
+        return response
 
     def _forget_replica(self):
         if self._replica is not None:

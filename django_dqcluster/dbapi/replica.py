@@ -39,7 +39,6 @@ class ReplicaFile:
         self._configure = configure
         self._conn = None
         self._opened = None  # (st_dev, st_ino) of the file self._conn reads
-        self.reads = 0  # statements answered here (observability and tests)
 
     @classmethod
     def offered(cls, offer, configure=None):
@@ -74,7 +73,6 @@ class ReplicaFile:
             rows = cursor.fetchall()
         except sqlite3.Error:
             return None
-        self.reads += 1
         description = cursor.description
         return {
             "columns": [column[0] for column in description] if description is not None else None,

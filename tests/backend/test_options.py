@@ -23,6 +23,8 @@ def test_valid_client_entry(secret_file):
     opts = parse("default", entry(secret_file, consistency="none", timeout="5"))
     assert opts.addresses == ["127.0.0.1:7101"] and opts.secret == "s3cret"
     assert opts.consistency == "none" and opts.timeout == 5.0
+    assert opts.local_reads is True  # the default
+    assert parse("default", entry(secret_file, local_reads="off")).local_reads is False
 
 
 @pytest.mark.parametrize("change, key", [
@@ -42,6 +44,7 @@ def test_valid_client_entry(secret_file):
     ({"OPTIONS": {"embedded": True, "bind": "127.0.0.1:7001"}}, "data_dir"),
     ({"OPTIONS": {"embedded": True, "data_dir": "/tmp/x"}}, "bind"),
     ({"OPTIONS": {"embedded": "maybe"}}, "embedded"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "local_reads": "sometimes"}}, "local_reads"),
     ({"OPTIONS": {"embedded": True, "data_dir": "/tmp/x", "bind": "127.0.0.1:7001", "peers": "127.0.0.1:7002"}}, "secret"),
     ({"OPTIONS": {"secret": "x"}, "HOST": "a,b", "PORT": "1,2,3"}, "PORT"),
     ({"OPTIONS": {"secret": "x"}, "HOST": "h"}, "PORT"),

@@ -120,6 +120,7 @@ def test_a_killed_nodes_file_is_never_read_again(cluster, follower):
     # (whose own file, on this host too, is up to date).
     assert local.execute("SELECT v FROM kv").fetchall() == [(3,)]
     assert local.node_address != follower.client
+    assert local.replica_reads == 2
 
 
 def test_a_stopping_node_withdraws_its_files_from_local_readers(cluster, follower):
