@@ -108,10 +108,14 @@ def test_a_database_dropped_and_created_again_is_read_from_its_new_file(cluster,
     assert local.replica_reads == 2
 
 
+def connect_beside(cluster, node):
+    """A none connection to ``node`` first, with the other members to fail over to."""
+    others = [other.client for other in cluster.nodes if other is not node]
+    return dbapi.connect([node.client, *others], secret=cluster.secret, consistency="none", isolation_level=None)
+
+
 def test_a_killed_nodes_file_is_never_read_again(cluster, follower):
-    # This host's node first, the others to fail over to.
-    others = [node.client for node in cluster.nodes if node is not follower]
-    local = dbapi.connect([follower.client, *others], secret=cluster.secret, consistency="none", isolation_level=None)
+    local = connect_beside(cluster, follower)
     assert local.execute("SELECT v FROM kv").fetchall() == [(1,)]
     follower.kill()
     write(cluster, "UPDATE kv SET v = 3 WHERE k = 'a'")
@@ -120,13 +124,15 @@ def test_a_killed_nodes_file_is_never_read_again(cluster, follower):
     # (whose own file, on this host too, is up to date).
     assert local.execute("SELECT v FROM kv").fetchall() == [(3,)]
     assert local.node_address != follower.client
+    # That read went to the new node; the next one reads its file.
+    assert local.execute("SELECT v FROM kv").fetchall() == [(3,)]
     assert local.replica_reads == 2
 
 
 def test_a_stopping_node_withdraws_its_files_from_local_readers(cluster, follower):
     instance_file = os.path.join(follower.data_dir, "db", ".instance")
     assert os.path.exists(instance_file)
-    local = follower.connect(consistency="none")
+    local = connect_beside(cluster, follower)
     assert local.execute("SELECT v FROM kv").fetchall() == [(1,)]
     follower.stop()
     assert not os.path.exists(instance_file)
