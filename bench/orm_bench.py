@@ -14,7 +14,8 @@ settings.configure():
 * ``strong``     our backend, client mode, on a 3-node LocalCluster, consistency strong
                  (connected to the leader's client address unless --strong-via follower);
 * ``none``       the same cluster and database NAME, consistency none, connected to a
-                 follower's client address.
+                 follower's client address; its SELECTs read that follower's file
+                 (local reads: the follower runs on this host), its writes go through it.
 
 Every node of ours and the sqlite file use fsync on commit, as PostgreSQL does
 (fsync=on, synchronous_commit=on). Each alias has its own model table. The
@@ -388,7 +389,7 @@ def report(benches, args, strong_via, elapsed):
     print(f"- {'PASS' if not lost else 'FAIL'} no lost updates" + (f": {', '.join(lost)}" if lost else ""))
 
     print(f"\nSetup: 3-node strong connects to the {strong_via}'s client address, 3-node none to a "
-          "follower's; every node and the sqlite file fsync each commit (PostgreSQL: fsync=on, "
+          "follower's (reading its file: local reads); every node and the sqlite file fsync each commit (PostgreSQL: fsync=on, "
           "synchronous_commit=on); sqlite3 with transaction_mode IMMEDIATE.")
 
     failed = [(alias, what, detail) for alias, b in benches.items() for what, ok, detail in b.checks if not ok]
