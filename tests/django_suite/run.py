@@ -77,6 +77,11 @@ def main(argv=None):
     parser.add_argument("--parallel", type=int, default=int(os.environ.get("DQCLUSTER_SUITE_PARALLEL", "2")))
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--durability", default="fsync", choices=("fsync", "process"))
+    parser.add_argument(
+        "--consistency", default=os.environ.get("DQCLUSTER_CONSISTENCY", "strong"), choices=("strong", "weak", "none"),
+        help="the aliases' consistency; with none the clients connect to the leader first and read its file "
+             "(local reads), where every acknowledged write is applied: Django's tests read their own writes",
+    )
     parser.add_argument("--cache", default=os.environ.get("DQCLUSTER_DJANGO_CACHE", os.path.join(REPO, "var", "django-suite")))
     parser.add_argument("--keep-cluster-dir", action="store_true", help="keep node logs and data after the run")
     # Anything else (after "--" or not) goes to runtests.py: -v 2, --failfast, --start-at ...
@@ -96,8 +101,13 @@ def main(argv=None):
     cluster.start()
     log("cluster up: " + ", ".join(cluster.clients) + f" (leader {cluster.leader().client})")
     env = dict(os.environ)
+    addresses = list(cluster.clients)
+    if args.consistency == "none":
+        leader = cluster.leader().client
+        addresses = [leader] + [client for client in addresses if client != leader]
     env.update({
-        "DQCLUSTER_ADDRESSES": ",".join(cluster.clients),
+        "DQCLUSTER_ADDRESSES": ",".join(addresses),
+        "DQCLUSTER_CONSISTENCY": args.consistency,
         "DQCLUSTER_SECRET_FILE": cluster.secret_file,
         "DQCLUSTER_RUN_ID": uuid.uuid4().hex[:8],
         "PYTHONPATH": os.pathsep.join(filter(None, [HERE, REPO, env.get("PYTHONPATH")])),
@@ -106,7 +116,8 @@ def main(argv=None):
         sys.executable, "runtests.py", "--settings=dqcluster_settings", "--noinput",
         f"--parallel={args.parallel}", *extra, *apps,
     ]
-    log(f"Django {version}: {len(apps)} apps from {os.path.basename(args.apps_file)}, --parallel={args.parallel}")
+    log(f"Django {version}: {len(apps)} apps from {os.path.basename(args.apps_file)}, --parallel={args.parallel}, "
+        f"consistency {args.consistency}")
     result = None
     try:
         result = subprocess.run(command, cwd=tests_dir, env=env)
