@@ -22,23 +22,31 @@ exactly as before:
 * a database file dropped, cloned over or replaced by a snapshot has a new
   inode: the reader notices with one ``stat`` and reopens it;
 * any SQLite error (a table this replica does not have yet, a function the
-  local library lacks, a file not in WAL mode yet) lets the node answer.
+  local library lacks) lets the node answer; a file this process cannot read
+  (its WAL index not created yet, a lock the node holds) is left to the node
+  for a second before the next try, so it never costs every read an attempt.
 """
 
 import os
 import sqlite3
+import time
 import urllib.parse
+
+#: Seconds during which a file that could not be read is left to the node.
+RETRY_AFTER = 1.0
 
 
 class ReplicaFile:
     """A read-only connection to one database file of this host's node."""
 
-    def __init__(self, path, instance_file, configure=None):
+    def __init__(self, path, instance_file, configure=None, clock=time.monotonic):
         self.path = path
         self.instance_file = instance_file
         self._configure = configure
+        self._clock = clock
         self._conn = None
         self._opened = None  # (st_dev, st_ino) of the file self._conn reads
+        self._retry_at = 0.0  # after a failure to read the file: when to try again
 
     @classmethod
     def offered(cls, offer, configure=None):
@@ -61,6 +69,8 @@ class ReplicaFile:
 
     def query(self, sql, params):
         """The result of the read ``sql``, or None when the node should answer it."""
+        if self._retry_at and self._clock() < self._retry_at:
+            return None
         try:
             stat = os.stat(self.path)
         except OSError:
@@ -71,7 +81,14 @@ class ReplicaFile:
                 self._open(stat)
             cursor = self._conn.execute(sql, params)
             rows = cursor.fetchall()
-        except sqlite3.Error:
+        except sqlite3.Error as error:
+            if getattr(error, "sqlite_errorname", None) != "SQLITE_ERROR":
+                # Not the statement (no such table, a syntax error) but the
+                # file: cannot open, locked, not a database...
+                self._give_up_for_a_while()
+            return None
+        except Exception:  # noqa: BLE001 - e.g. the configure hook failed: the node's connections have it
+            self._give_up_for_a_while()
             return None
         description = cursor.description
         return {
@@ -94,6 +111,10 @@ class ReplicaFile:
             conn.close()
             raise
         self._conn, self._opened = conn, (stat.st_dev, stat.st_ino)
+
+    def _give_up_for_a_while(self):
+        self.close()
+        self._retry_at = self._clock() + RETRY_AFTER
 
     def close(self):
         if self._conn is not None:

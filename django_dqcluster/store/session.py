@@ -178,7 +178,8 @@ class Session:
         if self.forward is not None:
             self._forward_settings()
         response = {"ok": True, "node": self.node.config.bind, "servers": self.node.servers()}
-        if request.get("replica") and consistency == NONE and not self.node.state_machine.diverged:
+        if request.get("replica") and consistency == NONE:
+            # None once the node withdrew its files (it is stopping, or diverged).
             response["replica"] = self.node.state_machine.databases.replica_offer(name)
         return response
 

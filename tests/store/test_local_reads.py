@@ -7,6 +7,7 @@ its own) and that it never reads a file the node no longer keeps up to date.
 """
 
 import os
+import sqlite3
 
 import pytest
 
@@ -151,3 +152,31 @@ def test_a_client_reads_only_files_whose_instance_id_the_node_sent_it(tmp_path):
     assert ReplicaFile.offered(None) is None  # a node that offers nothing (older, or diverged)
     instance_file.write_text("ab12")
     assert ReplicaFile.offered(offer).path == offer["path"]
+
+
+def test_a_file_this_process_cannot_read_is_left_to_the_node_for_a_while(tmp_path, monkeypatch):
+    path = tmp_path / "default.sqlite3"
+    path.write_bytes(b"not a database" * 500)
+    now = [100.0]
+    read = "SELECT count(*) FROM sqlite_master"
+    replica = ReplicaFile(str(path), str(tmp_path / ".instance"), clock=lambda: now[0])
+    opened = []
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *args, **kwargs: opened.append(args) or connect(*args, **kwargs))
+    assert replica.query(read, ()) is None  # SQLITE_NOTADB: the node answers
+    assert replica.query(read, ()) is None
+    assert len(opened) == 1  # not tried again at once
+    now[0] += 1.5
+    assert replica.query(read, ()) is None
+    assert len(opened) == 2
+
+
+def test_a_statement_the_file_cannot_answer_does_not_stop_local_reads(tmp_path):
+    path = tmp_path / "default.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (n)")
+        conn.execute("INSERT INTO t VALUES (7)")
+    replica = ReplicaFile(str(path), str(tmp_path / ".instance"))
+    assert replica.query("SELECT * FROM missing", ()) is None  # the node reports the error
+    assert replica.query("SELECT n FROM t", ())["rows"] == [(7,)]
+    replica.close()
