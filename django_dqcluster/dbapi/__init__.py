@@ -27,7 +27,10 @@ def connect(addresses=None, **kwargs):
     Keyword arguments: ``database`` (default "default"), ``secret`` or ``token``,
     ``consistency`` ("strong", "weak", "none"), ``timeout`` (seconds to connect
     and to keep retrying retryable errors), ``isolation_level`` (None for
-    autocommit), ``node`` (an embedded :class:`django_dqcluster.store.Node`).
+    autocommit), ``node`` (an embedded :class:`django_dqcluster.store.Node`),
+    ``local_reads`` (default True: with "none", SELECTs read the node's file
+    when it runs on this host, see :mod:`.replica`) and ``configure_replica``
+    (called with that local SQLite connection, to register SQL functions).
     """
     return Connection(addresses, **kwargs)
 
