@@ -1,0 +1,231 @@
+"""The floor under one replicated commit on this machine: run by hand, prints one table.
+
+    python bench/commit_floor.py [--ops 5000] [--dir DIR]
+
+What a single-row commit on a 3-node cluster cannot get below here, whatever
+the Raft library: a client asks a leader process; the leader sends the record
+to two follower processes and appends it to its own file; each follower
+appends it and fdatasyncs before it answers; the leader answers the client
+once its own flush and one follower's answer are in (a majority of three).
+Plain sockets on 127.0.0.1 and a 300-byte record: no serialization, sealing,
+SQL, threads or library code, so what is left is the machine's part (four
+process wake-ups, three flushes on the one disk the nodes share).
+
+In the same run, the store's driver INSERT with one client on a 3-node
+LocalCluster connected to the leader, as in bench/store_bench.py: its ratio
+to the bare chain says how much of a commit is the store's own software
+(pysyncobj's tick and messages, sealing, the session, the SQLite apply)
+rather than the machine. Timings here are too noisy for tests.
+"""
+
+import argparse
+import multiprocessing
+import os
+import select
+import socket
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from django_dqcluster.store.local_cluster import LocalCluster  # noqa: E402
+
+RECORD = 300  # bytes: about one single-row INSERT entry
+ACK = b"k"
+IO_TIMEOUT = 10.0  # seconds: every blocking step of the chain gives up after this
+WARM_UP = 200
+
+
+def _recv_exactly(conn, size):
+    """``size`` bytes from ``conn``, or None once the other side closed."""
+    chunks, missing = [], size
+    while missing:
+        try:
+            chunk = conn.recv(missing)
+        except ConnectionResetError:
+            # The leader closes with the slower follower's last ack unread.
+            return None
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        missing -= len(chunk)
+    return b"".join(chunks)
+
+
+def _accept(listener):
+    conn, _ = listener.accept()
+    conn.settimeout(IO_TIMEOUT)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    listener.close()
+    return conn
+
+
+def _connect(address):
+    conn = socket.create_connection(address, timeout=IO_TIMEOUT)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
+def _append(fd, record, flush):
+    os.write(fd, record)
+    if flush:
+        os.fdatasync(fd)
+
+
+def follower(listener, path, flush):
+    """Append each record (and flush it) before answering it."""
+    leader = _accept(listener)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        while (record := _recv_exactly(leader, RECORD)) is not None:
+            _append(fd, record, flush)
+            leader.sendall(ACK)
+    finally:
+        os.close(fd)
+        leader.close()
+
+
+def leader(listener, follower_addresses, path, flush):
+    """Send each record to both followers, append (and flush) it, answer after one follower's ack."""
+    followers = [_connect(address) for address in follower_addresses]
+    client = _accept(listener)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    acks = {conn: 0 for conn in followers}
+    try:
+        sent = 0
+        while (record := _recv_exactly(client, RECORD)) is not None:
+            sent += 1
+            for conn in followers:
+                conn.sendall(record)
+            _append(fd, record, flush)
+            # A majority of three: this node plus the first follower to answer.
+            # The other one's ack is counted whenever it arrives.
+            while max(acks.values()) < sent:
+                ready, _, _ = select.select(followers, [], [], IO_TIMEOUT)
+                if not ready:
+                    raise TimeoutError("no follower answered")
+                for conn in ready:
+                    data = conn.recv(4096)
+                    if not data:
+                        raise ConnectionError("a follower closed its connection")
+                    acks[conn] += len(data)
+            client.sendall(ACK)
+    finally:
+        os.close(fd)
+        client.close()
+        for conn in followers:
+            conn.close()
+
+
+def _listener():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock
+
+
+def bare_chain(directory, ops, flush):
+    """Latencies (seconds) of ``ops`` commits through the bare three-process chain."""
+    context = multiprocessing.get_context("fork")  # the children inherit their listeners
+    listeners = [_listener() for _ in range(3)]
+    addresses = [sock.getsockname() for sock in listeners]
+    tag = "flush" if flush else "noflush"
+    processes = [
+        context.Process(target=follower, args=(listeners[i], os.path.join(directory, f"f{i}-{tag}"), flush),
+                        daemon=True)
+        for i in (1, 2)
+    ]
+    processes.append(context.Process(
+        target=leader, args=(listeners[0], addresses[1:], os.path.join(directory, f"l-{tag}"), flush),
+        daemon=True,
+    ))
+    for process in processes:
+        process.start()
+    for sock in listeners:
+        sock.close()
+    conn = _connect(addresses[0])
+    record = b"r" * RECORD
+    try:
+        return _timed(ops, lambda: (conn.sendall(record), _recv_exactly(conn, len(ACK))))
+    finally:
+        conn.close()
+        for process in processes:
+            process.join(IO_TIMEOUT)
+            if process.is_alive():
+                process.kill()
+
+
+def lone_flush(directory, ops):
+    """Latencies of appending a record to a file and fdatasyncing it, in this process."""
+    fd = os.open(os.path.join(directory, "lone"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    record = b"r" * RECORD
+    try:
+        return _timed(ops, lambda: _append(fd, record, True))
+    finally:
+        os.close(fd)
+
+
+def driver_inserts(directory, ops, durability):
+    """Latencies of one client's single-row INSERTs on a 3-node LocalCluster, through the leader."""
+    with LocalCluster(os.path.join(directory, f"cluster-{durability}"), 3, durability=durability) as cluster:
+        conn = cluster.leader().connect()
+        try:
+            conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+            return _timed(ops, lambda: conn.execute("INSERT INTO t (v) VALUES (?)", ("v" * 200,)))
+        finally:
+            conn.close()
+
+
+def _timed(ops, operation):
+    for _ in range(WARM_UP):
+        operation()
+    latencies = []
+    for _ in range(ops):
+        started = time.perf_counter()
+        operation()
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", type=int, default=5000, help="commits per row")
+    parser.add_argument("--dir", default=None, help="parent of the temp dir (default: the system's)")
+    args = parser.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="commit-floor-") as directory:
+        steps = [
+            ("lone append + fdatasync, one process", "fsync", None, lambda: lone_flush(directory, args.ops)),
+            ("bare 3-process chain", "fsync", None, lambda: bare_chain(directory, args.ops, True)),
+            ("bare 3-process chain", "none", None, lambda: bare_chain(directory, args.ops, False)),
+            ("dqcluster driver INSERT, 3 nodes", "fsync", ("bare 3-process chain", "fsync"),
+             lambda: driver_inserts(directory, args.ops, "fsync")),
+            ("dqcluster driver INSERT, 3 nodes", "process", ("bare 3-process chain", "none"),
+             lambda: driver_inserts(directory, args.ops, "process")),
+        ]
+        for name, durability, baseline, run in steps:
+            print(f"{name} ({durability})", end=" ", flush=True)
+            latencies = sorted(run())
+            rows.append((name, durability, baseline, latencies))
+        print()
+
+    rates = {(name, durability): len(lat) / sum(lat) for name, durability, _, lat in rows}
+    print(f"\nOne client, commits one after another; {args.ops:,} per row, {os.cpu_count()} CPUs, loopback\n")
+    print("| chain | durability | median ms | p90 ms | commits/s | bare chain / this |")
+    print("|---|---|---|---|---|---|")
+    for name, durability, baseline, latencies in rows:
+        median = statistics.median(latencies) * 1e3
+        p90 = latencies[int(len(latencies) * 0.9)] * 1e3
+        rate = rates[(name, durability)]
+        ratio = f"{rates[baseline] / rate:.1f}x" if baseline else ""
+        print(f"| {name} | {durability} | {median:.3f} | {p90:.3f} | {rate:,.0f} | {ratio} |")
+    print("\nbare chain: plain sockets and files, no serialization, sealing, SQL or threads; "
+          "the driver's `process` durability flushes nothing, like the bare chain's `none`.")
+
+
+if __name__ == "__main__":
+    main()
