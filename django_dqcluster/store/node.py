@@ -143,6 +143,7 @@ class Node:
                 logger.info("node %s handed leadership to %s", self.config.bind, successor)
                 return
             time.sleep(0.005)
+        engine.cancel_handover()
         logger.warning("node %s could not hand leadership over within %gs; the others will elect a leader "
                        "when they miss it", self.config.bind, timeout)
 

@@ -467,6 +467,7 @@ class SafeSyncObj(SyncObj):
             callback(None, FAIL_REASON.QUEUE_FULL)
 
     _handover_requested = False
+    _handover_target = None
 
     def request_handover(self):
         """Make the most caught-up follower leader now (Raft's TimeoutNow); for a graceful stop.
@@ -474,13 +475,45 @@ class SafeSyncObj(SyncObj):
         The Raft thread sends it, at its next tick and at every tick after
         until this node is no longer leader: pysyncobj refuses while no
         follower holds the whole log, and a target may miss its chance.
+        Meanwhile this node appends nothing (see _checkCommandsToApply).
         """
         self._handover_requested = True
         self.wake()
 
+    def cancel_handover(self):
+        """Give up a handover that did not happen: take commands again."""
+        self._handover_requested = False
+        self._handover_target = None
+        self.wake()
+
+    def _hand_over(self):
+        # One target for the whole handover: pysyncobj picks the most
+        # caught-up follower on each call, and a second follower told to
+        # start an election a tick later splits the votes with the first.
+        connected = self._SyncObj__connectedNodes
+        target = self._handover_target
+        if target not in connected or target not in self._SyncObj__otherNodes:
+            match = self._SyncObj__raftMatchIndex
+            last = self._SyncObj__getCurrentLogIndex()
+            caught_up = [node for node in self._SyncObj__otherNodes
+                         if node in connected and match.get(node, 0) == last]
+            if not caught_up:
+                return  # the followers are still receiving the last entries: next tick
+            target = self._handover_target = max(caught_up, key=lambda node: node.id)
+        self.transferLeadership(target)
+
     def _checkCommandsToApply(self):
         if self._handover_requested and self._isLeader():
-            self.transferLeadership()
+            # Raft's leadership transfer (thesis section 3.10): the target wins
+            # only with a log at least as up to date as this node's, so append
+            # nothing until it leads. An entry appended after the TimeoutNow
+            # (a member announcing its client address, a checkpoint) made this
+            # node refuse the target its vote: no leader until an election
+            # timeout later, and two more terms. Commands wait in their
+            # queues; once this node follows, they go to the new leader (or
+            # fail as not applied, which is safe to retry).
+            self._hand_over()
+            return
         source = self.command_source
         if source is not None:
             for payload, callback in source():
