@@ -65,6 +65,8 @@ REQUIRED_SYNCOBJ_ATTRIBUTES = (
     "_SyncObj__onBecomeLeader",
     "_SyncObj__deleteEntriesFrom",
     "_SyncObj__getEntries",
+    "_SyncObj__getCurrentLogIndex",
+    "_SyncObj__applyLogEntries",
     "_getFuncName",
 )
 REQUIRED_INSTANCE_ATTRIBUTES = (
@@ -82,6 +84,9 @@ REQUIRED_INSTANCE_ATTRIBUTES = (
     "_SyncObj__commandsQueue",
     "_methodToID",
     "_SyncObj__raftElectionDeadline",
+    "_SyncObj__connectedNodes",
+    "_SyncObj__selfNode",
+    "_SyncObj__votedForNodeId",
     "_poller",
 )
 REQUIRED_CONNECTION_ATTRIBUTES = (
