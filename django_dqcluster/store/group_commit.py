@@ -11,9 +11,18 @@ inside exactly one entry, applied in order with its own outcome.
 A lone transaction (one client, or a quiet moment) is appended exactly as
 before, so grouping adds nothing to a single client's latency: entries only
 group when they arrived while the Raft thread was busy with earlier ones.
+
+A transaction's entry belongs to the leader that ran it: its statements read
+that leader's state, which only the next entry of that leader's log is sure
+to find. A node whose Raft thread takes one after it stopped leading fails it
+as not applied (safe to retry) instead of forwarding it to the new leader,
+where other transactions may have committed in between. Other entries (a
+member's address, a checkpoint) read nothing and are forwarded.
 """
 
 import threading
+
+from pysyncobj import FAIL_REASON
 
 from .statemachine import GROUP, TX, encode_entry, new_entry_id
 
@@ -39,20 +48,28 @@ class CommitQueue:
         wake-up causes collects every entry put before it.
         """
         payload = encode_entry(entry)
+        is_transaction = entry.get("kind") == TX
         # Only transactions group; a large one travels alone.
-        may_group = entry.get("kind") == TX and len(payload) <= self.max_bytes // 4
+        may_group = is_transaction and len(payload) <= self.max_bytes // 4
         with self._lock:
             first = not self._waiting
-            self._waiting.append((may_group, payload, pending))
+            self._waiting.append((is_transaction, may_group, payload, pending))
         return first
 
-    def take(self):
-        """Everything waiting, as (payload, callback) in enqueue order, consecutive transactions grouped."""
+    def take(self, leading=True):
+        """Everything waiting, as (payload, callback) in enqueue order, consecutive transactions grouped.
+
+        ``leading``: whether this node leads now; if not, transactions are
+        failed as not applied rather than returned (see the module doc).
+        """
         with self._lock:
             waiting, self._waiting = self._waiting, []
-        commands = []
+        commands, refused = [], []
         group, size = [], 0
-        for may_group, payload, pending in waiting:
+        for is_transaction, may_group, payload, pending in waiting:
+            if is_transaction and not leading:
+                refused.append(pending)
+                continue
             if group and (not may_group or len(group) == self.max_entries or size + len(payload) > self.max_bytes):
                 commands.append(_command(group))
                 group, size = [], 0
@@ -63,6 +80,8 @@ class CommitQueue:
                 commands.append((payload, pending.resolve))
         if group:
             commands.append(_command(group))
+        for pending in refused:
+            pending.resolve(None, FAIL_REASON.NOT_LEADER)
         return commands
 
 

@@ -4,12 +4,14 @@ import sqlite3
 import uuid
 
 import pytest
+from pysyncobj import FAIL_REASON
 
 from django_dqcluster.store.databases import entry_was_applied
 from django_dqcluster.store.determinism import FixedValues
 from django_dqcluster.store.group_commit import CommitQueue
+from django_dqcluster.store.raft import NOT_APPLIED
 from django_dqcluster.store.statemachine import (
-    CHECKPOINT, GROUP, TX, StateMachine, decode_entry, encode_entry,
+    CHECKPOINT, GROUP, MEMBER, TX, StateMachine, decode_entry, encode_entry,
 )
 
 
@@ -85,6 +87,31 @@ def test_other_entries_are_never_grouped_and_keep_their_place_in_the_log():
         queue.put(entry, Waiting())
     kinds = [decode_entry(payload)["kind"] for payload, _ in queue.take()]
     assert kinds == [GROUP, CHECKPOINT, TX]
+
+
+def test_a_node_that_no_longer_leads_fails_transactions_as_not_applied_instead_of_forwarding_them():
+    # Their statements read the old leader's state; the new leader may have
+    # committed other transactions since.
+    queue = CommitQueue()
+    first, second = Waiting(), Waiting()
+    queue.put(tx("UPDATE t SET v = 2 WHERE v = 1"), first)
+    queue.put(tx("INSERT INTO t VALUES (3)"), second)
+
+    assert queue.take(leading=False) == []
+    assert first.outcomes == second.outcomes == [(None, FAIL_REASON.NOT_LEADER)]
+    assert FAIL_REASON.NOT_LEADER in NOT_APPLIED  # the client gets a retryable error
+    assert queue.take() == []
+
+
+def test_a_node_that_no_longer_leads_still_forwards_entries_that_read_nothing():
+    queue = CommitQueue()
+    member = {"kind": MEMBER, "id": "m", "raft": "127.0.0.1:7001", "client": "127.0.0.1:7101"}
+    queue.put(tx("INSERT INTO t VALUES (1)"), Waiting())
+    queue.put(member, Waiting())
+
+    [(payload, _)] = queue.take(leading=False)
+
+    assert decode_entry(payload) == member
 
 
 def test_a_group_is_bounded_in_count_and_size_and_a_large_transaction_travels_alone():
