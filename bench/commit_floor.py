@@ -148,8 +148,14 @@ def bare_chain(directory, ops, flush):
         sock.close()
     conn = _connect(addresses[0])
     record = b"r" * RECORD
+
+    def commit():
+        conn.sendall(record)
+        if _recv_exactly(conn, len(ACK)) != ACK:
+            raise ConnectionError("the bare chain's leader stopped answering (see its traceback above)")
+
     try:
-        return _timed(ops, lambda: (conn.sendall(record), _recv_exactly(conn, len(ACK))))
+        return _timed(ops, commit)
     finally:
         conn.close()
         for process in processes:
