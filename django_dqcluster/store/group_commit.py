@@ -14,15 +14,14 @@ group when they arrived while the Raft thread was busy with earlier ones.
 
 A transaction's entry belongs to the leader that ran it: its statements read
 that leader's state, which only the next entry of that leader's log is sure
-to find. A node whose Raft thread takes one after it stopped leading fails it
-as not applied (safe to retry) instead of forwarding it to the new leader,
-where other transactions may have committed in between. Other entries (a
-member's address, a checkpoint) read nothing and are forwarded.
+to find. Its callback says so (``leader_only``): a node that stopped leading
+before appending it fails it as not applied (safe to retry) instead of
+forwarding it to the new leader, where other transactions may have committed
+in between (see ``SafeSyncObj``). Other entries (a member's address, a
+checkpoint) read nothing and may be forwarded.
 """
 
 import threading
-
-from pysyncobj import FAIL_REASON
 
 from .statemachine import GROUP, TX, encode_entry, new_entry_id
 
@@ -56,50 +55,47 @@ class CommitQueue:
             self._waiting.append((is_transaction, may_group, payload, pending))
         return first
 
-    def take(self, leading=True):
-        """Everything waiting, as (payload, callback) in enqueue order, consecutive transactions grouped.
-
-        ``leading``: whether this node leads now; if not, transactions are
-        failed as not applied rather than returned (see the module doc).
-        """
+    def take(self):
+        """Everything waiting, as (payload, callback) in enqueue order, consecutive transactions grouped."""
         with self._lock:
             waiting, self._waiting = self._waiting, []
-        commands, refused = [], []
+        commands = []
         group, size = [], 0
         for is_transaction, may_group, payload, pending in waiting:
-            if is_transaction and not leading:
-                refused.append(pending)
-                continue
             if group and (not may_group or len(group) == self.max_entries or size + len(payload) > self.max_bytes):
                 commands.append(_command(group))
                 group, size = [], 0
             if may_group:
                 group.append((payload, pending))
                 size += len(payload)
+            elif is_transaction:
+                commands.append((payload, TransactionOutcome([pending])))
             else:
                 commands.append((payload, pending.resolve))
         if group:
             commands.append(_command(group))
-        for pending in refused:
-            pending.resolve(None, FAIL_REASON.NOT_LEADER)
         return commands
 
 
 def _command(group):
     if len(group) == 1:
         payload, pending = group[0]
-        return payload, pending.resolve
+        return payload, TransactionOutcome([pending])
     payload = encode_entry({"kind": GROUP, "id": new_entry_id(), "parts": [payload for payload, _ in group]})
-    return payload, _FanOut([pending for _, pending in group])
+    return payload, TransactionOutcome([pending for _, pending in group], grouped=True)
 
 
-class _FanOut:
-    """The group entry's callback: each waiting transaction gets its own outcome."""
+class TransactionOutcome:
+    """The callback of an entry holding transactions: each waiting one gets its own outcome."""
 
-    def __init__(self, pendings):
+    #: Only the leader that ran these transactions may append them (see the module doc).
+    leader_only = True
+
+    def __init__(self, pendings, grouped=False):
         self.pendings = pendings
+        self.grouped = grouped
 
     def __call__(self, result, error):
-        parts = result.get("parts") if isinstance(result, dict) else None
+        parts = result.get("parts") if self.grouped and isinstance(result, dict) else None
         for position, pending in enumerate(self.pendings):
             pending.resolve(parts[position] if parts is not None else result, error)

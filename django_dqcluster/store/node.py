@@ -81,7 +81,7 @@ class Node:
             self.config.bind, peers, conf, self.state_machine, secret=self.secret, durable=self.config.durable,
             **extra
         )
-        self.engine.command_source = self._entries_to_append
+        self.engine.command_source = self.commit_queue.take
         self.state_machine.databases.publish_instance()
         self.server = ClientServer(self)
         try:
@@ -197,10 +197,6 @@ class Node:
             raise errors.operational(f"node {self.config.bind} stopped serving: {self.state_machine.diverged}")
 
     # -- replication --------------------------------------------------------------------------
-
-    def _entries_to_append(self):
-        # On the Raft thread, which appends them in this same tick if it leads.
-        return self.commit_queue.take(leading=self.engine._isLeader())
 
     def submit(self, entry, timeout=None):
         """Append ``entry`` to the log and wait until it is committed and applied here."""

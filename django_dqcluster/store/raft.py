@@ -98,6 +98,7 @@ REQUIRED_CONNECTION_ATTRIBUTES = (
     "_TcpConnection__socket",
     "_TcpConnection__recvBufferSize",
 )
+REQUIRED_COMMAND_QUEUE_ATTRIBUTES = ("_FastQueue__lock", "_FastQueue__queue")
 REQUIRED_JOURNAL_ATTRIBUTES = ("_FileJournal__metaStorer", "_FileJournal__journalFile")
 REQUIRED_JOURNAL_FILE_ATTRIBUTES = ("_ResizableFile__f",)
 
@@ -154,6 +155,8 @@ def check_engine():
 
 def check_instance(engine):
     missing = [name for name in REQUIRED_INSTANCE_ATTRIBUTES if not hasattr(engine, name)]
+    commands = getattr(engine, "_SyncObj__commandsQueue", None)
+    missing += [name for name in REQUIRED_COMMAND_QUEUE_ATTRIBUTES if not hasattr(commands, name)]
     journal = engine._SyncObj__raftLog
     if isinstance(journal, FileJournal):
         missing += [name for name in REQUIRED_JOURNAL_ATTRIBUTES if not hasattr(journal, name)]
@@ -523,6 +526,8 @@ class SafeSyncObj(SyncObj):
         if source is not None:
             for payload, callback in source():
                 self._queue_entry(payload, callback)
+        if not self._isLeader():
+            self._refuse_leader_only_commands()
         log = self._SyncObj__raftLog
         before = log[-1][1]
         # pysyncobj (with appendEntriesUseBatch=False) sends AppendEntries
@@ -546,6 +551,32 @@ class SafeSyncObj(SyncObj):
             notifier = getattr(self, "_SyncObj__pipeNotifier", None)
             if notifier is not None:
                 notifier.notify()
+
+    def _refuse_leader_only_commands(self):
+        """Fail, as not applied, the queued commands only a leader may append.
+
+        pysyncobj forwards what a follower's queue holds to the leader. A
+        transaction's entry must not go there: its statements read this
+        node's state as leader, and the new leader may have committed other
+        transactions since (see .group_commit). Its callback says so with
+        ``leader_only``; the client gets a retryable error, nothing applied.
+        Sessions enqueue transactions only while this node leads; one is
+        still here if leadership moved before the Raft thread took it, during
+        a handover, or when a tick's time to append ran out.
+        """
+        commands = self._SyncObj__commandsQueue
+        with commands._FastQueue__lock:
+            waiting = commands._FastQueue__queue
+            if not waiting:
+                return
+            refused = [callback for _, callback in waiting if getattr(callback, "leader_only", False)]
+            if not refused:
+                return
+            kept = [item for item in waiting if not getattr(item[1], "leader_only", False)]
+            waiting.clear()
+            waiting.extend(kept)
+        for callback in refused:
+            callback(None, FAIL_REASON.NOT_LEADER)
 
     # -- durability -----------------------------------------------------------------------
 

@@ -4,12 +4,10 @@ import sqlite3
 import uuid
 
 import pytest
-from pysyncobj import FAIL_REASON
 
 from django_dqcluster.store.databases import entry_was_applied
 from django_dqcluster.store.determinism import FixedValues
 from django_dqcluster.store.group_commit import CommitQueue
-from django_dqcluster.store.raft import NOT_APPLIED
 from django_dqcluster.store.statemachine import (
     CHECKPOINT, GROUP, MEMBER, TX, StateMachine, decode_entry, encode_entry,
 )
@@ -89,29 +87,18 @@ def test_other_entries_are_never_grouped_and_keep_their_place_in_the_log():
     assert kinds == [GROUP, CHECKPOINT, TX]
 
 
-def test_a_node_that_no_longer_leads_fails_transactions_as_not_applied_instead_of_forwarding_them():
-    # Their statements read the old leader's state; the new leader may have
-    # committed other transactions since.
-    queue = CommitQueue()
-    first, second = Waiting(), Waiting()
-    queue.put(tx("UPDATE t SET v = 2 WHERE v = 1"), first)
-    queue.put(tx("INSERT INTO t VALUES (3)"), second)
-
-    assert queue.take(leading=False) == []
-    assert first.outcomes == second.outcomes == [(None, FAIL_REASON.NOT_LEADER)]
-    assert FAIL_REASON.NOT_LEADER in NOT_APPLIED  # the client gets a retryable error
-    assert queue.take() == []
-
-
-def test_a_node_that_no_longer_leads_still_forwards_entries_that_read_nothing():
-    queue = CommitQueue()
+def test_entries_holding_transactions_may_only_be_appended_by_the_leader_that_ran_them():
+    # Their statements read that leader's state (see SafeSyncObj for the refusal).
+    queue = CommitQueue(max_entries=2, max_bytes=4000)
     member = {"kind": MEMBER, "id": "m", "raft": "127.0.0.1:7001", "client": "127.0.0.1:7101"}
-    queue.put(tx("INSERT INTO t VALUES (1)"), Waiting())
-    queue.put(member, Waiting())
+    for entry in (tx("INSERT INTO t VALUES (1)"), member, tx("INSERT INTO t VALUES (?)", ["x" * 2000]),
+                  tx("INSERT INTO t VALUES (2)"), tx("INSERT INTO t VALUES (3)")):
+        queue.put(entry, Waiting())
 
-    [(payload, _)] = queue.take(leading=False)
+    taken = [(decode_entry(payload)["kind"], getattr(callback, "leader_only", False))
+             for payload, callback in queue.take()]
 
-    assert decode_entry(payload) == member
+    assert taken == [(TX, True), (MEMBER, False), (TX, True), (GROUP, True)]
 
 
 def test_a_group_is_bounded_in_count_and_size_and_a_large_transaction_travels_alone():

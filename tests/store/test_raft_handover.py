@@ -1,4 +1,5 @@
-"""A leader handing over (graceful stop) appends nothing and names one target.
+"""A leader handing over (graceful stop) appends nothing and names one target;
+a node that stopped leading never forwards a transaction it took as leader.
 
 Raft's leadership transfer: the leader sends TimeoutNow to a follower that
 holds its whole log, and that follower wins the election at once, because the
@@ -6,13 +7,19 @@ old leader's vote and its own are a majority of three. If the leader appends
 an entry after the TimeoutNow (a member announcing its client address, a
 checkpoint), the target's log is shorter than the old leader's and the old
 leader refuses its vote: no leader until an election timeout later, two
-terms more. These tests drive one leader by hand (no network, no clock).
+terms more. Once it follows, pysyncobj would forward what its command queue
+still holds to the new leader: a transaction's entry must fail instead (its
+statements read this node's state), other entries may go. These tests drive
+one engine by hand (no network, no clock).
 """
 
+import pickle
+
+from pysyncobj import FAIL_REASON
 from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import _RAFT_STATE
 
-from django_dqcluster.store.raft import SafeSyncObj
+from django_dqcluster.store.raft import NOT_APPLIED, SafeSyncObj
 
 from .test_raft_safety import NoStateMachine, RecordingTransport, _conf
 
@@ -99,3 +106,46 @@ def test_a_cancelled_handover_takes_commands_again():
     engine._checkCommandsToApply()
 
     assert last_index(engine) == before + 1
+
+
+class TransactionsOutcome:
+    """Stands in for the callback of an entry holding transactions (group_commit)."""
+
+    leader_only = True
+
+    def __init__(self):
+        self.outcomes = []
+
+    def __call__(self, result, error):
+        self.outcomes.append((result, error))
+
+
+def test_a_node_that_stopped_leading_fails_its_transactions_and_forwards_the_rest():
+    engine = leader_with_commands()
+    transactions = TransactionsOutcome()
+    engine.command_source = lambda: [(b"UPDATE t SET v = v + 1", transactions),
+                                     (b"a member announces its client address", None)]
+    engine._SyncObj__raftState = _RAFT_STATE.FOLLOWER
+    engine._SyncObj__raftLeader = HIGHER
+    before = last_index(engine)
+
+    engine._checkCommandsToApply()
+
+    assert transactions.outcomes == [(None, FAIL_REASON.NOT_LEADER)]
+    assert FAIL_REASON.NOT_LEADER in NOT_APPLIED  # the client gets a retryable error
+    forwarded = [(node, pickle.loads(message["command"][1:])[1]) for node, message in engine._SyncObj__transport.sent
+                 if message.get("type") == "apply_command"]
+    assert forwarded == [(HIGHER, (b"a member announces its client address",))]
+    assert last_index(engine) == before
+
+
+def test_a_leader_appends_its_transactions():
+    engine = leader_with_commands()
+    transactions = TransactionsOutcome()
+    engine.command_source = lambda: [(b"UPDATE t SET v = v + 1", transactions)]
+    before = last_index(engine)
+
+    engine._checkCommandsToApply()
+
+    assert last_index(engine) == before + 1
+    assert transactions.outcomes == []  # answered once committed
