@@ -16,11 +16,17 @@ LocalCluster connected to the leader, as in bench/store_bench.py: its ratio
 to the bare chain says how much of a commit is the store's own software
 (pysyncobj's tick and messages, sealing, the session, the SQLite apply)
 rather than the machine. Timings here are too noisy for tests.
+
+Each row also gives the CPU time (user + system, from /proc) the run used per
+commit: in the server processes (leader and followers together) and in the
+client. On a machine with few cores that is the other half of the story: a
+commit's steps wait for a core as well as for each other.
 """
 
 import argparse
 import multiprocessing
 import os
+import resource
 import select
 import socket
 import statistics
@@ -37,6 +43,7 @@ RECORD = 300  # bytes: about one single-row INSERT entry
 ACK = b"k"
 IO_TIMEOUT = 10.0  # seconds: every blocking step of the chain gives up after this
 WARM_UP = 200
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _recv_exactly(conn, size):
@@ -155,7 +162,7 @@ def bare_chain(directory, ops, flush):
             raise ConnectionError("the bare chain's leader stopped answering (see its traceback above)")
 
     try:
-        return _timed(ops, commit)
+        return _timed(ops, commit, [process.pid for process in processes])
     finally:
         conn.close()
         for process in processes:
@@ -165,7 +172,7 @@ def bare_chain(directory, ops, flush):
 
 
 def lone_flush(directory, ops):
-    """Latencies of appending a record to a file and fdatasyncing it, in this process."""
+    """Latencies of appending a record to a file and fdatasyncing it, in this process (the "client")."""
     fd = os.open(os.path.join(directory, "lone"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     record = b"r" * RECORD
     try:
@@ -180,20 +187,36 @@ def driver_inserts(directory, ops, durability):
         conn = cluster.leader().connect()
         try:
             conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-            return _timed(ops, lambda: conn.execute("INSERT INTO t (v) VALUES (?)", ("v" * 200,)))
+            return _timed(ops, lambda: conn.execute("INSERT INTO t (v) VALUES (?)", ("v" * 200,)),
+                          [node.process.pid for node in cluster.nodes])
         finally:
             conn.close()
 
 
-def _timed(ops, operation):
+def _timed(ops, operation, server_pids=()):
+    """(latencies in seconds, server CPU seconds per commit, client CPU seconds per commit)."""
     for _ in range(WARM_UP):
         operation()
+    servers_before, client_before = sum(map(_cpu_seconds, server_pids)), _own_cpu_seconds()
     latencies = []
     for _ in range(ops):
         started = time.perf_counter()
         operation()
         latencies.append(time.perf_counter() - started)
-    return latencies
+    servers = sum(map(_cpu_seconds, server_pids)) - servers_before
+    return latencies, servers / ops, (_own_cpu_seconds() - client_before) / ops
+
+
+def _cpu_seconds(pid):
+    """User + system CPU time process ``pid`` (all its threads) has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _own_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main():
@@ -215,22 +238,27 @@ def main():
         ]
         for name, durability, baseline, run in steps:
             print(f"{name} ({durability})", end=" ", flush=True)
-            latencies = sorted(run())
-            rows.append((name, durability, baseline, latencies))
+            latencies, server_cpu, client_cpu = run()
+            rows.append((name, durability, baseline, sorted(latencies), server_cpu, client_cpu))
         print()
 
-    rates = {(name, durability): len(lat) / sum(lat) for name, durability, _, lat in rows}
+    rates = {(name, durability): len(lat) / sum(lat) for name, durability, _, lat, _, _ in rows}
     print(f"\nOne client, commits one after another; {args.ops:,} per row, {os.cpu_count()} CPUs, loopback\n")
-    print("| chain | durability | median ms | p90 ms | commits/s | bare chain / this |")
-    print("|---|---|---|---|---|---|")
-    for name, durability, baseline, latencies in rows:
+    print("| chain | durability | median ms | p90 ms | commits/s | bare chain / this "
+          "| server CPU us/commit | client CPU us/commit |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, durability, baseline, latencies, server_cpu, client_cpu in rows:
         median = statistics.median(latencies) * 1e3
         p90 = latencies[int(len(latencies) * 0.9)] * 1e3
         rate = rates[(name, durability)]
         ratio = f"{rates[baseline] / rate:.1f}x" if baseline else ""
-        print(f"| {name} | {durability} | {median:.3f} | {p90:.3f} | {rate:,.0f} | {ratio} |")
+        servers = f"{server_cpu * 1e6:,.0f}" if server_cpu else ""
+        print(f"| {name} | {durability} | {median:.3f} | {p90:.3f} | {rate:,.0f} | {ratio} "
+              f"| {servers} | {client_cpu * 1e6:,.0f} |")
     print("\nbare chain: plain sockets and files, no serialization, sealing, SQL or threads; "
-          "the driver's `process` durability flushes nothing, like the bare chain's `none`.")
+          "the driver's `process` durability flushes nothing, like the bare chain's `none`.\n"
+          f"CPU: user + system time per commit ({os.cpu_count()} CPUs here), server processes together "
+          "(leader and followers), then the client.")
 
 
 if __name__ == "__main__":
