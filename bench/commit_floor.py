@@ -143,26 +143,39 @@ def _listener():
     return sock
 
 
-def bare_chain(directory, ops, flush):
-    """Latencies (seconds) of ``ops`` commits through the bare three-process chain."""
+def _start_chain(leader_target, follower_target, paths, flush):
+    """Fork a chain's leader and two followers; returns (client socket, processes).
+
+    ``paths``: the leader's, then each follower's file or data dir.
+    """
     context = multiprocessing.get_context("fork")  # the children inherit their listeners
     listeners = [_listener() for _ in range(3)]
     addresses = [sock.getsockname() for sock in listeners]
-    tag = "flush" if flush else "noflush"
     processes = [
-        context.Process(target=follower, args=(listeners[i], os.path.join(directory, f"f{i}-{tag}"), flush),
-                        daemon=True)
-        for i in (1, 2)
+        context.Process(target=follower_target, args=(listeners[i], paths[i], flush), daemon=True) for i in (1, 2)
     ]
-    processes.append(context.Process(
-        target=leader, args=(listeners[0], addresses[1:], os.path.join(directory, f"l-{tag}"), flush),
-        daemon=True,
-    ))
+    processes.append(context.Process(target=leader_target, args=(listeners[0], addresses[1:], paths[0], flush),
+                                     daemon=True))
     for process in processes:
         process.start()
     for sock in listeners:
         sock.close()
-    conn = _connect(addresses[0])
+    return _connect(addresses[0]), processes
+
+
+def _stop_chain(conn, processes):
+    conn.close()
+    for process in processes:
+        process.join(IO_TIMEOUT)
+        if process.is_alive():
+            process.kill()
+
+
+def bare_chain(directory, ops, flush):
+    """Latencies (seconds) of ``ops`` commits through the bare three-process chain."""
+    tag = "flush" if flush else "noflush"
+    paths = [os.path.join(directory, name) for name in (f"l-{tag}", f"f1-{tag}", f"f2-{tag}")]
+    conn, processes = _start_chain(leader, follower, paths, flush)
     record = b"r" * RECORD
 
     def commit():
@@ -173,11 +186,7 @@ def bare_chain(directory, ops, flush):
     try:
         return _timed(ops, commit, [process.pid for process in processes])
     finally:
-        conn.close()
-        for process in processes:
-            process.join(IO_TIMEOUT)
-            if process.is_alive():
-                process.kill()
+        _stop_chain(conn, processes)
 
 
 # -- the lean chain: the store's own work per commit, in the bare chain's shape ----------------
@@ -322,24 +331,9 @@ def lean_leader(listener, follower_addresses, data_dir, flush):
 
 def lean_chain(directory, ops, flush):
     """Latencies of ``ops`` INSERTs through the lean chain (see above), one client sending msgpack frames."""
-    context = multiprocessing.get_context("fork")
-    listeners = [_listener() for _ in range(3)]
-    addresses = [sock.getsockname() for sock in listeners]
     tag = "flush" if flush else "noflush"
-    processes = [
-        context.Process(target=lean_follower, args=(listeners[i], os.path.join(directory, f"lean-f{i}-{tag}"),
-                                                     flush), daemon=True)
-        for i in (1, 2)
-    ]
-    processes.append(context.Process(
-        target=lean_leader, args=(listeners[0], addresses[1:], os.path.join(directory, f"lean-l-{tag}"), flush),
-        daemon=True,
-    ))
-    for process in processes:
-        process.start()
-    for sock in listeners:
-        sock.close()
-    conn = _connect(addresses[0])
+    paths = [os.path.join(directory, name) for name in (f"lean-l-{tag}", f"lean-f1-{tag}", f"lean-f2-{tag}")]
+    conn, processes = _start_chain(lean_leader, lean_follower, paths, flush)
     reader = wire.FrameReader(conn, wire.DEFAULT_MAX_FRAME)
     numbers = iter(range(1, 1 << 62))
 
@@ -356,11 +350,7 @@ def lean_chain(directory, ops, flush):
         execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)", [])
         return _timed(ops, lambda: execute(LEAN_SQL, ["v" * 200]), [process.pid for process in processes])
     finally:
-        conn.close()
-        for process in processes:
-            process.join(IO_TIMEOUT)
-            if process.is_alive():
-                process.kill()
+        _stop_chain(conn, processes)
 
 
 def lone_flush(directory, ops):
