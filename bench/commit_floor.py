@@ -34,6 +34,7 @@ commit's steps wait for a core as well as for each other.
 import argparse
 import multiprocessing
 import os
+import pickle
 import resource
 import select
 import socket
@@ -45,8 +46,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from pysyncobj.journal import FileJournal  # noqa: E402
+
 from django_dqcluster import wire  # noqa: E402
+from django_dqcluster.store.cipher import RaftCipher  # noqa: E402
+from django_dqcluster.store.classify import Classifier  # noqa: E402
+from django_dqcluster.store.determinism import FixedValues  # noqa: E402
 from django_dqcluster.store.local_cluster import LocalCluster  # noqa: E402
+from django_dqcluster.store.statemachine import TX, StateMachine, encode_entry, new_entry_id  # noqa: E402
 
 RECORD = 300  # bytes: about one single-row INSERT entry
 ACK = b"k"
@@ -208,11 +215,6 @@ LEAN_SQL = "INSERT INTO t (v) VALUES (?)"
 
 def _lean_parts(data_dir, flush):
     """(journal, append(command, index), cipher, state machine) of one lean node."""
-    from pysyncobj.journal import FileJournal
-
-    from django_dqcluster.store.cipher import RaftCipher
-    from django_dqcluster.store.statemachine import StateMachine
-
     os.makedirs(data_dir, exist_ok=True)
     journal = FileJournal(os.path.join(data_dir, "journal"))
     fd = journal._FileJournal__journalFile._ResizableFile__f.fileno()
@@ -226,15 +228,11 @@ def _lean_parts(data_dir, flush):
 
 
 def _sealed_frame(cipher, message):
-    import pickle
-
     data = cipher.encrypt_at_time(pickle.dumps(message, 4), 0)
     return len(data).to_bytes(4, "big") + data
 
 
 def _open_frame(cipher, conn):
-    import pickle
-
     header = _recv_exactly(conn, 4)
     if header is None:
         return None
@@ -243,8 +241,6 @@ def _open_frame(cipher, conn):
 
 
 def _apply_command(state_machine, command, index):
-    import pickle
-
     _, (payload,) = pickle.loads(command[1:])
     return state_machine.apply(payload, index)
 
@@ -272,12 +268,6 @@ def lean_follower(listener, data_dir, flush):
 
 
 def lean_leader(listener, follower_addresses, data_dir, flush):
-    import pickle
-
-    from django_dqcluster.store.classify import Classifier
-    from django_dqcluster.store.determinism import FixedValues
-    from django_dqcluster.store.statemachine import TX, encode_entry, new_entry_id
-
     _, append, cipher, state_machine = _lean_parts(data_dir, flush)
     classifier = Classifier()
     database = state_machine.databases.get("bench")
