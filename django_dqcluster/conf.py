@@ -21,6 +21,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from .wire import parse_host_port
+
 SCHEME = "dqcluster"
 ENGINE = "django_dqcluster.backend"
 
@@ -45,9 +47,10 @@ def parse_url(url):
         if item.startswith("/"):
             addresses.append("unix:" + item)
             continue
-        host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ImproperlyConfigured(f"database URL {url!r}: {item!r} must be HOST:PORT")
+        try:
+            parse_host_port(item)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"database URL {url!r}: {exc}") from None
         addresses.append(item)
 
     entry = {"ENGINE": ENGINE, "NAME": name, "HOST": "", "PORT": "", "USER": "", "PASSWORD": "", "OPTIONS": {}}

@@ -149,9 +149,18 @@ def parse_address(address):
         return address[len("unix:"):]
     if address.startswith("/"):
         return address
+    return parse_host_port(address, expected="HOST:PORT or unix:/path")
+
+
+def parse_host_port(address, expected="HOST:PORT"):
+    """'host:port' -> ('host', port), for addresses that must be TCP (Raft's)."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ValueError(f"invalid node address {address!r}: expected HOST:PORT or unix:/path")
+        raise ValueError(f"invalid node address {address!r}: expected {expected}")
+    if not 0 < int(port) <= 65535:
+        # Caught here, the error names the setting; later it would be an
+        # OverflowError from bind() or connect() with a traceback.
+        raise ValueError(f"invalid node address {address!r}: port {int(port)} is not in 1-65535")
     return host.strip("[]"), int(port)
 
 

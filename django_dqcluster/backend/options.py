@@ -138,8 +138,9 @@ def _addresses_from_host_port(alias, host, port):
             raise _error(alias, "HOST", "is required when PORT is set", top_level=True)
         return []
     for item in ports:
-        if not item.isdigit():
-            raise _error(alias, "PORT", f"must be a port number or a comma list of them, not {port!r}", True)
+        if not (item.isdigit() and 0 < int(item) <= 65535):
+            raise _error(alias, "PORT", f"must be a port number (1-65535) or a comma list of them, not {port!r}",
+                         True)
     if len(ports) > 1 and len(ports) != len(hosts):
         raise _error(alias, "PORT", f"lists {len(ports)} ports for {len(hosts)} hosts in HOST", True)
     addresses = []

@@ -56,14 +56,15 @@ class NodeConfig:
         if not self.data_dir:
             raise ConfigError("data_dir: a node needs a data directory")
         self.data_dir = os.path.abspath(self.data_dir)
-        if self.client is None:
+        derived = self.client is None
+        if derived:
             host, port = wire.parse_address(self.bind)
             self.client = f"{host}:{port + 1}"
-        else:
-            try:
-                wire.parse_address(self.client)
-            except ValueError as exc:
-                raise ConfigError(f"client: {exc}") from None
+        try:
+            wire.parse_address(self.client)
+        except ValueError as exc:
+            hint = " (the bind port + 1, the default: set client)" if derived else ""
+            raise ConfigError(f"client: {exc}{hint}") from None
         if self.durability not in DURABILITY_MODES:
             raise ConfigError(f"durability: {self.durability!r} is not one of {', '.join(DURABILITY_MODES)}")
         low, high = self.election_timeout
@@ -103,12 +104,12 @@ class NodeConfig:
 
 
 def _check_hostport(name, address):
-    try:
-        target = wire.parse_address(address)
-    except (ValueError, AttributeError):
-        raise ConfigError(f"{name}: invalid address {address!r}, expected HOST:PORT") from None
-    if not isinstance(target, tuple):
+    if not isinstance(address, str) or address.startswith(("unix:", "/")):
         raise ConfigError(f"{name}: Raft addresses must be HOST:PORT, not {address!r}")
+    try:
+        wire.parse_host_port(address)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _is_loopback(host):

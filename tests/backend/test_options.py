@@ -33,6 +33,8 @@ def test_valid_client_entry(secret_file):
     ({"OPTIONS": {"secret": "x"}}, "address"),
     ({"OPTIONS": {"address": "127.0.0.1:7101"}}, "secret_file"),
     ({"OPTIONS": {"address": "nohost", "secret": "x"}}, "address"),
+    ({"OPTIONS": {"address": "127.0.0.1:99999", "secret": "x"}}, "address"),
+    ({"OPTIONS": {"embedded": True, "data_dir": "/tmp/x", "bind": "127.0.0.1:0"}}, "bind"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "consistency": "eventual"}}, "consistency"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "durability": "never"}}, "durability"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "timeout": "soon"}}, "timeout"),
@@ -48,12 +50,20 @@ def test_valid_client_entry(secret_file):
     ({"OPTIONS": {"embedded": True, "data_dir": "/tmp/x", "bind": "127.0.0.1:7001", "peers": "127.0.0.1:7002"}}, "secret"),
     ({"OPTIONS": {"secret": "x"}, "HOST": "a,b", "PORT": "1,2,3"}, "PORT"),
     ({"OPTIONS": {"secret": "x"}, "HOST": "h"}, "PORT"),
+    ({"OPTIONS": {"secret": "x"}, "HOST": "h", "PORT": "70000"}, "PORT"),
 ])
 def test_wrong_or_missing_keys_are_named(change, key):
     settings_dict = {"NAME": "app", "OPTIONS": {}, **change}
     with pytest.raises(ImproperlyConfigured) as raised:
         parse("default", settings_dict)
     assert f"[{key!r}]" in str(raised.value), str(raised.value)
+
+
+def test_an_embedded_node_whose_default_client_port_cannot_exist_is_refused_naming_client(tmp_path):
+    opts = parse("default", {"NAME": "app", "OPTIONS": {
+        "embedded": True, "data_dir": str(tmp_path), "bind": "127.0.0.1:65535"}})
+    with pytest.raises(ImproperlyConfigured, match=r"\['client'\] .*port 65536 is not in 1-65535"):
+        opts.node_config()
 
 
 def test_environ_shapes(secret_file):
