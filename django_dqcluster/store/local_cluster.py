@@ -3,11 +3,14 @@
     python -m django_dqcluster.store.local_cluster --nodes 3 --dir var/cluster
 
 starts three nodes on free loopback ports, prints their addresses and the
-secret file, and keeps them running until interrupted. Tests use
-:class:`LocalCluster` directly (kill -9, restart, wipe, join, remove).
+secret file, and keeps them running until interrupted. Started again on the
+same directory, the nodes come back with their data on the same addresses
+(``addresses.json``). Tests use :class:`LocalCluster` directly (kill -9,
+restart, wipe, join, remove).
 """
 
 import argparse
+import json
 import os
 import secrets
 import signal
@@ -138,22 +141,52 @@ class LocalCluster:
         self.env = dict(os.environ if env is None else env)
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, self.env.get("PYTHONPATH")]))
+        # A node's Raft address is its identity in the cluster: a node that
+        # came back on another port with the same data would be a new member
+        # to the others, and its old address a member that never answers.
+        self.addresses_file = os.path.join(self.directory, "addresses.json")
+        self._recorded = self._read_addresses()
         self.nodes = []
         for _ in range(size):
             self._new_node()
 
+    def _read_addresses(self):
+        try:
+            with open(self.addresses_file) as handle:
+                return [(node["raft"], node["client"]) for node in json.load(handle)]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RuntimeError(f"cannot read the node addresses of {self.directory} from {self.addresses_file}: "
+                               f"{exc}; remove the directory to start a new cluster") from None
+
     def _new_node(self):
-        # Ask for all ports while holding the ones already used, or the kernel
-        # may hand the same free port to two nodes.
-        used = set()
-        for node in self.nodes:
-            used.update({int(node.raft.rsplit(":", 1)[1]), int(node.client.rsplit(":", 1)[1])})
-        raft, client = next(
-            pair for pair in iter(lambda: free_ports(2), None) if not used.intersection(pair)
-        )
-        node = NodeProcess(self, len(self.nodes), f"127.0.0.1:{raft}", f"127.0.0.1:{client}")
+        index = len(self.nodes)
+        if index < len(self._recorded):
+            raft, client = self._recorded[index]
+        else:
+            # Ask for all ports while holding the ones already used, or the
+            # kernel may hand the same free port to two nodes.
+            used = {int(address.rsplit(":", 1)[1]) for pair in self._recorded for address in pair}
+            for node in self.nodes:
+                used.update({int(node.raft.rsplit(":", 1)[1]), int(node.client.rsplit(":", 1)[1])})
+            ports = next(pair for pair in iter(lambda: free_ports(2), None) if not used.intersection(pair))
+            raft, client = (f"127.0.0.1:{port}" for port in ports)
+        node = NodeProcess(self, index, raft, client)
         self.nodes.append(node)
+        self._record_addresses()
         return node
+
+    def _record_addresses(self):
+        recorded = [(node.raft, node.client) for node in self.nodes]
+        recorded += self._recorded[len(recorded):]  # nodes of an earlier run not created (yet) in this one
+        if recorded == self._recorded and os.path.exists(self.addresses_file):
+            return
+        tmp = self.addresses_file + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump([{"raft": raft, "client": client} for raft, client in recorded], handle, indent=1)
+        os.replace(tmp, self.addresses_file)
+        self._recorded = recorded
 
     @property
     def clients(self):
@@ -266,6 +299,10 @@ def main(argv=None):
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
+        print("stopping the nodes", flush=True)
+        # One by one, each draining its clients and handing leadership over;
+        # leaving the with block kills -9 only what did not stop.
+        cluster.stop()
     return 0
 
 

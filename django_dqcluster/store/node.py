@@ -186,11 +186,21 @@ class Node:
         return self.state_machine.members.get(leader)
 
     def servers(self):
-        """The known servers (the seed's ServerStore): Raft and client addresses of every member."""
+        """The known servers (the seed's ServerStore): Raft and client addresses of every member.
+
+        The Raft configuration says who is a member; the members' announcements
+        only add their client addresses. An announcement outlives its member
+        when a node comes back under another Raft address with the same data (a
+        local cluster restarted on other ports, a re-addressed host): listing
+        it would send clients, and restarts without --peers, to an address
+        nobody serves.
+        """
         members = dict(self.state_machine.members)
-        members.setdefault(self.config.bind, self.config.client)
-        raft_members = [self.config.bind] + [n.address for n in self.engine.otherNodes] if self.engine else []
-        return [{"raft": r, "client": members.get(r)} for r in sorted(set(raft_members) | set(members))]
+        members[self.config.bind] = self.config.client
+        if self.engine is None:
+            return [{"raft": r, "client": c} for r, c in sorted(members.items())]
+        raft_members = [self.config.bind] + [n.address for n in self.engine.otherNodes]
+        return [{"raft": r, "client": members.get(r)} for r in sorted(set(raft_members))]
 
     def check_serving(self):
         if self.state_machine.diverged:
