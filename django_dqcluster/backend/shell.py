@@ -90,6 +90,16 @@ class Shell:
             print(f"Error: {exc}", file=self.err)
             return False
 
+    def run_script(self, text):
+        """Run every statement in ``text`` in order; False if any failed (the rest still run)."""
+        statements, rest = take_statements(text)
+        if not _blank(rest):
+            statements.append(rest.strip())
+        ok = True
+        for statement in statements:
+            ok = self.run_sql(statement) and ok
+        return ok
+
     def run_dot(self, line):
         command, _, argument = line.strip().partition(" ")
         argument = argument.strip()
@@ -145,12 +155,42 @@ class Shell:
                     break
                 continue
             buffer += line + "\n"
-            if sqlite3.complete_statement(buffer):
-                ok = self.run_sql(buffer.strip()) and ok
-                buffer = ""
-        if buffer.strip():
+            statements, buffer = take_statements(buffer)
+            for statement in statements:
+                ok = self.run_sql(statement) and ok
+        if not _blank(buffer):
             ok = self.run_sql(buffer.strip()) and ok
         return ok
+
+
+def take_statements(text):
+    """The complete statements at the start of ``text``, and the rest.
+
+    A ';' ends a statement only where ``sqlite3.complete_statement`` agrees
+    (not inside a string, a comment or a trigger's body), so a line may hold
+    several statements, as in the sqlite3 shell: the store runs one per call.
+    """
+    statements, start = [], 0
+    for end, char in enumerate(text):
+        if char == ";" and sqlite3.complete_statement(text[start:end + 1]):
+            statement = text[start:end + 1].strip()
+            if statement != ";":
+                statements.append(statement)
+            start = end + 1
+    return statements, text[start:]
+
+
+def _blank(text):
+    """Only whitespace and SQL comments (what the sqlite3 shell ignores at the end of input)."""
+    text = text.strip()
+    while text:
+        if text.startswith("--"):
+            text = text.partition("\n")[2].strip()
+        elif text.startswith("/*") and "*/" in text:
+            text = text.split("*/", 1)[1].strip()
+        else:
+            return False
+    return True
 
 
 def _quote(text):
@@ -191,7 +231,7 @@ def main(argv=None):
     try:
         if args.command:
             command = args.command.strip()
-            ok = shell.run_dot(command) if command.startswith(".") else shell.run_sql(command)
+            ok = shell.run_dot(command) if command.startswith(".") else shell.run_script(command)
         else:
             ok = shell.interact()
     finally:
