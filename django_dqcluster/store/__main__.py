@@ -94,7 +94,11 @@ def main(argv=None):
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    node.start()
+    try:
+        node.start()
+    except OSError as exc:  # a port or the data directory another process holds
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"node {config.bind} serving clients on {config.client}", flush=True)
     try:
         while not stop.wait(0.5):

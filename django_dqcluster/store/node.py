@@ -18,6 +18,7 @@ from pysyncobj import FAIL_REASON
 from .. import wire
 from . import errors, raft
 from .config import NodeConfig
+from .datadir import DataDirLock
 from .group_commit import CommitQueue
 from .server import ClientServer
 from .session import LeaderState
@@ -58,30 +59,19 @@ class Node:
         self._entries_since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._servers_written = None
+        self._datadir_lock = DataDirLock(config.data_dir)
         self.started_at = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self):
-        peers = list(self.config.peers)
-        if self.config.join:
-            peers = self._members_via(self.config.join)
-        elif not peers:
-            peers = self._known_servers()
-        conf = raft.make_conf(
-            journal_file=self.config.journal_file,
-            dump_file=self.config.snapshot_file,
-            serializer=self.state_machine.write_snapshot,
-            deserializer=lambda filename: self.state_machine.read_snapshot(filename, raft.make_node),
-            on_state_changed=self._on_state_changed,
-            election_timeout=self.config.election_timeout,
-        )
-        extra = {"transportClass": self._transport_class} if self._transport_class else {}
-        self.engine = self._engine_class(
-            self.config.bind, peers, conf, self.state_machine, secret=self.secret, durable=self.config.durable,
-            **extra
-        )
-        self.engine.command_source = self.commit_queue.take
+        # Before anything reads or writes the journal or the databases.
+        self._datadir_lock.acquire(f"Raft {self.config.bind}, clients {self.config.client}")
+        try:
+            peers = self._start_engine()
+        except BaseException:
+            self._datadir_lock.release()
+            raise
         self.state_machine.databases.publish_instance()
         self.server = ClientServer(self)
         try:
@@ -104,6 +94,29 @@ class Node:
             self._request_membership(self.config.join)
         logger.info("node %s started (client %s, data %s)", self.config.bind, self.config.client, self.config.data_dir)
         return self
+
+    def _start_engine(self):
+        """Create the Raft engine (it opens the journal and starts ticking); returns its peers."""
+        peers = list(self.config.peers)
+        if self.config.join:
+            peers = self._members_via(self.config.join)
+        elif not peers:
+            peers = self._known_servers()
+        conf = raft.make_conf(
+            journal_file=self.config.journal_file,
+            dump_file=self.config.snapshot_file,
+            serializer=self.state_machine.write_snapshot,
+            deserializer=lambda filename: self.state_machine.read_snapshot(filename, raft.make_node),
+            on_state_changed=self._on_state_changed,
+            election_timeout=self.config.election_timeout,
+        )
+        extra = {"transportClass": self._transport_class} if self._transport_class else {}
+        self.engine = self._engine_class(
+            self.config.bind, peers, conf, self.state_machine, secret=self.secret, durable=self.config.durable,
+            **extra
+        )
+        self.engine.command_source = self.commit_queue.take
+        return peers
 
     def stop(self):
         """Stop gracefully: drain the clients, hand leadership over, then shut down.
@@ -130,6 +143,7 @@ class Node:
             self.engine.destroy_synchronous()
         self.leader_state.abort_all("the node is shutting down")
         self.state_machine.close()
+        self._datadir_lock.release()
 
     def _hand_over_leadership(self, timeout):
         engine = self.engine

@@ -1,12 +1,17 @@
-"""A node that cannot listen says where: at configuration for an address no node
-could listen on, at start for a port another process holds; and leaves nothing running."""
+"""A node that cannot start says why: at configuration for an address no node could
+listen on, at start for a port or a data directory another node holds; and leaves
+nothing running."""
 
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
 from django_dqcluster.store import Node, NodeConfig
 from django_dqcluster.store.config import ConfigError
+from django_dqcluster.store.datadir import DataDirInUse
 from django_dqcluster.store.local_cluster import free_ports
 
 SECRET = "node-start-test-secret"
@@ -54,3 +59,36 @@ def test_a_taken_client_port_is_named_and_the_raft_port_and_data_dir_are_release
         assert reader.execute("SELECT name FROM sqlite_master WHERE name = 't'").fetchall() == [("t",)]
     finally:
         node.stop()
+
+
+def test_a_second_node_on_a_data_dir_in_use_is_refused_naming_the_first_and_starts_nothing(tmp_path):
+    first = Node(config(tmp_path, *free_ports(2))).start()
+    try:
+        raft, client = free_ports(2)
+        second = Node(config(tmp_path, raft, client))
+        with pytest.raises(DataDirInUse, match=rf"{tmp_path / 'node'} is in use by the node of pid {os.getpid()} "
+                                               rf"\(Raft {first.config.bind}, clients {first.config.client}\)"):
+            second.start()
+        assert second.engine is None and second.server is None
+        for port in (raft, client):  # the refused node listens on neither of its ports
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port))
+    finally:
+        first.stop()
+    # Stopping (or dying: the kernel drops the lock with the process) frees the directory.
+    Node(config(tmp_path, *free_ports(2))).start().stop()
+
+
+def test_the_node_command_says_why_it_cannot_start_instead_of_a_traceback(tmp_path):
+    holder = Node(config(tmp_path, *free_ports(2))).start()
+    try:
+        raft, client = free_ports(2)
+        result = subprocess.run(
+            [sys.executable, "-m", "django_dqcluster.store", "--bind", f"127.0.0.1:{raft}",
+             "--client", f"127.0.0.1:{client}", "--data-dir", str(tmp_path / "node"), "--secret", SECRET],
+            capture_output=True, text=True, timeout=60)
+    finally:
+        holder.stop()
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "is in use by the node of pid" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

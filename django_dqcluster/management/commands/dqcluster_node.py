@@ -53,7 +53,10 @@ class Command(BaseCommand):
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        node.start()
+        try:
+            node.start()
+        except OSError as exc:  # a port or the data directory another process holds
+            raise CommandError(f"the node of alias {alias!r} could not start: {exc}") from None
         verbosity = options["verbosity"]
         if verbosity:
             self.stdout.write(
