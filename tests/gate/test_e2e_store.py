@@ -188,3 +188,14 @@ def test_rolling_upgrade_on_a_three_node_store(store):
         assert db.query(index, "SELECT name FROM gateapp_item ORDER BY id", **local) == [(n,) for n in names]
         assert db.node_rows(index, **local) == {addr: (v1_schema + 1, 0) for addr in addresses}
 
+
+
+def test_a_host_with_the_wrong_cluster_secret_gets_a_clear_error_from_each_command(store, tmp_path):
+    wrong = tmp_path / "wrong.secret"
+    wrong.write_text("not the cluster's secret\n")
+    host = store.host(0)
+    host.extra_env["DQ_E2E_SECRET_FILE"] = str(wrong)
+    for command in ("ensure_cluster_schema", "cluster_status", "migrate"):
+        process = host.run(command, expect=1)
+        assert "the store refused this client: authentication failed" in process.stderr, (command, process.stderr)
+        assert "Traceback" not in process.stderr, (command, process.stderr)

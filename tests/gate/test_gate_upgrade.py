@@ -250,3 +250,18 @@ def test_cluster_status_shows_a_member_with_a_stale_heartbeat_as_offline(shared_
 def test_cluster_status_before_any_gate_run_says_what_to_do(sqlite_db):
     process = Host(sqlite_db, "host-a").run("cluster_status", expect=1)
     assert "has no cluster tables yet: run `manage.py ensure_cluster_schema --database default`" in process.stderr
+
+
+def test_a_migration_that_fails_after_the_gate_passed_is_reported_as_plain_migrate_does(sqlite_db):
+    a = Host(sqlite_db, "host-a")
+    a.run("migrate", "-v0")
+    # v2's migration creates this table: with it already there, the migration itself fails.
+    sqlite_db.query("CREATE TABLE gateapp_v2only (id INTEGER PRIMARY KEY)")
+    process = a.upgraded().run("migrate", expect=1)
+    assert "table gateapp_v2only already exists" in process.stderr, process.stderr
+    assert "OperationalError" in process.stderr and "cluster gate failed" not in process.stderr, process.stderr
+    # Nothing half-done stays behind: once the database is fixed, the same command migrates.
+    sqlite_db.query("DROP TABLE gateapp_v2only")
+    a.upgraded().run("migrate", "-v0")
+    assert [host for (host,) in applied_0002(sqlite_db)] == ["host-a"]
+

@@ -25,6 +25,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import Error as DBError  # DatabaseError and InterfaceError (a client the store refused)
 
 from ... import gate
 from ...cluster import ClusterError, Member, decide
@@ -158,7 +159,7 @@ class Command(BaseCommand):
         check_alias(alias)
         try:
             report = self.collect(alias)
-        except (ClusterError, DatabaseError) as error:
+        except (ClusterError, DBError) as error:
             raise CommandError(f"cannot read the cluster status of database {alias!r}: {error}", returncode=1) from error
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2, default=str))

@@ -21,7 +21,8 @@ import json
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import Error as DBError  # DatabaseError and InterfaceError (a client the store refused)
 
 from ... import gate
 from ...cluster import ClusterError
@@ -207,7 +208,7 @@ class Command(BaseCommand):
                 result = gate.wait_for_gate(alias, timeout=timeout, on_progress=reporter.progress)
             else:
                 result = gate.run_gate(alias)
-        except (ClusterError, DatabaseError) as error:
+        except (ClusterError, DBError) as error:
             raise cluster_error(error) from error
 
         if as_json:

@@ -34,6 +34,7 @@ from django.conf import settings
 from django.core.management.base import CommandError
 from django.core.management.commands import migrate as django_migrate
 from django.db import DatabaseError, IntegrityError, connections
+from django.db import Error as DBError  # DatabaseError and InterfaceError (a client the store refused)
 
 from ... import gate
 from ...cluster import ClusterError, is_transient_error
@@ -253,6 +254,7 @@ class Command(django_migrate.Command):
 
     def handle(self, *args, **options):
         self.cluster_lock = None
+        self.migrating = False
         self.applied = []
         alias = options["database"]
         check_alias(alias)
@@ -290,14 +292,18 @@ class Command(django_migrate.Command):
                     if recheck.ready:
                         if verbosity >= 2:
                             self.stdout.write(f"  Took the cluster migration lock; {recheck.message}")
+                        self.migrating = True
                         super().handle(*args, **options)
+                        self.migrating = False
                         gate.record_node_version(alias)
                         return
                     self.cluster_lock = None
                 if not options["wait"] or recheck.status is gate.GateStatus.REFUSED:
                     self.stop(recheck, reporter)
                 # --wait: members changed under us; wait again (same deadline).
-        except (ClusterError, DatabaseError) as error:
+        except (ClusterError, DBError) as error:
+            if self.migrating:
+                raise  # a migration's own error, as plain migrate reports it: the gate had passed
             raise cluster_error(error) from error
         finally:
             self.cluster_lock = None
