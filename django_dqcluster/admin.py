@@ -3,13 +3,16 @@
 The rows belong to the version gate; editing a version by hand is how clusters got
 stuck for good (canonical/lxd#3465). A dead member is removed with
 ``manage.py ensure_cluster_schema --remove-member ADDRESS``, which refuses to remove
-the host it runs on.
+the host it runs on. On our ENGINE the list also shows each member's live role in
+the store and how far it has applied the log, as ``cluster_status`` does.
 """
 
 from django.contrib import admin, messages
 from django.db import DatabaseError
 from django.shortcuts import redirect
 
+from . import gate
+from .member_status import member_role, store_status
 from .models import ClusterNode
 
 
@@ -23,15 +26,37 @@ class ClusterNodeAdmin(admin.ModelAdmin):
     readonly_fields = ("name", "description", "address", "schema", "api_extensions", "heartbeat", "pending")
 
     def get_list_display(self, request):
-        # Each row's state depends on every other row: read the table once per page,
-        # in a closure (not on self: the ModelAdmin is shared between threads).
-        members = list(ClusterNode.objects.using(self.get_queryset(request).db))
+        # Each row's state depends on every other row, and its role on the store's
+        # status: read both once per page, into closures (not on self: the
+        # ModelAdmin is shared between threads).
+        db = self.get_queryset(request).db
+        members = list(ClusterNode.objects.using(db))
 
         @admin.display(description="gate state")
         def state(obj):
             return obj.gate_state(members)
 
-        return ("address", "schema", "api_extensions", "heartbeat", state)
+        columns = ("address", "schema", "api_extensions", "heartbeat", state)
+        status, _ = store_status(db)
+        if status is None:
+            return columns  # not a store (SQLite, PostgreSQL): the table is all there is
+        our_address, now = gate.node_address(db), gate.utc_now()
+
+        def live(obj):
+            return member_role(status, obj.address, obj.heartbeat, now, obj.address == our_address)
+
+        @admin.display(description="role")
+        def role(obj):
+            return live(obj)[0]
+
+        @admin.display(description="applied index (lag)")
+        def applied(obj):
+            _, index, lag = live(obj)
+            if index is None:
+                return "-"
+            return f"{index} ({lag} behind)" if lag else str(index)
+
+        return columns + (role, applied)
 
     def changelist_view(self, request, extra_context=None):
         db = self.get_queryset(request).db

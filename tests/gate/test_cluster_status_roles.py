@@ -5,7 +5,7 @@
 
 from datetime import datetime, timedelta, timezone
 
-from django_dqcluster.management.commands.cluster_status import member_role
+from django_dqcluster.member_status import member_role
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 FRESH = NOW - timedelta(seconds=5)

@@ -182,12 +182,34 @@ def test_node_address_from_our_engine_options_then_the_setting_then_the_hostname
     assert partial["client"] == "10.0.0.2:7001" and partial["default"] == partial["hostname"]
 
 
+STORE_ADMIN_SCRIPT = """
+import re
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+from django_dqcluster.models import ClusterNode
+
+client = Client()
+client.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+opts = ClusterNode._meta
+response = client.get(reverse(f"admin:{opts.app_label}_clusternode_changelist"))
+body = response.content.decode()
+cells = lambda name: re.findall(r'<td class="field-' + name + r'[^"]*">([^<]*)</td>', body)
+print("RESULT", {
+    "status": response.status_code,
+    "role_column": 'class="sortable column-role' in body or 'class="column-role' in body,
+    "applied_column": 'column-applied' in body,
+    "rows": [list(pair) for pair in zip(cells("address"), cells("role"))],
+})
+"""
+
+
 def test_gate_on_our_engine_with_one_embedded_node(tmp_path):
     """The same commands on ENGINE django_dqcluster.backend (one embedded node).
 
-    The node's Raft address is the member's address; cluster_status asks the store for
-    its role and applied index. The 3-node rolling upgrade on the store is the backend's
-    end-to-end test.
+    The node's Raft address is the member's address; cluster_status and the admin ask
+    the store for its role and applied index. The 3-node rolling upgrade on the store
+    is the backend's end-to-end test.
     """
     from .conftest import SharedDatabase
 
@@ -202,6 +224,9 @@ def test_gate_on_our_engine_with_one_embedded_node(tmp_path):
     assert member["address"] == f"127.0.0.1:{port}" and member["is_self"]
     assert member["role"] == "leader" and member["gate"] == "ready"
     assert isinstance(member["applied_index"], int) and member["lag"] == 0
+    admin = _result(host.shell(STORE_ADMIN_SCRIPT))
+    assert admin["status"] == 200 and admin["role_column"] and admin["applied_column"], admin
+    assert admin["rows"] == [[f"127.0.0.1:{port}", "leader"]], admin
     upgraded = host.upgraded().run("migrate")
     assert "Applying gateapp.0002_v2... OK" in upgraded.stdout
     assert host.upgraded().gate_json(expect=0)["members"][0]["schema"] == member["schema"] + 1
