@@ -257,6 +257,23 @@ class Connection:
                 if in_tx_before:
                     payload["message"] += "; the open transaction was rolled back"
                 raise exc.from_payload(payload) from None
+            except wire.FrameTooLarge as error:
+                # The node answered: only its answer is more than this
+                # connection accepts, so asking again (what a lost connection
+                # calls for) would fetch the same answer until the deadline.
+                # Its unread body leaves the connection unusable.
+                if self._transport is not None:
+                    self._transport.close()
+                    self._transport = None
+                self._in_tx = False
+                problem = (f"the store's answer is too large for this connection: {error} (max_frame); "
+                           "fetch fewer rows at a time (LIMIT, or a range of primary keys)")
+                if in_tx_before:
+                    raise exc.operational(f"{problem}; the open transaction was rolled back") from None
+                if may_write:
+                    raise exc.operational(f"{problem}; the statement ran, its outcome is unknown",
+                                          unknown_outcome=True) from None
+                raise exc.operational(problem) from None
             except (OSError, wire.ProtocolError) as error:
                 if self._transport is not None:
                     self._transport.close()

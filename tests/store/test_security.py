@@ -338,6 +338,28 @@ def test_an_oversized_read_through_the_driver_fails_at_once(node):
     assert elapsed < 1.5
 
 
+def test_an_answer_over_the_clients_max_frame_fails_at_once_saying_so_and_the_connection_goes_on(node):
+    conn = client(node, timeout=3, max_frame=2048)
+    started = time.monotonic()
+    with pytest.raises(dbapi.OperationalError, match=r"answer is too large .* exceeds the limit of 2048 bytes"
+                                                      r" \(max_frame\); fetch fewer rows") as info:
+        conn.execute("SELECT printf('%.3000c', 'x')")
+    assert time.monotonic() - started < 1.5  # not retried as if the node were unreachable
+    assert not info.value.retryable and not info.value.unknown_outcome
+    assert conn.execute("SELECT 1").fetchone() == (1,)  # on a new session
+    conn.close()
+
+
+def test_a_write_whose_answer_is_over_max_frame_is_reported_as_run_not_as_a_lost_connection(node):
+    conn = client(node, timeout=3, max_frame=2048)
+    conn.execute("CREATE TABLE big_answer (id INTEGER PRIMARY KEY, v TEXT)")
+    with pytest.raises(dbapi.OperationalError, match="answer is too large .* the statement ran") as info:
+        conn.execute("INSERT INTO big_answer (v) VALUES (printf('%.3000c', 'x')) RETURNING v")
+    assert info.value.unknown_outcome and "lost the connection" not in str(info.value)
+    assert conn.execute("SELECT count(*) FROM big_answer").fetchone() == (1,)
+    conn.close()
+
+
 # -- the Raft port --------------------------------------------------------------------------------
 
 
