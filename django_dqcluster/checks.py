@@ -5,6 +5,7 @@
 * ``W002`` an app listed before ``django_dqcluster`` in INSTALLED_APPS ships its own
   ``migrate`` command: Django runs the first one listed, so ours (and the version gate)
   would never run and new migrations could run under old code.
+* ``W003`` a dqcluster alias's ``secret_file`` is readable by other users than its owner.
 * ``E001`` ``DQCLUSTER_API_EXTENSIONS`` is not a list/tuple.
 * ``E002`` ``DQCLUSTER_GATE_ENABLED`` is not True, False or None.
 * ``E003`` ``DQCLUSTER_NODE_ADDRESS`` is not a non-empty string or dict of them.
@@ -55,6 +56,32 @@ def check_cluster_secret(app_configs=None, **kwargs):
                     ),
                     obj=f"DATABASES[{alias!r}]",
                     id="dqcluster.W001",
+                )
+            )
+    return messages
+
+
+@register(Tags.security, Tags.database)
+def check_secret_file_permissions(app_configs=None, **kwargs):
+    """W003: a secret file other users can read."""
+    from .store.config import readable_by_others
+
+    messages = []
+    for alias, entry in settings.DATABASES.items():
+        if entry.get("ENGINE") != DQCLUSTER_ENGINE:
+            continue
+        path = (entry.get("OPTIONS") or {}).get("secret_file")
+        if path and readable_by_others(os.fspath(path)):
+            messages.append(
+                Warning(
+                    f"DATABASES[{alias!r}]['OPTIONS']['secret_file'] ({path}) is readable by users "
+                    "other than its owner.",
+                    hint=(
+                        f"chmod 600 {path}. Whoever reads the cluster secret can send the nodes Raft "
+                        "messages, which are pickled: it runs code on every member."
+                    ),
+                    obj=f"DATABASES[{alias!r}]",
+                    id="dqcluster.W003",
                 )
             )
     return messages

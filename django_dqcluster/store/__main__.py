@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 
-from .config import FSYNC, PROCESS, ConfigError, NodeConfig, read_secret
+from .config import FSYNC, PROCESS, ConfigError, NodeConfig, read_secret, readable_by_others
 
 
 def _addresses(text):
@@ -88,6 +88,10 @@ def main(argv=None):
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.secret_file and readable_by_others(args.secret_file):
+        logging.getLogger("django_dqcluster.store").warning(
+            "the secret file %s is readable by other users than its owner: chmod 600 it (whoever reads "
+            "the cluster secret can send this node Raft messages, which are pickled)", args.secret_file)
     from .node import Node
 
     node = Node(config)

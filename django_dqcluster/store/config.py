@@ -134,3 +134,15 @@ def read_secret(secret=None, secret_file=None):
             raise ConfigError(f"secret_file: {secret_file} is empty")
         return value
     return secret or None
+
+
+def readable_by_others(path):
+    """Whether users other than ``path``'s owner may read it (its group, or anyone).
+
+    A cluster secret lets whoever holds it send Raft messages, which are
+    pickled: it should be readable by the service user alone (``chmod 600``).
+    """
+    try:
+        return bool(os.stat(path).st_mode & 0o044)
+    except OSError:
+        return False  # unreadable or missing: read_secret says so

@@ -104,6 +104,11 @@ if os.environ.get("DQ_GATE_CHECKS"):
         "NAME": "app",
         "OPTIONS": {"embedded": True, "data_dir": "/nonexistent", "bind": "10.0.0.1:7000", "peers": ["10.0.0.2:7000"]},
     }
+    DATABASES["open_secret"] = {
+        "ENGINE": "django_dqcluster.backend",
+        "NAME": "app",
+        "OPTIONS": {"address": "127.0.0.1:7101", "secret_file": os.environ.get("DQ_GATE_OPEN_SECRET", "/nonexistent")},
+    }
     DQCLUSTER_API_EXTENSIONS = "not-a-list"
 
 LOGGING = {

@@ -85,11 +85,19 @@ def test_admin_without_cluster_tables_explains_instead_of_failing(sqlite_db):
     assert _result(host.shell(script)) == {"status": 200, "hint": True}
 
 
-def test_system_checks_flag_missing_secret_hidden_migrate_and_bad_settings(sqlite_db):
-    host = Host(sqlite_db, "host-a", extra_env={"DQ_GATE_CHECKS": "1"})
+def test_system_checks_flag_missing_secret_hidden_migrate_and_bad_settings(sqlite_db, tmp_path):
+    open_secret = tmp_path / "cluster.secret"
+    open_secret.write_text("s3cret\n")
+    open_secret.chmod(0o644)
+    host = Host(sqlite_db, "host-a", extra_env={"DQ_GATE_CHECKS": "1", "DQ_GATE_OPEN_SECRET": str(open_secret)})
     process = host.run("check", expect=1)
     output = process.stderr + process.stdout
     assert "dqcluster.W001" in output and "DATABASES['cluster'] is a multi-node dqcluster setup without a cluster secret" in output
+    assert "dqcluster.W003" in output and f"({open_secret}) is readable by users other than its owner" in output
+    assert f"chmod 600 {open_secret}" in output
+    open_secret.chmod(0o600)
+    output = host.run("check", expect=1).stderr
+    assert "dqcluster.W003" not in output and "dqcluster.W001" in output
     assert "dqcluster.W002" in output and "'tests.gate.shadowapp' is listed before 'django_dqcluster'" in output
     assert "dqcluster.E001" in output and "DQCLUSTER_API_EXTENSIONS must be a list" in output
 
