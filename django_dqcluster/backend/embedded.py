@@ -2,7 +2,9 @@
 
 Every alias and thread whose OPTIONS name the same ``data_dir`` talks to the
 same in-process node: two nodes on one data dir would both write its SQLite
-files and Raft journal.
+files and Raft journal. Another process with the same settings (``manage.py
+shell`` or ``dbshell`` beside ``runserver``) finds the data dir locked by the
+node running there and becomes that node's client (:func:`connect_params`).
 """
 
 import atexit
@@ -12,6 +14,8 @@ import threading
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.utils import OperationalError
+
+from ..store.datadir import DataDirInUse
 
 _nodes = {}  # data_dir -> (Node, NodeConfig)
 _lock = threading.Lock()
@@ -47,6 +51,8 @@ def get_node(options, wait=True):
         config = options.node_config(connection_hooks=[django_functions_hook])
         try:
             node = Node(config).start()
+        except DataDirInUse:
+            raise  # another process runs this node: connect_params talks to it
         except OSError as exc:
             hint = ""
             if exc.errno == errno.EADDRINUSE:
@@ -58,6 +64,37 @@ def get_node(options, wait=True):
         _nodes[os.path.abspath(options.data_dir)] = (node, config)
     # Outside the lock: a multi-node cluster may wait for its peers.
     return _ready(node, options) if wait else node
+
+
+def connect_params(options):
+    """The driver's arguments to reach the embedded node of ``options``.
+
+    ``{"node": node}`` when this process runs it (starting it on first use),
+    or the client address and secret of the node another process runs on the
+    same data dir: its lock says where that node serves clients.
+    """
+    try:
+        return {"node": get_node(options)}
+    except DataDirInUse as in_use:
+        if not in_use.holder:
+            raise OperationalError(f"settings.DATABASES[{options.alias!r}]: {in_use}") from None
+        return {"addresses": [in_use.holder["client"]], "secret": _secret_of(options, in_use)}
+
+
+def _secret_of(options, in_use):
+    if options.secret:
+        return options.secret
+    from ..store.node import LOCAL_SECRET_FILE
+
+    path = os.path.join(options.data_dir, LOCAL_SECRET_FILE)
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError as exc:
+        raise OperationalError(
+            f"settings.DATABASES[{options.alias!r}]: {in_use}; cannot read its secret at {path} "
+            f"to connect to it instead: {exc.strerror}"
+        ) from None
 
 
 def _ready(node, options):

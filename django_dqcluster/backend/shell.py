@@ -42,13 +42,10 @@ def connect_from_settings(settings_dict, alias="dbshell"):
     kwargs = {"database": opts.name, "consistency": opts.consistency, "timeout": opts.timeout,
               "isolation_level": None}
     if opts.embedded:
-        from .embedded import get_node
+        from .embedded import connect_params
 
-        kwargs["node"] = get_node(opts)
-    else:
-        kwargs["secret"] = opts.secret
-        return dbapi.connect(opts.addresses, **kwargs)
-    return dbapi.connect(**kwargs)
+        return dbapi.connect(**kwargs, **connect_params(opts))
+    return dbapi.connect(opts.addresses, secret=opts.secret, **kwargs)
 
 
 def format_rows(description, rows):

@@ -26,6 +26,8 @@ from .statemachine import BARRIER, CHECKPOINT, MEMBER, StateMachine, encode_entr
 
 logger = logging.getLogger("django_dqcluster.store")
 
+LOCAL_SECRET_FILE = "cluster.secret"  # in the data dir of a one-node store given no secret
+
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
 ROLE_NAMES = {FOLLOWER: "follower", CANDIDATE: "candidate", LEADER: "leader"}
 
@@ -66,7 +68,7 @@ class Node:
 
     def start(self):
         # Before anything reads or writes the journal or the databases.
-        self._datadir_lock.acquire(f"Raft {self.config.bind}, clients {self.config.client}")
+        self._datadir_lock.acquire(self.config.bind, self.config.client)
         try:
             peers = self._start_engine()
         except BaseException:
@@ -352,7 +354,7 @@ class Node:
 
     def _local_secret(self):
         """A one-node store without a configured secret makes its own, readable only by its owner."""
-        path = os.path.join(self.config.data_dir, "cluster.secret")
+        path = os.path.join(self.config.data_dir, LOCAL_SECRET_FILE)
         try:
             with open(path) as handle:
                 return handle.read().strip()
