@@ -33,13 +33,16 @@ def _split(value):
     return [value]
 
 
+def _cluster_databases():
+    """(alias, DATABASES entry) of every alias on our ENGINE."""
+    return [(alias, entry) for alias, entry in settings.DATABASES.items() if entry.get("ENGINE") == DQCLUSTER_ENGINE]
+
+
 @register(Tags.security, Tags.database)
 def check_cluster_secret(app_configs=None, **kwargs):
     """W001: a multi-node dqcluster alias without a secret."""
     messages = []
-    for alias, entry in settings.DATABASES.items():
-        if entry.get("ENGINE") != DQCLUSTER_ENGINE:
-            continue
+    for alias, entry in _cluster_databases():
         options = entry.get("OPTIONS") or {}
         peers = _split(options.get("peers"))
         addresses = _split(options.get("address")) or _split(entry.get("HOST"))
@@ -67,9 +70,7 @@ def check_secret_file_permissions(app_configs=None, **kwargs):
     from .store.config import readable_by_others
 
     messages = []
-    for alias, entry in settings.DATABASES.items():
-        if entry.get("ENGINE") != DQCLUSTER_ENGINE:
-            continue
+    for alias, entry in _cluster_databases():
         path = (entry.get("OPTIONS") or {}).get("secret_file")
         if path and readable_by_others(os.fspath(path)):
             messages.append(
