@@ -81,8 +81,6 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
             from .embedded import connect_params
 
             params.update(connect_params(embedded))
-            if "node" not in params:  # a client of the node another process runs
-                params.update(local_reads=embedded.local_reads, configure_replica=django_functions_hook)
         conn = Database.connect(**params)
         # Django's SQL functions are registered on every node's SQLite
         # connections (the node's --connection-hook), not here: statements

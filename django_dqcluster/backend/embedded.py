@@ -70,15 +70,17 @@ def connect_params(options):
     """The driver's arguments to reach the embedded node of ``options``.
 
     ``{"node": node}`` when this process runs it (starting it on first use),
-    or the client address and secret of the node another process runs on the
-    same data dir: its lock says where that node serves clients.
+    or what a client of the node another process runs on the same data dir
+    needs (its lock says where that node serves clients), with local reads
+    as the options ask and Django's SQL functions for them.
     """
     try:
         return {"node": get_node(options)}
     except DataDirInUse as in_use:
         if not in_use.holder:
             raise OperationalError(f"settings.DATABASES[{options.alias!r}]: {in_use}") from None
-        return {"addresses": [in_use.holder["client"]], "secret": _secret_of(options, in_use)}
+        return {"addresses": [in_use.holder["client"]], "secret": _secret_of(options, in_use),
+                "local_reads": options.local_reads, "configure_replica": django_functions_hook}
 
 
 def _secret_of(options, in_use):

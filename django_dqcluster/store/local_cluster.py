@@ -165,11 +165,10 @@ class LocalCluster:
         if index < len(self._recorded):
             raft, client = self._recorded[index]
         else:
-            # Ask for all ports while holding the ones already used, or the
-            # kernel may hand the same free port to two nodes.
+            # Ask for all ports while holding the ones already used (every
+            # node created so far is recorded), or the kernel may hand the
+            # same free port to two nodes.
             used = {int(address.rsplit(":", 1)[1]) for pair in self._recorded for address in pair}
-            for node in self.nodes:
-                used.update({int(node.raft.rsplit(":", 1)[1]), int(node.client.rsplit(":", 1)[1])})
             ports = next(pair for pair in iter(lambda: free_ports(2), None) if not used.intersection(pair))
             raft, client = (f"127.0.0.1:{port}" for port in ports)
         node = NodeProcess(self, index, raft, client)
