@@ -17,6 +17,9 @@ _READ_ONLY = re.compile(r"^\s*(SELECT|PRAGMA|EXPLAIN|VALUES)\b", re.I)
 # be a session setting the node keeps, a WITH may write).
 _SELECT = re.compile(r"^\s*SELECT\b", re.I)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
+# A query's rows come a page at a time, each page at most this much msgpack
+# (or a quarter of max_frame, leaving room for the rest of the answer).
+PAGE_BYTES = 1024 * 1024
 
 
 class Connection:
@@ -62,6 +65,8 @@ class Connection:
         self.retry_timeout = timeout if retry_timeout is None else retry_timeout
         self.isolation_level = isolation_level
         self.max_frame = max_frame
+        self.page_bytes = max(1, min(PAGE_BYTES, max_frame // 4))
+        self._discarded = []  # ids of open results on the node nobody will read
         self.local_reads = local_reads and consistency == "none"
         self._configure_replica = configure_replica
         self._replica = None
@@ -95,6 +100,7 @@ class Connection:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        self._discarded = []
         self._closed = True
 
     # -- sqlite3-style conveniences ----------------------------------------------------------
@@ -184,7 +190,7 @@ class Connection:
         offer_replica = self.local_reads and isinstance(self._transport, SocketTransport)
         opened = self._transport.request(
             {"op": "open", "db": self.database, "consistency": self.consistency, "pragmas": self.pragmas,
-             "replica": offer_replica},
+             "replica": offer_replica, "page_bytes": self.page_bytes},
             raise_errors=False,
         )
         if not opened.get("ok"):
@@ -216,6 +222,14 @@ class Connection:
             self.replica_reads += 1
         return response
 
+    def _fetch(self, result_id):
+        """The next page of an open result on the node."""
+        return self._request({"op": "fetch", "result": result_id})
+
+    def _discard(self, result_id):
+        """A result with rows left that nobody will read: the node is told with the next request."""
+        self._discarded.append(result_id)
+
     def _forget_replica(self):
         if self._replica is not None:
             self._replica.close()
@@ -242,6 +256,10 @@ class Connection:
             try:
                 if self._transport is None:
                     self._connect()
+                    self._discarded = []  # they were the old session's
+                if self._discarded:
+                    message = dict(message, discard=self._discarded)
+                    self._discarded = []
                 response = self._transport.request(message, raise_errors=False)
             except wire.Refused as refused:
                 # Nothing ran: not an unknown outcome.
@@ -325,6 +343,7 @@ class Cursor:
         self.lastrowid = None
         self._rows = []
         self._position = 0
+        self._more = None  # the id of the node's open result while it has rows left
         self._closed = False
 
     def execute(self, sql, parameters=()):
@@ -357,7 +376,7 @@ class Cursor:
 
     def fetchone(self):
         self._check_open()
-        if self._position >= len(self._rows):
+        if self._position >= len(self._rows) and not self._next_page():
             return None
         row = self._rows[self._position]
         self._position += 1
@@ -368,11 +387,17 @@ class Cursor:
         size = self.arraysize if size is None else size
         rows = self._rows[self._position:self._position + size]
         self._position += len(rows)
+        while len(rows) < size and self._next_page():
+            more = self._rows[:size - len(rows)]
+            self._position = len(more)
+            rows += more
         return rows
 
     def fetchall(self):
         self._check_open()
         rows = self._rows[self._position:]
+        while self._next_page():
+            rows += self._rows
         self._position = len(self._rows)
         return rows
 
@@ -386,6 +411,8 @@ class Cursor:
         return row
 
     def close(self):
+        if not self._closed:
+            self._drop_result()
         self._closed = True
         self._rows = []
 
@@ -401,6 +428,11 @@ class Cursor:
     def __exit__(self, *exc_info):
         self.close()
 
+    def __del__(self):
+        # A cursor dropped unclosed with rows left: free them on the node too.
+        if getattr(self, "_more", None) is not None:
+            self._drop_result()
+
     # -- internals --------------------------------------------------------------------------------
 
     def _check_open(self):
@@ -410,6 +442,7 @@ class Cursor:
 
     def _prepare(self):
         self._check_open()
+        self._drop_result()
         self.description = None
         self.rowcount = -1
         self._rows = []
@@ -424,9 +457,28 @@ class Cursor:
         columns = response.get("columns")
         self.description = tuple((name, None, None, None, None, None, None) for name in columns) if columns else None
         self._rows = [tuple(row) for row in response.get("rows") or []]
+        self._more = response.get("more")
         self.rowcount = response.get("rowcount", -1)
         if response.get("lastrowid") is not None:
             self.lastrowid = response["lastrowid"]
+
+    def _next_page(self):
+        """Replace the rows read with the node's next page; False once there is none."""
+        while self._more is not None:
+            result_id, self._more = self._more, None
+            response = self.connection._fetch(result_id)
+            self._rows = [tuple(row) for row in response.get("rows") or []]
+            self._position = 0
+            self._more = response.get("more")
+            if self._rows:
+                return True
+        return False
+
+    def _drop_result(self):
+        if self._more is not None:
+            if not self.connection.closed:
+                self.connection._discard(self._more)
+            self._more = None
 
 
 def _adapt(value, position):

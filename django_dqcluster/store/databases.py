@@ -43,6 +43,8 @@ _LEGACY_INDEX_TABLE, _LEGACY_IDS_TABLE = "_dqcluster_applied", "_dqcluster_entri
 # a client on this host compares with the id the node sent it before reading
 # the files itself (dbapi.replica). Absent while no node serves them.
 INSTANCE_FILE = ".instance"
+#: Read connections a database keeps open for the next client sessions.
+MAX_IDLE_READERS = 8
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 SUFFIX = ".sqlite3"
@@ -72,8 +74,8 @@ class Database:
         self._apply_functions = None
         self._scratch = None
         self._scratch_functions = None
-        self._readers = threading.local()
-        self._all_readers = []
+        self._open_readers = set()  # lent to sessions, or idle
+        self._idle_readers = []
         self._readers_lock = threading.Lock()
         # One write transaction at a time on the leader (SQLite's own rule,
         # and what makes transactions serializable by construction).
@@ -178,26 +180,47 @@ class Database:
 
     # -- read connections ---------------------------------------------------------------
 
-    def read_connection(self):
-        conn = getattr(self._readers, "conn", None)
-        if conn is None:
-            self.apply_connection()
-            conn = self._connect()
-            self._readers.conn = conn
-            with self._readers_lock:
-                self._all_readers.append(conn)
+    def borrow_reader(self):
+        """A read connection for one client session, until it gives it back (return_reader).
+
+        Sessions come and go with client connections (Django opens one per
+        request by default): read connections are kept for the next session
+        rather than opened (and their SQL functions registered) for each one.
+        """
+        with self._readers_lock:
+            if self._idle_readers:
+                return self._idle_readers.pop()
+        self.apply_connection()
+        conn = self._connect()
+        with self._readers_lock:
+            self._open_readers.add(conn)
         return conn
 
+    def lends(self, conn):
+        """Is ``conn`` still a reader of this database (not closed with it)?"""
+        return conn in self._open_readers
+
+    def return_reader(self, conn):
+        with self._readers_lock:
+            if conn in self._open_readers and len(self._idle_readers) < MAX_IDLE_READERS:
+                self._idle_readers.append(conn)
+                return
+            self._open_readers.discard(conn)
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
+
     def close(self):
-        for conn in [self._apply, self._scratch, *self._all_readers]:
+        with self._readers_lock:
+            readers, self._open_readers, self._idle_readers = self._open_readers, set(), []
+        for conn in [self._apply, self._scratch, *readers]:
             if conn is not None:
                 try:
                     conn.close()
                 except sqlite3.Error:
                     pass
         self._apply = self._scratch = None
-        self._all_readers = []
-        self._readers = threading.local()
         self.applied_index = None
 
 

@@ -85,7 +85,10 @@ class ClientServer:
         if not self._draining:  # every request passes here: no lock until a drain begins
             return
         with client.lock:
-            if client.goodbye_sent or client.busy or client.answers_due or client.session.in_transaction:
+            session = client.session
+            # An open transaction, or a result with pages left to fetch, is
+            # let finish (up to the drain timeout), as is a running request.
+            if client.goodbye_sent or client.busy or client.answers_due or session.in_transaction or session.results:
                 return
             client.goodbye_sent = True
         message = (f"node {self.node.config.bind} is shutting down: nothing sent to it from now on runs; "

@@ -28,6 +28,7 @@ from . import errors
 from .classify import SESSION_PRAGMAS, Classifier, session_pragma
 from .databases import InvalidDatabaseName
 from .determinism import FixedValues
+from .result_pages import OpenResult, OpenResults
 from .statemachine import (
     CLONE_DB, DROP_DB, TX, error_to_wire, is_environmental, new_entry_id, rollback_quietly, run_statement,
 )
@@ -112,6 +113,10 @@ class Session:
         self.forward_in_tx = False
         self.hops = 0
         self._answer_later = None
+        # Reads a page at a time, when the client can fetch (see .result_pages).
+        self.page_bytes = None
+        self.results = OpenResults()
+        self._readers = {}  # database name -> (Database, the read connection it lent this session)
 
     # -- entry point -------------------------------------------------------------------------
 
@@ -124,6 +129,9 @@ class Session:
         """
         self._answer_later = answer_later if request.get("op") in ("exec", "commit") else None
         try:
+            discard = request.get("discard")
+            if isinstance(discard, list):
+                self.results.discard(discard)
             return self._dispatch(request)
         except errors.StoreError as exc:
             return {"ok": False, "error": exc.to_wire(), "in_tx": self.in_transaction}
@@ -140,11 +148,24 @@ class Session:
         return self.tx is not None or self.forward_in_tx
 
     def close(self):
+        self.results.close_all()
         if self.tx is not None:
             self._end_local(rollback=True)
         if self.forward is not None:
             self.forward.close()
             self.forward = None
+        for database, conn in self._readers.values():
+            database.return_reader(conn)
+        self._readers = {}
+
+    def _reader(self, database):
+        """This session's read connection to ``database``, borrowed until the session closes."""
+        held = self._readers.get(database.name)
+        if held is not None and held[0] is database and database.lends(held[1]):
+            return held[1]
+        conn = database.borrow_reader()
+        self._readers[database.name] = (database, conn)
+        return conn
 
     def _dispatch(self, request):
         op = request.get("op")
@@ -175,6 +196,11 @@ class Session:
         self.db_name, self.consistency = name, consistency
         self.pragmas.update({k: int(v) for k, v in (request.get("pragmas") or {}).items() if k in SESSION_PRAGMAS})
         self.hops = int(request.get("hops", 0))
+        page_bytes = request.get("page_bytes")
+        if page_bytes is not None:
+            if isinstance(page_bytes, bool) or not isinstance(page_bytes, int) or page_bytes < 1:
+                raise errors.programming(f"page_bytes must be a positive number of bytes, not {page_bytes!r}")
+            self.page_bytes = page_bytes
         if self.forward is not None:
             self._forward_settings()
         response = {"ok": True, "node": self.node.config.bind, "servers": self.node.servers()}
@@ -275,7 +301,7 @@ class Session:
             return None
         database = self.node.state_machine.databases.get(self.db_name)
         try:
-            info = self.node.leader_state.classifier(database.read_connection(), sql, params, database.path)
+            info = self.node.leader_state.classifier(self._reader(database), sql, params, database.path)
         except sqlite3.Error:
             return None  # let the leader report the error
         return None if info.writes or info.problem is not None else info
@@ -293,7 +319,7 @@ class Session:
     def _autocommit(self, sql, params, many, info=None):
         """``info``: the statement's classification when the caller already has it."""
         database = self.node.state_machine.databases.get(self.db_name)
-        reader = database.read_connection()
+        reader = self._reader(database)
         if info is None:
             first_params = (params[0] if params else None) if many else params
             info = self.node.leader_state.classifier(reader, sql, first_params, database.path)
@@ -305,7 +331,7 @@ class Session:
                 raise errors.programming("executemany() can only run statements that write")
             if self.node.is_leader() and self.consistency == STRONG:
                 self.node.barrier()
-            return self._result(run_statement(reader, sql, params, False))
+            return self._result(self._read(database, reader, sql, params))
         entry = self._entry(database, [[0, sql, params, many, False]], FixedValues.fresh(), want_result=True)
         if self._answer_later is not None:
             return self._append(database, entry, on_outcome=self._answer_with(self._statement_outcome))
@@ -465,7 +491,11 @@ class Session:
             functions = database.scratch_functions
             functions.values = tx.values
             try:
-                result = run_statement(scratch, sql, params, many)
+                if writes or control is not None or many or not self.page_bytes:
+                    result = run_statement(scratch, sql, params, many)
+                else:
+                    cursor = scratch.execute(sql, params if params is not None else ())
+                    result = self._paged(cursor, OpenResult(cursor, guard=database.scratch_mutex, owner=tx))
             except sqlite3.Error as exc:
                 if writes and not is_environmental(exc):
                     tx.statements.append([ordinal, sql, params, many, True])
@@ -489,6 +519,7 @@ class Session:
         scratch = database.scratch_connection()
         with database.scratch_mutex:
             aborted = tx.aborted
+            self.results.read_rest_of(tx, _unreadable_after(tx))
             rollback_quietly(scratch)
         if aborted:
             self._end_local(rollback=True)
@@ -508,6 +539,40 @@ class Session:
             return ANSWERED_LATER
         return self._commit_outcome(pending.wait())
 
+    # -- reads a page at a time ---------------------------------------------------------------
+
+    def _read(self, database, reader, sql, params):
+        """A read outside a transaction on this thread's read connection, paged if the client fetches."""
+        if not self.page_bytes:
+            return run_statement(reader, sql, params, False)
+        cursor = reader.execute(sql, params if params is not None else ())
+        result = OpenResult(cursor)
+        response = self._paged(cursor, result)
+        if "more" in response:
+            # The statement keeps stepping on this connection, with its read
+            # snapshot: the session's later reads get another connection.
+            self._readers.pop(database.name, None)
+            result.release = database.return_reader
+        return response
+
+    def _paged(self, cursor, result):
+        if cursor.description is None:
+            result.close()
+            return {"columns": None, "rows": [], "rowcount": cursor.rowcount, "lastrowid": None}
+        response = {"columns": [d[0] for d in cursor.description], "rowcount": cursor.rowcount, "lastrowid": None}
+        return self.results.first_page(response, result, self.page_bytes)
+
+    def _op_fetch(self, request):
+        """The next page of an open result (its answer has ``more`` while rows are left)."""
+        result_id = request.get("result")
+        if result_id not in self.results and self.forward is not None:
+            return self._forwarded(request)  # the leader ran the statement
+        if self.tx is not None and self.tx.aborted:
+            aborted = self.tx.aborted
+            self._end_local(rollback=True)
+            raise errors.retryable(f"transaction aborted: {aborted}; nothing was applied, retry it")
+        return self._result(self.results.fetch(result_id, self.page_bytes or 1))
+
     def _commit_outcome(self, result):
         _raise_entry_error(result)
         return self._result(None)
@@ -520,6 +585,7 @@ class Session:
         database = tx.database
         if rollback:
             with database.scratch_mutex:
+                self.results.read_rest_of(tx, _unreadable_after(tx))
                 rollback_quietly(database.scratch_connection())
         self.node.leader_state.unregister(tx)
         tx.release_lock()
@@ -553,7 +619,7 @@ class Session:
         from .databases import entry_was_applied
 
         database = self.node.state_machine.databases.get(request["db"])
-        return {"ok": True, "applied": entry_was_applied(database.read_connection(), request["entry_id"])}
+        return {"ok": True, "applied": entry_was_applied(self._reader(database), request["entry_id"])}
 
     def _op_compact(self, request):
         """Take a snapshot now and drop the journal before it (tests, operators)."""
@@ -631,10 +697,13 @@ class Session:
         return self.forward
 
     def _forward_settings(self):
-        self.forward.request({
+        settings = {
             "op": "open", "db": self.db_name, "consistency": self.consistency,
             "pragmas": self.pragmas, "hops": self.hops + 1,
-        })
+        }
+        if self.page_bytes:
+            settings["page_bytes"] = self.page_bytes
+        self.forward.request(settings)
 
     def _drop_forward(self):
         if self.forward is not None:
@@ -650,13 +719,21 @@ def _raise_entry_error(result):
         raise errors.StoreError(error["kind"], error["message"], code=error.get("code"))
 
 
+def _unreadable_after(tx):
+    """What fetching the unread rows of ``tx``'s results says if they could not be kept."""
+    if tx.aborted:
+        return errors.retryable(f"transaction aborted: {tx.aborted}; nothing was applied, retry it")
+    return errors.operational("the rest of this result could not be read when its transaction ended; "
+                              "run the query again")
+
+
 def _savepoint_name(sql):
     words = sql.replace(";", " ").split()
     return words[-1].strip('"`[]') if words else ""
 
 
 _READ_ONLY_SQL = re.compile(r"^\s*(SELECT|PRAGMA|EXPLAIN|VALUES)\b", re.I)
-_READ_ONLY_OPS = {"open", "ping", "status", "servers", "list_databases", "entry_applied"}
+_READ_ONLY_OPS = {"open", "ping", "status", "servers", "list_databases", "entry_applied", "fetch"}
 
 
 def _may_commit(request, in_transaction):

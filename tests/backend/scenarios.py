@@ -182,9 +182,39 @@ def three_nodes(workdir):
         output = subprocess.run(args, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
         assert output.returncode == 0, output.stderr
         assert "20" in output.stdout and "(1 row)" in output.stdout, output.stdout
+        large_results_come_in_pages(Item, connection)
         print("three_nodes OK")
     finally:
         cluster.stop()
+
+
+def large_results_come_in_pages(Item, connection):
+    """iterator() over more rows than one answer holds, saving rows as it goes (a data migration's loop)."""
+    Item.objects.all().delete()
+    Item.objects.bulk_create([Item(name=f"{n:06d}".ljust(100, "p"), value=n) for n in range(12_000)])
+    fetches = []
+    driver = connection.connection
+    fetch = driver._fetch
+    driver._fetch = lambda result_id: fetches.append(result_id) or fetch(result_id)
+    seen = 0
+    for item in Item.objects.order_by("value").iterator(chunk_size=500):
+        assert item.value == seen, (item.value, seen)
+        seen += 1
+        if item.value % 1000 == 0:
+            Item.objects.filter(pk=item.pk).update(name="updated")  # while the result is open
+            assert Item.objects.get(pk=item.pk).name == "updated"  # its own write, seen at once
+    assert seen == 12_000 and len(fetches) >= 1, (seen, len(fetches))  # ~1.3 MB: two pages of 1 MiB
+    from django.db import transaction
+
+    with transaction.atomic():  # the same inside a transaction: its pages read its own writes
+        Item.objects.filter(value__gte=11_990).update(value=-1)
+        values = [item.value for item in Item.objects.order_by("pk").iterator(chunk_size=500)]
+        Item.objects.filter(value=-1).update(value=-2)
+    driver._fetch = fetch
+    assert values == list(range(11_990)) + [-1] * 10 and len(fetches) >= 2
+    assert Item.objects.filter(value=-2).count() == 10
+    assert Item.objects.filter(name="updated").count() == 12
+    assert len(list(Item.objects.all())) == 12_000  # without iterator() too
 
 
 def failover_between_requests(workdir):

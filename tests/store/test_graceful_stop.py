@@ -118,6 +118,26 @@ def test_a_transaction_open_on_a_stopping_leader_may_still_commit(cluster):
     }
 
 
+def test_a_result_with_pages_left_on_a_stopping_node_may_still_be_read_to_the_end(cluster):
+    leader = cluster.leader()
+    addresses = ",".join([leader.client] + [node.client for node in cluster.nodes if node is not leader])
+    conn = dbapi.connect(addresses, secret=cluster.secret, isolation_level=None, timeout=20, max_frame=16 * 1024)
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.executemany("INSERT INTO items (v) VALUES (?)", [("x" * 500,) for _ in range(300)])
+    cursor = conn.execute("SELECT id, v FROM items ORDER BY id")
+    assert cursor.fetchone()[0] == 1
+    stopper = threading.Thread(target=leader.stop)
+    stopper.start()
+    cluster.wait_for(lambda: not listening(leader.client), 10, "the leader to stop listening")
+    assert leader.alive
+
+    assert [row[0] for row in cursor.fetchall()] == list(range(2, 301))
+    stopper.join(30)
+    # The connection's next statement runs on another node.
+    assert conn.execute("SELECT count(*) FROM items").fetchone() == (300,)
+    assert conn.node_address != leader.client
+
+
 def test_a_transaction_still_open_after_the_drain_timeout_is_rolled_back(tmp_path):
     with LocalCluster(str(tmp_path / "cluster"), 3, extra_args=["--drain-timeout", "0.5"]) as cluster:
         leader = cluster.leader()

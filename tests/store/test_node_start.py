@@ -55,7 +55,7 @@ def test_a_taken_client_port_is_named_and_the_raft_port_and_data_dir_are_release
         node.wait_ready(15)
         node.submit({"kind": "tx", "db": "default", "now": 0.0, "seed": 1, "pragmas": {},
                      "stmts": [[0, "CREATE TABLE t (v INTEGER)", [], False, False]]}, timeout=10)
-        reader = node.state_machine.databases.get("default").read_connection()
+        reader = node.state_machine.databases.get("default").borrow_reader()
         assert reader.execute("SELECT name FROM sqlite_master WHERE name = 't'").fetchall() == [("t",)]
     finally:
         node.stop()

@@ -1,0 +1,75 @@
+"""What a client session holds on its node, and gives back when it ends.
+
+Django opens a connection to the store per request by default
+(CONN_MAX_AGE = 0), so a node sees a new session for every request it serves:
+whatever a session holds must be given back, or the node runs out of file
+descriptors after a few thousand requests.
+"""
+
+import os
+import time
+
+from django_dqcluster import dbapi
+
+from .conftest import EMBEDDED_SECRET
+
+
+def open_files():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def sessions_come_and_go(node, count, sql):
+    for _ in range(count):
+        conn = dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, isolation_level=None, timeout=5)
+        conn.execute(sql).fetchall()
+        conn.close()
+
+
+def wait_for_sessions_to_end(node, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while node.server._clients and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not node.server._clients
+
+
+def test_a_node_does_not_keep_a_connection_open_per_client_that_came_and_went(embedded_node):
+    setup = dbapi.connect(node=embedded_node, isolation_level=None)
+    setup.execute("CREATE TABLE t (v)")
+    setup.execute("INSERT INTO t VALUES (1)")
+    setup.close()
+    sessions_come_and_go(embedded_node, 20, "SELECT count(*) FROM t")  # warm up
+    wait_for_sessions_to_end(embedded_node)
+    before = open_files()
+    sessions_come_and_go(embedded_node, 200, "SELECT count(*) FROM t")
+    sessions_come_and_go(embedded_node, 50, "INSERT INTO t VALUES (2)")  # classified on a read connection
+    wait_for_sessions_to_end(embedded_node)
+    # Each SQLite connection holds the database file and its WAL open: before
+    # sessions gave their read connections back, this grew by 500.
+    assert open_files() - before <= 4
+
+
+def test_read_connections_are_reused_by_later_sessions(embedded_node):
+    setup = dbapi.connect(node=embedded_node, isolation_level=None)
+    setup.execute("CREATE TABLE t (v)")
+    setup.close()
+    database = embedded_node.state_machine.databases.get("default")
+    sessions_come_and_go(embedded_node, 30, "SELECT count(*) FROM t")
+    wait_for_sessions_to_end(embedded_node)
+    assert 1 <= len(database._idle_readers) <= 2
+    assert database._open_readers == set(database._idle_readers)
+
+
+def test_sessions_reading_at_the_same_time_each_have_their_own_connection(embedded_node):
+    setup = dbapi.connect(node=embedded_node, isolation_level=None)
+    setup.execute("CREATE TABLE t (v)")
+    setup.close()
+    conns = [dbapi.connect(embedded_node.config.client, secret=EMBEDDED_SECRET, isolation_level=None)
+             for _ in range(3)]
+    for conn in conns:
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    database = embedded_node.state_machine.databases.get("default")
+    assert len(database._open_readers - set(database._idle_readers)) == 3
+    for conn in conns:
+        conn.close()
+    wait_for_sessions_to_end(embedded_node)
+    assert database._open_readers == set(database._idle_readers)
