@@ -8,7 +8,9 @@ replica.
 
 On the leader, a transaction holds its database's write lock from BEGIN
 until its entry is applied: one write transaction at a time (SQLite's rule),
-which makes transactions serializable. Its statements run on the scratch
+which makes transactions serializable. A deferred one (BEGIN DEFERRED) takes
+it at its first write instead, if nothing was committed since it began
+reading (see Transaction). Its statements run on the scratch
 connection so its reads see its own writes; at COMMIT the scratch work is
 rolled back and the recorded statements become ONE log entry (concurrent
 clients' entries may travel in one group entry, see .group_commit); the
@@ -26,7 +28,7 @@ import time
 from .. import wire
 from . import errors
 from .classify import SESSION_PRAGMAS, Classifier, session_pragma
-from .databases import InvalidDatabaseName
+from .databases import InvalidDatabaseName, applied_index_of
 from .determinism import FixedValues
 from .result_pages import OpenResult, OpenResults
 from .statemachine import (
@@ -46,9 +48,18 @@ ANSWERED_LATER = object()
 
 
 class Transaction:
-    """An open transaction on the leader."""
+    """An open transaction on the leader.
 
-    def __init__(self, database, pragmas, started_by_savepoint=None):
+    A deferred one (``BEGIN DEFERRED``, Django's ``transaction_mode``) holds
+    no lock while it only reads: its reads see ``snapshot``, a read
+    connection in a read transaction, with the database's applied index at
+    its start. Its first write takes the write lock, and only if nothing was
+    committed to the database since that snapshot (as SQLite's deferred
+    transactions, which get SQLITE_BUSY_SNAPSHOT otherwise); from then on it
+    runs as any other transaction.
+    """
+
+    def __init__(self, database, pragmas, started_by_savepoint=None, snapshot=None):
         self.database = database
         self.pragmas = dict(pragmas)
         self.values = FixedValues.fresh()
@@ -57,8 +68,19 @@ class Transaction:
         self.writes = False
         self.aborted = None
         self.started_by_savepoint = started_by_savepoint
-        self._released = False
+        self.snapshot = snapshot  # (read connection, applied index) while deferred
+        self._released = snapshot is not None  # a deferred transaction holds no lock
         self._release_guard = threading.Lock()
+
+    @property
+    def deferred(self):
+        return self.snapshot is not None
+
+    def took_lock(self):
+        """A deferred transaction now holds the database's write lock (see Session._upgrade)."""
+        with self._release_guard:
+            self._released = False
+        self.snapshot = None
 
     def release_lock(self):
         """Release the database's write lock once, from whichever thread gets here first."""
@@ -90,6 +112,11 @@ class LeaderState:
             open_now = list(self._open)
         for tx in open_now:
             tx.aborted = reason
+            if tx.deferred:
+                # Holds no lock and uses no shared connection; its session
+                # sees it aborted at its next statement.
+                self.unregister(tx)
+                continue
             database = tx.database
             scratch = database.scratch_connection()
             scratch.interrupt()
@@ -415,7 +442,10 @@ class Session:
         if control == BEGIN:
             if self.tx is not None:
                 raise errors.operational("cannot start a transaction within a transaction")
-            self._begin()
+            if _DEFERRED.match(sql):
+                self._begin_deferred()
+            else:
+                self._begin()
             return self._result(None)
         if control == SAVEPOINT and self.tx is None:
             self._begin(started_by_savepoint=_savepoint_name(sql))
@@ -459,6 +489,88 @@ class Session:
         self.tx = tx
         self.node.leader_state.register(tx)
 
+    def _begin_deferred(self):
+        """BEGIN DEFERRED: a read snapshot now, the write lock at the first write (see Transaction)."""
+        self._require_leader()
+        database = self.node.state_machine.databases.get(self.db_name)
+        if self.consistency == STRONG:
+            self.node.barrier()
+        else:
+            self._wait_applied()
+        conn = database.borrow_reader()
+        try:
+            conn.execute("BEGIN")
+            # The first read starts the snapshot; the applied index is
+            # stored in the same file, so this is the index it reflects.
+            snapshot = (conn, applied_index_of(conn))
+        except BaseException:
+            rollback_quietly(conn)
+            database.return_reader(conn)
+            raise
+        self.tx = Transaction(database, self.pragmas, snapshot=snapshot)
+        self.node.leader_state.register(self.tx)
+
+    def _deferred_statement(self, sql, params, many, control):
+        """A statement of a deferred transaction: its result if it only reads, else None once it holds the lock."""
+        tx = self.tx
+        conn = tx.snapshot[0]
+        if tx.aborted:
+            self._end_local(rollback=True)
+            raise errors.retryable(f"transaction aborted: {tx.aborted}; nothing was applied, retry it")
+        if control is None and not many and session_pragma(sql) is None:
+            info = self.node.leader_state.classifier(conn, sql, params, tx.database.path)
+            problem = info.refusal()
+            if problem:
+                raise errors.operational(problem)
+            if not info.writes:
+                if not self.page_bytes:
+                    return self._result(run_statement(conn, sql, params, False))
+                cursor = conn.execute(sql, params if params is not None else ())
+                return self._result(self._paged(cursor, OpenResult(cursor, owner=tx)))
+        self._upgrade(tx)
+        return None
+
+    def _upgrade(self, tx):
+        """A deferred transaction's first write: take the write lock, if its snapshot is still current."""
+        database = tx.database
+        self._require_leader()
+        self._acquire(database)
+        try:
+            if self.consistency == STRONG:
+                self.node.barrier()
+            else:
+                self._wait_applied()
+            if not database.wait_entries_applied(self.node.config.commit_timeout):
+                self.node.barrier()
+                database.forget_entries_in_flight()
+            if tx.aborted:
+                raise errors.retryable(f"transaction aborted: {tx.aborted}; nothing was applied, retry it")
+            if database.applied_index != tx.snapshot[1]:
+                raise errors.StoreError(
+                    wire.OPERATIONAL, "database is locked: another transaction committed since this deferred "
+                    "transaction (BEGIN DEFERRED) began reading, so it may not write; roll it back and retry it",
+                    retryable=True, code="SQLITE_BUSY_SNAPSHOT",
+                )
+            scratch = database.scratch_connection()
+            with database.scratch_mutex:
+                for name, value in tx.pragmas.items():
+                    scratch.execute(f"PRAGMA {name} = {int(value)}")
+                scratch.execute("BEGIN")
+        except BaseException:
+            database.write_lock.release()
+            raise
+        self._end_snapshot(tx)
+        tx.took_lock()
+        if tx.aborted:  # leadership was lost while it took the lock
+            self._end_local(rollback=True)
+            raise errors.retryable(f"transaction aborted: {tx.aborted}; nothing was applied, retry it")
+
+    def _end_snapshot(self, tx):
+        conn = tx.snapshot[0]
+        self.results.read_rest_of(tx, _unreadable_after(tx))
+        rollback_quietly(conn)
+        tx.database.return_reader(conn)
+
     def _wait_applied(self):
         engine = self.node.engine
         deadline = time.monotonic() + self.node.config.commit_timeout
@@ -469,6 +581,10 @@ class Session:
 
     def _in_transaction(self, sql, params, many, control=None):
         tx = self.tx
+        if tx.deferred:
+            result = self._deferred_statement(sql, params, many, control)
+            if result is not None:
+                return result
         database = tx.database
         scratch = database.scratch_connection()
         with database.scratch_mutex:
@@ -515,6 +631,12 @@ class Session:
     def _commit(self):
         """COMMIT the transaction: one log entry; the response (or ANSWERED_LATER)."""
         tx = self.tx
+        if tx.deferred:  # it never wrote
+            aborted = tx.aborted
+            self._end_local(rollback=True)
+            if aborted:
+                raise errors.retryable(f"transaction aborted: {aborted}; nothing was applied, retry it")
+            return self._result(None)
         database = tx.database
         scratch = database.scratch_connection()
         with database.scratch_mutex:
@@ -583,7 +705,9 @@ class Session:
             return
         self.tx = None
         database = tx.database
-        if rollback:
+        if tx.deferred:
+            self._end_snapshot(tx)
+        elif rollback:
             with database.scratch_mutex:
                 self.results.read_rest_of(tx, _unreadable_after(tx))
                 rollback_quietly(database.scratch_connection())
@@ -732,6 +856,7 @@ def _savepoint_name(sql):
     return words[-1].strip('"`[]') if words else ""
 
 
+_DEFERRED = re.compile(r"^\s*BEGIN\s+DEFERRED\b", re.I)
 _READ_ONLY_SQL = re.compile(r"^\s*(SELECT|PRAGMA|EXPLAIN|VALUES)\b", re.I)
 _READ_ONLY_OPS = {"open", "ping", "status", "servers", "list_databases", "entry_applied", "fetch"}
 

@@ -420,8 +420,62 @@ def embedded_client_port_taken(workdir):
     print("embedded_client_port_taken OK")
 
 
+def deferred_transactions(workdir):
+    """OPTIONS transaction_mode DEFERRED: atomic() blocks that only read hold no lock (ATOMIC_REQUESTS views)."""
+    raft, client = free_ports(2)
+    configure({"default": {"ENGINE": "django_dqcluster.backend", "NAME": "app", "OPTIONS": {
+        "embedded": True, "data_dir": os.path.join(workdir, "node"), "bind": f"127.0.0.1:{raft}",
+        "client": f"127.0.0.1:{client}", "transaction_mode": "DEFERRED",
+    }}})
+    from django.db import OperationalError, connection, transaction
+
+    from django_dqcluster.backend import embedded as embedded_nodes
+    from tests.backend.bapp.models import Item
+
+    create_tables()
+    Item.objects.create(name="a", value=1)
+    reading, may_finish, outcome = threading.Event(), threading.Event(), {}
+
+    def a_view_that_reads():
+        try:
+            with transaction.atomic():
+                outcome["seen"] = Item.objects.count()
+                reading.set()
+                may_finish.wait(30)
+                outcome["seen again"] = Item.objects.count()
+        finally:
+            connection.close()
+
+    view = threading.Thread(target=a_view_that_reads)
+    view.start()
+    assert reading.wait(30)
+    started = time.monotonic()
+    with transaction.atomic():  # another request writes meanwhile, without waiting
+        Item.objects.create(name="b", value=2)
+    assert time.monotonic() - started < 2.0
+    may_finish.set()
+    view.join(30)
+    assert outcome == {"seen": 1, "seen again": 1}, outcome  # its snapshot
+    # A read-modify-write whose read went stale before its write fails, whole.
+    try:
+        with transaction.atomic():
+            count = Item.objects.count()
+            done = threading.Thread(target=lambda: (Item.objects.create(name="c", value=3), connection.close()))
+            done.start()
+            done.join(30)
+            Item.objects.create(name=f"d{count}", value=4)
+    except OperationalError as exc:
+        assert "database is locked" in str(exc), exc
+    else:
+        raise AssertionError("a write on a stale snapshot committed")
+    assert sorted(Item.objects.values_list("name", flat=True)) == ["a", "b", "c"]
+    connection.close()
+    embedded_nodes.stop_all()
+    print("deferred_transactions OK")
+
+
 SCENARIOS = {f.__name__: f for f in (embedded, embedded_client_port_taken, three_nodes, failover_between_requests,
-                                     transaction_interrupted, consistency)}
+                                     transaction_interrupted, consistency, deferred_transactions)}
 
 if __name__ == "__main__":
     name, workdir = sys.argv[1], sys.argv[2]

@@ -48,3 +48,7 @@ def test_transaction_interrupted_by_failover(tmp_path):
 @pytest.mark.slow
 def test_consistency_none_reads_stale_strong_never(tmp_path):
     assert "consistency OK" in run_scenario("consistency", tmp_path)
+
+
+def test_deferred_transactions_let_read_only_atomic_blocks_run_side_by_side(tmp_path):
+    assert "deferred_transactions OK" in run_scenario("deferred_transactions", tmp_path)

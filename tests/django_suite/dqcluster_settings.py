@@ -18,6 +18,8 @@ _OPTIONS = {
     "consistency": os.environ.get("DQCLUSTER_CONSISTENCY", "strong"),
     "timeout": float(os.environ.get("DQCLUSTER_TIMEOUT", "30")),
 }
+if os.environ.get("DQCLUSTER_TRANSACTION_MODE"):
+    _OPTIONS["transaction_mode"] = os.environ["DQCLUSTER_TRANSACTION_MODE"]
 
 DATABASES = {
     "default": {

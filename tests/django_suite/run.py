@@ -82,6 +82,10 @@ def main(argv=None):
         help="the aliases' consistency; with none the clients connect to the leader first and read its file "
              "(local reads), where every acknowledged write is applied: Django's tests read their own writes",
     )
+    parser.add_argument(
+        "--transaction-mode", default=None, choices=("DEFERRED", "IMMEDIATE", "EXCLUSIVE"),
+        help="the aliases' OPTIONS transaction_mode (default: none, a plain BEGIN)",
+    )
     parser.add_argument("--cache", default=os.environ.get("DQCLUSTER_DJANGO_CACHE", os.path.join(REPO, "var", "django-suite")))
     parser.add_argument("--keep-cluster-dir", action="store_true", help="keep node logs and data after the run")
     # Anything else (after "--" or not) goes to runtests.py: -v 2, --failfast, --start-at ...
@@ -110,6 +114,7 @@ def main(argv=None):
         "DQCLUSTER_CONSISTENCY": args.consistency,
         "DQCLUSTER_SECRET_FILE": cluster.secret_file,
         "DQCLUSTER_RUN_ID": uuid.uuid4().hex[:8],
+        "DQCLUSTER_TRANSACTION_MODE": args.transaction_mode or "",
         "PYTHONPATH": os.pathsep.join(filter(None, [HERE, REPO, env.get("PYTHONPATH")])),
     })
     command = [
@@ -117,7 +122,7 @@ def main(argv=None):
         f"--parallel={args.parallel}", *extra, *apps,
     ]
     log(f"Django {version}: {len(apps)} apps from {os.path.basename(args.apps_file)}, --parallel={args.parallel}, "
-        f"consistency {args.consistency}")
+        f"consistency {args.consistency}" + (f", transaction_mode {args.transaction_mode}" if args.transaction_mode else ""))
     result = None
     try:
         result = subprocess.run(command, cwd=tests_dir, env=env)
