@@ -468,21 +468,9 @@ class Session:
         database = self.node.state_machine.databases.get(self.db_name)
         self._acquire(database)
         try:
-            if self.consistency == STRONG:
-                self.node.barrier()
-            else:
-                self._wait_applied()
-            if not database.wait_entries_applied(self.node.config.commit_timeout):
-                # A callback that never came (its entry lost with a leader
-                # change): a barrier proves everything before it is resolved.
-                self.node.barrier()
-                database.forget_entries_in_flight()
+            self._catch_up(database)
             tx = Transaction(database, self.pragmas, started_by_savepoint)
-            scratch = database.scratch_connection()
-            with database.scratch_mutex:
-                for name, value in tx.pragmas.items():
-                    scratch.execute(f"PRAGMA {name} = {int(value)}")
-                scratch.execute("BEGIN")
+            _start_scratch(database, tx.pragmas)
         except BaseException:
             database.write_lock.release()
             raise
@@ -493,10 +481,7 @@ class Session:
         """BEGIN DEFERRED: a read snapshot now, the write lock at the first write (see Transaction)."""
         self._require_leader()
         database = self.node.state_machine.databases.get(self.db_name)
-        if self.consistency == STRONG:
-            self.node.barrier()
-        else:
-            self._wait_applied()
+        self._read_barrier()
         conn = database.borrow_reader()
         try:
             conn.execute("BEGIN")
@@ -536,13 +521,7 @@ class Session:
         self._require_leader()
         self._acquire(database)
         try:
-            if self.consistency == STRONG:
-                self.node.barrier()
-            else:
-                self._wait_applied()
-            if not database.wait_entries_applied(self.node.config.commit_timeout):
-                self.node.barrier()
-                database.forget_entries_in_flight()
+            self._catch_up(database)
             if tx.aborted:
                 raise errors.retryable(f"transaction aborted: {tx.aborted}; nothing was applied, retry it")
             if database.applied_index != tx.snapshot[1]:
@@ -551,11 +530,7 @@ class Session:
                     "transaction (BEGIN DEFERRED) began reading, so it may not write; roll it back and retry it",
                     retryable=True, code="SQLITE_BUSY_SNAPSHOT",
                 )
-            scratch = database.scratch_connection()
-            with database.scratch_mutex:
-                for name, value in tx.pragmas.items():
-                    scratch.execute(f"PRAGMA {name} = {int(value)}")
-                scratch.execute("BEGIN")
+            _start_scratch(database, tx.pragmas)
         except BaseException:
             database.write_lock.release()
             raise
@@ -570,6 +545,22 @@ class Session:
         self.results.read_rest_of(tx, _unreadable_after(tx))
         rollback_quietly(conn)
         tx.database.return_reader(conn)
+
+    def _read_barrier(self):
+        """Make this node's state as recent as the session's consistency asks."""
+        if self.consistency == STRONG:
+            self.node.barrier()
+        else:
+            self._wait_applied()
+
+    def _catch_up(self, database):
+        """With ``database``'s write lock: its state holds every commit, ours included."""
+        self._read_barrier()
+        if not database.wait_entries_applied(self.node.config.commit_timeout):
+            # A callback that never came (its entry lost with a leader
+            # change): a barrier proves everything before it is resolved.
+            self.node.barrier()
+            database.forget_entries_in_flight()
 
     def _wait_applied(self):
         engine = self.node.engine
@@ -841,6 +832,15 @@ def _raise_entry_error(result):
     if "error" in result:
         error = result["error"]
         raise errors.StoreError(error["kind"], error["message"], code=error.get("code"))
+
+
+def _start_scratch(database, pragmas):
+    """Begin a transaction on the scratch connection (the caller holds the write lock)."""
+    scratch = database.scratch_connection()
+    with database.scratch_mutex:
+        for name, value in pragmas.items():
+            scratch.execute(f"PRAGMA {name} = {int(value)}")
+        scratch.execute("BEGIN")
 
 
 def _unreadable_after(tx):
