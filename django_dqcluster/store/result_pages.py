@@ -8,7 +8,7 @@ at a time: the first page in the statement's answer, marked ``more`` with the
 id of the open result, the next ones from ``fetch`` requests, until an answer
 has no ``more``. A page is at most ``page_bytes`` of msgpack (one row larger
 than that travels alone). The node reads the result from SQLite as the pages
-are asked for and holds at most a page of it.
+are asked for and holds about a page of it.
 
 An open result keeps its SQLite statement stepping, which keeps a read
 snapshot on its connection. So a read outside a transaction that does not

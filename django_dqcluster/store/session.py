@@ -501,7 +501,7 @@ class Session:
         conn = tx.snapshot[0]
         if tx.aborted:
             self._end_local(rollback=True)
-            raise errors.retryable(f"transaction aborted: {tx.aborted}; nothing was applied, retry it")
+            raise _aborted(tx.aborted)
         if control is None and not many and session_pragma(sql) is None:
             info = self.node.leader_state.classifier(conn, sql, params, tx.database.path)
             problem = info.refusal()
@@ -523,7 +523,7 @@ class Session:
         try:
             self._catch_up(database)
             if tx.aborted:
-                raise errors.retryable(f"transaction aborted: {tx.aborted}; nothing was applied, retry it")
+                raise _aborted(tx.aborted)
             if database.applied_index != tx.snapshot[1]:
                 raise errors.StoreError(
                     wire.OPERATIONAL, "database is locked: another transaction committed since this deferred "
@@ -538,7 +538,7 @@ class Session:
         tx.took_lock()
         if tx.aborted:  # leadership was lost while it took the lock
             self._end_local(rollback=True)
-            raise errors.retryable(f"transaction aborted: {tx.aborted}; nothing was applied, retry it")
+            raise _aborted(tx.aborted)
 
     def _end_snapshot(self, tx):
         conn = tx.snapshot[0]
@@ -581,7 +581,7 @@ class Session:
         with database.scratch_mutex:
             if tx.aborted:
                 self._end_local(rollback=True)
-                raise errors.retryable(f"transaction aborted: {tx.aborted}; nothing was applied, retry it")
+                raise _aborted(tx.aborted)
             if control is None:
                 first = (params[0] if params else None) if many else params
                 info = self.node.leader_state.classifier(scratch, sql, first, database.path)
@@ -626,7 +626,7 @@ class Session:
             aborted = tx.aborted
             self._end_local(rollback=True)
             if aborted:
-                raise errors.retryable(f"transaction aborted: {aborted}; nothing was applied, retry it")
+                raise _aborted(aborted)
             return self._result(None)
         database = tx.database
         scratch = database.scratch_connection()
@@ -636,7 +636,7 @@ class Session:
             rollback_quietly(scratch)
         if aborted:
             self._end_local(rollback=True)
-            raise errors.retryable(f"transaction aborted: {aborted}; nothing was applied, retry it")
+            raise _aborted(aborted)
         if not tx.writes:
             self._end_local(rollback=True)
             return self._result(None)
@@ -655,7 +655,7 @@ class Session:
     # -- reads a page at a time ---------------------------------------------------------------
 
     def _read(self, database, reader, sql, params):
-        """A read outside a transaction on this thread's read connection, paged if the client fetches."""
+        """A read outside a transaction on the session's read connection, paged if the client fetches."""
         if not self.page_bytes:
             return run_statement(reader, sql, params, False)
         cursor = reader.execute(sql, params if params is not None else ())
@@ -683,7 +683,7 @@ class Session:
         if self.tx is not None and self.tx.aborted:
             aborted = self.tx.aborted
             self._end_local(rollback=True)
-            raise errors.retryable(f"transaction aborted: {aborted}; nothing was applied, retry it")
+            raise _aborted(aborted)
         return self._result(self.results.fetch(result_id, self.page_bytes or 1))
 
     def _commit_outcome(self, result):
@@ -843,10 +843,15 @@ def _start_scratch(database, pragmas):
         scratch.execute("BEGIN")
 
 
+def _aborted(reason):
+    """The error for a statement of a transaction aborted on the leader (``reason``: why)."""
+    return errors.retryable(f"transaction aborted: {reason}; nothing was applied, retry it")
+
+
 def _unreadable_after(tx):
     """What fetching the unread rows of ``tx``'s results says if they could not be kept."""
     if tx.aborted:
-        return errors.retryable(f"transaction aborted: {tx.aborted}; nothing was applied, retry it")
+        return _aborted(tx.aborted)
     return errors.operational("the rest of this result could not be read when its transaction ended; "
                               "run the query again")
 
