@@ -196,6 +196,10 @@ class GenericQmarkDialect(Dialect):
     """
 
     name = "sqlite-qmark"
+    # SQLite's own meaning of a plain BEGIN. The dqcluster store takes its
+    # write lock at a plain BEGIN and only at the first write after this one,
+    # so status reads (cluster_status) do not wait behind a long transaction.
+    begin_read = "BEGIN DEFERRED"
 
 
 class PostgresDialect(Dialect):

@@ -99,7 +99,7 @@ class LocalTransport:
 
         self.node = node
         self.address = f"embedded:{node.config.bind}"
-        self.session = Session(node, peer="embedded")
+        self.session = Session(node, peer="embedded in this process")
 
     def request(self, message, raise_errors=True):
         response = self.session.handle(dict(message))

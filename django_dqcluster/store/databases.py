@@ -22,6 +22,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 
 from .determinism import DeterministicFunctions
 
@@ -62,6 +63,36 @@ def check_name(name):
     return name
 
 
+class WriteLock:
+    """A database's one-writer lock, and who holds it: a writer that waits too long is told."""
+
+    def __init__(self, clock=time.monotonic):
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._holder = None  # (description, since)
+
+    def acquire(self, holder, timeout):
+        """Take the lock for ``holder`` (who and what, e.g. "a transaction of client ..."); False on timeout."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        self._holder = (holder, self._clock())
+        return True
+
+    def release(self):
+        self._holder = None
+        self._lock.release()
+
+    def locked(self):
+        return self._lock.locked()
+
+    def holder(self):
+        """(description, seconds held) of whoever holds the lock now, or None."""
+        held = self._holder
+        if held is None:
+            return None
+        return held[0], self._clock() - held[1]
+
+
 class Database:
     """One named SQLite file and the node's connections to it."""
 
@@ -79,7 +110,7 @@ class Database:
         self._readers_lock = threading.Lock()
         # One write transaction at a time on the leader (SQLite's own rule,
         # and what makes transactions serializable by construction).
-        self.write_lock = threading.Lock()
+        self.write_lock = WriteLock()
         # Held while a statement runs on the scratch connection, so the Raft
         # thread can abort a deposed leader's transaction safely.
         self.scratch_mutex = threading.RLock()
@@ -285,6 +316,17 @@ class DatabaseSet:
         return sorted(
             entry[: -len(SUFFIX)] for entry in os.listdir(self.directory) if entry.endswith(SUFFIX)
         )
+
+    def write_lock_holders(self):
+        """{database name: (who holds its write lock, seconds held)} for the locks held now."""
+        with self._lock:
+            databases = list(self._databases.items())
+        held = {}
+        for name, database in databases:
+            holder = database.write_lock.holder()
+            if holder is not None:
+                held[name] = holder
+        return held
 
     def remove_files(self, name):
         """Close and delete a database's files (drop, or replaced by a snapshot)."""

@@ -346,6 +346,10 @@ class Node:
             "last_checkpoint": self.state_machine.last_checkpoint,
             "fatal": self.state_machine.fatal,
             "databases": self.state_machine.databases.names(),
+            # On the leader: who holds each database's write lock, and for how
+            # long (what a writer told "database is locked" waits for).
+            "write_locks": {name: {"holder": holder, "seconds": round(seconds, 1)}
+                            for name, (holder, seconds) in self.state_machine.databases.write_lock_holders().items()},
             "members": members,
             "uptime": time.time() - self.started_at if self.started_at else 0,
         }

@@ -142,7 +142,7 @@ class ClientServer:
             if not self._handshake(conn, peer):
                 return
             conn.settimeout(None)
-            session = Session(self.node, peer=str(peer))
+            session = Session(self.node, peer=_peer_text(peer))
             client = _Client(session, ResponseSender(conn))
             with self._lock:
                 self._clients.add(client)
@@ -306,3 +306,10 @@ class ResponseSender:
             pass
         finally:
             self._lock.release()
+
+
+def _peer_text(peer):
+    """A client's address as messages show it: HOST:PORT, or the Unix socket."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return peer or "on the Unix socket"

@@ -132,6 +132,7 @@ class Session:
     def __init__(self, node, peer="local"):
         self.node = node
         self.peer = peer
+        self.client = f"client {peer}"  # who this session serves, in messages about it
         self.db_name = "default"
         self.consistency = STRONG
         self.pragmas = {}
@@ -223,6 +224,9 @@ class Session:
         self.db_name, self.consistency = name, consistency
         self.pragmas.update({k: int(v) for k, v in (request.get("pragmas") or {}).items() if k in SESSION_PRAGMAS})
         self.hops = int(request.get("hops", 0))
+        origin = request.get("client")
+        if self.hops and isinstance(origin, str):
+            self.client = origin[:300]  # the client a follower forwards for
         page_bytes = request.get("page_bytes")
         if page_bytes is not None:
             if isinstance(page_bytes, bool) or not isinstance(page_bytes, int) or page_bytes < 1:
@@ -409,7 +413,7 @@ class Session:
         """Append one entry for ``database`` in write-lock order and wait for its outcome
         (or, given ``on_outcome``, return ANSWERED_LATER at once)."""
         self._require_leader()
-        self._acquire(database)
+        self._acquire(database, "a write")
         try:
             pending = self._enqueue_locked(database, entry, on_outcome)
         finally:
@@ -429,11 +433,15 @@ class Session:
         if not self.node.is_leader():
             raise errors.retryable("this node stopped being the leader; retry (the driver finds the new one)")
 
-    def _acquire(self, database):
-        if not database.write_lock.acquire(timeout=self.node.config.busy_timeout):
+    def _acquire(self, database, what):
+        """Take ``database``'s write lock for ``what`` this client runs; after busy_timeout, say who holds it."""
+        waited = self.node.config.busy_timeout
+        if not database.write_lock.acquire(f"{what} of {self.client}", timeout=waited):
+            holder = database.write_lock.holder()
+            held = f"{holder[0]} has held it for {holder[1]:.1f} s" if holder else "another transaction held it"
             raise errors.StoreError(
-                wire.OPERATIONAL, "database is locked: another transaction held it for "
-                f"{self.node.config.busy_timeout:g}s", retryable=True, code="SQLITE_BUSY",
+                wire.OPERATIONAL, f"database is locked: {held} (waited {waited:g} s)", retryable=True,
+                code="SQLITE_BUSY",
             )
 
     # -- on the leader: transactions -------------------------------------------------------------
@@ -466,7 +474,7 @@ class Session:
     def _begin(self, started_by_savepoint=None):
         self._require_leader()
         database = self.node.state_machine.databases.get(self.db_name)
-        self._acquire(database)
+        self._acquire(database, "a transaction")
         try:
             self._catch_up(database)
             tx = Transaction(database, self.pragmas, started_by_savepoint)
@@ -519,7 +527,7 @@ class Session:
         """A deferred transaction's first write: take the write lock, if its snapshot is still current."""
         database = tx.database
         self._require_leader()
-        self._acquire(database)
+        self._acquire(database, "a transaction")
         try:
             self._catch_up(database)
             if tx.aborted:
@@ -818,6 +826,7 @@ class Session:
         }
         if self.page_bytes:
             settings["page_bytes"] = self.page_bytes
+        settings["client"] = f"{self.client} through node {self.node.config.client}"
         self.forward.request(settings)
 
     def _drop_forward(self):

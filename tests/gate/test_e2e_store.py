@@ -16,6 +16,8 @@ every host then reports ready; the data written before is intact.
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import pytest
 
@@ -199,3 +201,23 @@ def test_a_host_with_the_wrong_cluster_secret_gets_a_clear_error_from_each_comma
         process = host.run(command, expect=1)
         assert "the store refused this client: authentication failed" in process.stderr, (command, process.stderr)
         assert "Traceback" not in process.stderr, (command, process.stderr)
+
+
+def test_cluster_status_names_a_transaction_that_holds_the_write_lock(store):
+    leader = store.cluster.leader()
+    host = store.host(store.cluster.nodes.index(leader))
+    host.run("ensure_cluster_schema", expect=0)
+    holder = leader.connect(database=NAME)
+    holder.execute("BEGIN")
+    holder.execute("SELECT count(*) FROM nodes").fetchall()
+    address = "{}:{}".format(*holder._transport.sock.getsockname())
+    time.sleep(1.2)  # held longer than cluster_status's threshold
+    try:
+        text = host.run("cluster_status").stdout
+        report = json.loads(host.run("cluster_status", "--json").stdout)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert re.search(rf"Write lock of database '{NAME}' held by a transaction of client {address} for \d", text), text
+    assert report["store"]["write_locks"][NAME]["holder"] == f"a transaction of client {address}"
+    assert "Write lock" not in host.run("cluster_status").stdout  # released

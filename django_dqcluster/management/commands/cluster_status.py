@@ -34,6 +34,10 @@ from ...member_status import member_role, store_status
 from .ensure_cluster_schema import check_alias, format_age
 
 
+#: A write lock held this long is shown (and waited for by every other writer).
+LONG_HELD_SECONDS = 1.0
+
+
 def member_gate_state(address, version, members, our_address):
     """The gate state of one member against all (``members``: list of Member)."""
     decision = decide(version, members)
@@ -219,6 +223,11 @@ class Command(BaseCommand):
             write("Unapplied migrations of this code: none")
         if report["migration_lock"]:
             write(f"Migration lock held by {report['migration_lock']}", style.WARNING)
+        for name, lock in sorted(((report["store"] or {}).get("write_locks") or {}).items()):
+            # Only the leader's status has them: transactions run there.
+            if lock["seconds"] >= LONG_HELD_SECONDS or verbosity >= 2:
+                write(f"Write lock of database {name!r} held by {lock['holder']} for {lock['seconds']:g} s",
+                      style.WARNING if lock["seconds"] >= LONG_HELD_SECONDS else None)
         if report["store_error"]:
             write(f"Store status unavailable: {report['store_error']}", style.WARNING)
         elif report["store"] and verbosity >= 2:
