@@ -82,9 +82,6 @@ class WriteLock:
         self._holder = None
         self._lock.release()
 
-    def locked(self):
-        return self._lock.locked()
-
     def holder(self):
         """(description, seconds held) of whoever holds the lock now, or None."""
         held = self._holder
