@@ -134,8 +134,9 @@ class Connection:
 
     # -- store-specific -------------------------------------------------------------------------
 
-    def status(self):
-        return self._request({"op": "status"})["status"]
+    def status(self, of=None):
+        """This node's status; ``of="leader"``: the leader's (asked through this node)."""
+        return self._request({"op": "status", "of": of} if of else {"op": "status"})["status"]
 
     def servers(self):
         return self._request({"op": "servers"})["servers"]

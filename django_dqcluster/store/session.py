@@ -244,6 +244,8 @@ class Session:
         return {"ok": True, "role": self.node.role()}
 
     def _op_status(self, request):
+        if request.get("of") == "leader" and not self.node.is_leader():
+            return self._forwarded(request)  # e.g. who holds the write locks: transactions run there
         return {"ok": True, "status": self.node.status()}
 
     def _op_servers(self, request):

@@ -62,6 +62,18 @@ def unapplied_migrations(alias):
     return [f"{migration.app_label}.{migration.name}" for migration, backwards in executor.migration_plan(targets) if not backwards]
 
 
+def leader_write_locks(alias, status):
+    """{database: {"holder", "seconds"}} of the write locks the store's leader holds now (best effort)."""
+    if not status:
+        return {}
+    if status.get("role") != "leader":
+        try:
+            status = connections[alias].connection.status(of="leader")
+        except Exception:  # noqa: BLE001 - no leader right now: nothing holds a lock
+            return {}
+    return status.get("write_locks") or {}
+
+
 def lock_holder(alias):
     """Who holds the cluster migration lock, or None."""
     from .migrate import LOCK_NAME, MigrationLock
@@ -165,6 +177,7 @@ class Command(BaseCommand):
             "store_error": status_error,
             "unapplied_migrations": pending,
             "migration_lock": lock_holder(alias),
+            "write_locks": leader_write_locks(alias, status),
         }
 
     def print_report(self, report, verbosity):
@@ -223,8 +236,7 @@ class Command(BaseCommand):
             write("Unapplied migrations of this code: none")
         if report["migration_lock"]:
             write(f"Migration lock held by {report['migration_lock']}", style.WARNING)
-        for name, lock in sorted(((report["store"] or {}).get("write_locks") or {}).items()):
-            # Only the leader's status has them: transactions run there.
+        for name, lock in sorted(report["write_locks"].items()):
             if lock["seconds"] >= LONG_HELD_SECONDS or verbosity >= 2:
                 write(f"Write lock of database {name!r} held by {lock['holder']} for {lock['seconds']:g} s",
                       style.WARNING if lock["seconds"] >= LONG_HELD_SECONDS else None)
