@@ -118,6 +118,12 @@ class OpenResult:
             self._failure = failure
         self._end_cursor()
 
+    def fail(self, failure):
+        """Drop the rows left without reading them; the next fetch raises ``failure``."""
+        self._pending = []
+        self._failure = failure
+        self._end_cursor()
+
     def close(self):
         self._pending = []
         self._end_cursor()
@@ -201,6 +207,12 @@ class OpenResults:
         for result in self._open.values():
             if result.owner is owner:
                 result.read_rest(failure)
+
+    def drop_owned_by(self, owner, failure):
+        """Give up ``owner``'s results unread (its connection is no longer its own); fetching them raises ``failure``."""
+        for result in self._open.values():
+            if result.owner is owner:
+                result.fail(failure)
 
     def close_all(self):
         self.discard(list(self._open))

@@ -69,25 +69,38 @@ class Transaction:
         self.aborted = None
         self.started_by_savepoint = started_by_savepoint
         self.snapshot = snapshot  # (read connection, applied index) while deferred
-        self._released = snapshot is not None  # a deferred transaction holds no lock
-        self._release_guard = threading.Lock()
+        self._holds_lock = snapshot is None  # a deferred transaction holds none yet
 
     @property
     def deferred(self):
         return self.snapshot is not None
 
+    @property
+    def holds_lock(self):
+        """Does it still hold the database's write lock (and with it the scratch connection)?"""
+        return self._holds_lock
+
     def took_lock(self):
         """A deferred transaction now holds the database's write lock (see Session._upgrade)."""
-        with self._release_guard:
-            self._released = False
+        with self.database.scratch_mutex:
+            self._holds_lock = True
         self.snapshot = None
 
-    def release_lock(self):
-        """Release the database's write lock once, from whichever thread gets here first."""
-        with self._release_guard:
-            if not self._released:
-                self._released = True
-                self.database.write_lock.release()
+    def end(self, rollback_scratch):
+        """Give the write lock back, once, rolling back its scratch work first if asked.
+
+        Its session and an abort (leadership lost) may both end it, on two
+        threads. Whoever comes second must not touch the scratch connection:
+        once the lock is free it may be another transaction's. Under the
+        scratch mutex, rolling back and releasing are one step.
+        """
+        with self.database.scratch_mutex:
+            if not self._holds_lock:
+                return
+            if rollback_scratch:
+                rollback_quietly(self.database.scratch_connection())
+            self._holds_lock = False
+            self.database.write_lock.release()
 
 
 class LeaderState:
@@ -111,21 +124,21 @@ class LeaderState:
         with self._lock:
             open_now = list(self._open)
         for tx in open_now:
-            tx.aborted = reason
             if tx.deferred:
                 # Holds no lock and uses no shared connection; its session
                 # sees it aborted at its next statement.
+                tx.aborted = reason
                 self.unregister(tx)
                 continue
             database = tx.database
-            scratch = database.scratch_connection()
-            scratch.interrupt()
+            if tx.holds_lock:
+                database.scratch_connection().interrupt()  # a statement it runs now
             with database.scratch_mutex:
-                rollback_quietly(scratch)
-            # Its client may never come back: free the database now so this
-            # node can take transactions again when it leads again.
+                tx.aborted = reason
+                # Its client may never come back: free the database now so this
+                # node can take transactions again when it leads again.
+                tx.end(rollback_scratch=True)
             self.unregister(tx)
-            tx.release_lock()
 
 
 class Session:
@@ -642,8 +655,9 @@ class Session:
         scratch = database.scratch_connection()
         with database.scratch_mutex:
             aborted = tx.aborted
-            self.results.read_rest_of(tx, _unreadable_after(tx))
-            rollback_quietly(scratch)
+            if not aborted:  # else whoever aborted it rolled it back
+                self.results.read_rest_of(tx, _unreadable_after(tx))
+                rollback_quietly(scratch)
         if aborted:
             self._end_local(rollback=True)
             raise _aborted(aborted)
@@ -708,12 +722,17 @@ class Session:
         database = tx.database
         if tx.deferred:
             self._end_snapshot(tx)
-        elif rollback:
+        else:
             with database.scratch_mutex:
-                self.results.read_rest_of(tx, _unreadable_after(tx))
-                rollback_quietly(database.scratch_connection())
+                if tx.holds_lock:
+                    if rollback:
+                        self.results.read_rest_of(tx, _unreadable_after(tx))
+                else:
+                    # Aborted: its work is rolled back, and the scratch
+                    # connection may be another transaction's by now.
+                    self.results.drop_owned_by(tx, _unreadable_after(tx))
+                tx.end(rollback_scratch=rollback)
         self.node.leader_state.unregister(tx)
-        tx.release_lock()
 
     # -- databases ---------------------------------------------------------------------------
 
