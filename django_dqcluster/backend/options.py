@@ -43,6 +43,7 @@ KNOWN_OPTIONS = {
     "durability": FSYNC,     # fsync | process (whoever runs the node)
     "timeout": DEFAULT_TIMEOUT,  # seconds to connect and to keep retrying retryable errors
     "allow_remote": False,   # let the node listen beyond loopback
+    "idle_transaction_timeout": None,  # seconds; the node aborts transactions idle this long (whoever runs it)
     "transaction_mode": None,  # as Django's sqlite3 backend: DEFERRED/IMMEDIATE/EXCLUSIVE
     "init_command": "",      # as Django's sqlite3 backend: statements run on each new connection
 }
@@ -67,6 +68,7 @@ class BackendOptions:
     durability: str
     timeout: float
     allow_remote: bool
+    idle_transaction_timeout: float
     transaction_mode: str
     init_command: str
 
@@ -89,6 +91,7 @@ class BackendOptions:
                 secret=self.secret,
                 durability=self.durability,
                 allow_remote=self.allow_remote,
+                idle_transaction_timeout=self.idle_transaction_timeout,
                 connection_hooks=list(connection_hooks),
             )
         except ConfigError as exc:
@@ -234,6 +237,17 @@ def parse(alias, settings_dict):
     if not timeout > 0:
         raise _error(alias, "timeout", f"must be positive, not {opts['timeout']!r}")
 
+    idle = opts["idle_transaction_timeout"]
+    if idle is not None:
+        try:
+            if isinstance(idle, bool):
+                raise TypeError
+            idle = float(idle)
+        except (TypeError, ValueError):
+            raise _error(alias, "idle_transaction_timeout", f"must be a number of seconds, not {idle!r}") from None
+        if not idle > 0:
+            raise _error(alias, "idle_transaction_timeout", f"must be positive (or None: never), not {idle!r}")
+
     transaction_mode = opts["transaction_mode"]
     if transaction_mode is not None:
         if transaction_mode.upper() not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
@@ -264,5 +278,6 @@ def parse(alias, settings_dict):
         alias=alias, name=str(name), addresses=addresses, embedded=embedded, data_dir=data_dir,
         bind=opts["bind"], client=opts["client"], peers=peers, secret=secret, consistency=consistency,
         durability=durability, timeout=timeout, allow_remote=allow_remote, local_reads=local_reads,
+        idle_transaction_timeout=idle,
         transaction_mode=transaction_mode, init_command=opts["init_command"] or "",
     )

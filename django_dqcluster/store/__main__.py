@@ -60,6 +60,9 @@ def build_parser():
                         help="run on every SQLite connection (e.g. to register SQL functions)")
     parser.add_argument("--checkpoint-every", type=int, default=1000, metavar="ENTRIES",
                         help="append a history-hash checkpoint after this many entries")
+    parser.add_argument("--idle-transaction-timeout", type=float, default=None, metavar="SECONDS",
+                        help="abort a transaction that holds a database's write lock and sent nothing for this long "
+                             "(default: never)")
     parser.add_argument("--drain-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="on SIGTERM/SIGINT, how long clients' running requests and open transactions "
                              "may take to finish before the node stops (default 5)")
@@ -84,6 +87,7 @@ def main(argv=None):
             connection_hooks=[load_hook(hook) for hook in args.connection_hook],
             checkpoint_every=args.checkpoint_every,
             drain_timeout=args.drain_timeout,
+            idle_transaction_timeout=args.idle_transaction_timeout,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

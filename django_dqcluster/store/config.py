@@ -47,6 +47,8 @@ class NodeConfig:
     checkpoint_every: int = 1000
     #: On a graceful stop, how long open transactions and running requests may take to finish.
     drain_timeout: float = 5.0
+    #: Abort a transaction that holds a write lock and sent nothing for this long (seconds); None: never.
+    idle_transaction_timeout: float = None
 
     def __post_init__(self):
         self.peers = [p for p in (self.peers or []) if p and p != self.bind]
@@ -72,6 +74,9 @@ class NodeConfig:
             raise ConfigError(f"election_timeout: need 0 < low < high, got {self.election_timeout!r}")
         if not (isinstance(self.drain_timeout, (int, float)) and self.drain_timeout >= 0):
             raise ConfigError(f"drain_timeout: need a number of seconds >= 0, got {self.drain_timeout!r}")
+        idle = self.idle_transaction_timeout
+        if idle is not None and not (isinstance(idle, (int, float)) and not isinstance(idle, bool) and idle > 0):
+            raise ConfigError(f"idle_transaction_timeout: need a number of seconds > 0 (or none), got {idle!r}")
         if (self.peers or self.join) and not self.secret:
             raise ConfigError(
                 "secret: a multi-node store needs a cluster secret. Raft messages are pickled, so "

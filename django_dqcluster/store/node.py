@@ -409,9 +409,11 @@ class Node:
         self._servers_written = servers
 
     def _housekeeping(self):
-        """Announce our client address, and (as leader) append checkpoint hashes."""
+        """Announce our client address; as leader, append checkpoint hashes and abort idle transactions."""
         while not self._stopping.wait(0.25):
             try:
+                if self.config.idle_transaction_timeout and self.is_leader():
+                    self.leader_state.abort_idle(self.config.idle_transaction_timeout)
                 self._write_servers_file()
                 if self.engine.raftLastApplied < self.engine.raftCommitIndex:
                     continue

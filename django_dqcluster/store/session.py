@@ -70,6 +70,10 @@ class Transaction:
         self.started_by_savepoint = started_by_savepoint
         self.snapshot = snapshot  # (read connection, applied index) while deferred
         self._holds_lock = snapshot is None  # a deferred transaction holds none yet
+        #: monotonic() when its last statement ended (see running).
+        self.idle_since = time.monotonic()
+        #: Held while a statement of it runs: the scratch mutex, then a new idle_since.
+        self.running = _Running(self)
 
     @property
     def deferred(self):
@@ -103,6 +107,27 @@ class Transaction:
             self.database.write_lock.release()
 
 
+class _Running:
+    """``with tx.running:`` a statement of ``tx`` runs on the scratch connection.
+
+    The scratch mutex keeps the Raft thread (or an idle abort) from rolling
+    the transaction back under the statement; leaving it marks the
+    transaction idle from then on (LeaderState.abort_idle).
+    """
+
+    def __init__(self, tx):
+        self._tx = tx
+
+    def __enter__(self):
+        self._tx.database.scratch_mutex.acquire()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._tx.idle_since = time.monotonic()
+        self._tx.database.scratch_mutex.release()
+        return False
+
+
 class LeaderState:
     """The transactions open on this node while it leads; aborted together when it stops leading."""
 
@@ -119,6 +144,27 @@ class LeaderState:
     def unregister(self, tx):
         with self._lock:
             self._open.discard(tx)
+
+    def abort_idle(self, timeout):
+        """Abort the transactions that hold a write lock and have run nothing for ``timeout`` seconds.
+
+        One client that left a transaction open (a stuck worker, a shell
+        session) would otherwise hold every writer of its database up.
+        """
+        with self._lock:
+            open_now = list(self._open)
+        for tx in open_now:
+            if not tx.holds_lock or time.monotonic() - tx.idle_since < timeout:
+                continue
+            with tx.database.scratch_mutex:  # held by a statement of it that runs now
+                idle_since = tx.idle_since
+                if not tx.holds_lock or time.monotonic() - idle_since < timeout:
+                    continue
+                tx.aborted = f"it ran nothing for {timeout:g} s (the node's idle transaction timeout)"
+                tx.end(rollback_scratch=True)
+            self.unregister(tx)
+            logger.warning("aborted a transaction on database %r idle for %.1f s (idle transaction timeout %g s)",
+                           tx.database.name, time.monotonic() - idle_since, timeout)
 
     def abort_all(self, reason):
         with self._lock:
@@ -601,7 +647,7 @@ class Session:
                 return result
         database = tx.database
         scratch = database.scratch_connection()
-        with database.scratch_mutex:
+        with tx.running:
             if tx.aborted:
                 self._end_local(rollback=True)
                 raise _aborted(tx.aborted)
@@ -625,7 +671,7 @@ class Session:
                     result = run_statement(scratch, sql, params, many)
                 else:
                     cursor = scratch.execute(sql, params if params is not None else ())
-                    result = self._paged(cursor, OpenResult(cursor, guard=database.scratch_mutex, owner=tx))
+                    result = self._paged(cursor, OpenResult(cursor, guard=tx.running, owner=tx))
             except sqlite3.Error as exc:
                 if writes and not is_environmental(exc):
                     tx.statements.append([ordinal, sql, params, many, True])

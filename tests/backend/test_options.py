@@ -27,6 +27,14 @@ def test_valid_client_entry(secret_file):
     assert parse("default", entry(secret_file, local_reads="off")).local_reads is False
 
 
+def test_the_idle_transaction_timeout_reaches_the_node_that_the_entry_runs(tmp_path):
+    settings_dict = {"NAME": "app", "OPTIONS": {"embedded": True, "data_dir": str(tmp_path), "bind": "127.0.0.1:7001",
+                                                "idle_transaction_timeout": "60"}}  # a URL's string
+    assert parse("default", settings_dict).node_config().idle_transaction_timeout == 60.0
+    del settings_dict["OPTIONS"]["idle_transaction_timeout"]
+    assert parse("default", settings_dict).node_config().idle_transaction_timeout is None  # never, by default
+
+
 @pytest.mark.parametrize("change, key", [
     ({"NAME": ""}, "NAME"),
     ({"NAME": "../etc/passwd"}, "NAME"),
@@ -39,6 +47,12 @@ def test_valid_client_entry(secret_file):
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "durability": "never"}}, "durability"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "timeout": "soon"}}, "timeout"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "timeout": 0}}, "timeout"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "idle_transaction_timeout": "soon"}},
+     "idle_transaction_timeout"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "idle_transaction_timeout": 0}},
+     "idle_transaction_timeout"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "idle_transaction_timeout": True}},
+     "idle_transaction_timeout"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "peers": "a,b"}}, "peers"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "bogus": 1}}, "bogus"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "secret_file": "/nonexistent"}}, "secret"),

@@ -1,4 +1,7 @@
-"""A transaction aborted on the leader (leadership lost) is rolled back once, by whoever gets there first.
+"""A transaction aborted on the leader is rolled back once, by whoever gets there first.
+
+Leadership lost aborts every open transaction; the node's idle transaction
+timeout aborts one that holds a database's write lock and runs nothing.
 
 Its session finds out at its next statement, possibly after the node leads
 again and another client's transaction holds the write lock and the scratch
@@ -7,11 +10,16 @@ roll it back, so its next statements ran on the leader's file directly,
 outside Raft, and were applied a second time at its COMMIT.
 """
 
+import time
+
 import pytest
 
 from django_dqcluster import dbapi
+from django_dqcluster.store import NodeConfig
+from django_dqcluster.store.config import ConfigError
+from django_dqcluster.store.local_cluster import LocalCluster
 
-from .conftest import EMBEDDED_SECRET
+from .conftest import EMBEDDED_SECRET, start_embedded_node
 
 
 def connect(node):
@@ -52,3 +60,56 @@ def test_a_deferred_transaction_aborted_while_it_takes_the_lock_gives_it_back(em
     other.execute("INSERT INTO t VALUES ('y')")
     other.execute("COMMIT")
     assert values(other) == ["y"]
+
+
+@pytest.fixture
+def node_with_idle_timeout(tmp_path):
+    node = start_embedded_node(tmp_path / "node", idle_transaction_timeout=0.6, busy_timeout=5.0)
+    yield node
+    node.stop()
+
+
+def test_a_transaction_idle_longer_than_the_idle_timeout_is_aborted_and_frees_its_writers(node_with_idle_timeout):
+    node = node_with_idle_timeout
+    idle, writer = connect(node), connect(node)
+    idle.execute("CREATE TABLE t (v TEXT)")
+    idle.execute("BEGIN")
+    idle.execute("INSERT INTO t VALUES ('never')")
+    started = time.monotonic()
+    writer.execute("INSERT INTO t VALUES ('w')")  # waits for the lock, not for the 5 s busy timeout
+    assert time.monotonic() - started < 2.0
+    with pytest.raises(dbapi.OperationalError, match=r"transaction aborted: it ran nothing for 0\.6 s "
+                                                     r"\(the node's idle transaction timeout\)") as info:
+        idle.execute("INSERT INTO t VALUES ('late')")
+    assert info.value.retryable and not idle.in_transaction
+    assert values(writer) == ["w"]
+
+
+def test_a_transaction_that_keeps_running_statements_is_not_idle(node_with_idle_timeout):
+    conn = connect(node_with_idle_timeout)
+    conn.execute("CREATE TABLE t (v TEXT)")
+    conn.execute("BEGIN")
+    for n in range(6):  # 1.5 s in all, never 0.6 s without a statement
+        conn.execute("INSERT INTO t VALUES (?)", (str(n),))
+        time.sleep(0.25)
+    conn.execute("COMMIT")
+    assert values(conn) == [str(n) for n in range(6)]
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon", True])
+def test_an_idle_transaction_timeout_that_is_not_a_positive_number_of_seconds_is_refused(tmp_path, value):
+    with pytest.raises(ConfigError, match=r"^idle_transaction_timeout: "):
+        NodeConfig(bind="127.0.0.1:7100", data_dir=str(tmp_path), idle_transaction_timeout=value)
+
+
+def test_a_node_process_takes_the_idle_timeout_from_its_command_line(tmp_path):
+    with LocalCluster(str(tmp_path / "cluster"), 1, extra_args=["--idle-transaction-timeout", "0.5"]) as cluster:
+        conn = cluster.leader().connect()
+        conn.execute("CREATE TABLE t (v TEXT)")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES ('x')")
+        time.sleep(1.2)
+        with pytest.raises(dbapi.OperationalError, match="idle transaction timeout"):
+            conn.execute("INSERT INTO t VALUES ('y')")
+        assert values(conn) == []
+        conn.close()
