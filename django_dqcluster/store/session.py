@@ -88,6 +88,7 @@ class Transaction:
         """A deferred transaction now holds the database's write lock (see Session._upgrade)."""
         with self.database.scratch_mutex:
             self._holds_lock = True
+            self.idle_since = time.monotonic()  # however long it read before
         self.snapshot = None
 
     def end(self, rollback_scratch):

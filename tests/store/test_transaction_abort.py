@@ -96,6 +96,17 @@ def test_a_transaction_that_keeps_running_statements_is_not_idle(node_with_idle_
     assert values(conn) == [str(n) for n in range(6)]
 
 
+def test_a_deferred_transaction_that_only_reads_holds_no_lock_so_is_never_idle(node_with_idle_timeout):
+    conn = connect(node_with_idle_timeout)
+    conn.execute("CREATE TABLE t (v TEXT)")
+    conn.execute("BEGIN DEFERRED")
+    assert values(conn) == []
+    time.sleep(1.2)  # twice the idle timeout, reading nothing
+    conn.execute("INSERT INTO t VALUES ('x')")  # takes the lock now
+    conn.execute("COMMIT")
+    assert values(conn) == ["x"]
+
+
 @pytest.mark.parametrize("value", [0, -1, "soon", True])
 def test_an_idle_transaction_timeout_that_is_not_a_positive_number_of_seconds_is_refused(tmp_path, value):
     with pytest.raises(ConfigError, match=r"^idle_transaction_timeout: "):
