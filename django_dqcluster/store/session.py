@@ -74,6 +74,7 @@ class Transaction:
         self.idle_since = time.monotonic()
         #: Held while a statement of it runs: the scratch mutex, then a new idle_since.
         self.running = _Running(self)
+        self.committing = False  # its COMMIT is under way: never idle again
 
     @property
     def deferred(self):
@@ -155,11 +156,11 @@ class LeaderState:
         with self._lock:
             open_now = list(self._open)
         for tx in open_now:
-            if not tx.holds_lock or time.monotonic() - tx.idle_since < timeout:
+            if not tx.holds_lock or tx.committing or time.monotonic() - tx.idle_since < timeout:
                 continue
             with tx.database.scratch_mutex:  # held by a statement of it that runs now
                 idle_since = tx.idle_since
-                if not tx.holds_lock or time.monotonic() - idle_since < timeout:
+                if not tx.holds_lock or tx.committing or time.monotonic() - idle_since < timeout:
                     continue
                 tx.aborted = f"it ran nothing for {timeout:g} s (the node's idle transaction timeout)"
                 tx.end(rollback_scratch=True)
@@ -703,6 +704,8 @@ class Session:
         with database.scratch_mutex:
             aborted = tx.aborted
             if not aborted:  # else whoever aborted it rolled it back
+                # It holds the lock until its entry is enqueued, in log order.
+                tx.committing = True
                 self.results.read_rest_of(tx, _unreadable_after(tx))
                 rollback_quietly(scratch)
         if aborted:

@@ -107,6 +107,27 @@ def test_a_deferred_transaction_that_only_reads_holds_no_lock_so_is_never_idle(n
     assert values(conn) == ["x"]
 
 
+def test_a_transaction_whose_commit_is_under_way_is_never_aborted_as_idle(embedded_node, caplog):
+    """It holds the lock until its entry is enqueued (log order): an abort then would free it too early."""
+    conn = connect(embedded_node)
+    conn.execute("CREATE TABLE t (v TEXT)")
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO t VALUES ('x')")
+    enqueue = embedded_node.enqueue
+
+    def enqueue_while_the_reaper_runs(*args, **kwargs):
+        embedded_node.leader_state.abort_idle(0.0)  # the housekeeping thread, right now
+        return enqueue(*args, **kwargs)
+
+    embedded_node.enqueue = enqueue_while_the_reaper_runs
+    try:
+        conn.execute("COMMIT")
+    finally:
+        embedded_node.enqueue = enqueue
+    assert "aborted a transaction" not in caplog.text
+    assert values(conn) == ["x"]
+
+
 @pytest.mark.parametrize("value", [0, -1, "soon", True])
 def test_an_idle_transaction_timeout_that_is_not_a_positive_number_of_seconds_is_refused(tmp_path, value):
     with pytest.raises(ConfigError, match=r"^idle_transaction_timeout: "):
