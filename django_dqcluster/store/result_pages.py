@@ -108,11 +108,7 @@ class OpenResult:
         if self._cursor is None:
             return
         try:
-            while True:
-                chunk = self._cursor.fetchmany(CHUNK_ROWS)
-                self._pending.extend(chunk)
-                if len(chunk) < CHUNK_ROWS:
-                    break
+            self._pending.extend(self._cursor.fetchall())
         except Exception:
             self._pending = []
             self._failure = failure

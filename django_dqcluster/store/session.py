@@ -92,6 +92,12 @@ class Transaction:
             self.idle_since = time.monotonic()  # however long it read before
         self.snapshot = None
 
+    def abort(self, reason):
+        """End it from outside its session (``reason``: why, for the client's next statement)."""
+        with self.database.scratch_mutex:
+            self.aborted = reason
+            self.end(rollback_scratch=True)
+
     def end(self, rollback_scratch):
         """Give the write lock back, once, rolling back its scratch work first if asked.
 
@@ -162,8 +168,7 @@ class LeaderState:
                 idle_since = tx.idle_since
                 if not tx.holds_lock or tx.committing or time.monotonic() - idle_since < timeout:
                     continue
-                tx.aborted = f"it ran nothing for {timeout:g} s (the node's idle transaction timeout)"
-                tx.end(rollback_scratch=True)
+                tx.abort(f"it ran nothing for {timeout:g} s (the node's idle transaction timeout)")
             self.unregister(tx)
             logger.warning("aborted a transaction on database %r idle for %.1f s (idle transaction timeout %g s)",
                            tx.database.name, time.monotonic() - idle_since, timeout)
@@ -181,11 +186,9 @@ class LeaderState:
             database = tx.database
             if tx.holds_lock:
                 database.scratch_connection().interrupt()  # a statement it runs now
-            with database.scratch_mutex:
-                tx.aborted = reason
-                # Its client may never come back: free the database now so this
-                # node can take transactions again when it leads again.
-                tx.end(rollback_scratch=True)
+            # Its client may never come back: free the database now so this
+            # node can take transactions again when it leads again.
+            tx.abort(reason)
             self.unregister(tx)
 
 
