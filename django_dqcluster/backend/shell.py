@@ -12,10 +12,10 @@ Statements end with ``;`` (like the sqlite3 shell). Dot commands: ``.tables``,
 import argparse
 import json
 import os
-import sqlite3
 import sys
 
 from .. import dbapi
+from ..store.statements import take_statements
 
 ENV_VAR = "DQCLUSTER_SHELL_SETTINGS"
 
@@ -158,23 +158,6 @@ class Shell:
         if not _blank(buffer):
             ok = self.run_sql(buffer.strip()) and ok
         return ok
-
-
-def take_statements(text):
-    """The complete statements at the start of ``text``, and the rest.
-
-    A ';' ends a statement only where ``sqlite3.complete_statement`` agrees
-    (not inside a string, a comment or a trigger's body), so a line may hold
-    several statements, as in the sqlite3 shell: the store runs one per call.
-    """
-    statements, start = [], 0
-    for end, char in enumerate(text):
-        if char == ";" and sqlite3.complete_statement(text[start:end + 1]):
-            statement = text[start:end + 1].strip()
-            if statement != ";":
-                statements.append(statement)
-            start = end + 1
-    return statements, text[start:]
 
 
 def _blank(text):

@@ -54,32 +54,24 @@ def transaction_control(sql):
 
 def split_script(script):
     """Split a multi-statement script into complete statements, as sqlite3 would run them."""
-    statements = []
-    current = []
-    for line in script.splitlines(keepends=True):
-        current.append(line)
-        candidate = "".join(current)
-        # complete_statement() understands string literals, comments and
-        # trigger bodies, so a ';' inside them does not end a statement.
-        if sqlite3.complete_statement(candidate):
-            for piece in _split_complete(candidate):
-                statements.append(piece)
-            current = []
-    rest = "".join(current).strip()
-    if rest:
-        statements.append(rest)
+    statements, rest = take_statements(script)
+    if rest.strip():
+        statements.append(rest.strip())
     return [s for s in statements if strip_leading_comments(s).strip().rstrip(";").strip()]
 
 
-def _split_complete(text):
-    """A complete chunk may still hold several statements on one line."""
-    pieces = []
-    start = 0
-    for index, char in enumerate(text):
-        if char == ";" and sqlite3.complete_statement(text[start:index + 1]):
-            pieces.append(text[start:index + 1].strip())
-            start = index + 1
-    tail = text[start:].strip()
-    if tail:
-        pieces.append(tail)
-    return pieces
+def take_statements(text):
+    """The complete statements at the start of ``text``, and the rest.
+
+    A ';' ends a statement only where ``sqlite3.complete_statement`` agrees
+    (not inside a string, a comment or a trigger's body), so a line may hold
+    several statements, as in the sqlite3 shell: the store runs one per call.
+    """
+    statements, start = [], 0
+    for end, char in enumerate(text):
+        if char == ";" and sqlite3.complete_statement(text[start:end + 1]):
+            statement = text[start:end + 1].strip()
+            if statement != ";":
+                statements.append(statement)
+            start = end + 1
+    return statements, text[start:]
