@@ -274,6 +274,7 @@ def lean_leader(listener, follower_addresses, data_dir, flush):
     followers = [_connect(address) for address in follower_addresses]
     client = _accept(listener)
     reader = wire.FrameReader(client, wire.DEFAULT_MAX_FRAME)
+    read_connection = database.borrow_reader()
     acks = {conn: 0 for conn in followers}
     index = 0
     try:
@@ -283,7 +284,7 @@ def lean_leader(listener, follower_addresses, data_dir, flush):
             except wire.ConnectionClosed:
                 return
             sql, params = request["sql"], request["params"]
-            info = classifier(database.read_connection(), sql, params, database.path)
+            info = classifier(read_connection, sql, params, database.path)
             if not info.writes or info.refusal():
                 raise RuntimeError(f"the lean chain commits writes only: {sql}")
             values = FixedValues.fresh()
