@@ -3,11 +3,13 @@
 import datetime
 import decimal
 import re
+import sqlite3
 import time
+import weakref
 
 from .. import wire
 from . import exceptions as exc
-from .replica import ReplicaFile
+from .replica import LocalResult, ReplicaFile
 from .transport import LocalTransport, SocketTransport
 
 CONSISTENCY_LEVELS = ("strong", "weak", "none")
@@ -71,6 +73,7 @@ class Connection:
         self._configure_replica = configure_replica
         self._replica = None
         self.replica_reads = 0  # statements read from the replica file on this host
+        self._local_results = weakref.WeakSet()  # local reads still stepping (see .replica)
         self._transport = None
         self._in_tx = False
         self._closed = False
@@ -97,6 +100,8 @@ class Connection:
         if self._closed:
             return
         self._forget_replica()
+        for result in list(self._local_results):
+            result.close()
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -221,15 +226,28 @@ class Connection:
         response = replica.query(sql, params)
         if response is not None:
             self.replica_reads += 1
+            if response["more"] is not None:
+                self._local_results.add(response["more"])
         return response
 
-    def _fetch(self, result_id):
-        """The next page of an open result on the node."""
-        return self._request({"op": "fetch", "result": result_id})
+    def _fetch(self, result):
+        """The next page of an open result: on the node (its id), or of a local read."""
+        if isinstance(result, LocalResult):
+            try:
+                rows, more = result.next_page()
+            except sqlite3.Error as error:
+                raise exc.operational(
+                    f"reading the rest of a result from this host's replica file failed: {error}"
+                ) from None
+            return {"rows": rows, "more": result if more else None}
+        return self._request({"op": "fetch", "result": result})
 
-    def _discard(self, result_id):
+    def _discard(self, result):
         """A result with rows left that nobody will read: the node is told with the next request."""
-        self._discarded.append(result_id)
+        if isinstance(result, LocalResult):
+            result.close()
+        else:
+            self._discarded.append(result)
 
     def _forget_replica(self):
         if self._replica is not None:

@@ -25,6 +25,14 @@ exactly as before:
   local library lacks) lets the node answer; a file this process cannot read
   (its WAL index not created yet, a lock the node holds) is left to the node
   for a second before the next try, so it never costs every read an attempt.
+
+A result is read a page (``PAGE_ROWS``) at a time, as the node sends its own
+(see ``store/result_pages.py``), so iterating over a large table holds a page
+of it in memory, not all of it. A result longer than a page keeps its SQLite
+statement stepping, which holds a read snapshot on its connection: it takes
+that connection with it (:class:`LocalResult`), and the next read opens
+another, so reads made while it is being iterated over see the node's newest
+state (a loop that writes and reads back sees its writes).
 """
 
 import os
@@ -34,6 +42,47 @@ import urllib.parse
 
 #: Seconds during which a file that could not be read is left to the node.
 RETRY_AFTER = 1.0
+
+#: Rows of a local result read at a time (the node reads its results from
+#: SQLite in chunks of the same size).
+PAGE_ROWS = 256
+
+
+class LocalResult:
+    """The rows of a local read that did not fit its first page, read on as they are asked for.
+
+    It owns the connection its statement steps on, and closes it once the last
+    row is read or nobody will read the rest (:meth:`close`).
+    """
+
+    def __init__(self, conn, cursor):
+        self._conn = conn
+        self._cursor = cursor
+
+    @property
+    def closed(self):
+        return self._conn is None
+
+    def next_page(self):
+        """(rows, more): the next rows (at most PAGE_ROWS), and whether more may follow."""
+        if self._conn is None:
+            return [], False
+        try:
+            rows = self._cursor.fetchmany(PAGE_ROWS)
+        except sqlite3.Error:
+            # The first page came from this file, so the node cannot take
+            # over half way: the caller reports it.
+            self.close()
+            raise
+        if len(rows) < PAGE_ROWS:
+            self.close()
+            return rows, False
+        return rows, True
+
+    def close(self):
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._cursor = None
 
 
 class ReplicaFile:
@@ -80,7 +129,7 @@ class ReplicaFile:
             if self._opened != (stat.st_dev, stat.st_ino):
                 self._open(stat)
             cursor = self._conn.execute(sql, params)
-            rows = cursor.fetchall()
+            rows = cursor.fetchmany(PAGE_ROWS)
         except sqlite3.Error as error:
             if getattr(error, "sqlite_errorname", None) != "SQLITE_ERROR":
                 # Not the statement (no such table, a syntax error) but the
@@ -91,11 +140,18 @@ class ReplicaFile:
             self._give_up_for_a_while()
             return None
         description = cursor.description
+        more = None
+        if len(rows) == PAGE_ROWS:
+            # Still stepping, with a read snapshot on this connection: the
+            # result takes the connection; the next read opens another.
+            more = LocalResult(self._conn, cursor)
+            self._conn = self._opened = None
         return {
             "columns": [column[0] for column in description] if description is not None else None,
             "rows": rows,
             "rowcount": cursor.rowcount,
             "lastrowid": None,
+            "more": more,
         }
 
     def _open(self, stat):

@@ -8,11 +8,12 @@ its own) and that it never reads a file the node no longer keeps up to date.
 
 import os
 import sqlite3
+import tracemalloc
 
 import pytest
 
 from django_dqcluster import dbapi
-from django_dqcluster.dbapi.replica import ReplicaFile
+from django_dqcluster.dbapi.replica import PAGE_ROWS, ReplicaFile
 
 from .conftest import followers
 
@@ -83,6 +84,73 @@ def test_a_local_read_is_as_stale_as_the_node_and_catches_up_with_it(cluster, fo
     cluster.wait_converged()
     assert local.execute("SELECT v FROM kv").fetchall() == [(2,)]
     assert local.replica_reads == 2
+
+
+def fill_big_table(cluster, rows, blob_bytes):
+    conn = cluster.leader().connect()
+    try:
+        conn.execute("CREATE TABLE big (n INTEGER PRIMARY KEY, blob BLOB)")
+        for start in range(0, rows, 500):
+            conn.executemany("INSERT INTO big VALUES (?, ?)",
+                             [(n, bytes(blob_bytes)) for n in range(start, min(start + 500, rows))])
+    finally:
+        conn.close()
+    cluster.wait_converged()
+
+
+def open_files():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_large_local_read_holds_a_page_in_memory_not_the_whole_result(cluster, follower):
+    fill_big_table(cluster, 2000, 10_000)  # 20 MB of blobs
+    local = follower.connect(consistency="none")
+    tracemalloc.start()
+    try:
+        cursor = local.execute("SELECT n, blob FROM big ORDER BY n")
+        first = cursor.fetchone()
+        held = tracemalloc.get_traced_memory()[0]
+        numbers = [first[0]] + [row[0] for row in cursor]
+    finally:
+        tracemalloc.stop()
+    assert numbers == list(range(2000))
+    assert local.replica_reads == 1
+    # A page of 256 rows is ~2.6 MB; the whole result would be 20 MB.
+    assert held < 6_000_000, f"{held} bytes held after the first row"
+
+
+def test_reads_while_a_large_local_result_is_iterated_see_the_newest_state(cluster, follower):
+    fill_big_table(cluster, PAGE_ROWS * 3, 10)
+    local = follower.connect(consistency="none")
+    cursor = local.execute("SELECT n FROM big ORDER BY n")
+    assert cursor.fetchone() == (0,)
+    write(cluster, "INSERT INTO big VALUES (100000, NULL)")
+    cluster.wait_converged()
+    assert local.execute("SELECT count(*) FROM big").fetchone() == (PAGE_ROWS * 3 + 1,)
+    # The iterated result keeps the snapshot it started with, as in SQLite.
+    assert [row[0] for row in cursor] == list(range(1, PAGE_ROWS * 3))
+    assert local.replica_reads == 2
+
+
+def test_large_local_results_left_unread_close_their_files(cluster, follower):
+    fill_big_table(cluster, PAGE_ROWS * 2, 10)
+    local = follower.connect(consistency="none")
+    local.execute("SELECT 1 FROM big LIMIT 1").fetchall()  # the replica's own connection is open
+    before = open_files()
+    for _ in range(20):
+        cursor = local.execute("SELECT n FROM big")
+        cursor.fetchone()
+        cursor.close()
+    for _ in range(20):
+        local.execute("SELECT n FROM big").fetchone()  # dropped unclosed
+    cursor = local.cursor()
+    for _ in range(20):
+        cursor.execute("SELECT n FROM big").fetchone()  # executed again before the last page
+    assert open_files() <= before + 3  # a result still open, and its SQLite files
+    left_open = local.execute("SELECT n FROM big")
+    left_open.fetchone()
+    local.close()
+    assert open_files() < before
 
 
 def test_sql_errors_are_the_nodes_own(cluster, follower):
