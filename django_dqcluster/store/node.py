@@ -54,6 +54,8 @@ class Node:
         self.engine = None
         self.server = None
         self._barriers = _BarrierGroup(self)
+        self._applied = _AppliedWatch(self.state_machine)
+        self.state_machine.listeners.append(self._applied.on_applied)
         self.commit_queue = CommitQueue()
         self._deadlines = _DeadlineWatch(self)
         self._stopping = threading.Event()
@@ -228,7 +230,7 @@ class Node:
         """Append ``entry`` to the log and wait until it is committed and applied here."""
         return self.enqueue(entry).wait(timeout)
 
-    def enqueue(self, entry, on_done=None, on_outcome=None):
+    def enqueue(self, entry, on_done=None, on_outcome=None, announce=False):
         """Hand ``entry`` to Raft and return at once; entries are appended in the order enqueued.
 
         That order is what lets a session release its database's write lock
@@ -236,14 +238,20 @@ class Node:
         the log, so several clients' commits travel together (pipelining).
         ``on_outcome``: called with the PendingEntry once its outcome is known
         (or the commit timeout passed), instead of a thread waiting for it.
+        ``announce``: tell the followers it is committed as soon as it is
+        (a follower that forwarded it waits for that, see wait_applied).
         """
         entry.setdefault("id", new_entry_id())
-        pending = PendingEntry(self, entry["id"], on_done, on_outcome)
+        pending = PendingEntry(self, entry["id"], on_done, on_outcome, announce)
         if on_outcome is not None:
             self._deadlines.watch(pending)
         if self.commit_queue.put(entry, pending):
             self.engine.wake()
         return pending
+
+    def wait_applied(self, index, timeout):
+        """Wait until this node has applied Raft entry ``index``; False if ``timeout`` passed first."""
+        return self._applied.wait(index, timeout)
 
     def barrier(self, timeout=None):
         """Return once everything committed before the call is applied here (linearizable reads)."""
@@ -441,9 +449,11 @@ class PendingEntry:
     the node's deadline watch when none arrived within the commit timeout.
     """
 
-    def __init__(self, node, entry_id, on_done=None, on_outcome=None):
+    def __init__(self, node, entry_id, on_done=None, on_outcome=None, announce=False):
         self._node = node
         self.entry_id = entry_id
+        self._announce = announce
+        self.index = None  # the Raft index it was applied at
         self._on_done = on_done
         self._on_outcome = on_outcome
         # Nobody waits on an entry answered by callback: no Event to build
@@ -460,6 +470,10 @@ class PendingEntry:
         if error == FAIL_REASON.SUCCESS:
             # Acknowledge only what the journal holds on disk (fsync mode).
             self._node.engine.flush_journal()
+            # Called right after the state machine applied it.
+            self.index = self._node.state_machine.last_index
+            if self._announce:
+                self._node.engine.announce_commit()
         self.result, self.error = result, error
         if self._on_done is not None:
             self._on_done()
@@ -538,6 +552,38 @@ class _DeadlineWatch:
             while watched and watched[0][0] <= now:
                 _, pending = watched.popleft()
                 pending.expire()  # logs, never raises
+
+
+class _AppliedWatch:
+    """Lets threads wait until the state machine has applied a given Raft index.
+
+    The state machine calls ``on_applied`` after every entry, on the Raft
+    thread; it only takes the lock when somebody waits.
+    """
+
+    def __init__(self, state_machine):
+        self._state_machine = state_machine
+        self._cond = threading.Condition()
+        self._waiting = 0
+
+    def on_applied(self, kind, entry):
+        if self._waiting:
+            with self._cond:
+                self._cond.notify_all()
+
+    def wait(self, index, timeout):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._state_machine.last_index < index:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+            finally:
+                self._waiting -= 1
+        return True
 
 
 class _BarrierGroup:

@@ -432,7 +432,7 @@ class Session:
         entry = self._entry(database, [[0, sql, params, many, False]], FixedValues.fresh(), want_result=True)
         if self._answer_later is not None:
             return self._append(database, entry, on_outcome=self._answer_with(self._statement_outcome))
-        return self._statement_outcome(self._append(database, entry))
+        return self._applied(self._statement_outcome, self._append(database, entry))
 
     def _statement_outcome(self, result):
         _raise_entry_error(result)
@@ -455,13 +455,24 @@ class Session:
 
         def deliver(pending):
             try:
-                response = respond(pending.outcome())
+                response = self._applied(respond, pending)
             except errors.StoreError as exc:
                 response = {"ok": False, "error": exc.to_wire()}
             response["in_tx"] = False
             answer(response)
 
         return deliver
+
+    @staticmethod
+    def _applied(respond, pending):
+        """The answer ``respond`` makes of an applied entry's outcome, with the entry's Raft index.
+
+        A follower that forwarded the request answers its client only once
+        it has applied that index itself (see _forwarded).
+        """
+        response = respond(pending.outcome())
+        response["index"] = pending.index
+        return response
 
     def _entry(self, database, statements, values, want_result=False):
         return {
@@ -476,21 +487,26 @@ class Session:
         }
 
     def _append(self, database, entry, on_outcome=None):
-        """Append one entry for ``database`` in write-lock order and wait for its outcome
-        (or, given ``on_outcome``, return ANSWERED_LATER at once)."""
+        """Append one entry for ``database`` in write-lock order and wait until it is applied
+        (its PendingEntry; raises if it failed), or, given ``on_outcome``, return
+        ANSWERED_LATER at once."""
         self._require_leader()
         self._acquire(database, "a write")
         try:
             pending = self._enqueue_locked(database, entry, on_outcome)
         finally:
             database.write_lock.release()
-        return ANSWERED_LATER if on_outcome is not None else pending.wait()
+        if on_outcome is not None:
+            return ANSWERED_LATER
+        pending.wait()
+        return pending
 
     def _enqueue_locked(self, database, entry, on_outcome=None):
         # Called with the database's write lock held: enqueue order is log order.
         database.entry_started()
         try:
-            return self.node.enqueue(entry, on_done=database.entry_finished, on_outcome=on_outcome)
+            return self.node.enqueue(entry, on_done=database.entry_finished, on_outcome=on_outcome,
+                                     announce=self._follower_waits)
         except BaseException:
             database.entry_finished()
             raise
@@ -727,7 +743,8 @@ class Session:
             self._end_local(rollback=False)
         if on_outcome is not None:
             return ANSWERED_LATER
-        return self._commit_outcome(pending.wait())
+        pending.wait()
+        return self._applied(self._commit_outcome, pending)
 
     # -- reads a page at a time ---------------------------------------------------------------
 
@@ -874,7 +891,36 @@ class Session:
             ) from None
         self.forward_in_tx = bool(response.get("in_tx"))
         response["in_tx"] = self.forward_in_tx
+        index = response.get("index")
+        if self._follower_waits and response.get("ok") and isinstance(index, int):
+            self._wait_applied_here(index)
         return response
+
+    @property
+    def _follower_waits(self):
+        """Does a follower answer this session's writes only once it applied them (_wait_applied_here)?
+
+        With ``none`` the client's reads come from the follower's replica
+        (through it, or from its file): without the wait, a write's answer
+        could come before the replica has it, and the client's next read
+        would not see its own write. Other consistencies read on the leader.
+        """
+        return self.consistency == NONE and (self.hops > 0 or not self.node.is_leader())
+
+    def _wait_applied_here(self, index):
+        """Answer a write the leader applied only once this node applied it too.
+
+        Then whatever reads this node's replica next (this client, another
+        ``none`` client on this host, a local read of the file) sees the
+        write it was told is done. The leader announces such entries at once
+        (``announce``), so this takes a message, not a heartbeat period. If
+        it still takes longer than the commit timeout the write is committed
+        all the same: answer, and say so in the log.
+        """
+        if not self.node.wait_applied(index, self.node.config.commit_timeout):
+            logger.warning("node %s has not applied entry %d within %g s of the leader's answer; "
+                           "answering %s without it", self.node.config.bind, index,
+                           self.node.config.commit_timeout, self.client)
 
     def _leader_transport(self):
         leader = self.node.leader_client_address()

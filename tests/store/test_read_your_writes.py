@@ -1,0 +1,56 @@
+"""A ``none`` client on a follower reads its own writes.
+
+Its writes run on the leader; its reads come from the follower's replica
+(through the node, or from the node's file on this host). The follower
+answers such a write only once its replica holds it, so the next read, this
+client's or any other ``none`` reader's on that node, sees it. Before, the
+answer came as soon as the leader had applied it, and the follower learned
+of the commit up to a heartbeat later: every read right after a write missed
+it (200 of 200 in a loop of write-then-count).
+"""
+
+import pytest
+
+from .conftest import followers
+
+
+@pytest.fixture
+def follower(cluster):
+    leader = cluster.leader()
+    conn = leader.connect()
+    conn.execute("CREATE TABLE t (n INTEGER)")
+    conn.close()
+    cluster.wait_converged()
+    return followers(cluster, leader)[0]
+
+
+@pytest.mark.parametrize("local_reads", [True, False], ids=["from its file", "through the node"])
+def test_each_read_after_a_write_sees_it(follower, local_reads):
+    conn = follower.connect(consistency="none", local_reads=local_reads)
+    missed = []
+    for n in range(100):
+        conn.execute("INSERT INTO t VALUES (?)", (n,))
+        count = conn.execute("SELECT count(*) FROM t").fetchone()[0]
+        if count != n + 1:
+            missed.append((n, count))
+    assert missed == []
+    assert conn.replica_reads == (100 if local_reads else 0)
+
+
+def test_a_committed_transaction_is_read_back_at_once(follower):
+    conn = follower.connect(consistency="none")
+    for n in range(20):
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (?)", (n,))
+        conn.execute("INSERT INTO t VALUES (?)", (n,))
+        conn.execute("COMMIT")
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 2 * (n + 1)
+
+
+def test_other_none_readers_of_that_node_see_a_write_once_it_is_answered(follower):
+    writer = follower.connect(consistency="none")
+    reader = follower.connect(consistency="none")
+    for n in range(50):
+        writer.execute("INSERT INTO t VALUES (?)", (n,))
+        assert reader.execute("SELECT max(n) FROM t").fetchone()[0] == n
+    assert reader.replica_reads == 50
