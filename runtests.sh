@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The test command (README "Tests"): Django's own test suite for the 17 backend-relevant
-# apps against a 3-node store (once more reading through local reads, and once with
-# deferred transactions), then the project's pytest suite.
+# apps against a 3-node store (again reading through local reads, on one node and through
+# a follower, and once with deferred transactions), then the project's pytest suite.
 set -euo pipefail
 cd "$(dirname "$0")"
 python tests/django_suite/run.py tests/django_suite/apps.txt
 # The same apps with consistency none: every SELECT outside a transaction is read from
 # the node's file by the client itself (local reads), with Django's SQL functions.
 python tests/django_suite/run.py tests/django_suite/apps.txt --nodes 1 --consistency none
+# Once more through a follower: writes forwarded to the leader, reads from the follower's
+# file, which the follower answers a write only once it holds (reading your own writes).
+python tests/django_suite/run.py tests/django_suite/apps.txt --consistency none --via follower
 # And with OPTIONS transaction_mode DEFERRED: transactions take the write lock at their
 # first write, if nothing was committed since they began reading.
 python tests/django_suite/run.py tests/django_suite/apps.txt --transaction-mode DEFERRED

@@ -813,16 +813,16 @@ class Session:
         if not self.node.is_leader():
             return self._forwarded(request)
         database = self.node.state_machine.databases.get(request["db"])
-        self._append(database, {"kind": DROP_DB, "db": database.name})
-        return {"ok": True}
+        pending = self._append(database, {"kind": DROP_DB, "db": database.name})
+        return {"ok": True, "index": pending.index}
 
     def _op_clone_database(self, request):
         if not self.node.is_leader():
             return self._forwarded(request)
         databases = self.node.state_machine.databases
         source, target = databases.get(request["src"]), databases.get(request["dst"])
-        self._append(source, {"kind": CLONE_DB, "src": source.name, "dst": target.name})
-        return {"ok": True}
+        pending = self._append(source, {"kind": CLONE_DB, "src": source.name, "dst": target.name})
+        return {"ok": True, "index": pending.index}
 
     def _op_entry_applied(self, request):
         """Was the entry with this id applied? Resolves an unknown commit outcome."""

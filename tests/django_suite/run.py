@@ -79,8 +79,14 @@ def main(argv=None):
     parser.add_argument("--durability", default="fsync", choices=("fsync", "process"))
     parser.add_argument(
         "--consistency", default=os.environ.get("DQCLUSTER_CONSISTENCY", "strong"), choices=("strong", "weak", "none"),
-        help="the aliases' consistency; with none the clients connect to the leader first and read its file "
-             "(local reads), where every acknowledged write is applied: Django's tests read their own writes",
+        help="the aliases' consistency (with none, every SELECT outside a transaction is a local read of "
+             "the node's file)",
+    )
+    parser.add_argument(
+        "--via", default=None, choices=("leader", "follower"),
+        help="the node the aliases connect to first (default: the leader with none, else the first node). "
+             "With none and a follower, writes are forwarded to the leader and reads come from the "
+             "follower's file: Django's tests read their own writes there",
     )
     parser.add_argument(
         "--transaction-mode", default=None, choices=("DEFERRED", "IMMEDIATE", "EXCLUSIVE"),
@@ -105,10 +111,12 @@ def main(argv=None):
     cluster.start()
     log("cluster up: " + ", ".join(cluster.clients) + f" (leader {cluster.leader().client})")
     env = dict(os.environ)
-    addresses = list(cluster.clients)
-    if args.consistency == "none":
-        leader = cluster.leader().client
-        addresses = [leader] + [client for client in addresses if client != leader]
+    leader = cluster.leader().client
+    via = args.via or ("leader" if args.consistency == "none" else None)
+    first = {"leader": leader, None: cluster.clients[0]}.get(via)
+    if via == "follower":
+        first = next((client for client in cluster.clients if client != leader), leader)
+    addresses = [first] + [client for client in cluster.clients if client != first]
     env.update({
         "DQCLUSTER_ADDRESSES": ",".join(addresses),
         "DQCLUSTER_CONSISTENCY": args.consistency,
@@ -122,7 +130,7 @@ def main(argv=None):
         f"--parallel={args.parallel}", *extra, *apps,
     ]
     log(f"Django {version}: {len(apps)} apps from {os.path.basename(args.apps_file)}, --parallel={args.parallel}, "
-        f"consistency {args.consistency}" + (f", transaction_mode {args.transaction_mode}" if args.transaction_mode else ""))
+        f"consistency {args.consistency}" + (f", through the {via}" if via else "") + (f", transaction_mode {args.transaction_mode}" if args.transaction_mode else ""))
     result = None
     try:
         result = subprocess.run(command, cwd=tests_dir, env=env)
