@@ -59,10 +59,6 @@ class LocalResult:
         self._conn = conn
         self._cursor = cursor
 
-    @property
-    def closed(self):
-        return self._conn is None
-
     def next_page(self):
         """(rows, more): the next rows (at most PAGE_ROWS), and whether more may follow."""
         if self._conn is None:
