@@ -8,6 +8,15 @@ class DatabaseFeatures(SQLiteDatabaseFeatures):
     can_clone_databases = True
 
     @cached_property
+    def django_test_skips(self):
+        skips = dict(super().django_test_skips)
+        skips["The dbshell is this backend's own SQL shell, not the sqlite3 program; the test mocks "
+              "sqlite3's DatabaseClient.runshell, which ours does not call."] = {
+            "dbshell.test_sqlite.SqliteDbshellCommandTestCase.test_non_zero_exit_status_when_path_to_db_is_path",
+        }
+        return skips
+
+    @cached_property
     def django_test_expected_failures(self):
         expected = set(super().django_test_expected_failures)
         expected.update({
@@ -17,6 +26,8 @@ class DatabaseFeatures(SQLiteDatabaseFeatures):
             # node, and the wire carries plain SQLite values. The ORM is not
             # affected: it converts through get_db_converters().
             "schema.tests.SchemaTests.test_add_datefield_and_datetimefield_use_effective_default",
+            "timezones.tests.LegacyDatabaseTests.test_cursor_execute_returns_naive_datetime",
+            "timezones.tests.NewDatabaseTests.test_cursor_execute_returns_naive_datetime",
         })
         # From the settings: the connection learns its mode only as it connects.
         if (self.connection.settings_dict.get("OPTIONS") or {}).get("transaction_mode"):
