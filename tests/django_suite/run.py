@@ -113,9 +113,12 @@ def main(argv=None):
     env = dict(os.environ)
     leader = cluster.leader().client
     via = args.via or ("leader" if args.consistency == "none" else None)
-    first = {"leader": leader, None: cluster.clients[0]}.get(via)
-    if via == "follower":
+    if via == "leader":
+        first = leader
+    elif via == "follower":
         first = next((client for client in cluster.clients if client != leader), leader)
+    else:
+        first = cluster.clients[0]
     addresses = [first] + [client for client in cluster.clients if client != first]
     env.update({
         "DQCLUSTER_ADDRESSES": ",".join(addresses),
