@@ -61,6 +61,9 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
             # Autocommit, as Django's sqlite3 backend opens its connections;
             # _set_autocommit() switches this like sqlite3's isolation_level.
             "isolation_level": None,
+            # Raw cursors get dates, datetimes, times and booleans as with
+            # Django's sqlite3 backend (its converters, registered in sqlite3).
+            "detect_types": Database.PARSE_DECLTYPES,
         }
         if opts.embedded:
             params["embedded_options"] = opts

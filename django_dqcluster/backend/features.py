@@ -19,16 +19,6 @@ class DatabaseFeatures(SQLiteDatabaseFeatures):
     @cached_property
     def django_test_expected_failures(self):
         expected = set(super().django_test_expected_failures)
-        expected.update({
-            # A raw cursor returns SQLite's storage values (str for a "date"
-            # column). sqlite3's PARSE_DECLTYPES converts by declared column
-            # type inside the process that runs the query, which here is the
-            # node, and the wire carries plain SQLite values. The ORM is not
-            # affected: it converts through get_db_converters().
-            "schema.tests.SchemaTests.test_add_datefield_and_datetimefield_use_effective_default",
-            "timezones.tests.LegacyDatabaseTests.test_cursor_execute_returns_naive_datetime",
-            "timezones.tests.NewDatabaseTests.test_cursor_execute_returns_naive_datetime",
-        })
         # From the settings: the connection learns its mode only as it connects.
         if (self.connection.settings_dict.get("OPTIONS") or {}).get("transaction_mode"):
             # With OPTIONS transaction_mode set (the suite's DEFERRED run),

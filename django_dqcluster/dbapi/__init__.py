@@ -10,6 +10,7 @@ import datetime
 import time
 
 from .connection import Connection, Cursor
+from .declared import PARSE_DECLTYPES  # noqa: F401 - part of the module API, as in sqlite3
 from .exceptions import (
     DatabaseError, DataError, Error, IntegrityError, InterfaceError, InternalError,
     NotSupportedError, OperationalError, ProgrammingError, Warning,
@@ -29,8 +30,10 @@ def connect(addresses=None, **kwargs):
     and to keep retrying retryable errors), ``isolation_level`` (None for
     autocommit), ``node`` (an embedded :class:`django_dqcluster.store.Node`),
     ``local_reads`` (default True: with "none", SELECTs read the node's file
-    when it runs on this host, see :mod:`.replica`) and ``configure_replica``
-    (called with that local SQLite connection, to register SQL functions).
+    when it runs on this host, see :mod:`.replica`), ``configure_replica``
+    (called with that local SQLite connection, to register SQL functions) and
+    ``detect_types`` (PARSE_DECLTYPES: convert values by their column's
+    declared type with sqlite3's registered converters, see :mod:`.declared`).
     """
     return Connection(addresses, **kwargs)
 

@@ -9,6 +9,7 @@ import weakref
 
 from .. import wire
 from . import exceptions as exc
+from .declared import PARSE_DECLTYPES, convert_rows, converters_for
 from .replica import LocalResult, ReplicaFile
 from .transport import LocalTransport, SocketTransport
 
@@ -41,7 +42,7 @@ class Connection:
 
     def __init__(self, addresses=None, *, database="default", token=None, secret=None, secret_file=None, node=None,
                  consistency="strong", timeout=10.0, retry_timeout=None, isolation_level="",
-                 max_frame=wire.DEFAULT_MAX_FRAME, local_reads=True, configure_replica=None):
+                 max_frame=wire.DEFAULT_MAX_FRAME, local_reads=True, configure_replica=None, detect_types=0):
         if consistency not in CONSISTENCY_LEVELS:
             raise exc.ProgrammingError(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {consistency!r}")
         if node is None and not addresses:
@@ -71,6 +72,9 @@ class Connection:
         self._discarded = []  # ids of open results on the node nobody will read
         self.local_reads = local_reads and consistency == "none"
         self._configure_replica = configure_replica
+        # As sqlite3's: with PARSE_DECLTYPES, values are converted by their
+        # column's declared type with sqlite3's registered converters (.declared).
+        self.detect_types = detect_types
         self._replica = None
         self.replica_reads = 0  # statements read from the replica file on this host
         self._local_results = weakref.WeakSet()  # local reads still stepping (see .replica)
@@ -196,7 +200,8 @@ class Connection:
         offer_replica = self.local_reads and isinstance(self._transport, SocketTransport)
         opened = self._transport.request(
             {"op": "open", "db": self.database, "consistency": self.consistency, "pragmas": self.pragmas,
-             "replica": offer_replica, "page_bytes": self.page_bytes},
+             "replica": offer_replica, "page_bytes": self.page_bytes,
+             "declared_types": bool(self.detect_types & PARSE_DECLTYPES)},
             raise_errors=False,
         )
         if not opened.get("ok"):
@@ -205,7 +210,8 @@ class Connection:
             raise exc.from_payload(opened["error"])
         self._forget_replica()
         if offer_replica:
-            self._replica = ReplicaFile.offered(opened.get("replica"), self._configure_replica)
+            self._replica = ReplicaFile.offered(opened.get("replica"), self._configure_replica,
+                                                self.detect_types & PARSE_DECLTYPES)
         # The seed's ServerStore: remember every member's client address so a
         # later failure can fail over to them.
         for server in opened.get("servers", []):
@@ -363,6 +369,7 @@ class Cursor:
         self._rows = []
         self._position = 0
         self._more = None  # the id of the node's open result while it has rows left
+        self._converters = None  # per column, by declared type (see .declared)
         self._closed = False
 
     def execute(self, sql, parameters=()):
@@ -475,7 +482,8 @@ class Cursor:
     def _load(self, response):
         columns = response.get("columns")
         self.description = tuple((name, None, None, None, None, None, None) for name in columns) if columns else None
-        self._rows = [tuple(row) for row in response.get("rows") or []]
+        self._converters = converters_for(response.get("types"))
+        self._rows = self._tuples(response.get("rows") or [])
         self._more = response.get("more")
         self.rowcount = response.get("rowcount", -1)
         if response.get("lastrowid") is not None:
@@ -486,12 +494,17 @@ class Cursor:
         while self._more is not None:
             result_id, self._more = self._more, None
             response = self.connection._fetch(result_id)
-            self._rows = [tuple(row) for row in response.get("rows") or []]
+            self._rows = self._tuples(response.get("rows") or [])
             self._position = 0
             self._more = response.get("more")
             if self._rows:
                 return True
         return False
+
+    def _tuples(self, rows):
+        if self._converters is not None:
+            return convert_rows(rows, self._converters)
+        return [tuple(row) for row in rows]
 
     def _drop_result(self):
         if self._more is not None:

@@ -84,17 +84,18 @@ class LocalResult:
 class ReplicaFile:
     """A read-only connection to one database file of this host's node."""
 
-    def __init__(self, path, instance_file, configure=None, clock=time.monotonic):
+    def __init__(self, path, instance_file, configure=None, detect_types=0, clock=time.monotonic):
         self.path = path
         self.instance_file = instance_file
         self._configure = configure
+        self._detect_types = detect_types
         self._clock = clock
         self._conn = None
         self._opened = None  # (st_dev, st_ino) of the file self._conn reads
         self._retry_at = 0.0  # after a failure to read the file: when to try again
 
     @classmethod
-    def offered(cls, offer, configure=None):
+    def offered(cls, offer, configure=None, detect_types=0):
         """The replica a node offered in its ``open`` answer, if it is on this host; else None."""
         if not offer:
             return None
@@ -105,7 +106,7 @@ class ReplicaFile:
             return None
         if not published or published != offer.get("instance"):
             return None
-        return cls(offer["path"], offer["instance_file"], configure)
+        return cls(offer["path"], offer["instance_file"], configure, detect_types)
 
     @property
     def withdrawn(self):
@@ -155,7 +156,8 @@ class ReplicaFile:
         uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro"
         # timeout=0: a file the node holds locked (a clone being written) is
         # the node's to read; never wait here for its lock.
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=0)
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=0,
+                               detect_types=self._detect_types)
         try:
             if self._configure is not None:
                 self._configure(conn)

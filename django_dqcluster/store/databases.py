@@ -24,6 +24,7 @@ import sqlite3
 import threading
 import time
 
+from .declared_types import DeclaredTypes
 from .determinism import DeterministicFunctions
 
 # One row per applied entry: the highest raft_index is the applied index, and
@@ -118,6 +119,7 @@ class Database:
         self._in_flight_cond = threading.Condition()
         self.applied_index = None
         self._open_lock = threading.Lock()
+        self.declared_types = DeclaredTypes(path)
 
     def _connect(self):
         conn = sqlite3.connect(
@@ -250,6 +252,7 @@ class Database:
                     pass
         self._apply = self._scratch = None
         self.applied_index = None
+        self.declared_types.close()
 
 
 class DatabaseSet:

@@ -41,6 +41,8 @@ from .statements import (
 logger = logging.getLogger("django_dqcluster.store")
 
 STRONG, WEAK, NONE = "strong", "weak", "none"
+# Statements whose result columns may have declared types (see Session._typed).
+_TYPED_STATEMENT = re.compile(r"\s*(SELECT|WITH)\b", re.I)
 CONSISTENCY_LEVELS = (STRONG, WEAK, NONE)
 MAX_FORWARD_HOPS = 2
 #: What Session.handle returns when the response goes out through ``answer_later``.
@@ -208,6 +210,8 @@ class Session:
         # Reads a page at a time, when the client can fetch (see .result_pages).
         self.page_bytes = None
         self.results = OpenResults()
+        # The client converts values by their column's declared type (see .declared_types).
+        self.declared_types = False
         self._readers = {}  # database name -> (Database, the read connection it lent this session)
 
     # -- entry point -------------------------------------------------------------------------
@@ -291,6 +295,8 @@ class Session:
         origin = request.get("client")
         if self.hops and isinstance(origin, str):
             self.client = origin[:300]  # the client a follower forwards for
+        if "declared_types" in request:
+            self.declared_types = bool(request["declared_types"])
         page_bytes = request.get("page_bytes")
         if page_bytes is not None:
             if isinstance(page_bytes, bool) or not isinstance(page_bytes, int) or page_bytes < 1:
@@ -599,9 +605,10 @@ class Session:
                 raise errors.operational(problem)
             if not info.writes:
                 if not self.page_bytes:
-                    return self._result(run_statement(conn, sql, params, False))
+                    return self._result(self._typed(run_statement(conn, sql, params, False), tx.database, conn, sql))
                 cursor = conn.execute(sql, params if params is not None else ())
-                return self._result(self._paged(cursor, OpenResult(cursor, owner=tx)))
+                paged = self._paged(cursor, OpenResult(cursor, owner=tx))
+                return self._result(self._typed(paged, tx.database, conn, sql))
         self._upgrade(tx)
         return None
 
@@ -693,6 +700,8 @@ class Session:
                 else:
                     cursor = scratch.execute(sql, params if params is not None else ())
                     result = self._paged(cursor, OpenResult(cursor, guard=tx.running, owner=tx))
+                if not writes and control is None:
+                    result = self._typed(result, database, scratch, sql)
             except sqlite3.Error as exc:
                 if writes and not is_environmental(exc):
                     tx.statements.append([ordinal, sql, params, many, True])
@@ -751,16 +760,31 @@ class Session:
     def _read(self, database, reader, sql, params):
         """A read outside a transaction on the session's read connection, paged if the client fetches."""
         if not self.page_bytes:
-            return run_statement(reader, sql, params, False)
+            return self._typed(run_statement(reader, sql, params, False), database, reader, sql)
         cursor = reader.execute(sql, params if params is not None else ())
         result = OpenResult(cursor)
-        response = self._paged(cursor, result)
+        response = self._typed(self._paged(cursor, result), database, reader, sql)
         if "more" in response:
             # The statement keeps stepping on this connection, with its read
             # snapshot: the session's later reads get another connection.
             self._readers.pop(database.name, None)
             result.release = database.return_reader
         return response
+
+    def _typed(self, result, database, conn, sql):
+        """``result`` with the declared type of each column, for a client that converts by it.
+
+        Only for SELECTs that return rows: other statements' columns have no
+        declared types (a PRAGMA's), or come from the apply connection for
+        every client alike (an autocommit write's RETURNING).
+        """
+        if (self.declared_types and result is not None and result.get("rows")
+                and _TYPED_STATEMENT.match(sql)):
+            schema_version = conn.execute("PRAGMA schema_version").fetchone()[0]
+            types = database.declared_types.of(sql, schema_version)
+            if types is not None:
+                result["types"] = types
+        return result
 
     def _paged(self, cursor, result):
         if cursor.description is None:
@@ -946,6 +970,8 @@ class Session:
         }
         if self.page_bytes:
             settings["page_bytes"] = self.page_bytes
+        if self.declared_types:
+            settings["declared_types"] = True
         settings["client"] = f"{self.client} through node {self.node.config.client}"
         self.forward.request(settings)
 

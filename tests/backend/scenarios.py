@@ -114,6 +114,11 @@ def embedded(workdir):
         pass
     assert not Item.objects.filter(name="gone").exists()
     assert Item.objects.aggregate(total=Sum("value"))["total"] == 11 + sum(range(100))
+    # A raw cursor gets a date column as a date, as with Django's sqlite3 backend
+    # (converted by declared type with the converters Django registers).
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT created, name FROM bapp_item WHERE name = %s", ["a"])
+        assert cursor.fetchone() == (datetime.date(2021, 5, 1), "a")
     tables = connection.introspection.table_names()
     assert "bapp_item" in tables and not [t for t in tables if t.startswith("_dqcluster_")], tables
     # inspectdb reads the schema back through the store.
