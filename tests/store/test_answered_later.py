@@ -20,6 +20,7 @@ def fake_node(commit_timeout=10.0):
     return types.SimpleNamespace(
         config=types.SimpleNamespace(commit_timeout=commit_timeout),
         engine=types.SimpleNamespace(flush_journal=lambda: None),
+        state_machine=types.SimpleNamespace(last_index=7),  # what it applied last: this entry
         _stopping=threading.Event(),
     )
 
@@ -30,6 +31,7 @@ def test_the_outcome_is_delivered_once_as_the_entry_resolves():
     pending.resolve({"results": []}, 0)
     pending.expire()  # the deadline passing afterwards changes nothing
     assert delivered == [{"results": []}]
+    assert pending.index == 7  # where it was applied: a forwarding follower waits for that index
 
 
 def test_an_entry_with_no_outcome_within_the_commit_timeout_is_answered_outcome_unknown():
