@@ -41,9 +41,9 @@ from .statements import (
 logger = logging.getLogger("django_dqcluster.store")
 
 STRONG, WEAK, NONE = "strong", "weak", "none"
+CONSISTENCY_LEVELS = (STRONG, WEAK, NONE)
 # Statements whose result columns may have declared types (see Session._typed).
 _TYPED_STATEMENT = re.compile(r"\s*(SELECT|WITH)\b", re.I)
-CONSISTENCY_LEVELS = (STRONG, WEAK, NONE)
 MAX_FORWARD_HOPS = 2
 #: What Session.handle returns when the response goes out through ``answer_later``.
 ANSWERED_LATER = object()
@@ -780,7 +780,10 @@ class Session:
         """
         if (self.declared_types and result is not None and result.get("rows")
                 and _TYPED_STATEMENT.match(sql)):
-            schema_version = conn.execute("PRAGMA schema_version").fetchone()[0]
+            try:
+                schema_version = conn.execute("PRAGMA schema_version").fetchone()[0]
+            except sqlite3.Error:
+                return result  # the statement ran: its values are answered as stored
             types = database.declared_types.of(sql, schema_version)
             if types is not None:
                 result["types"] = types
