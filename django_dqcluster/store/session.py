@@ -42,7 +42,7 @@ logger = logging.getLogger("django_dqcluster.store")
 
 STRONG, WEAK, NONE = "strong", "weak", "none"
 CONSISTENCY_LEVELS = (STRONG, WEAK, NONE)
-# Statements whose result columns may have declared types (see Session._typed).
+# Statements whose result columns may have declared types (see Session._paged).
 _TYPED_STATEMENT = re.compile(r"\s*(SELECT|WITH)\b", re.I)
 MAX_FORWARD_HOPS = 2
 #: What Session.handle returns when the response goes out through ``answer_later``.
@@ -605,10 +605,9 @@ class Session:
                 raise errors.operational(problem)
             if not info.writes:
                 if not self.page_bytes:
-                    return self._result(self._typed(run_statement(conn, sql, params, False), tx.database, conn, sql))
+                    return self._result(run_statement(conn, sql, params, False))
                 cursor = conn.execute(sql, params if params is not None else ())
-                paged = self._paged(cursor, OpenResult(cursor, owner=tx))
-                return self._result(self._typed(paged, tx.database, conn, sql))
+                return self._result(self._paged(cursor, OpenResult(cursor, owner=tx), tx.database, sql))
         self._upgrade(tx)
         return None
 
@@ -699,9 +698,7 @@ class Session:
                     result = run_statement(scratch, sql, params, many)
                 else:
                     cursor = scratch.execute(sql, params if params is not None else ())
-                    result = self._paged(cursor, OpenResult(cursor, guard=tx.running, owner=tx))
-                if not writes and control is None:
-                    result = self._typed(result, database, scratch, sql)
+                    result = self._paged(cursor, OpenResult(cursor, guard=tx.running, owner=tx), database, sql)
             except sqlite3.Error as exc:
                 if writes and not is_environmental(exc):
                     tx.statements.append([ordinal, sql, params, many, True])
@@ -760,10 +757,10 @@ class Session:
     def _read(self, database, reader, sql, params):
         """A read outside a transaction on the session's read connection, paged if the client fetches."""
         if not self.page_bytes:
-            return self._typed(run_statement(reader, sql, params, False), database, reader, sql)
+            return run_statement(reader, sql, params, False)
         cursor = reader.execute(sql, params if params is not None else ())
         result = OpenResult(cursor)
-        response = self._typed(self._paged(cursor, result), database, reader, sql)
+        response = self._paged(cursor, result, database, sql)
         if "more" in response:
             # The statement keeps stepping on this connection, with its read
             # snapshot: the session's later reads get another connection.
@@ -771,30 +768,35 @@ class Session:
             result.release = database.return_reader
         return response
 
-    def _typed(self, result, database, conn, sql):
-        """``result`` with the declared type of each column, for a client that converts by it.
-
-        Only for SELECTs that return rows: other statements' columns have no
-        declared types (a PRAGMA's), or come from the apply connection for
-        every client alike (an autocommit write's RETURNING).
-        """
-        if (self.declared_types and result is not None and result.get("rows")
-                and _TYPED_STATEMENT.match(sql)):
-            try:
-                schema_version = conn.execute("PRAGMA schema_version").fetchone()[0]
-            except sqlite3.Error:
-                return result  # the statement ran: its values are answered as stored
-            types = database.declared_types.of(sql, schema_version)
-            if types is not None:
-                result["types"] = types
-        return result
-
-    def _paged(self, cursor, result):
+    def _paged(self, cursor, result, database, sql):
+        """The answer to a statement ``cursor`` has just run: its first page, and with it,
+        for a client that converts by it, the declared type of each column."""
         if cursor.description is None:
             result.close()
             return {"columns": None, "rows": [], "rowcount": cursor.rowcount, "lastrowid": None}
+        types = self._declared_types(database, cursor.connection, sql)
         response = {"columns": [d[0] for d in cursor.description], "rowcount": cursor.rowcount, "lastrowid": None}
-        return self.results.first_page(response, result, self.page_bytes)
+        response = self.results.first_page(response, result, self.page_bytes)
+        if types is not None and response["rows"]:
+            response["types"] = types
+        return response
+
+    def _declared_types(self, database, conn, sql):
+        """The declared type of each column of the statement ``conn`` is running, if the client wants them.
+
+        Asked while the statement's read transaction is open (sqlite3 steps a
+        statement once as it executes it), so the schema version read is the
+        one its rows come from. Only SELECTs: a PRAGMA's columns have no
+        declared type, and an autocommit write's RETURNING rows come from
+        the apply connection, alike for every client.
+        """
+        if not self.declared_types or not _TYPED_STATEMENT.match(sql):
+            return None
+        try:
+            schema_version = conn.execute("PRAGMA schema_version").fetchone()[0]
+        except sqlite3.Error:
+            return None  # the statement ran: its values are answered as stored
+        return database.declared_types.of(sql, schema_version)
 
     def _op_fetch(self, request):
         """The next page of an open result (its answer has ``more`` while rows are left)."""
