@@ -22,6 +22,7 @@ This module imports neither Django nor pysyncobj.
 import ctypes
 import ctypes.util
 import logging
+import os
 import threading
 from collections import OrderedDict
 
@@ -86,6 +87,7 @@ class DeclaredTypes:
         self.path = path
         self._lock = threading.Lock()
         self._db = None
+        self._opened = None  # (st_dev, st_ino) of the file self._db reads
         self._cache = OrderedDict()  # (schema version, sql) -> tuple of types (str or None)
 
     def of(self, sql, schema_version):
@@ -116,9 +118,11 @@ class DeclaredTypes:
         # Running a statement makes the connection reread a changed schema;
         # the statement's own must be that one, or its types could be stale.
         if self._schema_version(lib) != schema_version:
-            # A file replaced since it was opened (a clone, a snapshot) is
-            # another file: open the one at the path now. Still another
-            # schema: the statement's transaction changed it.
+            # Another schema than the statement's: its transaction changed
+            # it, or the file was replaced since it was opened here (a clone,
+            # a snapshot), and then the one at the path now may have it.
+            if self._opened == _identity(self.path):
+                return None
             self._close_db(lib)
             if not self._open(lib) or self._schema_version(lib) != schema_version:
                 return None
@@ -155,6 +159,7 @@ class DeclaredTypes:
             lib.sqlite3_finalize(stmt)
 
     def _open(self, lib):
+        identity = _identity(self.path)
         db = ctypes.c_void_p()
         uri = "file:" + self.path.replace("%", "%25").replace("?", "%3f").replace("#", "%23") + "?mode=ro"
         flags = _SQLITE_OPEN_READONLY | _SQLITE_OPEN_URI | _SQLITE_OPEN_NOMUTEX
@@ -162,16 +167,24 @@ class DeclaredTypes:
             lib.sqlite3_close_v2(db)
             return False
         lib.sqlite3_busy_timeout(db, 1000)
-        self._db = db
+        self._db, self._opened = db, identity
         return True
 
     def _close_db(self, lib):
         if self._db is not None:
             lib.sqlite3_close_v2(self._db)
-        self._db = None
+        self._db = self._opened = None
 
     def close(self):
         with self._lock:
             if self._db is not None:
                 self._close_db(_sqlite_library())
             self._cache.clear()
+
+
+def _identity(path):
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
