@@ -971,12 +971,10 @@ class Session:
     def _forward_settings(self):
         settings = {
             "op": "open", "db": self.db_name, "consistency": self.consistency,
-            "pragmas": self.pragmas, "hops": self.hops + 1,
+            "pragmas": self.pragmas, "hops": self.hops + 1, "declared_types": self.declared_types,
         }
         if self.page_bytes:
             settings["page_bytes"] = self.page_bytes
-        if self.declared_types:
-            settings["declared_types"] = True
         settings["client"] = f"{self.client} through node {self.node.config.client}"
         self.forward.request(settings)
 
