@@ -53,15 +53,16 @@ class Transaction:
     """An open transaction on the leader.
 
     A deferred one (``BEGIN DEFERRED``, Django's ``transaction_mode``) holds
-    no lock while it only reads: its reads see ``snapshot``, a read
-    connection in a read transaction, with the database's applied index at
-    its start. Its first write takes the write lock, and only if nothing was
-    committed to the database since that snapshot (as SQLite's deferred
-    transactions, which get SQLITE_BUSY_SNAPSHOT otherwise); from then on it
-    runs as any other transaction.
+    no lock while it only reads. As in SQLite, its first read starts its
+    ``snapshot`` (a read connection in a read transaction, with the
+    database's applied index at its start), which its later reads see. Its
+    first write takes the write lock, and only if nothing was committed to
+    the database since that snapshot (as SQLite's deferred transactions,
+    which get SQLITE_BUSY_SNAPSHOT otherwise; one that has not read yet has
+    no snapshot to go stale); from then on it runs as any other transaction.
     """
 
-    def __init__(self, database, pragmas, started_by_savepoint=None, snapshot=None):
+    def __init__(self, database, pragmas, started_by_savepoint=None, deferred=False):
         self.database = database
         self.pragmas = dict(pragmas)
         self.values = FixedValues.fresh()
@@ -70,8 +71,9 @@ class Transaction:
         self.writes = False
         self.aborted = None
         self.started_by_savepoint = started_by_savepoint
-        self.snapshot = snapshot  # (read connection, applied index) while deferred
-        self._holds_lock = snapshot is None  # a deferred transaction holds none yet
+        self._deferred = deferred
+        self.snapshot = None  # (read connection, applied index) once a deferred one read
+        self._holds_lock = not deferred  # a deferred transaction holds none yet
         #: monotonic() when its last statement ended (see running).
         self.idle_since = time.monotonic()
         #: Held while a statement of it runs: the scratch mutex, then a new idle_since.
@@ -80,7 +82,8 @@ class Transaction:
 
     @property
     def deferred(self):
-        return self.snapshot is not None
+        """Has it not taken the write lock yet (BEGIN DEFERRED, and no write so far)?"""
+        return self._deferred
 
     @property
     def holds_lock(self):
@@ -92,6 +95,7 @@ class Transaction:
         with self.database.scratch_mutex:
             self._holds_lock = True
             self.idle_since = time.monotonic()  # however long it read before
+        self._deferred = False
         self.snapshot = None
 
     def abort(self, reason):
@@ -574,36 +578,46 @@ class Session:
         self.node.leader_state.register(tx)
 
     def _begin_deferred(self):
-        """BEGIN DEFERRED: a read snapshot now, the write lock at the first write (see Transaction)."""
+        """BEGIN DEFERRED: a read snapshot at its first read, the write lock at its first write (see Transaction)."""
         self._require_leader()
         database = self.node.state_machine.databases.get(self.db_name)
+        self.tx = Transaction(database, self.pragmas, deferred=True)
+        self.node.leader_state.register(self.tx)
+
+    def _take_snapshot(self, tx):
+        """A deferred transaction's first read: the state its reads see from now on."""
+        database = tx.database
         self._read_barrier()
         conn = database.borrow_reader()
         try:
             conn.execute("BEGIN")
             # The first read starts the snapshot; the applied index is
             # stored in the same file, so this is the index it reflects.
-            snapshot = (conn, applied_index_of(conn))
+            tx.snapshot = (conn, applied_index_of(conn))
         except BaseException:
             rollback_quietly(conn)
             database.return_reader(conn)
             raise
-        self.tx = Transaction(database, self.pragmas, snapshot=snapshot)
-        self.node.leader_state.register(self.tx)
+        return conn
 
     def _deferred_statement(self, sql, params, many, control):
         """A statement of a deferred transaction: its result if it only reads, else None once it holds the lock."""
         tx = self.tx
-        conn = tx.snapshot[0]
         if tx.aborted:
             self._end_local(rollback=True)
             raise _aborted(tx.aborted)
         if control is None and not many and session_pragma(sql) is None:
+            # Before its first read, compile on the session's own read
+            # connection: a snapshot taken only to classify a first write
+            # could go stale and fail it for nothing.
+            conn = tx.snapshot[0] if tx.snapshot is not None else self._reader(tx.database)
             info = self.node.leader_state.classifier(conn, sql, params, tx.database.path)
             problem = info.refusal()
             if problem:
                 raise errors.operational(problem)
             if not info.writes:
+                if tx.snapshot is None:
+                    conn = self._take_snapshot(tx)
                 if not self.page_bytes:
                     return self._result(run_statement(conn, sql, params, False))
                 cursor = conn.execute(sql, params if params is not None else ())
@@ -620,7 +634,7 @@ class Session:
             self._catch_up(database)
             if tx.aborted:
                 raise _aborted(tx.aborted)
-            if database.applied_index != tx.snapshot[1]:
+            if tx.snapshot is not None and database.applied_index != tx.snapshot[1]:
                 raise errors.StoreError(
                     wire.OPERATIONAL, "database is locked: another transaction committed since this deferred "
                     "transaction (BEGIN DEFERRED) began reading, so it may not write; roll it back and retry it",
@@ -630,7 +644,8 @@ class Session:
         except BaseException:
             database.write_lock.release()
             raise
-        self._end_snapshot(tx)
+        if tx.snapshot is not None:
+            self._end_snapshot(tx)
         tx.took_lock()
         if tx.aborted:  # leadership was lost while it took the lock
             self._end_local(rollback=True)
@@ -820,7 +835,8 @@ class Session:
         self.tx = None
         database = tx.database
         if tx.deferred:
-            self._end_snapshot(tx)
+            if tx.snapshot is not None:
+                self._end_snapshot(tx)
         else:
             with database.scratch_mutex:
                 if tx.holds_lock:

@@ -10,7 +10,8 @@ any node; each is healed (restart, SIGCONT) before the next. Meanwhile, through
 connections that name every node:
 
 * *transfers*: threads move money between accounts, each move one transaction
-  (BEGIN, read both balances, two UPDATEs, COMMIT), never below zero;
+  (BEGIN, read the balance, two UPDATEs, COMMIT), never below zero; one thread
+  begins DEFERRED and rolls back a savepoint in each transaction;
 * an *appender* inserts 1, 2, 3... one autocommit INSERT each, and remembers
   which inserts were acknowledged and which had an unknown outcome;
 * *auditors* read the accounts in one statement: every read, `strong` or
@@ -103,15 +104,24 @@ class Client(threading.Thread):
 
 
 class Transfers(Client):
-    def __init__(self, cluster, name, rng):
+    """Moves money in transactions; ``deferred`` ones begin without the write lock and
+    take a savepoint they roll back (a fee charged, then waived) before the move."""
+
+    def __init__(self, cluster, name, rng, deferred=False):
         super().__init__(cluster, name)
         self.rng = rng
+        self.deferred = deferred
 
     def step(self, conn):
         source, target = self.rng.sample(range(1, ACCOUNTS + 1), 2)
         amount = self.rng.randint(1, 300)
-        conn.execute("BEGIN")
+        conn.execute("BEGIN DEFERRED" if self.deferred else "BEGIN")
         balance = conn.execute("SELECT balance FROM accounts WHERE id = ?", (source,)).fetchone()[0]
+        if self.deferred:
+            conn.execute("SAVEPOINT fee")
+            conn.execute("UPDATE accounts SET balance = balance - 1 WHERE id = ?", (source,))
+            conn.execute("ROLLBACK TO fee")
+            conn.execute("RELEASE fee")
         if balance >= amount:
             conn.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, source))
             conn.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, target))
@@ -276,7 +286,7 @@ def run(directory, seconds, seed, log=print, pause_between=(0.5, 2.0)):
         appender = Appender(cluster, "appender")
         clients = [
             Transfers(cluster, "transfers-1", random.Random(rng.random())),
-            Transfers(cluster, "transfers-2", random.Random(rng.random())),
+            Transfers(cluster, "transfers-deferred", random.Random(rng.random()), deferred=True),
             appender,
             Auditor(cluster, "auditor-strong", "strong", appender),
             Auditor(cluster, "auditor-none", "none", appender),
