@@ -479,8 +479,176 @@ def deferred_transactions(workdir):
     print("deferred_transactions OK")
 
 
+def retried_transactions(workdir):
+    """retry_transaction: a transaction that failed retryably runs again; nothing else does."""
+    raft, client = free_ports(2)
+    configure({"default": {"ENGINE": "django_dqcluster.backend", "NAME": "app", "OPTIONS": {
+        "embedded": True, "data_dir": os.path.join(workdir, "node"), "bind": f"127.0.0.1:{raft}",
+        "client": f"127.0.0.1:{client}", "transaction_mode": "DEFERRED",
+    }}})
+    from django.db import IntegrityError, OperationalError, connection, transaction
+
+    from django_dqcluster import dbapi
+    from django_dqcluster.backend import embedded as embedded_nodes
+    from django_dqcluster.retry import is_retryable, retry_transaction, run_in_transaction
+    from tests.backend.bapp.models import Item
+
+    create_tables()
+    Item.objects.create(name="a", value=1)
+    calls = []
+
+    @retry_transaction
+    def read_then_write():
+        calls.append(len(calls) + 1)
+        count = Item.objects.count()
+        if len(calls) == 1:
+            # Another request commits between this one's read and its write:
+            # the deferred transaction's snapshot is stale (SQLITE_BUSY_SNAPSHOT).
+            other = threading.Thread(target=lambda: (Item.objects.create(name="other"), connection.close()))
+            other.start()
+            other.join(30)
+        Item.objects.create(name=f"after {count}")
+        return count
+
+    assert read_then_write() == 2 and calls == [1, 2], calls
+    assert sorted(Item.objects.values_list("name", flat=True)) == ["a", "after 2", "other"]
+
+    # A real error of the transaction itself is not retried.
+    calls.clear()
+
+    def duplicate_key():
+        calls.append(1)
+        Item.objects.create(pk=1, name="again")
+
+    try:
+        run_in_transaction(duplicate_key)
+    except IntegrityError:
+        pass
+    else:
+        raise AssertionError("a duplicate key committed")
+    assert calls == [1], calls
+
+    def failing(**marks):
+        def fail():
+            calls.append(1)
+            Item.objects.create(name="never")
+            raise OperationalError("from the store") from dbapi.exceptions.operational("lost", **marks)
+        return fail
+
+    # Retryable failures, every time: `attempts` runs, then the last error.
+    calls.clear()
+    try:
+        run_in_transaction(failing(retryable=True), attempts=3, backoff=0.01)
+    except OperationalError as exc:
+        assert is_retryable(exc)
+    assert calls == [1, 1, 1], calls
+    # An unknown outcome (it may have been applied) is never run again.
+    calls.clear()
+    try:
+        run_in_transaction(failing(retryable=True, unknown_outcome=True))
+    except OperationalError as exc:
+        assert not is_retryable(exc)
+    assert calls == [1], calls
+    # Inside a transaction someone else opened, it runs once: theirs to retry.
+    calls.clear()
+    try:
+        with transaction.atomic():
+            run_in_transaction(failing(retryable=True))
+    except OperationalError:
+        pass
+    assert calls == [1], calls
+    assert "never" not in set(Item.objects.values_list("name", flat=True))
+    connection.close()
+    embedded_nodes.stop_all()
+    print("retried_transactions OK")
+
+
+def retry_after_failover(workdir):
+    """The leader dies in the middle of a retry_transaction function: it runs again on the new leader, once."""
+    cluster = start_cluster(workdir)
+    try:
+        leader = cluster.leader()
+        follower = next(node for node in cluster.nodes if node is not leader)
+        configure({"default": client_entry(cluster, follower)})
+        from django.db import connection
+
+        from django_dqcluster.retry import retry_transaction
+        from tests.backend.bapp.models import Item
+
+        create_tables()
+        attempts = []
+
+        @retry_transaction(attempts=10)
+        def order():
+            attempts.append(len(attempts) + 1)
+            Item.objects.create(name="order")
+            if len(attempts) == 1:
+                leader.kill()
+            Item.objects.create(name="order line")
+
+        order()
+        assert len(attempts) >= 2, attempts
+        cluster.wait_converged()
+        assert sorted(Item.objects.values_list("name", flat=True)) == ["order", "order line"]
+        connection.close()
+        print("retry_after_failover OK:", len(attempts), "attempts")
+    finally:
+        cluster.kill()
+
+
+def retry_on_postgresql(workdir):
+    """The same decorator retries PostgreSQL's serialization failures (SQLSTATE 40001)."""
+    import psycopg
+
+    name = f"dqcluster_retry_{os.getpid()}"
+    admin = psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        configure({"default": {"ENGINE": "django.db.backends.postgresql", "NAME": name, "USER": "postgres",
+                               "HOST": "127.0.0.1", "PORT": "5432",
+                               "OPTIONS": {"isolation_level": psycopg.IsolationLevel.SERIALIZABLE}}})
+        from django.db import connection
+
+        from django_dqcluster.retry import retry_transaction
+        from tests.backend.bapp.models import Item
+
+        create_tables()
+        Item.objects.create(name="counter", value=0)
+        both_read = threading.Barrier(2, timeout=30)
+        attempts = []
+
+        @retry_transaction
+        def increment():
+            attempts.append(1)
+            item = Item.objects.get(name="counter")
+            if len(attempts) <= 2:
+                both_read.wait()  # the first two attempts read the same value
+            item.value += 1
+            item.save()
+
+        def worker():
+            try:
+                increment()
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert Item.objects.get(name="counter").value == 2
+        assert len(attempts) == 3, attempts  # one of the two was retried
+        connection.close()
+        print("retry_on_postgresql OK")
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
 SCENARIOS = {f.__name__: f for f in (embedded, embedded_client_port_taken, three_nodes, failover_between_requests,
-                                     transaction_interrupted, consistency, deferred_transactions)}
+                                     transaction_interrupted, consistency, deferred_transactions,
+                                     retried_transactions, retry_after_failover, retry_on_postgresql)}
 
 if __name__ == "__main__":
     name, workdir = sys.argv[1], sys.argv[2]

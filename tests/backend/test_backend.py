@@ -52,3 +52,18 @@ def test_consistency_none_reads_stale_strong_never(tmp_path):
 
 def test_deferred_transactions_let_read_only_atomic_blocks_run_side_by_side(tmp_path):
     assert "deferred_transactions OK" in run_scenario("deferred_transactions", tmp_path)
+
+
+def test_retry_transaction_runs_again_only_what_failed_retryably(tmp_path):
+    assert "retried_transactions OK" in run_scenario("retried_transactions", tmp_path)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_retry_transaction_runs_a_transaction_cut_by_failover_again_on_the_new_leader(tmp_path):
+    assert "retry_after_failover OK" in run_scenario("retry_after_failover", tmp_path)
+
+
+@pytest.mark.postgres
+def test_retry_transaction_retries_postgresql_serialization_failures(tmp_path):
+    assert "retry_on_postgresql OK" in run_scenario("retry_on_postgresql", tmp_path)
