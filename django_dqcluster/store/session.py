@@ -978,10 +978,9 @@ class Session:
 
         try:
             self.forward = SocketTransport([leader], token=self.node.token, timeout=self.node.config.commit_timeout + 5)
-            self._forward_settings()
-        except (OSError, wire.ProtocolError) as exc:
-            self._drop_forward()
+        except (OSError, wire.ProtocolError, wire.RemoteError) as exc:
             raise errors.retryable(f"cannot reach the leader at {leader}: {exc}") from None
+        self._forward_settings()
         return self.forward
 
     def _forward_settings(self):
@@ -992,13 +991,33 @@ class Session:
         if self.page_bytes:
             settings["page_bytes"] = self.page_bytes
         settings["client"] = f"{self.client} through node {self.node.config.client}"
-        self.forward.request(settings)
+        was_in_tx = self.forward_in_tx
+        try:
+            self.forward.request(settings)
+        except wire.RemoteError as error:
+            # Refused: the leader's goodbye as it stops (retryable: another
+            # leader takes over), or a frame it would not take. Or its session
+            # refused the settings. Either way the forward connection is done.
+            self._drop_forward()
+            message = error.payload.get("message", "the leader refused the session's settings")
+            raise errors.StoreError(
+                error.payload.get("kind", wire.OPERATIONAL), _rolled_back_if(message, was_in_tx),
+                retryable=bool(error.payload.get("retryable")), code=error.payload.get("code"),
+            ) from None
+        except (OSError, wire.ProtocolError) as exc:
+            self._drop_forward()
+            raise errors.retryable(_rolled_back_if(f"lost the connection to the leader ({exc})", was_in_tx)) from None
 
     def _drop_forward(self):
         if self.forward is not None:
             self.forward.close()
         self.forward = None
         self.forward_in_tx = False
+
+
+def _rolled_back_if(message, was_in_tx):
+    """``message`` about a lost forward connection, saying what became of the transaction it carried."""
+    return message + ("; the open transaction was rolled back, retry it" if was_in_tx else "; retry")
 
 
 def _raise_entry_error(result):

@@ -59,7 +59,11 @@ class Client(threading.Thread):
 
     def __init__(self, cluster, name, consistency="strong"):
         super().__init__(name=name, daemon=True)
-        self.addresses = ",".join(node.client for node in cluster.nodes)
+        # Each client starts on a different node, so that some go through a
+        # follower (forwarding to the leader) and see the leader change under it.
+        nodes = list(cluster.nodes)
+        random.Random(name).shuffle(nodes)
+        self.addresses = ",".join(node.client for node in nodes)
         self.secret = cluster.secret
         self.consistency = consistency
         self.stop = threading.Event()

@@ -164,3 +164,32 @@ def test_a_drain_timeout_that_is_not_a_number_of_seconds_is_refused_naming_it(tm
     with pytest.raises(ConfigError, match=r"^drain_timeout: "):
         NodeConfig(bind="127.0.0.1:7100", data_dir=str(tmp_path), drain_timeout=value)
     assert NodeConfig(bind="127.0.0.1:7100", data_dir=str(tmp_path), drain_timeout=0).drain_timeout == 0
+
+
+def test_a_follower_whose_forward_connection_got_the_stopping_leaders_goodbye_goes_on_without_an_error(cluster):
+    """A follower keeps one connection to the leader per client session. A stopping
+    leader says goodbye on it while it is idle; the follower finds that goodbye when
+    it next uses the connection, here to pass on a PRAGMA. That used to escape as an
+    "internal error in the node" (InternalError, not retryable)."""
+    leader = cluster.leader()
+    follower = followers(cluster, leader)[0]
+    holder = leader.connect()
+    holder.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+    conn = follower.connect()
+    conn.execute("INSERT INTO log (value) VALUES (1)")  # the follower's session now forwards
+    holder.execute("BEGIN")  # an open transaction keeps the leader draining
+    holder.execute("INSERT INTO log (value) VALUES (2)")
+    stopper = threading.Thread(target=leader.stop)
+    stopper.start()
+    cluster.wait_for(lambda: not listening(leader.client), 10, "the leader to stop listening")
+
+    conn.execute("PRAGMA foreign_keys = OFF")
+    holder.commit()
+    stopper.join(30)
+    conn.execute("INSERT INTO log (value) VALUES (3)")
+
+    assert conn.execute("PRAGMA foreign_keys").fetchone() == (0,)
+    assert "Traceback" not in follower.log()
+    assert rows_on_every_node(cluster, "SELECT value FROM log ORDER BY value") == {
+        node.index: [(1,), (2,), (3,)] for node in cluster.nodes if node.alive
+    }
