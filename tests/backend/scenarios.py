@@ -646,9 +646,101 @@ def retry_on_postgresql(workdir):
         admin.close()
 
 
+def orm_under_faults(workdir):
+    """Django transfers under random faults (tests/store/chaos.py's nemesis), with retry_transaction.
+
+    Three threads move money between accounts with select_for_update() and
+    save(), through every node. Whatever the faults, money is neither made nor
+    lost, and no thread sees an error other than an unknown outcome (a COMMIT
+    whose answer was lost, which retry_transaction rightly does not run again).
+    """
+    import random
+
+    from tests.store.chaos import Nemesis
+
+    seconds = float(os.environ.get("DQCLUSTER_CHAOS_SECONDS", "30"))
+    seed = int(os.environ.get("DQCLUSTER_CHAOS_SEED") or random.randrange(2**32))
+    cluster = LocalCluster(os.path.join(workdir, "cluster"), 3, connection_hooks=[HOOK])
+    cluster.start()
+    try:
+        entry = client_entry(cluster, cluster.leader())
+        entry["OPTIONS"]["address"] = ",".join(node.client for node in cluster.nodes)
+        configure({"default": entry})
+        from django.db import DatabaseError, connection
+
+        from django_dqcluster.retry import retry_transaction
+        from tests.backend.bapp.models import Item
+
+        create_tables()
+        Item.objects.bulk_create([Item(name=f"account {i}", value=1000) for i in range(8)])
+        ids = list(Item.objects.values_list("pk", flat=True))
+        stop, lock = threading.Event(), threading.Lock()
+        outcomes = {"committed": 0, "unknown": 0, "errors": []}
+
+        def transfers(rng):
+            @retry_transaction(attempts=20)
+            def transfer():
+                source_id, target_id = rng.sample(ids, 2)
+                source = Item.objects.select_for_update().get(pk=source_id)
+                amount = rng.randint(1, 200)
+                if source.value >= amount:
+                    source.value -= amount
+                    source.save(update_fields=["value"])
+                    target = Item.objects.get(pk=target_id)
+                    target.value += amount
+                    target.save(update_fields=["value"])
+
+            while not stop.is_set():
+                try:
+                    transfer()
+                    outcome = "committed"
+                except DatabaseError as exc:
+                    outcome = "unknown" if getattr(exc.__cause__, "unknown_outcome", False) else repr(exc)
+                finally:
+                    connection.close()
+                with lock:
+                    if outcome in outcomes:
+                        outcomes[outcome] += 1
+                    else:
+                        outcomes["errors"].append(outcome)
+
+        rng = random.Random(seed)
+        threads = [threading.Thread(target=transfers, args=(random.Random(rng.random()),), daemon=True)
+                   for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        nemesis = Nemesis(cluster, rng, print)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.5, 2.0))
+            nemesis.strike()
+        nemesis.check_alive()
+        cluster.wait_for_leader()
+        committed_before = outcomes["committed"]
+        time.sleep(2.0)
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        cluster.wait_converged(timeout=60)
+        report = f"seed {seed}, {len(nemesis.done)} faults, {outcomes}"
+        assert not outcomes["errors"], report
+        assert not nemesis.exited, report
+        assert outcomes["committed"] > committed_before, f"no transfer after the faults were healed: {report}"
+        for node in cluster.nodes:
+            conn = node.connect(database="app", consistency="none")
+            (total,) = conn.execute("SELECT sum(value) FROM bapp_item").fetchone()
+            conn.close()
+            assert total == 8000, f"node{node.index} holds {total}: {report}"
+            assert "Traceback" not in node.log(), f"node{node.index}'s log holds a traceback: {report}"
+        print("orm_under_faults OK:", report)
+    finally:
+        cluster.kill()
+
+
 SCENARIOS = {f.__name__: f for f in (embedded, embedded_client_port_taken, three_nodes, failover_between_requests,
                                      transaction_interrupted, consistency, deferred_transactions,
-                                     retried_transactions, retry_after_failover, retry_on_postgresql)}
+                                     retried_transactions, retry_after_failover, retry_on_postgresql,
+                                     orm_under_faults)}
 
 if __name__ == "__main__":
     name, workdir = sys.argv[1], sys.argv[2]

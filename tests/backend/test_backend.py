@@ -67,3 +67,9 @@ def test_retry_transaction_runs_a_transaction_cut_by_failover_again_on_the_new_l
 @pytest.mark.postgres
 def test_retry_transaction_retries_postgresql_serialization_failures(tmp_path):
     assert "retry_on_postgresql OK" in run_scenario("retry_on_postgresql", tmp_path)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_orm_transfers_under_random_faults_keep_every_total(tmp_path):
+    assert "orm_under_faults OK" in run_scenario("orm_under_faults", tmp_path)
