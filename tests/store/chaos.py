@@ -5,13 +5,16 @@
 A *nemesis* injects one fault at a time, chosen by a seeded random generator:
 kill -9 of the leader or of a follower, SIGSTOP of the leader (longer than an
 election timeout) or of a follower, a graceful stop (SIGTERM) of the leader, a
-follower that loses its data directory, and (not a fault) a snapshot taken on
-any node; each is healed (restart, SIGCONT) before the next. Meanwhile, through
+follower that loses its data directory, a fourth member that joins and is
+removed again, and (not a fault) a snapshot taken on any node; each is healed
+(restart, SIGCONT) before the next. Meanwhile, through
 connections that name every node:
 
 * *transfers*: threads move money between accounts, each move one transaction
   (BEGIN, read the balance, two UPDATEs, COMMIT), never below zero; one thread
   begins DEFERRED and rolls back a savepoint in each transaction;
+* *batches*: 200 rows (100 KB) in one transaction, again and again:
+  each must be on every node whole or not at all;
 * an *appender* inserts 1, 2, 3... one autocommit INSERT each, and remembers
   which inserts were acknowledged and which had an unknown outcome;
 * *auditors* read the accounts in one statement (every other time inside a
@@ -43,6 +46,9 @@ from django_dqcluster.store.local_cluster import LocalCluster
 ACCOUNTS = 8
 OPENING_BALANCE = 1000
 TOTAL = ACCOUNTS * OPENING_BALANCE
+BATCH_ROWS = 200
+BATCH_ROW_BYTES = 500
+BATCH_PAUSE = 0.1  # seconds between batches: the final comparison reads every node's whole file
 CLIENT_TIMEOUT = 5.0  # a client stuck on a paused node gives up after this
 
 
@@ -163,6 +169,33 @@ class Appender(Client):
         return 0
 
 
+class Batches(Client):
+    """Inserts ``BATCH_ROWS`` rows (about 100 KB) in one transaction, again and again.
+
+    A batch is one log entry: on every node it must be there whole or not at
+    all, and there if its COMMIT was acknowledged.
+    """
+
+    def __init__(self, cluster, name):
+        super().__init__(cluster, name)
+        self.batch = 0
+        self.acked = []
+        self.unknown = []
+
+    def step(self, conn):
+        self.batch += 1
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO batches (batch, payload) VALUES (?, ?)",
+                         [(self.batch, os.urandom(BATCH_ROW_BYTES)) for _ in range(BATCH_ROWS)])
+        conn.commit()
+        self.acked.append(self.batch)
+        time.sleep(BATCH_PAUSE)
+
+    def failed(self, error):
+        if error.unknown_outcome:
+            self.unknown.append(self.batch)
+
+
 class Auditor(Client):
     def __init__(self, cluster, name, consistency, appender):
         super().__init__(cluster, name, consistency)
@@ -201,7 +234,7 @@ class Nemesis:
     """One fault at a time, each healed before the next; logs what it did."""
 
     FAULTS = ("kill_leader", "kill_follower", "pause_leader", "pause_follower", "stop_leader",
-              "wipe_follower", "compact_any")
+              "wipe_follower", "compact_any", "grow_and_shrink")
 
     def __init__(self, cluster, rng, log):
         self.cluster = cluster
@@ -216,41 +249,66 @@ class Nemesis:
         return leader, self.rng.choice(followers)
 
     def strike(self):
+        """One fault, healed; returns once a leader serves again."""
         self.check_alive()
         fault = self.rng.choice(self.FAULTS)
         leader, follower = self._leader_and_follower()
-        victim = {"leader": leader, "follower": follower}.get(fault.rsplit("_", 1)[1]) or self.rng.choice(
-            [leader, follower])
-        self.log(f"nemesis: {fault} node{victim.index}")
-        if fault == "compact_any":
-            # Not a fault: a snapshot taken (and the log cut) while clients write.
-            conn = victim.connect(timeout=CLIENT_TIMEOUT)
-            try:
-                conn.compact()
-            finally:
-                conn.close()
-        elif fault == "wipe_follower":
-            # A replaced disk: the node comes back empty and must be sent a snapshot.
-            victim.kill()
-            victim.wipe()
-            victim.start(peers=self.cluster.peers_of(victim))
-        elif fault.startswith("kill"):
-            victim.kill()
-            time.sleep(self.rng.uniform(0.2, 2.0))
-            victim.start(peers=self.cluster.peers_of(victim))
-        elif fault.startswith("pause"):
-            victim.pause()
-            # A leader paused past the election timeout (1.4 s at most) is
-            # deposed, and wakes up believing it still leads; a shorter pause
-            # is a stall (a slow disk, a long GC) it must ride out.
-            time.sleep(self.rng.uniform(0.3, 3.0))
-            victim.resume()
+        role = fault.rsplit("_", 1)[1]
+        victim = leader if role == "leader" else follower if role == "follower" else self.rng.choice([leader, follower])
+        if fault == "grow_and_shrink":
+            self.log("nemesis: grow_and_shrink: a fourth node joins, then leaves")
+            victim = self.grow_and_shrink()
         else:
-            victim.stop()
-            time.sleep(self.rng.uniform(0.2, 1.0))
-            victim.start(peers=self.cluster.peers_of(victim))
+            self.log(f"nemesis: {fault} node{victim.index}")
+            getattr(self, fault.rsplit("_", 1)[0])(victim)
         self.done.append((fault, victim.index))
         self.cluster.wait_for_leader(timeout=30)
+
+    def kill(self, victim):
+        victim.kill()
+        time.sleep(self.rng.uniform(0.2, 2.0))
+        victim.start(peers=self.cluster.peers_of(victim))
+
+    def pause(self, victim):
+        victim.pause()
+        # A leader paused past the election timeout (1.4 s at most) is
+        # deposed, and wakes up believing it still leads; a shorter pause
+        # is a stall (a slow disk, a long GC) it must ride out.
+        time.sleep(self.rng.uniform(0.3, 3.0))
+        victim.resume()
+
+    def stop(self, victim):
+        victim.stop()
+        time.sleep(self.rng.uniform(0.2, 1.0))
+        victim.start(peers=self.cluster.peers_of(victim))
+
+    def wipe(self, victim):
+        # A replaced disk: the node comes back empty and must be sent a snapshot.
+        victim.kill()
+        victim.wipe()
+        victim.start(peers=self.cluster.peers_of(victim))
+
+    def compact(self, victim):
+        # Not a fault: a snapshot taken (and the log cut) while clients write.
+        conn = victim.connect(timeout=CLIENT_TIMEOUT)
+        try:
+            conn.compact()
+        finally:
+            conn.close()
+
+    def grow_and_shrink(self):
+        # Membership changes under load: a fourth member joins, catches up,
+        # and is removed again (then stopped, as an operator would).
+        newcomer = self.cluster.add_node()
+        time.sleep(self.rng.uniform(0.3, 2.0))
+        conn = self.cluster.leader().connect(timeout=CLIENT_TIMEOUT)
+        try:
+            conn.remove_member(newcomer.raft)
+        finally:
+            conn.close()
+        newcomer.stop()
+        self.cluster.nodes.remove(newcomer)
+        return newcomer
 
     def check_alive(self):
         for node in self.cluster.nodes:
@@ -294,10 +352,13 @@ def run(directory, seconds, seed, log=print, pause_between=(0.5, 2.0)):
                          [(i, OPENING_BALANCE) for i in range(1, ACCOUNTS + 1)])
         # No unique constraint: an insert applied twice must show as a duplicate.
         conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+        conn.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY, batch INTEGER NOT NULL, payload BLOB NOT NULL)")
         conn.close()
 
         appender = Appender(cluster, "appender")
+        batches = Batches(cluster, "batches")
         clients = [
+            batches,
             Transfers(cluster, "transfers-1", random.Random(rng.random())),
             Transfers(cluster, "transfers-deferred", random.Random(rng.random()), deferred=True),
             appender,
@@ -336,11 +397,11 @@ def run(directory, seconds, seed, log=print, pause_between=(0.5, 2.0)):
                 report.violations.append(f"{client.name}: {client.violations_seen} violations in all")
             if client.counts["ok"] == progress_before[client.name]:
                 report.violations.append(f"{client.name} made no progress after the faults were healed")
-        _check_final_state(cluster, appender, report)
+        _check_final_state(cluster, appender, batches, report)
     return report
 
 
-def _check_final_state(cluster, appender, report):
+def _check_final_state(cluster, appender, batches, report):
     cluster.wait_converged(timeout=60)
     dumps = {node.index: sqlite_dump(node) for node in cluster.nodes}
     first = dumps[cluster.nodes[0].index]
@@ -353,7 +414,16 @@ def _check_final_state(cluster, appender, report):
     if total != TOTAL or lowest < 0:
         report.violations.append(f"the accounts hold {total} in all (lowest {lowest}), not {TOTAL}")
     values = [row[0] for row in conn.execute("SELECT value FROM log")]
+    sizes = dict(conn.execute("SELECT batch, count(*) FROM batches GROUP BY batch"))
     conn.close()
+    torn = {batch: size for batch, size in sizes.items() if size != BATCH_ROWS}
+    if torn:
+        report.violations.append(f"batches applied in part (batch: rows of {BATCH_ROWS}): {torn}")
+    if set(batches.acked) - set(sizes):
+        report.violations.append(f"acknowledged batches lost: {sorted(set(batches.acked) - set(sizes))}")
+    if set(sizes) - set(batches.acked) - set(batches.unknown):
+        report.violations.append(f"batches present that were never acknowledged nor of unknown outcome: "
+                                 f"{sorted(set(sizes) - set(batches.acked) - set(batches.unknown))}")
     acked = {value for _, value in appender.acked}
     present = set(values)
     if len(values) != len(present):
