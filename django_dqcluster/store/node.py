@@ -21,7 +21,7 @@ from .config import NodeConfig
 from .datadir import DataDirLock
 from .group_commit import CommitQueue
 from .server import ClientServer
-from .session import LeaderState
+from .transactions import LeaderState
 from .statemachine import BARRIER, CHECKPOINT, MEMBER, StateMachine, encode_entry, new_entry_id
 
 logger = logging.getLogger("django_dqcluster.store")

@@ -10,7 +10,7 @@ On the leader, a transaction holds its database's write lock from BEGIN
 until its entry is applied: one write transaction at a time (SQLite's rule),
 which makes transactions serializable. A deferred one (BEGIN DEFERRED) takes
 it at its first write instead, if nothing was committed since it began
-reading (see Transaction). Its statements run on the scratch
+reading (see .transactions). Its statements run on the scratch
 connection so its reads see its own writes; at COMMIT the scratch work is
 rolled back and the recorded statements become ONE log entry (concurrent
 clients' entries may travel in one group entry, see .group_commit); the
@@ -22,12 +22,11 @@ later (``Session.handle``).
 import logging
 import re
 import sqlite3
-import threading
 import time
 
 from .. import wire
 from . import errors
-from .classify import SESSION_PRAGMAS, Classifier, session_pragma
+from .classify import SESSION_PRAGMAS, session_pragma
 from .databases import InvalidDatabaseName, applied_index_of
 from .determinism import FixedValues
 from .result_pages import OpenResult, OpenResults
@@ -37,6 +36,7 @@ from .statemachine import (
 from .statements import (
     BEGIN, COMMIT, RELEASE, ROLLBACK, SAVEPOINT, split_script, transaction_control,
 )
+from .transactions import Transaction
 
 logger = logging.getLogger("django_dqcluster.store")
 
@@ -47,155 +47,6 @@ _TYPED_STATEMENT = re.compile(r"\s*(SELECT|WITH)\b", re.I)
 MAX_FORWARD_HOPS = 2
 #: What Session.handle returns when the response goes out through ``answer_later``.
 ANSWERED_LATER = object()
-
-
-class Transaction:
-    """An open transaction on the leader.
-
-    A deferred one (``BEGIN DEFERRED``, Django's ``transaction_mode``) holds
-    no lock while it only reads. As in SQLite, its first read starts its
-    ``snapshot`` (a read connection in a read transaction, with the
-    database's applied index at its start), which its later reads see. Its
-    first write takes the write lock, and only if nothing was committed to
-    the database since that snapshot (as SQLite's deferred transactions,
-    which get SQLITE_BUSY_SNAPSHOT otherwise; one that has not read yet has
-    no snapshot to go stale); from then on it runs as any other transaction.
-    """
-
-    def __init__(self, database, pragmas, started_by_savepoint=None, deferred=False):
-        self.database = database
-        self.pragmas = dict(pragmas)
-        self.values = FixedValues.fresh()
-        self.statements = []  # [ordinal, sql, params, many, expect_error]
-        self.ordinal = 0
-        self.writes = False
-        self.aborted = None
-        self.started_by_savepoint = started_by_savepoint
-        self._deferred = deferred
-        self.snapshot = None  # (read connection, applied index) once a deferred one read
-        self._holds_lock = not deferred  # a deferred transaction holds none yet
-        #: monotonic() when its last statement ended (see running).
-        self.idle_since = time.monotonic()
-        #: Held while a statement of it runs: the scratch mutex, then a new idle_since.
-        self.running = _Running(self)
-        self.committing = False  # its COMMIT is under way: never idle again
-
-    @property
-    def deferred(self):
-        """Has it not taken the write lock yet (BEGIN DEFERRED, and no write so far)?"""
-        return self._deferred
-
-    @property
-    def holds_lock(self):
-        """Does it still hold the database's write lock (and with it the scratch connection)?"""
-        return self._holds_lock
-
-    def took_lock(self):
-        """A deferred transaction now holds the database's write lock (see Session._upgrade)."""
-        with self.database.scratch_mutex:
-            self._holds_lock = True
-            self.idle_since = time.monotonic()  # however long it read before
-        self._deferred = False
-        self.snapshot = None
-
-    def abort(self, reason):
-        """End it from outside its session (``reason``: why, for the client's next statement)."""
-        with self.database.scratch_mutex:
-            self.aborted = reason
-            self.end(rollback_scratch=True)
-
-    def end(self, rollback_scratch):
-        """Give the write lock back, once, rolling back its scratch work first if asked.
-
-        Its session and an abort (leadership lost) may both end it, on two
-        threads. Whoever comes second must not touch the scratch connection:
-        once the lock is free it may be another transaction's. Under the
-        scratch mutex, rolling back and releasing are one step.
-        """
-        with self.database.scratch_mutex:
-            if not self._holds_lock:
-                return
-            if rollback_scratch:
-                rollback_quietly(self.database.scratch_connection())
-            self._holds_lock = False
-            self.database.write_lock.release()
-
-
-class _Running:
-    """``with tx.running:`` a statement of ``tx`` runs on the scratch connection.
-
-    The scratch mutex keeps the Raft thread (or an idle abort) from rolling
-    the transaction back under the statement; leaving it marks the
-    transaction idle from then on (LeaderState.abort_idle).
-    """
-
-    def __init__(self, tx):
-        self._tx = tx
-
-    def __enter__(self):
-        self._tx.database.scratch_mutex.acquire()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._tx.idle_since = time.monotonic()
-        self._tx.database.scratch_mutex.release()
-        return False
-
-
-class LeaderState:
-    """The transactions open on this node while it leads; aborted together when it stops leading."""
-
-    def __init__(self, node):
-        self.node = node
-        self.classifier = Classifier()
-        self._open = set()
-        self._lock = threading.Lock()
-
-    def register(self, tx):
-        with self._lock:
-            self._open.add(tx)
-
-    def unregister(self, tx):
-        with self._lock:
-            self._open.discard(tx)
-
-    def abort_idle(self, timeout):
-        """Abort the transactions that hold a write lock and have run nothing for ``timeout`` seconds.
-
-        One client that left a transaction open (a stuck worker, a shell
-        session) would otherwise hold every writer of its database up.
-        """
-        with self._lock:
-            open_now = list(self._open)
-        for tx in open_now:
-            if not tx.holds_lock or tx.committing or time.monotonic() - tx.idle_since < timeout:
-                continue
-            with tx.database.scratch_mutex:  # held by a statement of it that runs now
-                idle_since = tx.idle_since
-                if not tx.holds_lock or tx.committing or time.monotonic() - idle_since < timeout:
-                    continue
-                tx.abort(f"it ran nothing for {timeout:g} s (the node's idle transaction timeout)")
-            self.unregister(tx)
-            logger.warning("aborted a transaction on database %r idle for %.1f s (idle transaction timeout %g s)",
-                           tx.database.name, time.monotonic() - idle_since, timeout)
-
-    def abort_all(self, reason):
-        with self._lock:
-            open_now = list(self._open)
-        for tx in open_now:
-            if tx.deferred:
-                # Holds no lock and uses no shared connection; its session
-                # sees it aborted at its next statement.
-                tx.aborted = reason
-                self.unregister(tx)
-                continue
-            database = tx.database
-            if tx.holds_lock:
-                database.scratch_connection().interrupt()  # a statement it runs now
-            # Its client may never come back: free the database now so this
-            # node can take transactions again when it leads again.
-            tx.abort(reason)
-            self.unregister(tx)
 
 
 class Session:
