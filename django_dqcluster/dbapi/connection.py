@@ -82,6 +82,10 @@ class Connection:
         self._in_tx = False
         self._closed = False
         self.pragmas = {}
+        # The newest Raft entry this connection's writes were answered with:
+        # with ``none``, a node it reconnects to must have applied it (it
+        # reads its own writes on another node after a failover too).
+        self._written_index = 0
         self._request({"op": "ping"})
 
     # -- PEP 249 ------------------------------------------------------------------------------
@@ -198,12 +202,12 @@ class Connection:
             except ConnectionRefusedError as error:
                 raise exc.operational(str(error), retryable=True) from None
         offer_replica = self.local_reads and isinstance(self._transport, SocketTransport)
-        opened = self._transport.request(
-            {"op": "open", "db": self.database, "consistency": self.consistency, "pragmas": self.pragmas,
-             "replica": offer_replica, "page_bytes": self.page_bytes,
-             "declared_types": bool(self.detect_types & PARSE_DECLTYPES)},
-            raise_errors=False,
-        )
+        settings = {"op": "open", "db": self.database, "consistency": self.consistency, "pragmas": self.pragmas,
+                    "replica": offer_replica, "page_bytes": self.page_bytes,
+                    "declared_types": bool(self.detect_types & PARSE_DECLTYPES)}
+        if self._written_index and self.consistency == "none":
+            settings["after"] = self._written_index
+        opened = self._transport.request(settings, raise_errors=False)
         if not opened.get("ok"):
             self._transport.close()
             self._transport = None
@@ -346,6 +350,9 @@ class Connection:
             else:
                 self._in_tx = bool(response.get("in_tx"))
                 if response.get("ok"):
+                    index = response.get("index")
+                    if type(index) is int and index > self._written_index:
+                        self._written_index = index
                     return response
                 error = exc.from_payload(response["error"])
                 if not (error.retryable and not in_tx_before and message.get("op") != "commit"

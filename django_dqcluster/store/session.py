@@ -45,6 +45,8 @@ CONSISTENCY_LEVELS = (STRONG, WEAK, NONE)
 # Statements whose result columns may have declared types (see Session._paged).
 _TYPED_STATEMENT = re.compile(r"\s*(SELECT|WITH)\b", re.I)
 MAX_FORWARD_HOPS = 2
+#: Seconds a node waits to apply a reconnecting ``none`` client's last write (see _wait_for_clients_writes).
+CATCH_UP_FOR_CLIENT = 2.0
 #: What Session.handle returns when the response goes out through ``answer_later``.
 ANSWERED_LATER = object()
 
@@ -159,11 +161,30 @@ class Session:
             self.page_bytes = page_bytes
         if self.forward is not None:
             self._forward_settings()
+        after = request.get("after")
+        if consistency == NONE and isinstance(after, int) and not isinstance(after, bool):
+            self._wait_for_clients_writes(after)
         response = {"ok": True, "node": self.node.config.bind, "servers": self.node.servers()}
         if request.get("replica") and consistency == NONE:
             # None once the node withdrew its files (it is stopping, or diverged).
             response["replica"] = self.node.state_machine.databases.replica_offer(name)
         return response
+
+    def _wait_for_clients_writes(self, index):
+        """A ``none`` client back after a failover reads its own writes here too.
+
+        ``index`` is the newest entry the client's writes were answered with,
+        maybe by another node: this node's replica must hold it before the
+        client reads from it (through this node or from its file). A node
+        that cannot catch up within a moment (cut off from the leader) says
+        so, retryably, rather than serve a read that misses the client's
+        own write.
+        """
+        if not self.node.wait_applied(index, min(self.node.config.commit_timeout, CATCH_UP_FOR_CLIENT)):
+            raise errors.retryable(
+                f"node {self.node.config.bind} has not yet applied entry {index}, the newest this client "
+                f"wrote (it applied up to {self.node.engine.raftLastApplied}); retry"
+            )
 
     def _op_ping(self, request):
         return {"ok": True, "role": self.node.role()}
