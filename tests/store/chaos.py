@@ -21,7 +21,9 @@ connections that name every node:
   read-only BEGIN DEFERRED transaction): every read, `strong` or `none`, must
   see the total and no negative balance (a snapshot, never half a transfer); a
   `strong` read must also see every insert acknowledged before it started
-  (linearizable reads, the leader lease included).
+  (linearizable reads, the leader lease included);
+* a `none` client writes and reads back at once: it must see its own write,
+  on whichever node it reads after a failover.
 
 At the end every fault is healed and every node must have applied the same
 history: the same SQLite contents on every node, every acknowledged insert
@@ -196,6 +198,25 @@ class Batches(Client):
             self.unknown.append(self.batch)
 
 
+class OwnWrites(Client):
+    """Writes with consistency ``none`` and reads straight back: it must see its own write,
+    whichever node it reads from after a failover."""
+
+    def __init__(self, cluster, name):
+        super().__init__(cluster, name, consistency="none")
+        self.value = 0
+        self.acked = 0
+        self.violations = []
+
+    def step(self, conn):
+        self.value += 1
+        conn.execute("INSERT INTO own (value) VALUES (?)", (self.value,))
+        self.acked = self.value
+        (seen,) = conn.execute("SELECT coalesce(max(value), 0) FROM own").fetchone()
+        if seen < self.acked and len(self.violations) < 10:
+            self.violations.append(f"{self.name} wrote {self.acked} and then read back only up to {seen}")
+
+
 class Auditor(Client):
     def __init__(self, cluster, name, consistency, appender):
         super().__init__(cluster, name, consistency)
@@ -353,6 +374,7 @@ def run(directory, seconds, seed, log=print, pause_between=(0.5, 2.0)):
         # No unique constraint: an insert applied twice must show as a duplicate.
         conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
         conn.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY, batch INTEGER NOT NULL, payload BLOB NOT NULL)")
+        conn.execute("CREATE TABLE own (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
         conn.close()
 
         appender = Appender(cluster, "appender")
@@ -364,6 +386,7 @@ def run(directory, seconds, seed, log=print, pause_between=(0.5, 2.0)):
             appender,
             Auditor(cluster, "auditor-strong", "strong", appender),
             Auditor(cluster, "auditor-none", "none", appender),
+            OwnWrites(cluster, "own-writes-none"),
         ]
         for client in clients:
             client.start()
