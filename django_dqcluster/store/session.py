@@ -878,7 +878,9 @@ class Session:
             ) from None
         except (OSError, wire.ProtocolError) as exc:
             self._drop_forward()
-            raise errors.retryable(_rolled_back_if(f"lost the connection to the leader ({exc})", was_in_tx)) from None
+            raise errors.retryable(
+                _rolled_back_if(f"lost the connection to the leader ({exc})", was_in_tx, otherwise="; retry")
+            ) from None
 
     def _drop_forward(self):
         if self.forward is not None:
@@ -887,9 +889,9 @@ class Session:
         self.forward_in_tx = False
 
 
-def _rolled_back_if(message, was_in_tx):
+def _rolled_back_if(message, was_in_tx, otherwise=""):
     """``message`` about a lost forward connection, saying what became of the transaction it carried."""
-    return message + ("; the open transaction was rolled back, retry it" if was_in_tx else "; retry")
+    return message + ("; the open transaction was rolled back, retry it" if was_in_tx else otherwise)
 
 
 def _raise_entry_error(result):
