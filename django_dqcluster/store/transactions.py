@@ -3,9 +3,9 @@
 On the leader a transaction holds its database's write lock from BEGIN (or,
 deferred, from its first write) until its entry is enqueued, and the next one
 begins once that entry is applied; its statements run on the database's
-scratch connection. :class:`LeaderState` knows every
-open one, so that losing leadership, stopping, or the idle transaction
-timeout can end them from outside their sessions.
+scratch connection. :class:`LeaderState` knows every open one, so that losing
+leadership, stopping, or the idle transaction timeout can end them from
+outside their sessions.
 """
 
 import logging
