@@ -2,9 +2,16 @@
 # Run the example project (README "Set up and run").
 #   ./run_example.sh            the project with its own embedded one-node store (var/example)
 #   ./run_example.sh cluster    a local 3-node store (var/cluster) and the project as its client
+#   ./run_example.sh upgrade [--celery]
+#                               a rolling upgrade of three hosts from v1 to v2 (var/upgrade)
 set -euo pipefail
 cd "$(dirname "$0")"
 PORT="${PORT:-8000}"
+
+if [ "${1:-}" = "upgrade" ]; then
+  shift
+  exec python -m example_project.upgrade_demo "$@"
+fi
 
 if [ "${1:-embedded}" = "cluster" ]; then
   mkdir -p var

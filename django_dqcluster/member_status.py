@@ -13,7 +13,9 @@ from . import gate
 def store_status(alias):
     """The store's ``status()`` through the alias's DB-API connection, if it has one.
 
-    Returns (status dict or None, error text or None).
+    Returns (status dict or None, error text or None). When this host's node
+    follows, the leader's status (asked through it) comes along as
+    ``"leader_status"``: only the leader knows how far every member got.
     """
     connection = connections[alias]
     connection.ensure_connection()
@@ -24,7 +26,16 @@ def store_status(alias):
         value = status()
     except Exception as error:  # noqa: BLE001 - status is best effort, the table is not
         return None, f"{type(error).__name__}: {error}"
-    return (value if isinstance(value, dict) else None), None
+    if not isinstance(value, dict):
+        return None, None
+    if value.get("role") != "leader":
+        try:
+            leader = status(of="leader")
+        except Exception:  # noqa: BLE001 - no leader right now: the others' progress is unknown
+            leader = None
+        if isinstance(leader, dict):
+            value = {**value, "leader_status": leader}
+    return value, None
 
 
 def _store_member(status, address):
@@ -52,9 +63,15 @@ def role_and_lag(status, address):
         return status.get("role") or entry.get("role") or "unknown", applied, lag
     if entry.get("connected") is False:
         return "offline", None, None
+    role = entry.get("role") or "unknown"
+    leader = status.get("leader_status")
+    if leader:
+        # This node follows: how far the others got is the leader's to say.
+        _, applied, lag = role_and_lag(leader, address)
+        return role, applied, lag
     match_index = entry.get("match_index")  # only known when we ask the leader
     lag = commit_index - match_index if isinstance(commit_index, int) and isinstance(match_index, int) else None
-    return entry.get("role") or "unknown", match_index, lag
+    return role, match_index, lag
 
 
 def member_role(status, address, heartbeat, now, is_self):

@@ -81,6 +81,12 @@ else:
 
 # The version gate: what this code adds to the cluster's API, in order.
 DQCLUSTER_API_EXTENSIONS = ["notes"]
+# This host's name in the cluster's nodes table. Unset, it is the node's address
+# from DATABASES, or the host name where that is a loopback address (the same on
+# every host); several "hosts" on one machine (upgrade_demo.py) set it apart.
+DQCLUSTER_NODE_ADDRESS = env("DQCLUSTER_NODE_ADDRESS", default=None)
+# The longest pause between two checks of a waiting migrate --wait or Celery task.
+DQCLUSTER_WAIT_MAX_INTERVAL = env.float("DQCLUSTER_WAIT_MAX_INTERVAL", default=30.0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True

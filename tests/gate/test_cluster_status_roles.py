@@ -41,3 +41,37 @@ def test_a_member_the_store_reports_disconnected_is_offline():
 
 def test_the_leader_is_named_by_the_store():
     assert member_role(FOLLOWER_STATUS, "127.0.0.1:7102", FRESH, NOW, is_self=False)[0] == "leader"
+
+
+# What the same follower's node brings along from the leader (status(of="leader")):
+# only the leader knows how far each member got.
+LEADER_STATUS = {
+    "node": "127.0.0.1:7002", "client": "127.0.0.1:7102", "role": "leader",
+    "commit_index": 41, "applied_index": 41,
+    "members": [
+        {"raft": "127.0.0.1:7001", "client": "127.0.0.1:7101", "role": "follower", "connected": True,
+         "match_index": 41},
+        {"raft": "127.0.0.1:7002", "client": "127.0.0.1:7102", "role": "leader", "connected": True},
+        {"raft": "127.0.0.1:7003", "client": "127.0.0.1:7103", "role": "follower", "connected": True,
+         "match_index": 35},
+    ],
+}
+FOLLOWER_WITH_LEADER = {**FOLLOWER_STATUS, "leader_status": LEADER_STATUS}
+
+
+def test_through_a_follower_the_leaders_progress_comes_from_the_leaders_own_status():
+    assert member_role(FOLLOWER_WITH_LEADER, "127.0.0.1:7102", FRESH, NOW, is_self=False) == ("leader", 41, 0)
+
+
+def test_through_a_follower_another_followers_progress_is_what_the_leader_matched():
+    other = {**FOLLOWER_WITH_LEADER, "members": [
+        {**member, "connected": True} for member in FOLLOWER_STATUS["members"]]}
+    assert member_role(other, "127.0.0.1:7103", FRESH, NOW, is_self=False) == ("follower", 35, 6)
+
+
+def test_this_host_keeps_its_own_nodes_applied_index_when_the_leader_is_asked_too():
+    assert member_role(FOLLOWER_WITH_LEADER, "127.0.0.1:7101", FRESH, NOW, is_self=True) == ("follower", 38, 2)
+
+
+def test_without_the_leaders_status_a_follower_cannot_tell_the_others_progress():
+    assert member_role(FOLLOWER_STATUS, "127.0.0.1:7102", FRESH, NOW, is_self=False) == ("leader", None, None)
