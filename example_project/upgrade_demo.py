@@ -66,6 +66,10 @@ class DemoFailed(Exception):
     """A step did not go as the version gate promises."""
 
 
+class CannotStart(DemoFailed):
+    """Something the demo needs is missing (a broker, a directory of its own)."""
+
+
 class Host:
     """One host: its copy of the project, the node it talks to, the code version it runs."""
 
@@ -168,7 +172,7 @@ def write_note(host, text):
 def prepare_directory(directory):
     if directory.exists():
         if not (directory / MARKER).exists():
-            raise DemoFailed(f"{directory} exists and was not made by this demo: choose another --dir")
+            raise CannotStart(f"{directory} exists and was not made by this demo: choose another --dir")
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     (directory / MARKER).write_text("made by python -m example_project.upgrade_demo; safe to delete\n")
@@ -237,7 +241,21 @@ def show_worker_log(worker_log, words=("cluster gate on", "cluster upgrade on", 
             print(f"    {line.strip()[:300]}")
 
 
+def check_broker(broker):
+    """Fail at once, and clearly, when --celery has no broker to talk to."""
+    from kombu import Connection
+
+    try:
+        with Connection(broker, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as error:  # noqa: BLE001 - kombu's errors depend on the transport
+        raise CannotStart(f"--celery needs a Celery broker at {broker} ({type(error).__name__}: {error}); "
+                         "start Redis (README, 'Set up and run') or pass --broker") from None
+
+
 def run(directory, use_celery, broker):
+    if use_celery:
+        check_broker(broker)
     prepare_directory(directory)
     print(f"Rolling upgrade demo in {directory}: three hosts, a 3-node store on 127.0.0.1")
     cluster = LocalCluster(str(directory / "cluster"), 3, connection_hooks=[SQLITE_FUNCTIONS_HOOK])
@@ -349,6 +367,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         run(Path(args.dir).resolve(), args.celery, args.broker)
+    except CannotStart as problem:
+        print(f"Cannot run the demo: {problem}", file=sys.stderr)
+        return 1
     except DemoFailed as failure:
         print(f"\nThe demo did not go as expected: {failure}", file=sys.stderr)
         return 1

@@ -72,3 +72,16 @@ def test_with_celery_host_as_worker_finishes_the_upgrade_and_notifies_the_others
     for host in ("B", "C"):
         assert f"{host}: " in step5 and f"cluster upgrade notification from {raft['A']}: this host is ready" in step5
     assert "notes.0002_tag is recorded 1 time(s)" in step5
+
+
+def test_a_directory_the_demo_did_not_make_is_left_alone(tmp_path):
+    mine = tmp_path / "upgrade"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("not the demo's")
+    result = subprocess.run(
+        [sys.executable, "-m", "example_project.upgrade_demo", "--dir", str(mine)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"Cannot run the demo: {mine} exists and was not made by this demo" in result.stderr
+    assert (mine / "keep.txt").read_text() == "not the demo's"
