@@ -59,6 +59,12 @@ def client_entry(cluster, node, name="app", **options):
     }
 
 
+def embedded_options(workdir, raft, client, **options):
+    """OPTIONS of an alias whose node runs in this process (data in ``workdir/node``)."""
+    return {"embedded": True, "data_dir": os.path.join(workdir, "node"), "bind": f"127.0.0.1:{raft}",
+            "client": f"127.0.0.1:{client}", **options}
+
+
 def wait_until(predicate, timeout=30.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -74,8 +80,7 @@ def wait_until(predicate, timeout=30.0, what="condition"):
 def embedded(workdir):
     """One embedded node, shared by two aliases; the ORM, transactions, introspection, inspectdb, fixtures."""
     raft, client = free_ports(2)
-    node_options = {"embedded": True, "data_dir": os.path.join(workdir, "node"), "bind": f"127.0.0.1:{raft}",
-                    "client": f"127.0.0.1:{client}"}
+    node_options = embedded_options(workdir, raft, client)
     configure({
         "default": {"ENGINE": "django_dqcluster.backend", "NAME": "app", "OPTIONS": dict(node_options)},
         "other": {"ENGINE": "django_dqcluster.backend", "NAME": "app", "OPTIONS": dict(node_options)},
@@ -392,10 +397,8 @@ def embedded_client_port_taken(workdir):
     squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     squatter.bind(("127.0.0.1", client))
     squatter.listen(1)
-    configure({"default": {"ENGINE": "django_dqcluster.backend", "NAME": "app", "OPTIONS": {
-        "embedded": True, "data_dir": os.path.join(workdir, "node"), "bind": f"127.0.0.1:{raft}",
-        "client": f"127.0.0.1:{client}",
-    }}})
+    configure({"default": {"ENGINE": "django_dqcluster.backend", "NAME": "app",
+                           "OPTIONS": embedded_options(workdir, raft, client)}})
     from django.db import connection
     from django.db.utils import OperationalError
 
@@ -428,10 +431,8 @@ def embedded_client_port_taken(workdir):
 def deferred_transactions(workdir):
     """OPTIONS transaction_mode DEFERRED: atomic() blocks that only read hold no lock (ATOMIC_REQUESTS views)."""
     raft, client = free_ports(2)
-    configure({"default": {"ENGINE": "django_dqcluster.backend", "NAME": "app", "OPTIONS": {
-        "embedded": True, "data_dir": os.path.join(workdir, "node"), "bind": f"127.0.0.1:{raft}",
-        "client": f"127.0.0.1:{client}", "transaction_mode": "DEFERRED",
-    }}})
+    configure({"default": {"ENGINE": "django_dqcluster.backend", "NAME": "app",
+                           "OPTIONS": embedded_options(workdir, raft, client, transaction_mode="DEFERRED")}})
     from django.db import OperationalError, connection, transaction
 
     from django_dqcluster.backend import embedded as embedded_nodes
@@ -482,10 +483,8 @@ def deferred_transactions(workdir):
 def retried_transactions(workdir):
     """retry_transaction: a transaction that failed retryably runs again; nothing else does."""
     raft, client = free_ports(2)
-    configure({"default": {"ENGINE": "django_dqcluster.backend", "NAME": "app", "OPTIONS": {
-        "embedded": True, "data_dir": os.path.join(workdir, "node"), "bind": f"127.0.0.1:{raft}",
-        "client": f"127.0.0.1:{client}", "transaction_mode": "DEFERRED",
-    }}})
+    configure({"default": {"ENGINE": "django_dqcluster.backend", "NAME": "app",
+                           "OPTIONS": embedded_options(workdir, raft, client, transaction_mode="DEFERRED")}})
     from django.db import IntegrityError, OperationalError, connection, transaction
 
     from django_dqcluster import dbapi

@@ -2,7 +2,6 @@
 
 import json
 import os
-import sqlite3
 import threading
 import time
 
@@ -10,6 +9,7 @@ import pytest
 
 from django_dqcluster import dbapi
 
+from .chaos import sqlite_dump
 from .conftest import Writer, followers, rows_on_every_node
 
 pytestmark = [pytest.mark.cluster]
@@ -18,16 +18,6 @@ pytestmark = [pytest.mark.cluster]
 def elections_called(node):
     """The lines of a node's log in which it called an election, each saying why."""
     return [line for line in node.log().splitlines() if "calls an election" in line]
-
-
-def sqlite_dump(node, database="default"):
-    """Everything in a node's SQLite file, read straight from disk."""
-    path = os.path.join(node.data_dir, "db", f"{database}.sqlite3")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
 
 
 def test_replicated_writes_leave_every_sqlite_file_with_the_same_contents(cluster):
