@@ -222,3 +222,21 @@ def test_cluster_status_names_a_transaction_that_holds_the_write_lock(store):
     assert re.search(rf"Write lock of database '{NAME}' held by a transaction of client {address} for \d", text), text
     assert report["write_locks"][NAME]["holder"] == f"a transaction of client {address}"
     assert "Write lock" not in host.run("cluster_status").stdout  # released
+
+
+def test_cluster_status_through_a_follower_shows_how_far_every_member_got(store):
+    cluster = store.cluster
+    leader = cluster.leader()
+    hosts = [store.host(index) for index in range(3)]
+    for host in hosts:
+        host.run("ensure_cluster_schema", expect=0)
+    cluster.wait_converged()
+    follower_host = next(host for host, node in zip(hosts, cluster.nodes) if node is not leader)
+    report = json.loads(follower_host.run("cluster_status", "--json").stdout)
+    members = {m["address"]: m for m in report["members"]}
+    assert members[leader.raft]["role"] == "leader"
+    # Only the leader knows the others' progress: the follower's node asked it.
+    for member in members.values():
+        assert isinstance(member["applied_index"], int) and member["applied_index"] > 0, member
+        assert isinstance(member["lag"], int) and member["lag"] >= 0, member
+    assert "n/a" not in follower_host.run("cluster_status").stdout
