@@ -1,14 +1,13 @@
 from django.db.backends.sqlite3.introspection import DatabaseIntrospection as SQLiteDatabaseIntrospection
 
-#: The store keeps its bookkeeping (applied Raft index, recent entry ids) in
-#: tables with this prefix inside every database file.
-INTERNAL_TABLE_PREFIX = "_dqcluster_"
+from ..store.databases import INTERNAL_TABLE_PREFIX
 
 
 class DatabaseIntrospection(SQLiteDatabaseIntrospection):
     def get_table_list(self, cursor):
-        # Hide the store's own tables from inspectdb, flush, migrate's table
-        # checks and the test runner: they belong to the node, not to Django.
+        # Hide the store's own tables (applied Raft index, recent entry ids)
+        # from inspectdb, flush, migrate's table checks and the test runner:
+        # they belong to the node, not to Django.
         return [
             info for info in super().get_table_list(cursor)
             if not info.name.startswith(INTERNAL_TABLE_PREFIX)

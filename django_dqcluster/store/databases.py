@@ -35,7 +35,10 @@ from .determinism import DeterministicFunctions
 # write two more pages (measured: 170 us -> 77 us per single-INSERT entry).
 # Looking an id up scans at most ENTRY_ID_MEMORY rows, and only after a
 # commit's outcome was lost.
-APPLIED_TABLE = "_dqcluster_applied_entries"
+#: Every table of the store's own inside a database starts so: clients'
+#: introspection and backups leave them out.
+INTERNAL_TABLE_PREFIX = "_dqcluster_"
+APPLIED_TABLE = INTERNAL_TABLE_PREFIX + "applied_entries"
 # How many entry ids each database remembers.
 ENTRY_ID_MEMORY = 10000
 # The layout before APPLIED_TABLE: upgraded the first time a file is opened.

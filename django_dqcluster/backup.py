@@ -1,0 +1,278 @@
+"""Copy a database to a plain SQLite file, and a SQLite file into an empty database.
+
+Replication is not a backup: a ``DROP TABLE`` or a bad migration reaches every
+replica at once. :func:`backup` copies one database of the store, as of one
+moment, into a new SQLite file on this host, which Django's sqlite3 backend
+or the ``sqlite3`` shell can open as it is; :func:`restore` loads such a file
+(or any SQLite database) into a database that has no tables yet, through the
+store's ordinary write path, so every node gets it.
+
+Both speak DB-API to a SQLite-dialect connection in autocommit mode (the
+store's driver, or :mod:`sqlite3` with ``isolation_level=None``), with no
+conversion of values by declared type: rows travel as SQLite stores them.
+The store's own bookkeeping tables (``_dqcluster_*``) are neither copied nor
+restored.
+
+``backup`` reads inside one ``BEGIN DEFERRED`` transaction: on the store, as
+in SQLite, its first read takes a snapshot that every later read sees, and it
+takes no lock, so writers go on while a large database is copied (results come
+a page at a time). The copy is written beside ``path`` and renamed once
+complete: ``path`` holds a whole copy or is left as it was.
+
+``restore`` creates the tables, loads their rows in transactions of about
+``batch_bytes`` (each one log entry on the store), then the AUTOINCREMENT
+counters (``sqlite_sequence``), indexes, triggers and views. Foreign keys are
+off while it loads (tables come in name order, not in dependency order) and
+checked once at the end: what ``PRAGMA foreign_key_check`` finds is returned.
+A restore that fails part way leaves the tables it made: it says which, and
+the next restore refuses until they are dropped.
+"""
+
+import dataclasses
+import os
+import sqlite3
+
+from .store.databases import INTERNAL_TABLE_PREFIX
+
+DEFAULT_BATCH_BYTES = 1 << 20
+FETCH_ROWS = 1000
+
+
+class BackupError(Exception):
+    """A backup or restore that cannot be done (the message says why); nothing was changed."""
+
+
+class RestoreInterrupted(BackupError):
+    """A restore failed part way; ``created`` names the tables it had made."""
+
+    def __init__(self, message, created):
+        super().__init__(message)
+        self.created = created
+
+
+@dataclasses.dataclass
+class CopyReport:
+    """What was copied: rows per table, and the schema objects besides tables."""
+
+    tables: dict = dataclasses.field(default_factory=dict)
+    indexes: int = 0
+    triggers: int = 0
+    views: int = 0
+    foreign_key_violations: list = dataclasses.field(default_factory=list)
+
+    @property
+    def rows(self):
+        return sum(self.tables.values())
+
+
+def _quote(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _is_internal(name):
+    return name.startswith("sqlite_") or name.startswith(INTERNAL_TABLE_PREFIX)
+
+
+def _fetch_all(conn, sql, params=()):
+    cursor = conn.cursor()
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def read_schema(conn):
+    """[(type, name, table, sql)] of the user's objects, in creation order; refuses virtual tables."""
+    rows = _fetch_all(
+        conn, "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid"
+    )
+    schema = [row for row in rows if not _is_internal(row[1]) and not _is_internal(row[2])]
+    for kind, name, _, sql in schema:
+        if kind == "table" and sql.lstrip()[:14].upper().startswith("CREATE VIRTUAL"):
+            raise BackupError(
+                f"table {name!r} is a virtual table (CREATE VIRTUAL TABLE), whose contents live in "
+                "module-specific shadow tables this copy does not handle; use manage.py dumpdata"
+            )
+    return schema
+
+
+def stored_columns(conn, table):
+    """The columns a row of ``table`` stores (generated columns are computed, not copied)."""
+    # table_xinfo's "hidden": 0 an ordinary column, 2 and 3 generated ones.
+    return [row[1] for row in _fetch_all(conn, f"PRAGMA table_xinfo({_quote(table)})") if row[6] == 0]
+
+
+def _copy_rows(source, table, columns, write_batch, batch_bytes):
+    """Read ``table`` from ``source`` a page at a time; hand batches of about ``batch_bytes`` on."""
+    column_list = ", ".join(_quote(column) for column in columns)
+    cursor = source.cursor()
+    copied = 0
+    try:
+        cursor.execute(f"SELECT {column_list} FROM {_quote(table)}")
+        batch, size = [], 0
+        while True:
+            rows = cursor.fetchmany(FETCH_ROWS)
+            for row in rows:
+                batch.append(tuple(row))
+                size += sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in row)
+                if size >= batch_bytes:
+                    write_batch(batch)
+                    copied += len(batch)
+                    batch, size = [], 0
+            if len(rows) < FETCH_ROWS:
+                break
+        if batch:
+            write_batch(batch)
+            copied += len(batch)
+    finally:
+        cursor.close()
+    return copied
+
+
+def _insert_sql(table, columns):
+    placeholders = ", ".join("?" for _ in columns)
+    return f"INSERT INTO {_quote(table)} ({', '.join(_quote(c) for c in columns)}) VALUES ({placeholders})"
+
+
+def _sequences(conn):
+    """The AUTOINCREMENT counters (rows of sqlite_sequence, which exists once such a table does)."""
+    if not _fetch_all(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'"):
+        return []
+    return [tuple(row) for row in _fetch_all(conn, "SELECT name, seq FROM sqlite_sequence") if not _is_internal(row[0])]
+
+
+def backup(source, path, *, progress=None):
+    """Copy ``source``'s database, as of one moment, into a new SQLite file at ``path``.
+
+    ``progress(table, rows)`` is called after each table. Returns a :class:`CopyReport`.
+    """
+    partial = f"{path}.partial"
+    if os.path.exists(partial):
+        os.remove(partial)
+    target = sqlite3.connect(partial, isolation_level=None)
+    report = CopyReport()
+    try:
+        target.execute("PRAGMA journal_mode = OFF")  # a new file nobody else reads until it is renamed
+        target.execute("BEGIN")
+        source.execute("BEGIN DEFERRED")
+        try:
+            schema = read_schema(source)
+            for kind, name, _, sql in schema:
+                if kind == "table":
+                    target.execute(sql)
+            for kind, name, _, sql in schema:
+                if kind != "table":
+                    continue
+                columns = stored_columns(source, name)
+                insert = _insert_sql(name, columns)
+                report.tables[name] = _copy_rows(
+                    source, name, columns, lambda batch, insert=insert: target.executemany(insert, batch),
+                    DEFAULT_BATCH_BYTES,
+                )
+                if progress is not None:
+                    progress(name, report.tables[name])
+            sequences = _sequences(source)
+        finally:
+            source.execute("ROLLBACK")  # it only read
+        if sequences:
+            target.execute("DELETE FROM sqlite_sequence")
+            target.executemany("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", sequences)
+        _create_others(target, schema, report)
+        target.execute("COMMIT")
+    except BaseException:
+        target.close()
+        os.remove(partial)
+        raise
+    target.close()
+    os.replace(partial, path)
+    return report
+
+
+def _create_others(conn, schema, report):
+    """Indexes, triggers and views, once the rows are in (faster, and triggers must not fire on them)."""
+    counters = {"index": "indexes", "trigger": "triggers", "view": "views"}
+    for kind, _, _, sql in schema:
+        if kind in counters:
+            conn.execute(sql)
+            setattr(report, counters[kind], getattr(report, counters[kind]) + 1)
+
+
+def user_tables(conn):
+    return [name for kind, name, _, _ in read_schema(conn) if kind == "table"]
+
+
+def restore(target, path, *, batch_bytes=DEFAULT_BATCH_BYTES, progress=None):
+    """Load the SQLite file at ``path`` into ``target``'s database, which must have no tables.
+
+    ``progress(table, rows)`` is called after each table. Returns a :class:`CopyReport`
+    whose ``foreign_key_violations`` lists what ``PRAGMA foreign_key_check`` found.
+    """
+    if not os.path.isfile(path):
+        raise BackupError(f"{path} is not a file")
+    source = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True, isolation_level=None)
+    try:
+        try:
+            schema = read_schema(source)
+        except sqlite3.DatabaseError as error:
+            raise BackupError(f"{path} is not a SQLite database ({error})") from None
+        existing = user_tables(target)
+        if existing:
+            shown = ", ".join(existing[:10]) + (f" and {len(existing) - 10} more" if len(existing) > 10 else "")
+            raise BackupError(
+                f"the database already has {len(existing)} table(s) ({shown}); restore only into an empty "
+                "database (drop those tables first, or restore under another NAME)"
+            )
+        return _load(source, target, schema, batch_bytes, progress)
+    finally:
+        source.close()
+
+
+def _load(source, target, schema, batch_bytes, progress):
+    report = CopyReport()
+    created = []
+    (foreign_keys,) = _fetch_all(target, "PRAGMA foreign_keys")[0]
+    target.execute("PRAGMA foreign_keys = OFF")
+    try:
+        for kind, name, _, sql in schema:
+            if kind == "table":
+                target.execute(sql)
+                created.append(name)
+        for kind, name, _, sql in schema:
+            if kind != "table":
+                continue
+            columns = stored_columns(source, name)
+            insert = _insert_sql(name, columns)
+
+            def write_batch(batch, insert=insert):
+                target.execute("BEGIN")
+                try:
+                    target.executemany(insert, batch)
+                except BaseException:
+                    target.execute("ROLLBACK")
+                    raise
+                target.execute("COMMIT")
+
+            report.tables[name] = _copy_rows(source, name, columns, write_batch, batch_bytes)
+            if progress is not None:
+                progress(name, report.tables[name])
+        sequences = _sequences(source)
+        if sequences:
+            target.execute("BEGIN")
+            target.execute("DELETE FROM sqlite_sequence")
+            target.executemany("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", sequences)
+            target.execute("COMMIT")
+        _create_others(target, schema, report)
+        report.foreign_key_violations = [tuple(row) for row in _fetch_all(target, "PRAGMA foreign_key_check")]
+    except Exception as error:
+        raise RestoreInterrupted(
+            f"the restore stopped ({type(error).__name__}: {error}); it had created {len(created)} table(s): "
+            f"{', '.join(created) or 'none'}. Drop them before restoring again.",
+            created,
+        ) from error
+    finally:
+        try:
+            target.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+        except Exception:  # noqa: BLE001 - the connection may be the reason we stopped
+            pass
+    return report

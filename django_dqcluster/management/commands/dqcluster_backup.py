@@ -1,0 +1,81 @@
+"""``manage.py dqcluster_backup PATH``: copy a database, as of one moment, into a SQLite file.
+
+Online: the copy reads one snapshot (a ``BEGIN DEFERRED`` transaction that
+takes no lock), so the site keeps writing meanwhile. The file is a plain
+SQLite database (Django's sqlite3 backend and the ``sqlite3`` shell open it)
+and ``dqcluster_restore`` loads it into an empty database, on this cluster or
+another. Works for Django's sqlite3 backend too; PostgreSQL has pg_dump.
+"""
+
+import os
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from ...backup import BackupError, backup
+from ...gate import DQCLUSTER_ENGINE
+from .ensure_cluster_schema import check_alias
+
+
+def copy_connection(alias):
+    """A new DB-API connection of ``alias`` for copying: autocommit, values as stored, strong reads."""
+    check_alias(alias)
+    connection = connections[alias]
+    if connection.vendor != "sqlite":
+        raise CommandError(
+            f"database {alias!r} is {connection.vendor}, not SQLite or the dqcluster store: use its own "
+            "tools (pg_dump and pg_restore for PostgreSQL)"
+        )
+    params = connection.get_connection_params()
+    params["detect_types"] = 0  # rows travel as SQLite stores them, not converted to Python dates
+    if connection.settings_dict.get("ENGINE") == DQCLUSTER_ENGINE:
+        params["consistency"] = "strong"  # a backup misses no acknowledged write
+        params.pop("local_reads", None)
+    raw = connection.get_new_connection(params)
+    raw.isolation_level = None
+    return raw
+
+
+def describe(report):
+    return (f"{len(report.tables)} table(s), {report.rows:,} row(s), {report.indexes} index(es), "
+            f"{report.triggers} trigger(s), {report.views} view(s)")
+
+
+class Command(BaseCommand):
+    help = "Copy a database, as of one moment and without stopping writers, into a new SQLite file."
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument("path", help="The SQLite file to write (replaced only once the copy is whole).")
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS,
+                            help='The database alias to copy (default: "default").')
+
+    def handle(self, *args, **options):
+        alias, path, verbosity = options["database"], options["path"], options["verbosity"]
+        if os.path.isdir(path):
+            raise CommandError(f"{path} is a directory; name the file to write")
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise CommandError(f"cannot write {path}: no directory {directory}")
+        raw = copy_connection(alias)
+        name = connections[alias].settings_dict.get("NAME")
+        if verbosity >= 1:
+            self.stdout.write(f"Copying database {name!r} (alias {alias!r}) to {path}, as of one moment...")
+
+        def progress(table, rows):
+            if verbosity >= 2:
+                self.stdout.write(f"  {table}: {rows:,} row(s)")
+
+        started = time.monotonic()
+        try:
+            report = backup(raw, path, progress=progress)
+        except BackupError as error:
+            raise CommandError(f"backup of {alias!r} failed: {error}; {path} was not written") from None
+        finally:
+            raw.close()
+        if verbosity >= 1:
+            size = os.path.getsize(path)
+            self.stdout.write(self.style.SUCCESS(
+                f"Wrote {path}: {describe(report)}, {size / 1e6:.1f} MB in {time.monotonic() - started:.1f}s."
+            ))
