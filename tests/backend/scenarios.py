@@ -736,10 +736,79 @@ def orm_under_faults(workdir):
         cluster.kill()
 
 
+def backup_and_restore(workdir):
+    """manage.py dqcluster_backup, then dqcluster_restore of its file under another NAME."""
+    raft, client = free_ports(2)
+    options = embedded_options(workdir, raft, client)
+    configure({
+        "default": {"ENGINE": "django_dqcluster.backend", "NAME": "app", "OPTIONS": dict(options)},
+        "other": {"ENGINE": "django_dqcluster.backend", "NAME": "restored", "OPTIONS": dict(options)},
+        "moved": {"ENGINE": "django_dqcluster.backend", "NAME": "moved", "OPTIONS": dict(options)},
+        "plain": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(workdir, "plain.sqlite3")},
+    })
+    import datetime
+    import io
+    import sqlite3
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connections
+
+    from django_dqcluster.backend import embedded as embedded_nodes
+    from tests.backend.bapp.models import Item
+
+    call_command("migrate", run_syncdb=True, verbosity=0)
+    Item.objects.bulk_create([Item(name=f"item {i}", value=i, created=datetime.date(2026, 1, 1 + i % 28))
+                              for i in range(500)])
+    path = os.path.join(workdir, "app.sqlite3")
+    out = io.StringIO()
+    call_command("dqcluster_backup", path, stdout=out, verbosity=2)
+    assert f"Wrote {path}:" in out.getvalue() and "bapp_item: 500 row(s)" in out.getvalue(), out.getvalue()
+    # A plain SQLite file, dates as SQLite stores them (not as the driver would convert them).
+    copy = sqlite3.connect(path)
+    assert copy.execute("SELECT count(*), min(created) FROM bapp_item").fetchone() == (500, "2026-01-01")
+    assert not copy.execute("SELECT name FROM sqlite_master WHERE name LIKE '_dqcluster_%'").fetchall()
+    copy.close()
+
+    out = io.StringIO()
+    call_command("dqcluster_restore", path, database="other", stdout=out)
+    assert "Restored " in out.getvalue(), out.getvalue()
+    assert "lists 1 cluster member(s) in its version-gate table" in out.getvalue(), out.getvalue()
+    fields = ("id", "name", "value", "created")
+    assert (list(Item.objects.using("other").order_by("id").values_list(*fields))
+            == list(Item.objects.order_by("id").values_list(*fields)))
+    assert Item.objects.using("other").create(name="after the restore").pk == 501
+    for command, args, kwargs, expected in (
+        ("dqcluster_restore", [path], {"database": "other"}, "already has"),
+        ("dqcluster_backup", [workdir], {}, "is a directory"),
+        ("dqcluster_backup", [path], {"database": "nope"}, "Unknown database alias 'nope'"),
+    ):
+        try:
+            call_command(command, *args, stdout=io.StringIO(), **kwargs)
+        except CommandError as error:
+            assert expected in str(error), (command, error)
+        else:
+            raise AssertionError(f"{command} {args} {kwargs} did not fail")
+
+    # A project on Django's sqlite3 backend moves onto the store: back up its file
+    # (the command works there too), restore it into the store.
+    call_command("migrate", database="plain", run_syncdb=True, verbosity=0)
+    Item.objects.using("plain").create(name="from plain sqlite", created=datetime.date(2025, 5, 5))
+    plain_copy = os.path.join(workdir, "plain-copy.sqlite3")
+    call_command("dqcluster_backup", plain_copy, database="plain", stdout=io.StringIO())
+    call_command("dqcluster_restore", plain_copy, database="moved", stdout=io.StringIO())
+    assert list(Item.objects.using("moved").values_list("name", "created")) == [
+        ("from plain sqlite", datetime.date(2025, 5, 5))]
+    for alias in ("default", "other", "moved", "plain"):
+        connections[alias].close()
+    embedded_nodes.stop_all()
+    print("backup_and_restore OK")
+
+
 SCENARIOS = {f.__name__: f for f in (embedded, embedded_client_port_taken, three_nodes, failover_between_requests,
                                      transaction_interrupted, consistency, deferred_transactions,
                                      retried_transactions, retry_after_failover, retry_on_postgresql,
-                                     orm_under_faults)}
+                                     orm_under_faults, backup_and_restore)}
 
 if __name__ == "__main__":
     name, workdir = sys.argv[1], sys.argv[2]

@@ -73,3 +73,7 @@ def test_retry_transaction_retries_postgresql_serialization_failures(tmp_path):
 @pytest.mark.slow
 def test_orm_transfers_under_random_faults_keep_every_total(tmp_path):
     assert "orm_under_faults OK" in run_scenario("orm_under_faults", tmp_path)
+
+
+def test_dqcluster_backup_and_restore_commands_copy_a_database_under_another_name(tmp_path):
+    assert "backup_and_restore OK" in run_scenario("backup_and_restore", tmp_path)
