@@ -805,10 +805,73 @@ def backup_and_restore(workdir):
     print("backup_and_restore OK")
 
 
+def member_removal(workdir):
+    """manage.py dqcluster_members: a dead host leaves the store and the version gate; a live one is refused."""
+    cluster = start_cluster(workdir)
+    try:
+        leader = cluster.leader()
+        here, victim = [node for node in cluster.nodes if node is not leader]
+        configure({"default": client_entry(cluster, here)})
+        import io
+        import json
+
+        from django.core.management import call_command
+        from django.core.management.base import CommandError
+        from django.test.utils import override_settings
+
+        from django_dqcluster import gate
+        from tests.backend.bapp.models import Item
+
+        def members(*args, **kwargs):
+            out = io.StringIO()
+            call_command("dqcluster_members", *args, stdout=out, **kwargs)
+            return out.getvalue()
+
+        def refused(expected, *args, **kwargs):
+            try:
+                members(*args, **kwargs)
+            except CommandError as error:
+                assert expected in str(error), (expected, error)
+            else:
+                raise AssertionError(f"dqcluster_members {args} {kwargs} did not fail")
+
+        create_tables()
+        for node in cluster.nodes:  # every host registered with the gate, under its node's Raft address
+            with override_settings(DQCLUSTER_NODE_ADDRESS=node.raft):
+                call_command("ensure_cluster_schema", stdout=io.StringIO())
+        listing = members()
+        assert "3 member(s); a majority is 2; leader " + leader.raft in listing, listing
+        assert f"{here.raft}  client {here.client}  follower, connected [this host's node]" in listing, listing
+
+        refused("is this host's own node", remove=here.raft, interactive=False)
+        refused("the leader still hears from " + victim.raft, remove=victim.client, interactive=False)
+        refused("127.0.0.9:1 is not a member of the store", remove="127.0.0.9:1", interactive=False)
+        assert len(json.loads(members(json=True))["members"]) == 3  # nothing changed
+
+        victim.kill()
+        cluster.wait_for(lambda: not {m["raft"]: m["connected"] for m in json.loads(members(json=True))["members"]}[
+            victim.raft], 30, "the leader to stop hearing from the dead member")
+        removed = members(remove=victim.raft, interactive=False)
+        assert f"Removed {victim.raft} from the store." in removed, removed
+        assert f"Removed {victim.raft} from the version gate's members." in removed, removed
+        assert "2 member(s); a majority is 2" in removed, removed
+        assert victim.raft not in removed.split("Removed")[-1].split("\n", 1)[1], removed
+        for node in (leader, here):
+            cluster.wait_for(lambda: sorted(m["raft"] for m in node.status()["members"]) == sorted(
+                [leader.raft, here.raft]), 10, f"node{node.index} to drop the removed member")
+        # The two go on committing, and the gate no longer waits for the dead host.
+        Item.objects.create(name="after the removal")
+        assert Item.objects.filter(name="after the removal").count() == 1
+        assert sorted(address for address, _, _ in gate.read_members("default")) == sorted([leader.raft, here.raft])
+        print("member_removal OK")
+    finally:
+        cluster.kill()
+
+
 SCENARIOS = {f.__name__: f for f in (embedded, embedded_client_port_taken, three_nodes, failover_between_requests,
                                      transaction_interrupted, consistency, deferred_transactions,
                                      retried_transactions, retry_after_failover, retry_on_postgresql,
-                                     orm_under_faults, backup_and_restore)}
+                                     orm_under_faults, backup_and_restore, member_removal)}
 
 if __name__ == "__main__":
     name, workdir = sys.argv[1], sys.argv[2]

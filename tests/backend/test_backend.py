@@ -77,3 +77,9 @@ def test_orm_transfers_under_random_faults_keep_every_total(tmp_path):
 
 def test_dqcluster_backup_and_restore_commands_copy_a_database_under_another_name(tmp_path):
     assert "backup_and_restore OK" in run_scenario("backup_and_restore", tmp_path)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_dqcluster_members_removes_a_dead_host_from_the_store_and_the_gate_and_refuses_a_live_one(tmp_path):
+    assert "member_removal OK" in run_scenario("member_removal", tmp_path)
