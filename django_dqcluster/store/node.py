@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 
@@ -72,6 +73,7 @@ class Node:
         # Before anything reads or writes the journal or the databases.
         self._datadir_lock.acquire(self.config.bind, self.config.client)
         try:
+            self._check_raft_port()
             peers = self._start_engine()
         except BaseException:
             self._datadir_lock.release()
@@ -99,6 +101,20 @@ class Node:
         logger.info("node %s started (client %s, data %s)", self.config.bind, self.config.client, self.config.data_dir)
         return self
 
+    def _check_raft_port(self):
+        """Fail now, naming the address, if another process holds the Raft port.
+
+        pysyncobj retries a failed bind forever and says nothing: the node
+        would serve its clients and never hear from its peers.
+        """
+        host, port = wire.parse_host_port(self.config.bind)
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as pysyncobj binds it
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen for Raft on {self.config.bind}: {exc.strerror}") from None
+
     def _start_engine(self):
         """Create the Raft engine (it opens the journal and starts ticking); returns its peers."""
         peers = list(self.config.peers)
@@ -113,6 +129,7 @@ class Node:
             deserializer=lambda filename: self.state_machine.read_snapshot(filename, raft.make_node),
             on_state_changed=self._on_state_changed,
             election_timeout=self.config.election_timeout,
+            bind_address="{}:{}".format(*wire.parse_host_port(self.config.bind)),
         )
         extra = {"transportClass": self._transport_class} if self._transport_class else {}
         self.engine = self._engine_class(

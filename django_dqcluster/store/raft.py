@@ -819,11 +819,18 @@ class SafeSyncObj(SyncObj):
 
 
 def make_conf(*, journal_file, dump_file, serializer, deserializer, on_state_changed,
-              election_timeout, dynamic_membership=True):
-    """pysyncobj settings that matter (design/engine-evaluation.md)."""
+              election_timeout, bind_address=None, dynamic_membership=True):
+    """pysyncobj settings that matter (design/engine-evaluation.md).
+
+    ``bind_address``: where the Raft port listens, "HOST:PORT" (IPv6 hosts
+    unbracketed). Without it pysyncobj listens on every interface
+    (0.0.0.0) at the node's port, whatever host its address names: a node
+    configured for 127.0.0.1 would take Raft connections from the network.
+    """
     low, high = election_timeout
     heartbeat = min(0.1, low / 4)
     return SyncObjConf(
+        bindAddress=bind_address,
         # No password: SafeSyncObj seals messages itself (secret=, see cipher.py).
         # With batching on, a synchronous write waits up to 100 ms for the
         # next batch: ~10 commits/s instead of ~1000.

@@ -92,3 +92,35 @@ def test_the_node_command_says_why_it_cannot_start_instead_of_a_traceback(tmp_pa
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "is in use by the node of pid" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_taken_raft_port_is_named_and_nothing_is_left_running(tmp_path):
+    raft, client = free_ports(2)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", raft))
+        squatter.listen(1)
+        node = Node(config(tmp_path, raft, client))
+        # pysyncobj alone would retry the bind forever, in silence, while the
+        # node served clients and never reached its peers.
+        with pytest.raises(OSError, match=f"cannot listen for Raft on 127.0.0.1:{raft}"):
+            node.start()
+        assert node.engine is None and node.server is None
+    Node(config(tmp_path, raft, client)).start().stop()  # the data dir and both ports are free again
+
+
+def test_a_node_listens_only_on_the_addresses_it_was_given(tmp_path):
+    raft, client = free_ports(2)
+    node = Node(config(tmp_path, raft, client)).start()
+    try:
+        node.wait_ready(15)
+        for port in (raft, client):
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass
+            # Another address of this machine (still loopback, so no traffic
+            # leaves it): nothing listens there. pysyncobj binds the Raft port
+            # on every interface unless told where.
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.2", port), timeout=5).close()
+    finally:
+        node.stop()
