@@ -806,7 +806,7 @@ def backup_and_restore(workdir):
 
 
 def member_removal(workdir):
-    """manage.py dqcluster_members: a dead host leaves the store and the version gate; a live one is refused."""
+    """manage.py dqcluster_members: a dead host leaves the store and the gate (a live one is refused); a new one joins."""
     cluster = start_cluster(workdir)
     try:
         leader = cluster.leader()
@@ -863,6 +863,23 @@ def member_removal(workdir):
         Item.objects.create(name="after the removal")
         assert Item.objects.filter(name="after the removal").count() == 1
         assert sorted(address for address, _, _ in gate.read_members("default")) == sorted([leader.raft, here.raft])
+
+        # A new host: added first (from here), then its node starts with the members as peers.
+        newcomer = cluster._new_node()
+        added = members(add=newcomer.raft, client=newcomer.client)
+        assert f"Added {newcomer.raft} (client {newcomer.client}). Start its node now" in added, added
+        assert "3 member(s); a majority is 2" in added, added
+        refused("is already a member", add=newcomer.raft)
+        refused("--client goes with --add", client="127.0.0.1:1")
+        newcomer.start(peers=[leader.raft, here.raft])
+        cluster.wait_for(lambda: all(m["connected"] for m in json.loads(members(json=True))["members"]), 30,
+                         "the leader to hear from the new member")
+        Item.objects.create(name="after the addition")
+        cluster.wait_converged()
+        replica = newcomer.connect(database="app", consistency="none")
+        assert sorted(row[0] for row in replica.execute("SELECT name FROM bapp_item").fetchall()) == [
+            "after the addition", "after the removal"]
+        replica.close()
         print("member_removal OK")
     finally:
         cluster.kill()

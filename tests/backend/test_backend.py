@@ -81,5 +81,5 @@ def test_dqcluster_backup_and_restore_commands_copy_a_database_under_another_nam
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_dqcluster_members_removes_a_dead_host_from_the_store_and_the_gate_and_refuses_a_live_one(tmp_path):
+def test_dqcluster_members_removes_a_dead_host_refuses_a_live_one_and_adds_a_new_one(tmp_path):
     assert "member_removal OK" in run_scenario("member_removal", tmp_path)

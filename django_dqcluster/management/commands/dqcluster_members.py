@@ -1,11 +1,18 @@
-"""``manage.py dqcluster_members``: the store's Raft members; ``--remove`` one that is gone for good.
+"""``manage.py dqcluster_members``: the store's Raft members; add a host, or remove one gone for good.
+
+``--add RAFT_ADDRESS [--client CLIENT_ADDRESS]`` makes a new host a member,
+through the leader, before its node first starts (with ``peers`` naming the
+current members): the way in when the members' client addresses are on
+loopback, out of the new host's reach (``dqcluster_node --join`` needs one it
+can reach). Until that node runs, the cluster counts a member that does not
+answer, so start it next.
 
 A host that died and will not come back stays a member of the store until it
 is removed: the cluster keeps needing a majority that counts it, and the
 version gate keeps waiting for its row. ``--remove ADDRESS`` (its Raft or
 client address) takes it out of both, through the leader. It refuses this
 host's own node, and a member the leader still hears from (stop its node
-first, or pass ``--force``). A new host joins with ``dqcluster_node --join``.
+first, or pass ``--force``).
 """
 
 import json
@@ -16,6 +23,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db import Error as DBError
 
 from ... import gate
+from ...wire import parse_address, parse_host_port
 from .ensure_cluster_schema import check_alias
 
 
@@ -46,7 +54,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS,
                             help='The database alias whose store to ask (default: "default").')
-        parser.add_argument("--remove", metavar="ADDRESS",
+        change = parser.add_mutually_exclusive_group()
+        change.add_argument("--add", metavar="RAFT_ADDRESS",
+                            help="Make a new host's node a member (start that node next, with peers).")
+        parser.add_argument("--client", metavar="CLIENT_ADDRESS",
+                            help="With --add: where the new node listens for clients (default: Raft port + 1).")
+        change.add_argument("--remove", metavar="ADDRESS",
                             help="Remove this member (its Raft or client address) from the store and the version gate.")
         parser.add_argument("--force", action="store_true",
                             help="Remove the member even though the leader still hears from it.")
@@ -60,8 +73,13 @@ class Command(BaseCommand):
         try:
             status = raw.status()
             view = leader_view(raw, status)
-            if options["remove"]:
+            if options["client"] and not options["add"]:
+                raise CommandError("--client goes with --add")
+            if options["add"]:
+                self.add(raw, status, options)
+            elif options["remove"]:
                 self.remove(alias, raw, status, view, options)
+            if options["add"] or options["remove"]:
                 status = raw.status()
                 view = leader_view(raw, status)
         except DBError as error:
@@ -81,6 +99,24 @@ class Command(BaseCommand):
             state = "connected" if member["connected"] else "not heard from"
             mark = " [this host's node]" if member["this_host"] else ""
             self.stdout.write(f"  {member['raft']}  client {member['client']}  {member['role']}, {state}{mark}")
+
+    def add(self, raw, status, options):
+        raft = options["add"]
+        try:
+            host, port = parse_host_port(raft)
+            client = options["client"] or f"{raft.rsplit(':', 1)[0]}:{port + 1}"
+            parse_address(client)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        for member in status.get("members", []):
+            if raft in (member["raft"], member["client"]) or client == member["client"]:
+                raise CommandError(f"{member['raft']} (client {member['client']}) is already a member")
+        raw.add_member(raft, client)
+        peers = ",".join(m["raft"] for m in status.get("members", []))
+        self.stdout.write(self.style.WARNING(
+            f"Added {raft} (client {client}). Start its node now, with peers {peers} (and bind {raft}): "
+            "until it runs, the cluster counts a member that does not answer."
+        ))
 
     def remove(self, alias, raw, status, view, options):
         address = options["remove"]
