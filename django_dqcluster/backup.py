@@ -158,20 +158,8 @@ def backup(source, path, *, progress=None):
         source.execute("BEGIN DEFERRED")
         try:
             schema = read_schema(source)
-            for kind, name, _, sql in schema:
-                if kind == "table":
-                    target.execute(sql)
-            for kind, name, _, sql in schema:
-                if kind != "table":
-                    continue
-                columns = stored_columns(source, name)
-                insert = _insert_sql(name, columns)
-                report.tables[name] = _copy_rows(
-                    source, name, columns, lambda batch, insert=insert: target.executemany(insert, batch),
-                    DEFAULT_BATCH_BYTES,
-                )
-                if progress is not None:
-                    progress(name, report.tables[name])
+            # One transaction on the new file: its batches need no more.
+            _copy_tables(source, target, schema, target.executemany, DEFAULT_BATCH_BYTES, report, progress, [])
             sequences = _sequences(source)
         finally:
             source.execute("ROLLBACK")  # it only read
@@ -187,6 +175,27 @@ def backup(source, path, *, progress=None):
     target.close()
     os.replace(partial, path)
     return report
+
+
+def _copy_tables(source, target, schema, write_batch, batch_bytes, report, progress, created):
+    """Create the tables of ``schema`` in ``target`` (appending each to ``created``), then copy their rows.
+
+    ``write_batch(insert_sql, rows)`` writes one batch of about ``batch_bytes``.
+    """
+    for kind, name, _, sql in schema:
+        if kind == "table":
+            target.execute(sql)
+            created.append(name)
+    for kind, name, _, _ in schema:
+        if kind != "table":
+            continue
+        columns = stored_columns(source, name)
+        insert = _insert_sql(name, columns)
+        report.tables[name] = _copy_rows(
+            source, name, columns, lambda batch, insert=insert: write_batch(insert, batch), batch_bytes,
+        )
+        if progress is not None:
+            progress(name, report.tables[name])
 
 
 def _create_others(conn, schema, report):
@@ -233,29 +242,18 @@ def _load(source, target, schema, batch_bytes, progress):
     created = []
     (foreign_keys,) = _fetch_all(target, "PRAGMA foreign_keys")[0]
     target.execute("PRAGMA foreign_keys = OFF")
+
+    def write_batch(insert, batch):  # one transaction, one log entry on the store
+        target.execute("BEGIN")
+        try:
+            target.executemany(insert, batch)
+        except BaseException:
+            target.execute("ROLLBACK")
+            raise
+        target.execute("COMMIT")
+
     try:
-        for kind, name, _, sql in schema:
-            if kind == "table":
-                target.execute(sql)
-                created.append(name)
-        for kind, name, _, sql in schema:
-            if kind != "table":
-                continue
-            columns = stored_columns(source, name)
-            insert = _insert_sql(name, columns)
-
-            def write_batch(batch, insert=insert):
-                target.execute("BEGIN")
-                try:
-                    target.executemany(insert, batch)
-                except BaseException:
-                    target.execute("ROLLBACK")
-                    raise
-                target.execute("COMMIT")
-
-            report.tables[name] = _copy_rows(source, name, columns, write_batch, batch_bytes)
-            if progress is not None:
-                progress(name, report.tables[name])
+        _copy_tables(source, target, schema, write_batch, batch_bytes, report, progress, created)
         sequences = _sequences(source)
         if sequences:
             target.execute("BEGIN")

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from django_dqcluster import dbapi
-from django_dqcluster.backup import BackupError, backup, restore
+from django_dqcluster.backup import BackupError, RestoreInterrupted, backup, restore
 from django_dqcluster.store.local_cluster import LocalCluster
 
 from .store.conftest import rows_on_every_node, start_embedded_node
@@ -111,6 +111,35 @@ def test_foreign_key_violations_the_file_had_are_reported_not_hidden(tmp_path):
     report = restore(target, str(tmp_path / "source.sqlite3"))
     assert [(table, rowid, parent) for table, rowid, parent, _ in report.foreign_key_violations] == [
         ("book", 999, "author")]
+
+
+class FailingAfter:
+    """A sqlite3 connection whose writes of rows fail after ``batches`` batches (a lost node, say)."""
+
+    def __init__(self, conn, batches):
+        self._conn, self._left = conn, batches
+
+    def executemany(self, sql, rows):
+        if self._left == 0:
+            raise sqlite3.OperationalError("the node went away")
+        self._left -= 1
+        return self._conn.executemany(sql, rows)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_a_restore_that_stops_part_way_names_the_tables_it_made_and_rolls_back_its_last_batch(tmp_path):
+    source = sqlite_connection(str(tmp_path / "source.sqlite3"))
+    fill(source)
+    target = sqlite_connection(str(tmp_path / "target.sqlite3"))
+    with pytest.raises(RestoreInterrupted, match=r"the restore stopped \(OperationalError: the node went away\); "
+                                                 r"it had created 3 table\(s\): author, book, audit\. Drop them") as failure:
+        restore(FailingAfter(target, batches=2), str(tmp_path / "source.sqlite3"), batch_bytes=2000)
+    assert failure.value.created == ["author", "book", "audit"]
+    assert not target.in_transaction
+    assert target.execute("SELECT count(*) FROM author").fetchone()[0] < 299  # two batches, no more
+    assert target.execute("PRAGMA foreign_keys").fetchone() == (0,)  # as it was before
 
 
 def test_virtual_tables_are_refused_by_name_and_nothing_is_written(tmp_path):

@@ -37,6 +37,15 @@ def copy_connection(alias):
     return raw
 
 
+def table_progress(command, verbosity):
+    """What the copy calls after each table: a line per table at verbosity 2."""
+    def progress(table, rows):
+        if verbosity >= 2:
+            command.stdout.write(f"  {table}: {rows:,} row(s)")
+
+    return progress
+
+
 def describe(report):
     return (f"{len(report.tables)} table(s), {report.rows:,} row(s), {report.indexes} index(es), "
             f"{report.triggers} trigger(s), {report.views} view(s)")
@@ -63,13 +72,9 @@ class Command(BaseCommand):
         if verbosity >= 1:
             self.stdout.write(f"Copying database {name!r} (alias {alias!r}) to {path}, as of one moment...")
 
-        def progress(table, rows):
-            if verbosity >= 2:
-                self.stdout.write(f"  {table}: {rows:,} row(s)")
-
         started = time.monotonic()
         try:
-            report = backup(raw, path, progress=progress)
+            report = backup(raw, path, progress=table_progress(self, verbosity))
         except BackupError as error:
             raise CommandError(f"backup of {alias!r} failed: {error}; {path} was not written") from None
         finally:

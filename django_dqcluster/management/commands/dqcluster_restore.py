@@ -13,7 +13,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from ... import gate
 from ...backup import DEFAULT_BATCH_BYTES, BackupError, restore
-from .dqcluster_backup import copy_connection, describe
+from .dqcluster_backup import copy_connection, describe, table_progress
 
 
 class Command(BaseCommand):
@@ -36,13 +36,9 @@ class Command(BaseCommand):
         if verbosity >= 1:
             self.stdout.write(f"Loading {path} into database {name!r} (alias {alias!r})...")
 
-        def progress(table, rows):
-            if verbosity >= 2:
-                self.stdout.write(f"  {table}: {rows:,} row(s)")
-
         started = time.monotonic()
         try:
-            report = restore(raw, path, batch_bytes=options["batch_bytes"], progress=progress)
+            report = restore(raw, path, batch_bytes=options["batch_bytes"], progress=table_progress(self, verbosity))
         except BackupError as error:
             raise CommandError(f"restore into {alias!r} failed: {error}") from None
         finally:
