@@ -885,10 +885,50 @@ def member_removal(workdir):
         cluster.kill()
 
 
+def health_endpoint(workdir):
+    """GET /dqcluster/health: 200 while the host's node serves; 503 naming why once it cannot."""
+    cluster = start_cluster(workdir)
+    try:
+        leader = cluster.leader()
+        here = next(node for node in cluster.nodes if node is not leader)
+        configure({"default": client_entry(cluster, here)})
+        from django.test import Client
+
+        client = Client()
+
+        def health():
+            response = client.get("/dqcluster/health")
+            return response.status_code, response.json()
+
+        status, body = health()
+        assert status == 200, body
+        assert body["databases"]["default"]["healthy"] and body["databases"]["default"]["role"] == "follower", body
+        assert here.raft not in str(body) and leader.raft not in str(body)  # no addresses for anonymous callers
+        assert client.post("/dqcluster/health").status_code == 405
+
+        for node in cluster.nodes:
+            if node is not here:
+                node.kill()
+        cluster.wait_for(lambda: health()[0] == 503, 30, "the node left alone to be unhealthy")
+        status, body = health()
+        assert body["healthy"] is False
+        assert body["databases"]["default"]["problem"] == "the node reaches no majority of the members", body
+
+        here.kill()
+        started = time.monotonic()
+        status, body = health()
+        assert status == 503 and body["databases"]["default"]["problem"].startswith("cannot reach the database"), body
+        assert time.monotonic() - started < 8, "the check waited out the ENGINE's own 30 s timeout"
+        print("health_endpoint OK")
+    finally:
+        cluster.kill()
+
+
 SCENARIOS = {f.__name__: f for f in (embedded, embedded_client_port_taken, three_nodes, failover_between_requests,
                                      transaction_interrupted, consistency, deferred_transactions,
                                      retried_transactions, retry_after_failover, retry_on_postgresql,
-                                     orm_under_faults, backup_and_restore, member_removal)}
+                                     orm_under_faults, backup_and_restore, member_removal,
+                                     health_endpoint)}
 
 if __name__ == "__main__":
     name, workdir = sys.argv[1], sys.argv[2]

@@ -83,3 +83,9 @@ def test_dqcluster_backup_and_restore_commands_copy_a_database_under_another_nam
 @pytest.mark.slow
 def test_dqcluster_members_removes_a_dead_host_refuses_a_live_one_and_adds_a_new_one(tmp_path):
     assert "member_removal OK" in run_scenario("member_removal", tmp_path)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_the_health_endpoint_answers_503_naming_why_once_the_node_cannot_serve(tmp_path):
+    assert "health_endpoint OK" in run_scenario("health_endpoint", tmp_path)

@@ -1,7 +1,7 @@
 """Two tiny views for the failover-between-requests test."""
 
 from django.http import JsonResponse
-from django.urls import path
+from django.urls import include, path
 
 from .bapp.models import Item
 
@@ -18,4 +18,5 @@ def names(request):
 urlpatterns = [
     path("add/<str:name>/", add),
     path("names/", names),
+    path("dqcluster/", include("django_dqcluster.urls")),
 ]
