@@ -22,7 +22,7 @@ complete: ``path`` holds a whole copy or is left as it was.
 ``restore`` creates the tables, loads their rows in transactions of about
 ``batch_bytes`` (each one log entry on the store), then the AUTOINCREMENT
 counters (``sqlite_sequence``), indexes, triggers and views. Foreign keys are
-off while it loads (tables come in name order, not in dependency order) and
+off while it loads (tables come in creation order, not in dependency order) and
 checked once at the end: what ``PRAGMA foreign_key_check`` finds is returned.
 A restore that fails part way leaves the tables it made: it says which, and
 the next restore refuses until they are dropped.
@@ -39,7 +39,7 @@ FETCH_ROWS = 1000
 
 
 class BackupError(Exception):
-    """A backup or restore that cannot be done (the message says why); nothing was changed."""
+    """A backup or restore that cannot be done, or did not finish; the message says why, and what was left."""
 
 
 class RestoreInterrupted(BackupError):
@@ -248,7 +248,10 @@ def _load(source, target, schema, batch_bytes, progress):
         try:
             target.executemany(insert, batch)
         except BaseException:
-            target.execute("ROLLBACK")
+            try:
+                target.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - a lost connection rolled it back; report the first error
+                pass
             raise
         target.execute("COMMIT")
 

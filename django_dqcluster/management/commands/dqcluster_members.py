@@ -69,12 +69,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         alias = options["database"]
+        if options["client"] and not options["add"]:
+            raise CommandError("--client goes with --add")
         raw = store_connection(alias)
         try:
             status = raw.status()
             view = leader_view(raw, status)
-            if options["client"] and not options["add"]:
-                raise CommandError("--client goes with --add")
             if options["add"]:
                 self.add(raw, status, options)
             elif options["remove"]:
@@ -83,7 +83,7 @@ class Command(BaseCommand):
                 status = raw.status()
                 view = leader_view(raw, status)
         except DBError as error:
-            raise CommandError(f"the store of database {alias!r} did not answer: {error}") from None
+            raise CommandError(f"the store of database {alias!r}: {error}") from None
         self.show(status, view, options["json"])
 
     def show(self, status, view, as_json):
