@@ -103,21 +103,17 @@ class Host:
         shutil.copytree(code_dir, self.directory)
         self.version = version
 
-    def manage(self, *args, expect=0, show=True):
-        """Run ``manage.py args`` as this host; check its exit status."""
+    def manage(self, *args, expect=0):
+        """Run ``manage.py args`` as this host, printing the command and its output; check its exit status."""
         command = shlex.join(("python", "manage.py", *args))
-        if show:
-            print(f"\n  {self.label}$ {command}")
+        print(f"\n  {self.label}$ {command}")
         process = subprocess.run(
             [sys.executable, "manage.py", *args], cwd=self.directory, env=self.env,
             capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
         )
-        if show:
-            _print_output(process.stdout + process.stderr)
-            print(f"  -> exit {process.returncode}")
+        _print_output(process.stdout + process.stderr)
+        print(f"  -> exit {process.returncode}")
         if expect is not None and process.returncode != expect:
-            if not show:
-                _print_output(process.stdout + process.stderr)
             raise DemoFailed(f"host {self.label}: `{command}` exited {process.returncode}, expected {expect}")
         return process.stdout + process.stderr
 
@@ -129,13 +125,13 @@ class Host:
         queues = f"dqcluster.{self.node.raft}"
         if default_queue:
             queues = "celery," + queues
-        log = open(log_path, "w")
-        return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "example_project", "worker", "--pool", "solo",
-             "-Q", queues, "--without-mingle", "--without-gossip",
-             "--without-heartbeat", "--loglevel", "INFO", "--hostname", f"demo-{self.name}@%h"],
-            cwd=self.directory, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )
+        with open(log_path, "w") as log:  # the worker keeps its own copy of the descriptor
+            return subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "example_project", "worker", "--pool", "solo",
+                 "-Q", queues, "--without-mingle", "--without-gossip",
+                 "--without-heartbeat", "--loglevel", "INFO", "--hostname", f"demo-{self.name}@%h"],
+                cwd=self.directory, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
 
 
 def _print_output(text, max_applying=3):
