@@ -6,6 +6,8 @@
   ``migrate`` command: Django runs the first one listed, so ours (and the version gate)
   would never run and new migrations could run under old code.
 * ``W003`` a dqcluster alias's ``secret_file`` is readable by other users than its owner.
+* ``W004`` a dqcluster alias runs a node whose peers are on other hosts, but its Raft or
+  client address is on loopback (or a unix socket): they cannot reach it.
 * ``E001`` ``DQCLUSTER_API_EXTENSIONS`` is not a list/tuple.
 * ``E002`` ``DQCLUSTER_GATE_ENABLED`` is not True, False or None.
 * ``E003`` ``DQCLUSTER_NODE_ADDRESS`` is not a non-empty string or dict of them.
@@ -13,6 +15,7 @@
 No check opens a database connection: they run for every management command.
 """
 
+import ipaddress
 import os
 
 from django.conf import settings
@@ -83,6 +86,63 @@ def check_secret_file_permissions(app_configs=None, **kwargs):
                     ),
                     obj=f"DATABASES[{alias!r}]",
                     id="dqcluster.W003",
+                )
+            )
+    return messages
+
+
+def _local_only(address):
+    """Can only this host reach ``address`` (loopback, localhost, a unix socket)?"""
+    if address.startswith(("unix:", "/")):
+        return True
+    host = address.rpartition(":")[0].strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: reachable, as far as this check can tell
+
+
+def reachability_problems(options):
+    """[(OPTIONS key, what is wrong)] that keep peers on other hosts from reaching this alias's node."""
+    bind = options.get("bind")
+    remote_peers = [peer for peer in _split(options.get("peers")) if not _local_only(peer)]
+    if not bind or not remote_peers:
+        return []
+    others = ", ".join(remote_peers)
+    problems = []
+    if _local_only(bind):
+        problems.append(("bind", f"this node's Raft address {bind} is on loopback: its peers on other hosts "
+                                 f"({others}) cannot reach it"))
+    client = options.get("client") or next(iter(_split(options.get("address"))), None)
+    if client and _local_only(client):
+        problems.append(("client", f"this node's client address {client} is on loopback or a unix socket: "
+                                   "followers on other hosts pass writes on to the leader's client address, "
+                                   "and would reach their own host instead"))
+    return problems
+
+
+@register(Tags.database)
+def check_node_reachable(app_configs=None, **kwargs):
+    """W004: a node with peers on other hosts that listens where only its own host can reach it."""
+    messages = []
+    for alias, entry in _cluster_databases():
+        options = dict(entry.get("OPTIONS") or {})
+        hosts = _split(entry.get("HOST"))
+        if not options.get("address") and hosts:
+            # django-environ puts a URL's host and port there, not in OPTIONS.
+            ports = _split(str(entry.get("PORT") or ""))
+            options["address"] = hosts[0] if ":" in hosts[0] or not ports else f"{hosts[0]}:{ports[0]}"
+        for key, problem in reachability_problems(options):
+            messages.append(
+                Warning(
+                    problem[0].upper() + problem[1:] + ".",
+                    hint=(f"Use this host's network address for OPTIONS[{key!r}]"
+                          + (" (or the database URL's host)" if key == "client" else "")
+                          + " and set allow_remote; README, 'Running on several hosts'."),
+                    obj=f"DATABASES[{alias!r}]",
+                    id="dqcluster.W004",
                 )
             )
     return messages
