@@ -15,17 +15,32 @@ derived from the cluster secret, so the secret itself never crosses the socket:
 After that every request is ``{"id": n, "op": ..., ...}`` and every response
 ``{"id": n, "ok": True, ...}`` or ``{"id": n, "ok": False, "error": {...}}``.
 
+Sealed sessions. A client that asks for it (``"seal": true`` in its auth
+frame, covered by the MAC, so nobody in between can take it out) gets every
+later frame sealed with AES-256-GCM, one key per direction derived from the
+token and both nonces (:class:`SealedChannel`): unreadable and unalterable on
+the way, and replayed, dropped or reordered frames fail to open. Clients seal
+whenever the node's address is not on this host (:func:`is_local`), and a
+node refuses an unsealed session from another host; over loopback and unix
+sockets frames stay plain unless the client asks.
+
 This module imports neither Django nor pysyncobj: both the driver and the
 node use it.
 """
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import socket
 import struct
+import threading
 
 import msgpack
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
@@ -33,6 +48,9 @@ HEADER = struct.Struct(">I")
 NONCE_BYTES = 16
 
 _TOKEN_LABEL = b"django-dqcluster client token v1"
+_SESSION_LABEL = b"django-dqcluster client session v1"
+#: What sealing adds to a frame's body (GCM's tag).
+SEAL_OVERHEAD = 16
 
 
 class ProtocolError(Exception):
@@ -63,6 +81,64 @@ def mac(token, nonce, role):
     return hmac.new(token, bytes(nonce) + role, hashlib.sha256).digest()
 
 
+def client_role(seal):
+    """What the client's MAC proves besides the token: that it asked for a sealed session, or not."""
+    return b"client sealed" if seal else b"client"
+
+
+def is_local(address):
+    """Is ``address`` ("HOST:PORT", "unix:/path", or an accepted peer's (host, port)) on this host only?"""
+    if isinstance(address, tuple):
+        host = address[0] if address else ""
+    elif address.startswith(("unix:", "/")) or not address:
+        return True
+    else:
+        host = address.rpartition(":")[0].strip("[]")
+    if host in ("", "localhost"):
+        return True  # a unix socket's peer has no address
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: assume it is another host
+
+
+class SealedChannel:
+    """AES-256-GCM for one session's frames: a key and a frame counter per direction.
+
+    The counter is the nonce, so each frame has one place in the stream: a
+    frame replayed, dropped or moved does not open. ``seal`` is called in
+    the order frames go out (under the sender's lock), ``open`` in the order
+    they arrive.
+    """
+
+    def __init__(self, send_key, receive_key):
+        self._send, self._receive = AESGCM(send_key), AESGCM(receive_key)
+        self._sent = self._received = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_session(cls, token, node_nonce, client_nonce, side):
+        """The channel of one side ("client" or "node") of the session the handshake opened."""
+        if isinstance(token, str):
+            token = token.encode()
+        keys = HKDF(algorithm=hashes.SHA256(), length=64, salt=bytes(node_nonce) + bytes(client_nonce),
+                    info=_SESSION_LABEL).derive(token)
+        to_node, to_client = keys[:32], keys[32:]
+        return cls(to_node, to_client) if side == "client" else cls(to_client, to_node)
+
+    def seal(self, body):
+        with self._lock:
+            number, self._sent = self._sent, self._sent + 1
+        return self._send.encrypt(number.to_bytes(12, "big"), bytes(body), None)
+
+    def open(self, body):
+        number, self._received = self._received, self._received + 1
+        try:
+            return self._receive.decrypt(number.to_bytes(12, "big"), bytes(body), None)
+        except InvalidTag:
+            raise ProtocolError("a sealed frame did not open: altered, replayed or out of order") from None
+
+
 def new_nonce():
     return os.urandom(NONCE_BYTES)
 
@@ -71,8 +147,10 @@ def macs_equal(a, b):
     return isinstance(a, (bytes, bytearray)) and hmac.compare_digest(bytes(a), b)
 
 
-def pack(message):
+def pack(message, channel=None):
     body = msgpack.packb(message, use_bin_type=True)
+    if channel is not None:
+        body = channel.seal(body)
     return HEADER.pack(len(body)) + body
 
 
@@ -98,8 +176,8 @@ def _recv_exactly(sock, size):
     return b"".join(chunks)
 
 
-def send_frame(sock, message):
-    sock.sendall(pack(message))
+def send_frame(sock, message, channel=None):
+    sock.sendall(pack(message, channel))
 
 
 def recv_frame(sock, max_frame=DEFAULT_MAX_FRAME):
@@ -117,22 +195,26 @@ class FrameReader:
     arrived beyond a frame for the next one.
     """
 
-    def __init__(self, sock, max_frame=DEFAULT_MAX_FRAME):
+    def __init__(self, sock, max_frame=DEFAULT_MAX_FRAME, channel=None):
         self.sock = sock
         self.max_frame = max_frame
+        self.channel = channel  # a SealedChannel: frames are opened before they are decoded
         self._buffer = bytearray()
 
     def read(self):
         buffer = self._buffer
+        limit = self.max_frame + (SEAL_OVERHEAD if self.channel is not None else 0)
         while True:
             if len(buffer) >= HEADER.size:
                 (size,) = HEADER.unpack_from(buffer)
-                if size > self.max_frame:
-                    raise FrameTooLarge(size, self.max_frame)
+                if size > limit:
+                    raise FrameTooLarge(size, limit)
                 end = HEADER.size + size
                 if len(buffer) >= end:
                     body = buffer[HEADER.size:end]  # one copy; msgpack reads a bytearray
                     del buffer[:end]
+                    if self.channel is not None:
+                        body = self.channel.open(body)
                     return unpack(body)
                 missing = end - len(buffer)
             else:
@@ -181,20 +263,27 @@ def open_socket(address, timeout):
 
 
 def client_handshake(sock, token, max_frame=DEFAULT_MAX_FRAME):
-    """Run the client side of the handshake; return the node's hello map."""
+    """Run the client side of the handshake for a plain session; return the node's hello map."""
+    return open_session(sock, token, max_frame, seal=False)[0]
+
+
+def open_session(sock, token, max_frame=DEFAULT_MAX_FRAME, seal=False):
+    """The client side of the handshake: (the node's hello map, a SealedChannel or None)."""
     hello = recv_frame(sock, max_frame)
     if hello.get("t") == "error":
         raise AuthenticationFailed(hello.get("message", "refused"))
     if hello.get("t") != "hello" or hello.get("v") != PROTOCOL_VERSION:
         raise ProtocolError(f"unexpected greeting from node: {hello!r:.200}")
     our_nonce = new_nonce()
-    send_frame(sock, {"t": "auth", "mac": mac(token or "", hello["nonce"], b"client"), "nonce": our_nonce})
+    send_frame(sock, {"t": "auth", "mac": mac(token or "", hello["nonce"], client_role(seal)), "nonce": our_nonce,
+                      "seal": bool(seal)})
     reply = recv_frame(sock, max_frame)
     if reply.get("t") != "welcome":
         raise AuthenticationFailed(reply.get("message", "authentication refused by node"))
     if not macs_equal(reply.get("mac"), mac(token or "", our_nonce, b"node")):
         raise AuthenticationFailed("node failed to prove it holds the cluster secret")
-    return hello
+    channel = SealedChannel.for_session(token or "", hello["nonce"], our_nonce, "client") if seal else None
+    return hello, channel
 
 
 class AuthenticationFailed(ProtocolError):

@@ -71,6 +71,7 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
             params["addresses"] = list(opts.addresses)
             params["secret"] = opts.secret
             params["local_reads"] = opts.local_reads
+            params["seal"] = opts.seal
             # A read from this host's replica file runs on our own SQLite
             # connection: it needs the functions every node registers.
             params["configure_replica"] = django_functions_hook

@@ -40,6 +40,7 @@ KNOWN_OPTIONS = {
     "secret_file": None,     # ... or a file holding it (preferred)
     "consistency": "strong",  # strong | weak | none
     "local_reads": True,     # with none: SELECTs read this host's replica file directly
+    "seal": False,           # encrypt client frames over loopback too (to other hosts they always are)
     "durability": FSYNC,     # fsync | process (whoever runs the node)
     "timeout": DEFAULT_TIMEOUT,  # seconds to connect and to keep retrying retryable errors
     "allow_remote": False,   # let the node listen beyond loopback
@@ -65,6 +66,7 @@ class BackendOptions:
     secret: str
     consistency: str
     local_reads: bool
+    seal: bool
     durability: str
     timeout: float
     allow_remote: bool
@@ -189,6 +191,7 @@ def parse(alias, settings_dict):
     embedded = _as_bool(alias, "embedded", opts["embedded"])
     allow_remote = _as_bool(alias, "allow_remote", opts["allow_remote"])
     local_reads = _as_bool(alias, "local_reads", opts["local_reads"])
+    seal = _as_bool(alias, "seal", opts["seal"])
 
     try:
         addresses = split_list(opts["address"])
@@ -277,7 +280,7 @@ def parse(alias, settings_dict):
     return BackendOptions(
         alias=alias, name=str(name), addresses=addresses, embedded=embedded, data_dir=data_dir,
         bind=opts["bind"], client=opts["client"], peers=peers, secret=secret, consistency=consistency,
-        durability=durability, timeout=timeout, allow_remote=allow_remote, local_reads=local_reads,
+        durability=durability, timeout=timeout, allow_remote=allow_remote, local_reads=local_reads, seal=seal,
         idle_transaction_timeout=idle,
         transaction_mode=transaction_mode, init_command=opts["init_command"] or "",
     )

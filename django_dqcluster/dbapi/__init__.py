@@ -31,9 +31,11 @@ def connect(addresses=None, **kwargs):
     autocommit), ``node`` (an embedded :class:`django_dqcluster.store.Node`),
     ``local_reads`` (default True: with "none", SELECTs read the node's file
     when it runs on this host, see :mod:`.replica`), ``configure_replica``
-    (called with that local SQLite connection, to register SQL functions) and
+    (called with that local SQLite connection, to register SQL functions),
     ``detect_types`` (PARSE_DECLTYPES: convert values by their column's
-    declared type with sqlite3's registered converters, see :mod:`.declared`).
+    declared type with sqlite3's registered converters, see :mod:`.declared`)
+    and ``seal`` (encrypt frames over loopback too; to another host they
+    always are).
     """
     return Connection(addresses, **kwargs)
 

@@ -38,11 +38,16 @@ class Connection:
     node runs on this host (see :mod:`.replica`); ``configure_replica`` is
     called with that local SQLite connection to register the SQL functions
     the node's connections have.
+
+    Frames to a node on another host are always sealed (encrypted and
+    authenticated, see wire.SealedChannel); ``seal=True`` seals them over
+    loopback and unix sockets too.
     """
 
     def __init__(self, addresses=None, *, database="default", token=None, secret=None, secret_file=None, node=None,
                  consistency="strong", timeout=10.0, retry_timeout=None, isolation_level="",
-                 max_frame=wire.DEFAULT_MAX_FRAME, local_reads=True, configure_replica=None, detect_types=0):
+                 max_frame=wire.DEFAULT_MAX_FRAME, local_reads=True, configure_replica=None, detect_types=0,
+                 seal=False):
         if consistency not in CONSISTENCY_LEVELS:
             raise exc.ProgrammingError(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {consistency!r}")
         if node is None and not addresses:
@@ -67,6 +72,7 @@ class Connection:
         self.timeout = timeout
         self.retry_timeout = timeout if retry_timeout is None else retry_timeout
         self.isolation_level = isolation_level
+        self.seal = bool(seal)
         self.max_frame = max_frame
         self.page_bytes = max(1, min(PAGE_BYTES, max_frame // 4))
         self._discarded = []  # ids of open results on the node nobody will read
@@ -196,7 +202,8 @@ class Connection:
             self._transport = LocalTransport(self._node)
         else:
             try:
-                self._transport = SocketTransport(self._addresses, self._token, self.timeout, self.max_frame)
+                self._transport = SocketTransport(self._addresses, self._token, self.timeout, self.max_frame,
+                                                  seal=self.seal)
             except wire.AuthenticationFailed as error:
                 raise exc.InterfaceError(f"the store refused this client: {error}") from None
             except ConnectionRefusedError as error:

@@ -8,12 +8,17 @@ from .. import wire
 
 
 class SocketTransport:
-    """One authenticated connection to the first reachable node of ``addresses``."""
+    """One authenticated connection to the first reachable node of ``addresses``.
 
-    def __init__(self, addresses, token, timeout=10.0, max_frame=wire.DEFAULT_MAX_FRAME):
+    Its frames are sealed (encrypted, see wire.SealedChannel) when the node is
+    on another host, or whenever ``seal`` is true.
+    """
+
+    def __init__(self, addresses, token, timeout=10.0, max_frame=wire.DEFAULT_MAX_FRAME, seal=False):
         self._ids = itertools.count(1)
         self.sock = None
         self.address = None
+        self.channel = None
         self.request_sent = False  # did the last request leave (so the node may have run it)?
         failures = []
         for address in addresses:
@@ -24,7 +29,7 @@ class SocketTransport:
                 continue
             try:
                 sock.settimeout(timeout)
-                wire.client_handshake(sock, token, max_frame)
+                _, channel = wire.open_session(sock, token, max_frame, seal=seal or not wire.is_local(address))
             except wire.AuthenticationFailed:
                 sock.close()
                 raise
@@ -35,8 +40,8 @@ class SocketTransport:
             # A commit may legitimately wait for an election plus the commit
             # timeout; the node answers every request, so no read timeout.
             sock.settimeout(None)
-            self.sock, self.address = sock, address
-            self._reader = wire.FrameReader(sock, max_frame)
+            self.sock, self.address, self.channel = sock, address, channel
+            self._reader = wire.FrameReader(sock, max_frame, channel)
             return
         raise ConnectionRefusedError(
             "no store node reachable; tried " + (", ".join(failures) if failures else "no addresses")
@@ -46,7 +51,7 @@ class SocketTransport:
         message = dict(message, id=next(self._ids))
         self.request_sent = False
         try:
-            wire.send_frame(self.sock, message)
+            wire.send_frame(self.sock, message, self.channel)
             self.request_sent = True
         except OSError as send_error:
             # The node may have refused a too-large frame and closed before we

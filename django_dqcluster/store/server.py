@@ -139,14 +139,15 @@ class ClientServer:
         session = client = None
         try:
             conn.settimeout(10.0)
-            if not self._handshake(conn, peer):
+            opened, channel = self._handshake(conn, peer)
+            if not opened:
                 return
             conn.settimeout(None)
             session = Session(self.node, peer=_peer_text(peer))
-            client = _Client(session, ResponseSender(conn))
+            client = _Client(session, ResponseSender(conn, channel))
             with self._lock:
                 self._clients.add(client)
-            reader = wire.FrameReader(conn, self.max_frame)
+            reader = wire.FrameReader(conn, self.max_frame, channel)
             while not self._stopping.is_set():
                 self._say_goodbye_if_idle(client)
                 try:
@@ -154,10 +155,10 @@ class ClientServer:
                 except wire.ConnectionClosed:
                     return
                 except wire.FrameTooLarge as exc:
-                    self._refuse(conn, f"request refused: {exc}")
+                    self._refuse(conn, f"request refused: {exc}", client.sender)
                     return
                 except wire.ProtocolError as exc:
-                    self._refuse(conn, f"malformed request: {exc}")
+                    self._refuse(conn, f"malformed request: {exc}", client.sender)
                     return
                 with client.lock:
                     if client.goodbye_sent:
@@ -212,28 +213,46 @@ class ClientServer:
         return response
 
     def _handshake(self, conn, peer):
+        """(authenticated?, the session's SealedChannel or None)."""
         nonce = wire.new_nonce()
         wire.send_frame(conn, {"t": "hello", "v": wire.PROTOCOL_VERSION, "nonce": nonce, "node": self.node.config.bind})
         try:
             auth = wire.recv_frame(conn, 4096)
         except wire.ProtocolError as exc:
             self._refuse(conn, f"malformed handshake: {exc}")
-            return False
-        if auth.get("t") != "auth" or not wire.macs_equal(auth.get("mac"), wire.mac(self.node.token, nonce, b"client")):
+            return False, None
+        seal = auth.get("seal") is True
+        expected = wire.mac(self.node.token, nonce, wire.client_role(seal))
+        if auth.get("t") != "auth" or not wire.macs_equal(auth.get("mac"), expected):
             logger.warning("refused client %s: wrong token", peer)
             self._refuse(conn, "authentication failed: wrong cluster token")
-            return False
+            return False, None
         client_nonce = auth.get("nonce")
         if not isinstance(client_nonce, (bytes, bytearray)) or len(client_nonce) != wire.NONCE_BYTES:
             self._refuse(conn, "malformed handshake: missing nonce")
-            return False
+            return False, None
+        if not seal and not self.plain_allowed(peer):
+            logger.warning("refused client %s: an unsealed session from another host", peer)
+            self._refuse(conn, "a session from another host must be sealed (encrypted): this client is "
+                               "older than the node, or asked for plain frames")
+            return False, None
         wire.send_frame(conn, {"t": "welcome", "mac": wire.mac(self.node.token, client_nonce, b"node")})
-        return True
+        channel = wire.SealedChannel.for_session(self.node.token, nonce, client_nonce, "node") if seal else None
+        return True, channel
 
     @staticmethod
-    def _refuse(conn, message):
+    def plain_allowed(peer):
+        """May this peer's frames travel unsealed? Only if they never leave this host."""
+        return wire.is_local(peer)
+
+    @staticmethod
+    def _refuse(conn, message, sender=None):
+        """Send a refusal frame (through the session's sender once there is one: it may seal)."""
         try:
-            wire.send_frame(conn, _refusal(wire.INTERFACE, message))
+            if sender is not None:
+                sender.send(_refusal(wire.INTERFACE, message))
+            else:
+                wire.send_frame(conn, _refusal(wire.INTERFACE, message))
         except OSError:
             pass
 
@@ -267,21 +286,21 @@ class ResponseSender:
 
     _DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)
 
-    def __init__(self, conn):
+    def __init__(self, conn, channel=None):
         self._conn = conn
+        self._channel = channel  # sealed frames are sealed in the order they go out: under the lock
         self._lock = threading.Lock()
 
     def send(self, response):
         """From the session's own thread, which may block until the client reads."""
-        data = wire.pack(response)
         with self._lock:
-            self._conn.sendall(data)
+            self._conn.sendall(wire.pack(response, self._channel))  # sealing numbers frames: in send order
 
     def send_without_blocking(self, response):
-        data = wire.pack(response)
         if self._DONTWAIT is None or not self._lock.acquire(blocking=False):
-            self._finish_in_background(data, locked=False)
+            self._finish_in_background(response, locked=False)
             return
+        data = wire.pack(response, self._channel)
         try:
             sent = self._conn.send(data, self._DONTWAIT)
         except BlockingIOError:
@@ -294,14 +313,15 @@ class ResponseSender:
         else:
             self._finish_in_background(data[sent:], locked=True)
 
-    def _finish_in_background(self, data, locked):
-        threading.Thread(target=self._send_rest, args=(data, locked), name="dqcluster-send", daemon=True).start()
+    def _finish_in_background(self, pending, locked):
+        """``pending``: the bytes left of a frame (lock held), or a response to send whole."""
+        threading.Thread(target=self._send_rest, args=(pending, locked), name="dqcluster-send", daemon=True).start()
 
-    def _send_rest(self, data, locked):
+    def _send_rest(self, pending, locked):
         if not locked:
             self._lock.acquire()
         try:
-            self._conn.sendall(data)
+            self._conn.sendall(pending if locked else wire.pack(pending, self._channel))
         except OSError:
             pass
         finally:
