@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README "Tests"): Django's own test suite for the 17 backend-relevant
 # apps against a 3-node store (again reading through local reads, on one node and through
-# a follower, and once with deferred transactions), then the project's pytest suite.
+# a follower, once with deferred transactions and once with sealed sessions), then the
+# project's pytest suite.
 set -euo pipefail
 cd "$(dirname "$0")"
 python tests/django_suite/run.py tests/django_suite/apps.txt
@@ -14,4 +15,6 @@ python tests/django_suite/run.py tests/django_suite/apps.txt --consistency none 
 # And with OPTIONS transaction_mode DEFERRED: transactions take the write lock at their
 # first write, if nothing was committed since they began reading.
 python tests/django_suite/run.py tests/django_suite/apps.txt --transaction-mode DEFERRED
+# And with every client session sealed (encrypted), as sessions to another host's node are.
+python tests/django_suite/run.py tests/django_suite/apps.txt --seal
 python -m pytest "$@"

@@ -20,6 +20,8 @@ _OPTIONS = {
 }
 if os.environ.get("DQCLUSTER_TRANSACTION_MODE"):
     _OPTIONS["transaction_mode"] = os.environ["DQCLUSTER_TRANSACTION_MODE"]
+if os.environ.get("DQCLUSTER_SEAL"):
+    _OPTIONS["seal"] = True
 
 DATABASES = {
     "default": {

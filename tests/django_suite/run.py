@@ -92,6 +92,8 @@ def main(argv=None):
         "--transaction-mode", default=None, choices=("DEFERRED", "IMMEDIATE", "EXCLUSIVE"),
         help="the aliases' OPTIONS transaction_mode (default: none, a plain BEGIN)",
     )
+    parser.add_argument("--seal", action="store_true",
+                        help="the aliases' OPTIONS seal: every client session encrypted, loopback included")
     parser.add_argument("--cache", default=os.environ.get("DQCLUSTER_DJANGO_CACHE", os.path.join(REPO, "var", "django-suite")))
     parser.add_argument("--keep-cluster-dir", action="store_true", help="keep node logs and data after the run")
     # Anything else (after "--" or not) goes to runtests.py: -v 2, --failfast, --start-at ...
@@ -126,6 +128,7 @@ def main(argv=None):
         "DQCLUSTER_SECRET_FILE": cluster.secret_file,
         "DQCLUSTER_RUN_ID": uuid.uuid4().hex[:8],
         "DQCLUSTER_TRANSACTION_MODE": args.transaction_mode or "",
+        "DQCLUSTER_SEAL": "1" if args.seal else "",
         "PYTHONPATH": os.pathsep.join(filter(None, [HERE, REPO, env.get("PYTHONPATH")])),
     })
     command = [
@@ -133,7 +136,8 @@ def main(argv=None):
         f"--parallel={args.parallel}", *extra, *apps,
     ]
     log(f"Django {version}: {len(apps)} apps from {os.path.basename(args.apps_file)}, --parallel={args.parallel}, "
-        f"consistency {args.consistency}" + (f", through the {via}" if via else "") + (f", transaction_mode {args.transaction_mode}" if args.transaction_mode else ""))
+        f"consistency {args.consistency}" + (f", through the {via}" if via else "") + (f", transaction_mode {args.transaction_mode}" if args.transaction_mode else "")
+        + (", sealed sessions" if args.seal else ""))
     result = None
     try:
         result = subprocess.run(command, cwd=tests_dir, env=env)
