@@ -90,8 +90,8 @@ def is_local(address):
     """Is ``address`` ("HOST:PORT", "unix:/path", or an accepted peer's (host, port)) on this host only?"""
     if isinstance(address, tuple):
         host = address[0] if address else ""
-    elif address.startswith(("unix:", "/")) or not address:
-        return True
+    elif not isinstance(address, str) or not address or address.startswith(("unix:", "/")):
+        return True  # a unix socket (whose peers have no address, "" or b"")
     else:
         host = address.rpartition(":")[0].strip("[]")
     if host in ("", "localhost"):
