@@ -15,12 +15,13 @@
 No check opens a database connection: they run for every management command.
 """
 
-import ipaddress
 import os
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.management import find_commands
+
+from .wire import is_local
 
 DQCLUSTER_ENGINE = "django_dqcluster.backend"
 APP_NAME = "django_dqcluster"
@@ -91,32 +92,19 @@ def check_secret_file_permissions(app_configs=None, **kwargs):
     return messages
 
 
-def _local_only(address):
-    """Can only this host reach ``address`` (loopback, localhost, a unix socket)?"""
-    if address.startswith(("unix:", "/")):
-        return True
-    host = address.rpartition(":")[0].strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: reachable, as far as this check can tell
-
-
 def reachability_problems(options):
     """[(OPTIONS key, what is wrong)] that keep peers on other hosts from reaching this alias's node."""
     bind = options.get("bind")
-    remote_peers = [peer for peer in _split(options.get("peers")) if not _local_only(peer)]
+    remote_peers = [peer for peer in _split(options.get("peers")) if not is_local(peer)]
     if not bind or not remote_peers:
         return []
     others = ", ".join(remote_peers)
     problems = []
-    if _local_only(bind):
+    if is_local(bind):
         problems.append(("bind", f"this node's Raft address {bind} is on loopback: its peers on other hosts "
                                  f"({others}) cannot reach it"))
     client = options.get("client") or next(iter(_split(options.get("address"))), None)
-    if client and _local_only(client):
+    if client and is_local(client):
         problems.append(("client", f"this node's client address {client} is on loopback or a unix socket: "
                                    "followers on other hosts pass writes on to the leader's client address, "
                                    "and would reach their own host instead"))
