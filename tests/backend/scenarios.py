@@ -836,6 +836,9 @@ def member_removal(workdir):
                 raise AssertionError(f"dqcluster_members {args} {kwargs} did not fail")
 
         create_tables()
+        # Members announce their client addresses through the log once they run.
+        cluster.wait_for(lambda: all(m["client"] for m in json.loads(members(json=True))["members"]), 30,
+                         "every member's client address")
         for node in cluster.nodes:  # every host registered with the gate, under its node's Raft address
             with override_settings(DQCLUSTER_NODE_ADDRESS=node.raft):
                 call_command("ensure_cluster_schema", stdout=io.StringIO())
