@@ -26,6 +26,13 @@ off while it loads (tables come in creation order, not in dependency order) and
 checked once at the end: what ``PRAGMA foreign_key_check`` finds is returned.
 A restore that fails part way leaves the tables it made: it says which, and
 the next restore refuses until they are dropped.
+
+A virtual table (FTS5, R*Tree) keeps its contents in ordinary "shadow" tables
+that its module creates and reads (``docs_data``, ``docs_idx``... for an FTS5
+table ``docs``). Both copies create the virtual table from its own SQL, empty
+the shadow tables that made, and copy the shadow tables' rows as they are: a
+full-text index comes across as it was, not rebuilt. Shadow tables are told
+apart by ``PRAGMA table_list`` (SQLite 3.37 and later).
 """
 
 import dataclasses
@@ -52,9 +59,10 @@ class RestoreInterrupted(BackupError):
 
 @dataclasses.dataclass
 class CopyReport:
-    """What was copied: rows per table, and the schema objects besides tables."""
+    """What was copied: rows per table (shadow tables included), and the schema objects besides tables."""
 
     tables: dict = dataclasses.field(default_factory=dict)
+    virtual_tables: int = 0
     indexes: int = 0
     triggers: int = 0
     views: int = 0
@@ -82,19 +90,43 @@ def _fetch_all(conn, sql, params=()):
         cursor.close()
 
 
+def _is_virtual(sql):
+    return sql.lstrip()[:14].upper().startswith("CREATE VIRTUAL")
+
+
 def read_schema(conn):
-    """[(type, name, table, sql)] of the user's objects, in creation order; refuses virtual tables."""
+    """[(kind, name, table, sql)] of the user's objects, in creation order.
+
+    ``kind`` is sqlite_master's type ("table", "index", "trigger", "view"), except
+    for a virtual table ("virtual") and the tables its module keeps its contents
+    in ("shadow").
+    """
     rows = _fetch_all(
         conn, "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid"
     )
-    schema = [row for row in rows if not _is_internal(row[1]) and not _is_internal(row[2])]
-    for kind, name, _, sql in schema:
-        if kind == "table" and sql.lstrip()[:14].upper().startswith("CREATE VIRTUAL"):
-            raise BackupError(
-                f"table {name!r} is a virtual table (CREATE VIRTUAL TABLE), whose contents live in "
-                "module-specific shadow tables this copy does not handle; use manage.py dumpdata"
-            )
-    return schema
+    schema = [tuple(row) for row in rows if not _is_internal(row[1]) and not _is_internal(row[2])]
+    virtual = [name for kind, name, _, sql in schema if kind == "table" and _is_virtual(sql)]
+    if not virtual:
+        return schema
+    kinds = _table_kinds(conn, virtual[0])
+    return [(kinds.get(name, kind) if kind == "table" else kind, name, table, sql)
+            for kind, name, table, sql in schema]
+
+
+def _table_kinds(conn, virtual):
+    """{table: "table" | "virtual" | "shadow"} of the main database, from ``PRAGMA table_list``.
+
+    ``virtual`` names a virtual table, for the error on a SQLite too old to tell.
+    """
+    needs = (f"table {virtual!r} is a virtual table; copying one needs SQLite 3.37 or later "
+             "(PRAGMA table_list, to tell its shadow tables apart)")
+    try:
+        listed = _fetch_all(conn, "PRAGMA table_list")
+    except Exception as error:  # noqa: BLE001 - any driver's error: the pragma is what is missing
+        raise BackupError(f"{needs}, and this SQLite refused it ({error})") from None
+    if not listed:  # SQLite ignores a pragma it does not know
+        raise BackupError(f"{needs}, and this SQLite is older")
+    return {name: kind for schema, name, kind, *_ in listed if schema == "main"}
 
 
 def stored_columns(conn, table):
@@ -180,14 +212,20 @@ def backup(source, path, *, progress=None):
 def _copy_tables(source, target, schema, write_batch, batch_bytes, report, progress, created):
     """Create the tables of ``schema`` in ``target`` (appending each to ``created``), then copy their rows.
 
-    ``write_batch(insert_sql, rows)`` writes one batch of about ``batch_bytes``.
+    ``write_batch(sql, rows)`` runs ``sql`` once per row in ``rows``, about
+    ``batch_bytes`` at a time.
     """
     for kind, name, _, sql in schema:
-        if kind == "table":
+        if kind in ("table", "virtual"):  # a virtual table creates its shadow tables itself
             target.execute(sql)
             created.append(name)
+    report.virtual_tables = sum(1 for kind, *_ in schema if kind == "virtual")
+    shadows = [name for kind, name, _, _ in schema if kind == "shadow"]
+    if shadows:
+        first_virtual = next(name for kind, name, _, _ in schema if kind == "virtual")
+        _empty_shadow_tables(target, first_virtual, shadows, write_batch)
     for kind, name, _, _ in schema:
-        if kind != "table":
+        if kind not in ("table", "shadow"):
             continue
         columns = stored_columns(source, name)
         insert = _insert_sql(name, columns)
@@ -196,6 +234,23 @@ def _copy_tables(source, target, schema, write_batch, batch_bytes, report, progr
         )
         if progress is not None:
             progress(name, report.tables[name])
+
+
+def _empty_shadow_tables(target, virtual, shadows, write_batch):
+    """Clear what creating the virtual tables wrote (an FTS5 table's version row, say) before the copy.
+
+    The shadow tables made here must be the source's: another SQLite could lay
+    a module's contents out differently, and rows copied into that would be
+    garbage to it.
+    """
+    made = sorted(name for name, kind in _table_kinds(target, virtual).items() if kind == "shadow")
+    if made != sorted(shadows):
+        raise BackupError(
+            f"the virtual tables' modules here made the shadow tables {', '.join(made) or 'none'}, but the "
+            f"source has {', '.join(sorted(shadows))}: the two SQLite libraries store them differently"
+        )
+    for name in shadows:
+        write_batch(f"DELETE FROM {_quote(name)}", [()])
 
 
 def _create_others(conn, schema, report):
@@ -208,7 +263,8 @@ def _create_others(conn, schema, report):
 
 
 def user_tables(conn):
-    return [name for kind, name, _, _ in read_schema(conn) if kind == "table"]
+    """The tables a user made: ordinary and virtual (a virtual table's shadow tables go with it)."""
+    return [name for kind, name, _, _ in read_schema(conn) if kind in ("table", "virtual")]
 
 
 def restore(target, path, *, batch_bytes=DEFAULT_BATCH_BYTES, progress=None):
@@ -243,10 +299,10 @@ def _load(source, target, schema, batch_bytes, progress):
     (foreign_keys,) = _fetch_all(target, "PRAGMA foreign_keys")[0]
     target.execute("PRAGMA foreign_keys = OFF")
 
-    def write_batch(insert, batch):  # one transaction, one log entry on the store
+    def write_batch(sql, batch):  # one transaction, one log entry on the store
         target.execute("BEGIN")
         try:
-            target.executemany(insert, batch)
+            target.executemany(sql, batch)
         except BaseException:
             try:
                 target.execute("ROLLBACK")

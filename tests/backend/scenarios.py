@@ -760,10 +760,14 @@ def backup_and_restore(workdir):
     call_command("migrate", run_syncdb=True, verbosity=0)
     Item.objects.bulk_create([Item(name=f"item {i}", value=i, created=datetime.date(2026, 1, 1 + i % 28))
                               for i in range(500)])
+    with connections["default"].cursor() as cursor:  # a full-text index, as a RunSQL migration would make it
+        cursor.execute("CREATE VIRTUAL TABLE item_search USING fts5(name, content='bapp_item', content_rowid='id')")
+        cursor.execute("INSERT INTO item_search (item_search) VALUES ('rebuild')")
     path = os.path.join(workdir, "app.sqlite3")
     out = io.StringIO()
     call_command("dqcluster_backup", path, stdout=out, verbosity=2)
     assert f"Wrote {path}:" in out.getvalue() and "bapp_item: 500 row(s)" in out.getvalue(), out.getvalue()
+    assert "1 virtual table(s)" in out.getvalue() and "item_search_idx: " in out.getvalue(), out.getvalue()
     # A plain SQLite file, dates as SQLite stores them (not as the driver would convert them).
     copy = sqlite3.connect(path)
     assert copy.execute("SELECT count(*), min(created) FROM bapp_item").fetchone() == (500, "2026-01-01")
@@ -777,6 +781,9 @@ def backup_and_restore(workdir):
     fields = ("id", "name", "value", "created")
     assert (list(Item.objects.using("other").order_by("id").values_list(*fields))
             == list(Item.objects.order_by("id").values_list(*fields)))
+    with connections["other"].cursor() as cursor:
+        cursor.execute("SELECT rowid FROM item_search WHERE item_search MATCH 'item AND 42'")
+        assert cursor.fetchall() == [(43,)]
     assert Item.objects.using("other").create(name="after the restore").pk == 501
     for command, args, kwargs, expected in (
         ("dqcluster_restore", [path], {"database": "other"}, "already has"),

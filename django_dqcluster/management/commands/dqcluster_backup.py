@@ -47,7 +47,9 @@ def table_progress(command, verbosity):
 
 
 def describe(report):
-    return (f"{len(report.tables)} table(s), {report.rows:,} row(s), {report.indexes} index(es), "
+    # A virtual table's rows are counted in its shadow tables, which count as tables here.
+    virtual = f"{report.virtual_tables} virtual table(s), " if report.virtual_tables else ""
+    return (f"{len(report.tables)} table(s), {virtual}{report.rows:,} row(s), {report.indexes} index(es), "
             f"{report.triggers} trigger(s), {report.views} view(s)")
 
 
