@@ -136,7 +136,11 @@ def stored_columns(conn, table):
 
 
 def _copy_rows(source, table, columns, write_batch, batch_bytes):
-    """Read ``table`` from ``source`` a page at a time; hand batches of about ``batch_bytes`` on."""
+    """Read ``table`` from ``source`` a page at a time; hand batches of about ``batch_bytes`` on.
+
+    ``write_batch(rows, first)`` is called at least once, with ``first`` true
+    the first time (with no rows for an empty table).
+    """
     column_list = ", ".join(_quote(column) for column in columns)
     cursor = source.cursor()
     copied = 0
@@ -149,13 +153,13 @@ def _copy_rows(source, table, columns, write_batch, batch_bytes):
                 batch.append(tuple(row))
                 size += sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in row)
                 if size >= batch_bytes:
-                    write_batch(batch)
+                    write_batch(batch, copied == 0)
                     copied += len(batch)
                     batch, size = [], 0
             if len(rows) < FETCH_ROWS:
                 break
-        if batch:
-            write_batch(batch)
+        if batch or copied == 0:
+            write_batch(batch, copied == 0)
             copied += len(batch)
     finally:
         cursor.close()
@@ -174,6 +178,12 @@ def _sequences(conn):
     return [tuple(row) for row in _fetch_all(conn, "SELECT name, seq FROM sqlite_sequence") if not _is_internal(row[0])]
 
 
+def _write_sequences(write_batch, sequences):
+    """Replace the counters that creating and filling the tables left with the source's."""
+    if sequences:
+        write_batch("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", sequences, "DELETE FROM sqlite_sequence")
+
+
 def backup(source, path, *, progress=None):
     """Copy ``source``'s database, as of one moment, into a new SQLite file at ``path``.
 
@@ -184,20 +194,23 @@ def backup(source, path, *, progress=None):
         os.remove(partial)
     target = sqlite3.connect(partial, isolation_level=None)
     report = CopyReport()
+
+    def write_batch(sql, batch, before):  # one transaction on the new file: its batches need no more
+        if before is not None:
+            target.execute(before)
+        target.executemany(sql, batch)
+
     try:
         target.execute("PRAGMA journal_mode = OFF")  # a new file nobody else reads until it is renamed
         target.execute("BEGIN")
         source.execute("BEGIN DEFERRED")
         try:
             schema = read_schema(source)
-            # One transaction on the new file: its batches need no more.
-            _copy_tables(source, target, schema, target.executemany, DEFAULT_BATCH_BYTES, report, progress, [])
+            _copy_tables(source, target, schema, write_batch, DEFAULT_BATCH_BYTES, report, progress, [])
             sequences = _sequences(source)
         finally:
             source.execute("ROLLBACK")  # it only read
-        if sequences:
-            target.execute("DELETE FROM sqlite_sequence")
-            target.executemany("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", sequences)
+        _write_sequences(write_batch, sequences)
         _create_others(target, schema, report)
         target.execute("COMMIT")
     except BaseException:
@@ -212,8 +225,8 @@ def backup(source, path, *, progress=None):
 def _copy_tables(source, target, schema, write_batch, batch_bytes, report, progress, created):
     """Create the tables of ``schema`` in ``target`` (appending each to ``created``), then copy their rows.
 
-    ``write_batch(sql, rows)`` runs ``sql`` once per row in ``rows``, about
-    ``batch_bytes`` at a time.
+    ``write_batch(sql, rows, before)`` runs ``before`` (if not None), then
+    ``sql`` once per row in ``rows``, about ``batch_bytes`` at a time.
     """
     for kind, name, _, sql in schema:
         if kind in ("table", "virtual"):  # a virtual table creates its shadow tables itself
@@ -222,26 +235,33 @@ def _copy_tables(source, target, schema, write_batch, batch_bytes, report, progr
     report.virtual_tables = sum(1 for kind, *_ in schema if kind == "virtual")
     shadows = [name for kind, name, _, _ in schema if kind == "shadow"]
     if shadows:
-        first_virtual = next(name for kind, name, _, _ in schema if kind == "virtual")
-        _empty_shadow_tables(target, first_virtual, shadows, write_batch)
+        _check_shadow_tables(target, next(name for kind, name, _, _ in schema if kind == "virtual"), shadows)
     for kind, name, _, _ in schema:
         if kind not in ("table", "shadow"):
             continue
         columns = stored_columns(source, name)
         insert = _insert_sql(name, columns)
-        report.tables[name] = _copy_rows(
-            source, name, columns, lambda batch, insert=insert: write_batch(insert, batch), batch_bytes,
-        )
+        # What creating the virtual table wrote into a shadow table (an FTS5
+        # table's version row, say) goes in the same transaction as the first
+        # rows copied in: a restore that stops in between leaves a virtual
+        # table whose module can still open it, so that it can be dropped.
+        empty = f"DELETE FROM {_quote(name)}" if kind == "shadow" else None
+
+        def write(batch, first, insert=insert, empty=empty):
+            before = empty if first else None
+            if batch or before:
+                write_batch(insert, batch, before)
+
+        report.tables[name] = _copy_rows(source, name, columns, write, batch_bytes)
         if progress is not None:
             progress(name, report.tables[name])
 
 
-def _empty_shadow_tables(target, virtual, shadows, write_batch):
-    """Clear what creating the virtual tables wrote (an FTS5 table's version row, say) before the copy.
+def _check_shadow_tables(target, virtual, shadows):
+    """The shadow tables creating the virtual tables made here must be the source's.
 
-    The shadow tables made here must be the source's: another SQLite could lay
-    a module's contents out differently, and rows copied into that would be
-    garbage to it.
+    Another SQLite could lay a module's contents out differently, and rows
+    copied into that would be garbage to it.
     """
     made = sorted(name for name, kind in _table_kinds(target, virtual).items() if kind == "shadow")
     if made != sorted(shadows):
@@ -249,8 +269,6 @@ def _empty_shadow_tables(target, virtual, shadows, write_batch):
             f"the virtual tables' modules here made the shadow tables {', '.join(made) or 'none'}, but the "
             f"source has {', '.join(sorted(shadows))}: the two SQLite libraries store them differently"
         )
-    for name in shadows:
-        write_batch(f"DELETE FROM {_quote(name)}", [()])
 
 
 def _create_others(conn, schema, report):
@@ -299,9 +317,11 @@ def _load(source, target, schema, batch_bytes, progress):
     (foreign_keys,) = _fetch_all(target, "PRAGMA foreign_keys")[0]
     target.execute("PRAGMA foreign_keys = OFF")
 
-    def write_batch(sql, batch):  # one transaction, one log entry on the store
+    def write_batch(sql, batch, before):  # one transaction, one log entry on the store
         target.execute("BEGIN")
         try:
+            if before is not None:
+                target.execute(before)
             target.executemany(sql, batch)
         except BaseException:
             try:
@@ -313,12 +333,7 @@ def _load(source, target, schema, batch_bytes, progress):
 
     try:
         _copy_tables(source, target, schema, write_batch, batch_bytes, report, progress, created)
-        sequences = _sequences(source)
-        if sequences:
-            target.execute("BEGIN")
-            target.execute("DELETE FROM sqlite_sequence")
-            target.executemany("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", sequences)
-            target.execute("COMMIT")
+        _write_sequences(write_batch, _sequences(source))
         _create_others(target, schema, report)
         report.foreign_key_violations = [tuple(row) for row in _fetch_all(target, "PRAGMA foreign_key_check")]
     except Exception as error:

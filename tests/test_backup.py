@@ -224,6 +224,37 @@ def test_full_text_and_spatial_indexes_come_across_as_they_were(tmp_path):
     assert len(target.execute("SELECT rowid FROM book_search WHERE book_search MATCH 'quorum'").fetchall()) == 2
 
 
+def test_wherever_a_restore_stops_a_new_connection_can_drop_every_table_it_made(tmp_path):
+    source = sqlite_connection(str(tmp_path / "source.sqlite3"))
+    fts5_or_skip(source)
+    fill_searchable(source)
+    source.close()
+    whole = restore(sqlite_connection(str(tmp_path / "whole.sqlite3")), str(tmp_path / "source.sqlite3"),
+                    batch_bytes=2000)
+    stops = 0
+    for batches in range(1000):
+        path = str(tmp_path / f"target-{batches}.sqlite3")
+        target = sqlite_connection(path)
+        try:
+            restore(FailingAfter(target, batches), str(tmp_path / "source.sqlite3"), batch_bytes=2000)
+        except RestoreInterrupted as stopped:
+            created = stopped.created
+        else:
+            break  # every later one gets through too
+        finally:
+            assert not target.in_transaction, batches
+            target.close()
+        stops += 1
+        # A virtual table whose shadow tables were emptied but not yet filled
+        # could not be opened, nor dropped, by a new connection.
+        again = sqlite_connection(path)
+        for table in created:
+            again.execute(f'DROP TABLE "{table}"')
+        assert again.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall() == [], batches
+    # It stopped at every batch, so inside every table that has rows, shadow tables included.
+    assert stops >= len([rows for rows in whole.tables.values() if rows]) > 10
+
+
 def test_a_restore_lists_virtual_tables_among_those_in_the_way(tmp_path):
     source = sqlite_connection(str(tmp_path / "source.sqlite3"))
     fill(source, authors=10)
