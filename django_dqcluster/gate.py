@@ -697,9 +697,12 @@ def cluster_tables_exist(alias: str = DEFAULT_DB_ALIAS) -> bool:
         return "nodes" in connection.introspection.table_names(cursor)
 
 
-def read_members(alias: str = DEFAULT_DB_ALIAS) -> list[tuple[str, Version, dt.datetime | None]]:
-    """Every row of ``nodes`` as (address, version, heartbeat), read-only (no gate run)."""
-    raw = raw_connection(alias)
+def read_members(alias: str = DEFAULT_DB_ALIAS, raw: Any = None) -> list[tuple[str, Version, dt.datetime | None]]:
+    """Every row of ``nodes`` as (address, version, heartbeat), read-only (no gate run).
+
+    ``raw``: a DB-API connection to read through instead of the alias's own.
+    """
+    raw = raw if raw is not None else raw_connection(alias)
     with transaction(raw, write=False) as tx:
         rows = _select_members(tx)
     return [(str(a), Version(int(s), int(e)), as_utc(h)) for a, s, e, h in rows]

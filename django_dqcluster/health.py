@@ -64,12 +64,20 @@ def _answers(alias):
         cursor.fetchone()
 
 
+def configured():
+    """(aliases, timeout, max_lag) as the DQCLUSTER_HEALTH_* settings give them (the metrics use them too)."""
+    return (
+        getattr(settings, "DQCLUSTER_HEALTH_DATABASES", None) or list(connections.settings),
+        getattr(settings, "DQCLUSTER_HEALTH_TIMEOUT", DEFAULT_TIMEOUT),
+        getattr(settings, "DQCLUSTER_HEALTH_MAX_LAG", DEFAULT_MAX_LAG),
+    )
+
+
 def check(aliases=None):
     """{"healthy": bool, "databases": {alias: {"healthy", "role", "lag", "problem"}}}."""
-    max_lag = getattr(settings, "DQCLUSTER_HEALTH_MAX_LAG", DEFAULT_MAX_LAG)
-    timeout = getattr(settings, "DQCLUSTER_HEALTH_TIMEOUT", DEFAULT_TIMEOUT)
+    configured_aliases, timeout, max_lag = configured()
     if aliases is None:
-        aliases = getattr(settings, "DQCLUSTER_HEALTH_DATABASES", None) or list(connections.settings)
+        aliases = configured_aliases
     databases = {}
     for alias in aliases:
         try:

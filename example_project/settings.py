@@ -87,6 +87,8 @@ DQCLUSTER_API_EXTENSIONS = ["notes"]
 DQCLUSTER_NODE_ADDRESS = env("DQCLUSTER_NODE_ADDRESS", default=None)
 # The longest pause between two checks of a waiting migrate --wait or Celery task.
 DQCLUSTER_WAIT_MAX_INTERVAL = env.float("DQCLUSTER_WAIT_MAX_INTERVAL", default=30.0)
+# GET /dqcluster/metrics answers a Prometheus scrape that sends this bearer token (unset: off).
+DQCLUSTER_METRICS_TOKEN = env("DQCLUSTER_METRICS_TOKEN", default=None)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True

@@ -934,11 +934,88 @@ def health_endpoint(workdir):
         cluster.kill()
 
 
+def metrics_endpoint(workdir):
+    """GET /dqcluster/metrics: Prometheus' text, behind a bearer token; the node's state and the gate's members."""
+    cluster = start_cluster(workdir)
+    try:
+        leader = cluster.leader()
+        here = next(node for node in cluster.nodes if node is not leader)
+        configure({"default": client_entry(cluster, here)}, DQCLUSTER_METRICS_TOKEN="scrape-me")
+        import io
+        import re
+
+        from django.core.management import call_command
+        from django.db import connection
+        from django.test import Client
+        from django.test.utils import override_settings
+
+        client = Client()
+        sample = re.compile(r'^([a-z_]+)\{((?:[a-z_]+="(?:[^"\\]|\\.)*",?)*)\} (-?[0-9.e+]+|NaN|[+-]Inf)$')
+
+        def scrape():
+            response = client.get("/dqcluster/metrics", HTTP_AUTHORIZATION="Bearer scrape-me")
+            assert response.status_code == 200, response.content
+            assert response["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+            values = {}
+            for line in response.content.decode().splitlines():
+                if line.startswith("# "):
+                    assert re.match(r"^# (HELP [a-z_]+ .+|TYPE [a-z_]+ gauge)$", line), line
+                    continue
+                found = sample.match(line)
+                assert found, f"not Prometheus' text format: {line!r}"
+                name, labels, value = found.groups()
+                member = re.search(r'member="([^"]*)"', labels)
+                values[(name, member.group(1) if member else None)] = float(value)
+            return values
+
+        assert client.get("/dqcluster/metrics").status_code == 401
+        assert client.get("/dqcluster/metrics", HTTP_AUTHORIZATION="Bearer scrape-you").status_code == 401
+        with override_settings(DQCLUSTER_METRICS_TOKEN=None):
+            off = client.get("/dqcluster/metrics", HTTP_AUTHORIZATION="Bearer scrape-me")
+            assert off.status_code == 403 and b"set DQCLUSTER_METRICS_TOKEN" in off.content, off.content
+
+        for node in cluster.nodes:  # every host registered with the gate, under its node's Raft address
+            with override_settings(DQCLUSTER_NODE_ADDRESS=node.raft):
+                call_command("ensure_cluster_schema", stdout=io.StringIO())
+        values = scrape()
+        assert values[("dqcluster_node_up", None)] == 1 and values[("dqcluster_node_healthy", None)] == 1, values
+        assert values[("dqcluster_node_is_leader", None)] == 0 and values[("dqcluster_members", None)] == 3, values
+        assert values[("dqcluster_raft_commit_index", None)] >= values[("dqcluster_raft_applied_index", None)] > 0
+        for node in cluster.nodes:
+            assert values[("dqcluster_member_connected", node.raft)] == 1, values
+            assert values[("dqcluster_member_match_index", node.raft)] > 0, values  # the leader's view, via it
+            assert values[("dqcluster_gate_member_schema", node.raft)] == values[("dqcluster_gate_local_schema", None)]
+            assert 0 <= values[("dqcluster_gate_member_heartbeat_age_seconds", node.raft)] < 120, values
+        assert values[("dqcluster_gate_members_other_version", None)] == 0 and values[("dqcluster_gate_up", None)] == 1
+
+        with connection.cursor() as cursor:  # a host that has not been upgraded yet
+            cursor.execute("INSERT INTO nodes (name, address, schema, api_extensions) VALUES ('old', '10.9.9.9:7001', 1, 0)")
+        values = scrape()
+        assert values[("dqcluster_gate_members_other_version", None)] == 1, values
+        assert values[("dqcluster_gate_member_schema", "10.9.9.9:7001")] == 1, values
+
+        for node in cluster.nodes:
+            if node is not here:
+                node.kill()
+        cluster.wait_for(lambda: scrape()[("dqcluster_node_has_quorum", None)] == 0, 30, "the lone node to lose its majority")
+        values = scrape()
+        assert values[("dqcluster_node_up", None)] == 1 and values[("dqcluster_node_healthy", None)] == 0, values
+
+        here.kill()
+        started = time.monotonic()
+        values = scrape()
+        assert values == {("dqcluster_node_up", None): 0, ("dqcluster_gate_up", None): 0}, values
+        assert time.monotonic() - started < 8, "the scrape waited out the ENGINE's own 30 s timeout"
+        print("metrics_endpoint OK")
+    finally:
+        cluster.kill()
+
+
 SCENARIOS = {f.__name__: f for f in (embedded, embedded_client_port_taken, three_nodes, failover_between_requests,
                                      transaction_interrupted, consistency, deferred_transactions,
                                      retried_transactions, retry_after_failover, retry_on_postgresql,
                                      orm_under_faults, backup_and_restore, member_removal,
-                                     health_endpoint)}
+                                     health_endpoint, metrics_endpoint)}
 
 if __name__ == "__main__":
     name, workdir = sys.argv[1], sys.argv[2]

@@ -89,3 +89,9 @@ def test_dqcluster_members_removes_a_dead_host_refuses_a_live_one_and_adds_a_new
 @pytest.mark.slow
 def test_the_health_endpoint_answers_503_naming_why_once_the_node_cannot_serve(tmp_path):
     assert "health_endpoint OK" in run_scenario("health_endpoint", tmp_path)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_the_metrics_endpoint_gives_prometheus_the_nodes_state_and_the_gates_members_behind_a_token(tmp_path):
+    assert "metrics_endpoint OK" in run_scenario("metrics_endpoint", tmp_path)
