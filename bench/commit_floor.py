@@ -78,6 +78,16 @@ def _recv_exactly(conn, size):
     return b"".join(chunks)
 
 
+def _answer(conn, data):
+    """Send a follower's ack; False once the leader has gone (it closes after its last commit,
+    while the slower follower may still be answering it)."""
+    try:
+        conn.sendall(data)
+    except (ConnectionResetError, BrokenPipeError):
+        return False
+    return True
+
+
 def _accept(listener):
     conn, _ = listener.accept()
     conn.settimeout(IO_TIMEOUT)
@@ -105,7 +115,8 @@ def follower(listener, path, flush):
     try:
         while (record := _recv_exactly(leader, RECORD)) is not None:
             _append(fd, record, flush)
-            leader.sendall(ACK)
+            if not _answer(leader, ACK):
+                break
     finally:
         os.close(fd)
         leader.close()
@@ -254,10 +265,11 @@ def lean_follower(listener, data_dir, flush):
             for command, index, _ in message["entries"]:
                 append(command, index)
                 last = index
-            leader.sendall(_sealed_frame(cipher, {
+            if not _answer(leader, _sealed_frame(cipher, {
                 "type": "next_node_idx", "term": 1, "next_node_idx": last + 1, "success": True,
                 "lease_echo": message["lease_ts"],
-            }))
+            })):
+                break
             # After the reply, as pysyncobj's tick does: what the leader says is committed.
             while applied < min(message["commit_index"], last):
                 applied += 1
