@@ -24,8 +24,9 @@ complete: ``path`` holds a whole copy or is left as it was.
 counters (``sqlite_sequence``), indexes, triggers and views. Foreign keys are
 off while it loads (tables come in creation order, not in dependency order) and
 checked once at the end: what ``PRAGMA foreign_key_check`` finds is returned.
-A restore that fails part way leaves the tables it made: it says which, and
-the next restore refuses until they are dropped.
+A restore that fails part way drops the tables (and views) it made, and the
+database is empty as it was; where it cannot (the connection is gone), it says
+which tables are left, and the next restore refuses until they are dropped.
 
 A virtual table (FTS5, R*Tree) keeps its contents in ordinary "shadow" tables
 that its module creates and reads (``docs_data``, ``docs_idx``... for an FTS5
@@ -50,7 +51,7 @@ class BackupError(Exception):
 
 
 class RestoreInterrupted(BackupError):
-    """A restore failed part way; ``created`` names the tables it had made."""
+    """A restore failed part way; ``created`` names the tables it made and left (none once it dropped them)."""
 
     def __init__(self, message, created):
         super().__init__(message)
@@ -271,13 +272,18 @@ def _check_shadow_tables(target, virtual, shadows):
         )
 
 
-def _create_others(conn, schema, report):
-    """Indexes, triggers and views, once the rows are in (faster, and triggers must not fire on them)."""
+def _create_others(conn, schema, report, views=None):
+    """Indexes, triggers and views, once the rows are in (faster, and triggers must not fire on them).
+
+    The name of each view made is appended to ``views`` (indexes and triggers go with their tables).
+    """
     counters = {"index": "indexes", "trigger": "triggers", "view": "views"}
-    for kind, _, _, sql in schema:
+    for kind, name, _, sql in schema:
         if kind in counters:
             conn.execute(sql)
             setattr(report, counters[kind], getattr(report, counters[kind]) + 1)
+            if kind == "view" and views is not None:
+                views.append(name)
 
 
 def user_tables(conn):
@@ -285,11 +291,13 @@ def user_tables(conn):
     return [name for kind, name, _, _ in read_schema(conn) if kind in ("table", "virtual")]
 
 
-def restore(target, path, *, batch_bytes=DEFAULT_BATCH_BYTES, progress=None):
+def restore(target, path, *, batch_bytes=DEFAULT_BATCH_BYTES, progress=None, keep_partial=False):
     """Load the SQLite file at ``path`` into ``target``'s database, which must have no tables.
 
     ``progress(table, rows)`` is called after each table. Returns a :class:`CopyReport`
     whose ``foreign_key_violations`` lists what ``PRAGMA foreign_key_check`` found.
+    A restore that fails part way drops what it made, leaving the database empty
+    as it found it, unless ``keep_partial``; it raises :class:`RestoreInterrupted`.
     """
     if not os.path.isfile(path):
         raise BackupError(f"{path} is not a file")
@@ -306,14 +314,14 @@ def restore(target, path, *, batch_bytes=DEFAULT_BATCH_BYTES, progress=None):
                 f"the database already has {len(existing)} table(s) ({shown}); restore only into an empty "
                 "database (drop those tables first, or restore under another NAME)"
             )
-        return _load(source, target, schema, batch_bytes, progress)
+        return _load(source, target, schema, batch_bytes, progress, keep_partial)
     finally:
         source.close()
 
 
-def _load(source, target, schema, batch_bytes, progress):
+def _load(source, target, schema, batch_bytes, progress, keep_partial):
     report = CopyReport()
-    created = []
+    created, views = [], []
     (foreign_keys,) = _fetch_all(target, "PRAGMA foreign_keys")[0]
     target.execute("PRAGMA foreign_keys = OFF")
 
@@ -334,17 +342,39 @@ def _load(source, target, schema, batch_bytes, progress):
     try:
         _copy_tables(source, target, schema, write_batch, batch_bytes, report, progress, created)
         _write_sequences(write_batch, _sequences(source))
-        _create_others(target, schema, report)
+        _create_others(target, schema, report, views)
         report.foreign_key_violations = [tuple(row) for row in _fetch_all(target, "PRAGMA foreign_key_check")]
     except Exception as error:
-        raise RestoreInterrupted(
-            f"the restore stopped ({type(error).__name__}: {error}); it had created {len(created)} table(s): "
-            f"{', '.join(created) or 'none'}. Drop them before restoring again.",
-            created,
-        ) from error
+        raise _interrupted(target, error, created, views, keep_partial) from error
     finally:
         try:
             target.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         except Exception:  # noqa: BLE001 - the connection may be the reason we stopped
             pass
     return report
+
+
+def _interrupted(target, error, created, views, keep_partial):
+    """The error of a restore that stopped, once what it made is dropped (foreign keys still off)."""
+    stopped = f"the restore stopped ({type(error).__name__}: {error})"
+    if keep_partial or not (created or views):
+        return RestoreInterrupted(
+            f"{stopped}; it had created {len(created)} table(s): {', '.join(created) or 'none'}. "
+            "Drop them before restoring again.", created,
+        )
+    left = list(created)
+    try:
+        for view in reversed(views):
+            target.execute(f"DROP VIEW IF EXISTS {_quote(view)}")
+        while left:
+            target.execute(f"DROP TABLE IF EXISTS {_quote(left[-1])}")
+            left.pop()
+    except Exception as drop_error:  # noqa: BLE001 - the connection is likely what stopped the restore
+        return RestoreInterrupted(
+            f"{stopped}; dropping the tables it had created failed too ({type(drop_error).__name__}: "
+            f"{drop_error}): drop {', '.join(left)} before restoring again.", left,
+        )
+    return RestoreInterrupted(
+        f"{stopped}; the {len(created)} table(s) it had created were dropped again: the database is empty, "
+        "as it was.", [],
+    )

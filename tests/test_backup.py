@@ -17,7 +17,7 @@ from django_dqcluster import dbapi
 from django_dqcluster.backup import BackupError, RestoreInterrupted, backup, restore
 from django_dqcluster.store.local_cluster import LocalCluster
 
-from .store.conftest import rows_on_every_node, start_embedded_node
+from .store.conftest import EMBEDDED_SECRET, rows_on_every_node, start_embedded_node
 
 SCHEMA = [
     "CREATE TABLE author (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, photo BLOB,"
@@ -129,17 +129,58 @@ class FailingAfter:
         return getattr(self._conn, name)
 
 
-def test_a_restore_that_stops_part_way_names_the_tables_it_made_and_rolls_back_its_last_batch(tmp_path):
+def test_a_restore_that_stops_part_way_drops_what_it_made_and_leaves_the_database_empty_as_it_was(tmp_path):
+    source = sqlite_connection(str(tmp_path / "source.sqlite3"))
+    fill(source)
+    target = sqlite_connection(str(tmp_path / "target.sqlite3"))
+    with pytest.raises(RestoreInterrupted, match=r"the restore stopped \(OperationalError: the node went away\); "
+                                                 r"the 3 table\(s\) it had created were dropped again: the database "
+                                                 r"is empty, as it was") as failure:
+        restore(FailingAfter(target, batches=2), str(tmp_path / "source.sqlite3"), batch_bytes=2000)
+    assert failure.value.created == []
+    assert not target.in_transaction
+    assert target.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall() == []
+    assert target.execute("PRAGMA foreign_keys").fetchone() == (0,)  # as it was before
+    assert restore(target, str(tmp_path / "source.sqlite3")).rows == 699  # so the next restore can begin
+
+
+def test_asked_to_keep_a_partial_restore_it_names_the_tables_it_made_and_rolls_back_its_last_batch(tmp_path):
     source = sqlite_connection(str(tmp_path / "source.sqlite3"))
     fill(source)
     target = sqlite_connection(str(tmp_path / "target.sqlite3"))
     with pytest.raises(RestoreInterrupted, match=r"the restore stopped \(OperationalError: the node went away\); "
                                                  r"it had created 3 table\(s\): author, book, audit\. Drop them") as failure:
-        restore(FailingAfter(target, batches=2), str(tmp_path / "source.sqlite3"), batch_bytes=2000)
+        restore(FailingAfter(target, batches=2), str(tmp_path / "source.sqlite3"), batch_bytes=2000, keep_partial=True)
     assert failure.value.created == ["author", "book", "audit"]
     assert not target.in_transaction
     assert target.execute("SELECT count(*) FROM author").fetchone()[0] < 299  # two batches, no more
-    assert target.execute("PRAGMA foreign_keys").fetchone() == (0,)  # as it was before
+
+
+class GoneAfter(FailingAfter):
+    """A connection lost for good after ``batches`` batches: nothing it is asked afterwards works either."""
+
+    def executemany(self, sql, rows):
+        try:
+            return super().executemany(sql, rows)
+        except sqlite3.OperationalError:
+            self._gone = True
+            raise
+
+    def execute(self, sql, *params):
+        if getattr(self, "_gone", False) and not sql.startswith("ROLLBACK"):
+            raise sqlite3.OperationalError("no connection to the node")
+        return self._conn.execute(sql, *params)
+
+
+def test_a_restore_that_cannot_drop_what_it_made_names_the_tables_left(tmp_path):
+    source = sqlite_connection(str(tmp_path / "source.sqlite3"))
+    fill(source)
+    target = sqlite_connection(str(tmp_path / "target.sqlite3"))
+    with pytest.raises(RestoreInterrupted, match=r"dropping the tables it had created failed too \(OperationalError: "
+                                                 r"no connection to the node\): drop author, book, audit before "
+                                                 r"restoring again") as failure:
+        restore(GoneAfter(target, batches=2), str(tmp_path / "source.sqlite3"), batch_bytes=2000)
+    assert failure.value.created == ["author", "book", "audit"]
 
 
 def test_a_failed_backup_leaves_the_earlier_file_as_it_was(tmp_path):
@@ -224,33 +265,41 @@ def test_full_text_and_spatial_indexes_come_across_as_they_were(tmp_path):
     assert len(target.execute("SELECT rowid FROM book_search WHERE book_search MATCH 'quorum'").fetchall()) == 2
 
 
-def test_wherever_a_restore_stops_a_new_connection_can_drop_every_table_it_made(tmp_path):
+def test_wherever_a_restore_stops_the_database_is_left_empty_or_its_tables_can_be_dropped(tmp_path):
     source = sqlite_connection(str(tmp_path / "source.sqlite3"))
     fts5_or_skip(source)
     fill_searchable(source)
     source.close()
     whole = restore(sqlite_connection(str(tmp_path / "whole.sqlite3")), str(tmp_path / "source.sqlite3"),
                     batch_bytes=2000)
+
+    def user_objects(conn):
+        return conn.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall()
+
     stops = 0
     for batches in range(1000):
-        path = str(tmp_path / f"target-{batches}.sqlite3")
-        target = sqlite_connection(path)
-        try:
-            restore(FailingAfter(target, batches), str(tmp_path / "source.sqlite3"), batch_bytes=2000)
-        except RestoreInterrupted as stopped:
-            created = stopped.created
-        else:
+        results = {}
+        for keep_partial in (False, True):
+            path = str(tmp_path / f"target-{batches}-{keep_partial}.sqlite3")
+            target = sqlite_connection(path)
+            try:
+                restore(FailingAfter(target, batches), str(tmp_path / "source.sqlite3"), batch_bytes=2000,
+                        keep_partial=keep_partial)
+            except RestoreInterrupted as stopped:
+                results[keep_partial] = stopped.created
+            finally:
+                assert not target.in_transaction, batches
+                target.close()
+        if not results:
             break  # every later one gets through too
-        finally:
-            assert not target.in_transaction, batches
-            target.close()
         stops += 1
-        # A virtual table whose shadow tables were emptied but not yet filled
-        # could not be opened, nor dropped, by a new connection.
-        again = sqlite_connection(path)
-        for table in created:
+        assert user_objects(sqlite_connection(str(tmp_path / f"target-{batches}-False.sqlite3"))) == [], batches
+        # Kept: a virtual table whose shadow tables were emptied but not yet
+        # filled could not be opened, nor dropped, by a new connection.
+        again = sqlite_connection(str(tmp_path / f"target-{batches}-True.sqlite3"))
+        for table in results[True]:
             again.execute(f'DROP TABLE "{table}"')
-        assert again.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall() == [], batches
+        assert user_objects(again) == [], batches
     # It stopped at every batch, so inside every table that has rows, shadow tables included.
     assert stops >= len([rows for rows in whole.tables.values() if rows]) > 10
 
@@ -280,11 +329,14 @@ def test_shadow_tables_laid_out_otherwise_than_the_files_are_refused_before_any_
     with pytest.raises(RestoreInterrupted, match=r"modules here made the shadow tables notes_config, notes_data, "
                                                  r"notes_docsize, notes_idx, but the source has notes_config, "
                                                  r"notes_content, notes_data"):
-        restore(target, str(tmp_path / "source.sqlite3"))
+        restore(target, str(tmp_path / "source.sqlite3"), keep_partial=True)
     fresh = sqlite3.connect(":memory:")
     fresh.execute("CREATE VIRTUAL TABLE notes USING fts5(body, content='')")
     for shadow in ("notes_config", "notes_data"):  # as creating it left them: nothing emptied, nothing copied
         assert target.execute(f"SELECT * FROM {shadow}").fetchall() == fresh.execute(f"SELECT * FROM {shadow}").fetchall()
+    target.execute("DROP TABLE notes")
+    with pytest.raises(RestoreInterrupted, match="the 1 table\\(s\\) it had created were dropped again"):
+        restore(target, str(tmp_path / "source.sqlite3"))
 
 
 
@@ -343,6 +395,23 @@ def test_a_backup_of_the_store_sees_one_moment_while_transactions_go_on(tmp_path
             stop.set()
             mover.join(30)
         assert moved[0] >= 10
+        conn.close()
+    finally:
+        node.stop()
+
+
+def test_a_restore_the_store_refuses_part_way_leaves_its_database_empty(tmp_path):
+    source = sqlite_connection(str(tmp_path / "source.sqlite3"))
+    fill(source, authors=60)
+    source.execute("CREATE TABLE attachment (id INTEGER PRIMARY KEY, body BLOB)")
+    source.execute("INSERT INTO attachment (body) VALUES (?)", (b"x" * 300_000,))  # more than one frame may carry
+    node = start_embedded_node(tmp_path / "node", max_frame=256 * 1024)
+    try:
+        conn = dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, isolation_level=None, database="restored")
+        with pytest.raises(RestoreInterrupted, match=r"the 4 table\(s\) it had created were dropped again"):
+            restore(conn, str(tmp_path / "source.sqlite3"))
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+                            "AND name NOT LIKE '_dqcluster_%'").fetchall() == []
         conn.close()
     finally:
         node.stop()

@@ -3,7 +3,8 @@
 The file is what ``dqcluster_backup`` wrote, or any SQLite database (a project
 moving from Django's sqlite3 backend onto the store restores its ``db.sqlite3``).
 Its rows go through the store's ordinary write path, in transactions of about
-a megabyte, so every node gets them. The target database must have no tables.
+a megabyte, so every node gets them. The target database must have no tables;
+a restore that stops part way drops what it made (``--keep-partial`` keeps it).
 """
 
 import time
@@ -26,6 +27,8 @@ class Command(BaseCommand):
                             help='The database alias to load it into (default: "default"); it must have no tables.')
         parser.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
                             help="About how many bytes of rows each transaction carries (default 1 MiB).")
+        parser.add_argument("--keep-partial", action="store_true",
+                            help="If the restore stops part way, keep the tables it made instead of dropping them.")
 
     def handle(self, *args, **options):
         alias, path, verbosity = options["database"], options["path"], options["verbosity"]
@@ -38,7 +41,8 @@ class Command(BaseCommand):
 
         started = time.monotonic()
         try:
-            report = restore(raw, path, batch_bytes=options["batch_bytes"], progress=table_progress(self, verbosity))
+            report = restore(raw, path, batch_bytes=options["batch_bytes"], progress=table_progress(self, verbosity),
+                             keep_partial=options["keep_partial"])
         except BackupError as error:
             raise CommandError(f"restore into {alias!r} failed: {error}") from None
         finally:
