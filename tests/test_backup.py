@@ -129,30 +129,32 @@ class FailingAfter:
         return getattr(self._conn, name)
 
 
-def test_a_restore_that_stops_part_way_drops_what_it_made_and_leaves_the_database_empty_as_it_was(tmp_path):
+def restore_stopped_after_two_batches(tmp_path, connection=FailingAfter, **options):
+    """Restore fill()'s file through a connection that fails after two batches: (the target, the error)."""
     source = sqlite_connection(str(tmp_path / "source.sqlite3"))
     fill(source)
     target = sqlite_connection(str(tmp_path / "target.sqlite3"))
-    with pytest.raises(RestoreInterrupted, match=r"the restore stopped \(OperationalError: the node went away\); "
-                                                 r"the 3 table\(s\) it had created were dropped again: the database "
-                                                 r"is empty, as it was") as failure:
-        restore(FailingAfter(target, batches=2), str(tmp_path / "source.sqlite3"), batch_bytes=2000)
-    assert failure.value.created == []
-    assert not target.in_transaction
+    with pytest.raises(RestoreInterrupted) as failure:
+        restore(connection(target, batches=2), str(tmp_path / "source.sqlite3"), batch_bytes=2000, **options)
+    assert not target.in_transaction  # its last batch rolled back
+    return target, failure.value
+
+
+def test_a_restore_that_stops_part_way_drops_what_it_made_and_leaves_the_database_empty_as_it_was(tmp_path):
+    target, error = restore_stopped_after_two_batches(tmp_path)
+    assert str(error) == ("the restore stopped (OperationalError: the node went away); the 3 table(s) it had "
+                          "created were dropped again: the database is empty, as it was.")
+    assert error.created == []
     assert target.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall() == []
     assert target.execute("PRAGMA foreign_keys").fetchone() == (0,)  # as it was before
     assert restore(target, str(tmp_path / "source.sqlite3")).rows == 699  # so the next restore can begin
 
 
-def test_asked_to_keep_a_partial_restore_it_names_the_tables_it_made_and_rolls_back_its_last_batch(tmp_path):
-    source = sqlite_connection(str(tmp_path / "source.sqlite3"))
-    fill(source)
-    target = sqlite_connection(str(tmp_path / "target.sqlite3"))
-    with pytest.raises(RestoreInterrupted, match=r"the restore stopped \(OperationalError: the node went away\); "
-                                                 r"it had created 3 table\(s\): author, book, audit\. Drop them") as failure:
-        restore(FailingAfter(target, batches=2), str(tmp_path / "source.sqlite3"), batch_bytes=2000, keep_partial=True)
-    assert failure.value.created == ["author", "book", "audit"]
-    assert not target.in_transaction
+def test_asked_to_keep_a_partial_restore_it_names_the_tables_it_made(tmp_path):
+    target, error = restore_stopped_after_two_batches(tmp_path, keep_partial=True)
+    assert str(error) == ("the restore stopped (OperationalError: the node went away); it had created 3 table(s): "
+                          "author, book, audit. Drop them before restoring again.")
+    assert error.created == ["author", "book", "audit"]
     assert target.execute("SELECT count(*) FROM author").fetchone()[0] < 299  # two batches, no more
 
 
@@ -173,14 +175,11 @@ class GoneAfter(FailingAfter):
 
 
 def test_a_restore_that_cannot_drop_what_it_made_names_the_tables_left(tmp_path):
-    source = sqlite_connection(str(tmp_path / "source.sqlite3"))
-    fill(source)
-    target = sqlite_connection(str(tmp_path / "target.sqlite3"))
-    with pytest.raises(RestoreInterrupted, match=r"dropping the tables it had created failed too \(OperationalError: "
-                                                 r"no connection to the node\): drop author, book, audit before "
-                                                 r"restoring again") as failure:
-        restore(GoneAfter(target, batches=2), str(tmp_path / "source.sqlite3"), batch_bytes=2000)
-    assert failure.value.created == ["author", "book", "audit"]
+    _, error = restore_stopped_after_two_batches(tmp_path, connection=GoneAfter)
+    assert str(error) == ("the restore stopped (OperationalError: the node went away); dropping the tables it had "
+                          "created failed too (OperationalError: no connection to the node): drop author, book, "
+                          "audit before restoring again.")
+    assert error.created == ["author", "book", "audit"]
 
 
 def test_a_failed_backup_leaves_the_earlier_file_as_it_was(tmp_path):
