@@ -188,7 +188,8 @@ def _write_sequences(write_batch, sequences):
 def backup(source, path, *, progress=None):
     """Copy ``source``'s database, as of one moment, into a new SQLite file at ``path``.
 
-    ``progress(table, rows)`` is called after each table. Returns a :class:`CopyReport`.
+    ``progress(table, rows, done)`` is called after each batch of rows (``done``
+    false, ``rows`` so far) and once each table is copied. Returns a :class:`CopyReport`.
     """
     partial = f"{path}.partial"
     if os.path.exists(partial):
@@ -248,14 +249,19 @@ def _copy_tables(source, target, schema, write_batch, batch_bytes, report, progr
         # table whose module can still open it, so that it can be dropped.
         empty = f"DELETE FROM {_quote(name)}" if kind == "shadow" else None
 
-        def write(batch, first, insert=insert, empty=empty):
+        written = [0]
+
+        def write(batch, first, insert=insert, empty=empty, name=name, written=written):
             before = empty if first else None
             if batch or before:
                 write_batch(insert, batch, before)
+            written[0] += len(batch)
+            if progress is not None and batch:
+                progress(name, written[0], False)
 
         report.tables[name] = _copy_rows(source, name, columns, write, batch_bytes)
         if progress is not None:
-            progress(name, report.tables[name])
+            progress(name, report.tables[name], True)
 
 
 def _check_shadow_tables(target, virtual, shadows):
@@ -294,7 +300,8 @@ def user_tables(conn):
 def restore(target, path, *, batch_bytes=DEFAULT_BATCH_BYTES, progress=None, keep_partial=False):
     """Load the SQLite file at ``path`` into ``target``'s database, which must have no tables.
 
-    ``progress(table, rows)`` is called after each table. Returns a :class:`CopyReport`
+    ``progress(table, rows, done)`` is called after each batch of rows (``done``
+    false, ``rows`` so far) and once each table is loaded. Returns a :class:`CopyReport`
     whose ``foreign_key_violations`` lists what ``PRAGMA foreign_key_check`` found.
     A restore that fails part way drops what it made, leaving the database empty
     as it found it, unless ``keep_partial``; it raises :class:`RestoreInterrupted`.

@@ -6,15 +6,19 @@ move money between two tables never sees half of one, and a restore through a
 follower reaches every node's file.
 """
 
+import io
 import os
 import sqlite3
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
+from django.core.management.base import OutputWrapper
 
 from django_dqcluster import dbapi
 from django_dqcluster.backup import BackupError, RestoreInterrupted, backup, restore
+from django_dqcluster.management.commands.dqcluster_backup import table_progress
 from django_dqcluster.store.local_cluster import LocalCluster
 
 from .store.conftest import EMBEDDED_SECRET, rows_on_every_node, start_embedded_node
@@ -81,6 +85,37 @@ def test_a_restore_loads_everything_and_the_autoincrement_counter_goes_on_where_
     target.execute("INSERT INTO author (name) VALUES ('new')")
     assert target.execute("SELECT max(id) FROM author").fetchone() == (301,)  # not 300, a deleted id
     assert target.execute("PRAGMA foreign_keys").fetchone() == (0,)  # as it was before
+
+
+def test_progress_is_told_after_each_batch_and_once_each_table_is_done(tmp_path):
+    source = sqlite_connection(str(tmp_path / "source.sqlite3"))
+    fill(source)
+    calls = []
+    restore(sqlite_connection(str(tmp_path / "target.sqlite3")), str(tmp_path / "source.sqlite3"), batch_bytes=4000,
+            progress=lambda table, rows, done: calls.append((table, rows, done)))
+    authors = [(rows, done) for table, rows, done in calls if table == "author"]
+    assert len(authors) > 3 and authors[-1] == (299, True)
+    assert [done for _, done in authors[:-1]] == [False] * (len(authors) - 1)
+    assert [rows for rows, _ in authors] == sorted(rows for rows, _ in authors)
+    assert [call for call in calls if call[2]] == [("author", 299, True), ("book", 200, True), ("audit", 200, True)]
+
+
+def test_the_commands_say_how_far_a_large_table_got_every_few_seconds_and_each_table_at_verbosity_2():
+    def lines(verbosity):
+        now = [0.0]
+        out = io.StringIO()
+        progress = table_progress(SimpleNamespace(stdout=OutputWrapper(out)), verbosity, clock=lambda: now[0])
+        for rows, at in ((1000, 1.0), (2000, 5.5), (3000, 7.0), (4000, 11.0)):
+            now[0] = at
+            progress("big", rows, False)
+        progress("big", 4500, True)
+        progress("small", 3, True)
+        return out.getvalue().splitlines()
+
+    assert lines(1) == ["  big: 2,000 row(s) so far...", "  big: 4,000 row(s) so far..."]
+    assert lines(2) == ["  big: 2,000 row(s) so far...", "  big: 4,000 row(s) so far...",
+                        "  big: 4,500 row(s)", "  small: 3 row(s)"]
+    assert lines(0) == []
 
 
 def test_a_restore_refuses_a_database_that_has_tables_and_changes_nothing(tmp_path):
@@ -187,7 +222,7 @@ def test_a_failed_backup_leaves_the_earlier_file_as_it_was(tmp_path):
     source = sqlite_connection(str(tmp_path / "source.sqlite3"))
     fill(source, authors=10)
 
-    def connection_lost(table, rows):
+    def connection_lost(table, rows, done):
         source.close()
 
     with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
@@ -373,7 +408,9 @@ def test_a_backup_of_the_store_sees_one_moment_while_transactions_go_on(tmp_path
                 moved[0] += 1
             mover.close()
 
-        def after_each_table(table, rows):
+        def after_each_table(table, rows, done):
+            if not done:
+                return
             # Let at least one transfer commit between reading the two tables.
             seen = moved[0]
             while moved[0] == seen and mover.is_alive():

@@ -37,11 +37,27 @@ def copy_connection(alias):
     return raw
 
 
-def table_progress(command, verbosity):
-    """What the copy calls after each table: a line per table at verbosity 2."""
-    def progress(table, rows):
-        if verbosity >= 2:
-            command.stdout.write(f"  {table}: {rows:,} row(s)")
+PROGRESS_EVERY = 5.0  # seconds between two "so far" lines of a large table
+
+
+def table_progress(command, verbosity, clock=time.monotonic):
+    """What the copy calls after each batch and table.
+
+    Verbosity 2: a line per table. Verbosity 1 and up: a line every few seconds
+    while a large table is copied, so that a long copy is seen to move.
+    """
+    last = [clock()]
+
+    def progress(table, rows, done):
+        now = clock()
+        if done:
+            if verbosity >= 2:
+                command.stdout.write(f"  {table}: {rows:,} row(s)")
+        elif verbosity >= 1 and now - last[0] >= PROGRESS_EVERY:
+            command.stdout.write(f"  {table}: {rows:,} row(s) so far...")
+        else:
+            return
+        last[0] = now
 
     return progress
 
