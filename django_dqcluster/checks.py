@@ -5,7 +5,7 @@
 * ``W002`` an app listed before ``django_dqcluster`` in INSTALLED_APPS ships its own
   ``migrate`` command: Django runs the first one listed, so ours (and the version gate)
   would never run and new migrations could run under old code.
-* ``W003`` a dqcluster alias's ``secret_file`` is readable by other users than its owner.
+* ``W003`` a dqcluster alias's ``secret_file`` or ``token_file`` is readable by other users than its owner.
 * ``W004`` a dqcluster alias runs a node whose peers are on other hosts, but its Raft or
   client address is on loopback (or a unix socket): they cannot reach it.
 * ``E001`` ``DQCLUSTER_API_EXTENSIONS`` is not a list/tuple.
@@ -51,7 +51,9 @@ def check_cluster_secret(app_configs=None, **kwargs):
         peers = _split(options.get("peers"))
         addresses = _split(options.get("address")) or _split(entry.get("HOST"))
         multi_node = bool(peers) or len(addresses) > 1
-        if multi_node and not options.get("secret") and not options.get("secret_file"):
+        # An entry with a client token runs no node (the backend refuses to), so it needs no secret.
+        credentials = ("secret", "secret_file", "token", "token_file")
+        if multi_node and not any(options.get(key) for key in credentials):
             messages.append(
                 Warning(
                     f"DATABASES[{alias!r}] is a multi-node dqcluster setup without a cluster secret.",
@@ -70,25 +72,27 @@ def check_cluster_secret(app_configs=None, **kwargs):
 
 @register(Tags.security, Tags.database)
 def check_secret_file_permissions(app_configs=None, **kwargs):
-    """W003: a secret file other users can read."""
+    """W003: a secret or token file other users can read."""
     from .store.config import readable_by_others
 
+    why = {
+        "secret_file": "Whoever reads the cluster secret can send the nodes Raft messages, which are pickled: "
+                       "it runs code on every member.",
+        "token_file": "Whoever reads the client token can read and write every database of the store.",
+    }
     messages = []
     for alias, entry in _cluster_databases():
-        path = (entry.get("OPTIONS") or {}).get("secret_file")
-        if path and readable_by_others(os.fspath(path)):
-            messages.append(
-                Warning(
-                    f"DATABASES[{alias!r}]['OPTIONS']['secret_file'] ({path}) is readable by users "
-                    "other than its owner.",
-                    hint=(
-                        f"chmod 600 {path}. Whoever reads the cluster secret can send the nodes Raft "
-                        "messages, which are pickled: it runs code on every member."
-                    ),
-                    obj=f"DATABASES[{alias!r}]",
-                    id="dqcluster.W003",
+        for key, consequence in why.items():
+            path = (entry.get("OPTIONS") or {}).get(key)
+            if path and readable_by_others(os.fspath(path)):
+                messages.append(
+                    Warning(
+                        f"DATABASES[{alias!r}]['OPTIONS'][{key!r}] ({path}) is readable by users other than its owner.",
+                        hint=f"chmod 600 {path}. {consequence}",
+                        obj=f"DATABASES[{alias!r}]",
+                        id="dqcluster.W003",
+                    )
                 )
-            )
     return messages
 
 

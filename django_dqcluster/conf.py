@@ -6,8 +6,8 @@
 
 The hosts are client addresses of store nodes (this host's first); the path is
 the database NAME inside the store; query parameters become OPTIONS
-(``peers``, ``secret_file``, ``consistency``, ``durability``, ``timeout``,
-``embedded``, ``data_dir``, ``bind``, ``client``). A unix socket is written
+(``peers``, ``secret_file`` or ``token_file``, ``consistency``, ``durability``,
+``timeout``, ``embedded``, ``data_dir``, ``bind``, ``client``). A unix socket is written
 ``dqcluster://%2Frun%2Fdq.sock/app`` or ``dqcluster:///app?address=unix:/run/dq.sock``.
 
 django-environ only parses several hosts for the postgres family, so with

@@ -69,7 +69,12 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
             params["embedded_options"] = opts
         else:
             params["addresses"] = list(opts.addresses)
-            params["secret"] = opts.secret
+            # A process that runs no node may hold only the client token:
+            # the cluster secret also signs Raft messages.
+            if opts.secret:
+                params["secret"] = opts.secret
+            else:
+                params["token"] = opts.token
             params["local_reads"] = opts.local_reads
             params["seal"] = opts.seal
             # A read from this host's replica file runs on our own SQLite

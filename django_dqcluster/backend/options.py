@@ -38,6 +38,8 @@ KNOWN_OPTIONS = {
     "peers": [],             # Raft addresses of the other members
     "secret": None,          # the cluster secret ...
     "secret_file": None,     # ... or a file holding it (preferred)
+    "token": None,           # or, for a process that runs no node, only the client token ...
+    "token_file": None,      # ... or a file holding it (manage.py dqcluster_client_token writes one)
     "consistency": "strong",  # strong | weak | none
     "local_reads": True,     # with none: SELECTs read this host's replica file directly
     "seal": False,           # encrypt client frames over loopback too (to other hosts they always are)
@@ -64,6 +66,7 @@ class BackendOptions:
     client: str
     peers: list
     secret: str
+    token: str  # the client token given instead of the secret (None when the secret is)
     consistency: str
     local_reads: bool
     seal: bool
@@ -82,6 +85,9 @@ class BackendOptions:
             raise self.error("data_dir", "is required to run a node (embedded mode or dqcluster_node)")
         if not self.bind:
             raise self.error("bind", "is required to run a node: this node's Raft address, HOST:PORT")
+        if self.token and not self.secret:
+            raise self.error("token", "only lets this process in as a client of a node; running one needs the "
+                             "cluster secret ('secret_file' or 'secret') instead")
         try:
             return NodeConfig(
                 bind=self.bind,
@@ -170,6 +176,24 @@ def _check_address(alias, key, address):
         raise _error(alias, key, f"holds an invalid address: {exc}") from None
 
 
+def _read_token(alias, token, token_file):
+    """The client token from OPTIONS ``token`` or ``token_file`` (None if neither), checked for its shape."""
+    key = "token_file" if token_file else "token"
+    if token_file:
+        try:
+            with open(os.fspath(token_file)) as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            raise _error(alias, key, f"cannot be read ({os.fspath(token_file)}: {exc.strerror})") from None
+    if not token:
+        return None
+    token = token.strip()
+    if len(token) != 64 or any(char not in "0123456789abcdef" for char in token):
+        raise _error(alias, key, "must hold a client token, the 64 hex digits `manage.py dqcluster_client_token` "
+                     "prints (not the cluster secret itself)")
+    return token
+
+
 def parse(alias, settings_dict):
     """Validate ``settings_dict`` (one DATABASES entry) and return :class:`BackendOptions`."""
     name = settings_dict.get("NAME")
@@ -211,7 +235,8 @@ def parse(alias, settings_dict):
     for peer in peers:
         _check_address(alias, "peers", peer)
 
-    for key in ("data_dir", "bind", "client", "secret", "secret_file", "transaction_mode", "init_command"):
+    for key in ("data_dir", "bind", "client", "secret", "secret_file", "token", "token_file", "transaction_mode",
+                "init_command"):
         if opts[key] is not None and not isinstance(opts[key], (str, os.PathLike)):
             raise _error(alias, key, f"must be a string, not {type(opts[key]).__name__}")
     data_dir = os.fspath(opts["data_dir"]) if opts["data_dir"] else None
@@ -220,12 +245,14 @@ def parse(alias, settings_dict):
     if opts["client"]:
         _check_address(alias, "client", opts["client"])
 
-    if opts["secret"] and opts["secret_file"]:
-        raise _error(alias, "secret", "and 'secret_file' are both set; give one of them")
+    given = [key for key in ("secret", "secret_file", "token", "token_file") if opts[key]]
+    if len(given) > 1:
+        raise _error(alias, given[0], f"and {given[1]!r} are both set; give one of them")
     try:
         secret = read_secret(opts["secret"], os.fspath(opts["secret_file"]) if opts["secret_file"] else None)
     except ConfigError as exc:
         raise _error(alias, "secret_file", str(exc).split(":", 1)[-1].strip()) from None
+    token = _read_token(alias, opts["token"], opts["token_file"])
 
     consistency = opts["consistency"]
     if consistency not in CONSISTENCY_LEVELS:
@@ -262,6 +289,9 @@ def parse(alias, settings_dict):
     if embedded:
         if addresses:
             raise _error(alias, "embedded", "is set, so the node runs in this process: remove 'address' and HOST/PORT")
+        if token:
+            raise _error(alias, given[0], "only lets a process in as a client; with 'embedded' this process runs "
+                         "the node, which needs the cluster secret ('secret_file' or 'secret')")
         if not data_dir:
             raise _error(alias, "data_dir", "is required when 'embedded' is set")
         if not opts["bind"]:
@@ -273,13 +303,14 @@ def parse(alias, settings_dict):
         if not addresses:
             raise _error(alias, "address", "is required: the client address of this host's node "
                          "(HOST:PORT or unix:/path; or set HOST/PORT; or 'embedded': True with 'data_dir')")
-        if not secret:
+        if not secret and not token:
             raise _error(alias, "secret_file", "is required: the file holding the cluster secret "
-                         "(or 'secret'); the node refuses unauthenticated clients")
+                         "(or 'secret'), or 'token_file' with the client token; the node refuses "
+                         "unauthenticated clients")
 
     return BackendOptions(
         alias=alias, name=str(name), addresses=addresses, embedded=embedded, data_dir=data_dir,
-        bind=opts["bind"], client=opts["client"], peers=peers, secret=secret, consistency=consistency,
+        bind=opts["bind"], client=opts["client"], peers=peers, secret=secret, token=token, consistency=consistency,
         durability=durability, timeout=timeout, allow_remote=allow_remote, local_reads=local_reads, seal=seal,
         idle_transaction_timeout=idle,
         transaction_mode=transaction_mode, init_command=opts["init_command"] or "",

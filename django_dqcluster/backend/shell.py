@@ -45,7 +45,7 @@ def connect_from_settings(settings_dict, alias="dbshell"):
         from .embedded import connect_params
 
         return dbapi.connect(**kwargs, **connect_params(opts))
-    return dbapi.connect(opts.addresses, secret=opts.secret, **kwargs)
+    return dbapi.connect(opts.addresses, secret=opts.secret, token=opts.token, **kwargs)
 
 
 def format_rows(description, rows):
@@ -192,7 +192,8 @@ def main(argv=None):
         options["address"] = args.address
         settings_dict["HOST"] = settings_dict["PORT"] = ""
     if args.secret_file:
-        options.pop("secret", None)
+        for key in ("secret", "token", "token_file"):
+            options.pop(key, None)
         options["secret_file"] = args.secret_file
     if args.consistency:
         options["consistency"] = args.consistency

@@ -1011,11 +1011,78 @@ def metrics_endpoint(workdir):
         cluster.kill()
 
 
+def client_token(workdir):
+    """A web process that holds only the client token (OPTIONS token_file) uses the store, dbshell included."""
+    cluster = start_cluster(workdir)
+    try:
+        leader = cluster.leader()
+        here = next(node for node in cluster.nodes if node is not leader)
+        token_path = os.path.join(workdir, "client.token")
+        app = client_entry(cluster, here)
+        app["OPTIONS"] = {key: value for key, value in app["OPTIONS"].items() if key != "secret_file"}
+        app["OPTIONS"]["token_file"] = token_path
+        configure({"default": client_entry(cluster, here), "app": app})
+        import io
+        import stat
+        import subprocess
+
+        from django.core.management import call_command
+        from django.core.management.base import CommandError
+        from django.db import connections
+
+        from django_dqcluster import wire
+        from tests.backend.bapp.models import Item
+
+        # Where the node's settings are (the secret), the token is written for the web workers.
+        out = io.StringIO()
+        call_command("dqcluster_client_token", write=token_path, stdout=out)
+        assert f"Wrote the client token to {token_path} (mode 600)" in out.getvalue(), out.getvalue()
+        assert stat.S_IMODE(os.stat(token_path).st_mode) == 0o600
+        with open(cluster.secret_file) as handle:
+            secret = handle.read().strip()
+        with open(token_path) as handle:
+            token = handle.read().strip()
+        assert token == wire.client_token(secret) and secret not in token
+        out = io.StringIO()
+        call_command("dqcluster_client_token", stdout=out)
+        assert out.getvalue().strip() == token
+
+        create_tables("app")
+        Item.objects.using("app").create(name="written with the token", value=1)
+        assert list(Item.objects.using("default").values_list("name", flat=True)) == ["written with the token"]
+        args, env = connections["app"].client.settings_to_cmd_args_env(connections["app"].settings_dict,
+                                                                        ["-c", "SELECT count(*) FROM bapp_item"])
+        shell = subprocess.run(args, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert shell.returncode == 0 and "1" in shell.stdout.split(), (shell.stdout, shell.stderr)
+        assert secret not in str(env)  # dbshell's process is handed the token only
+
+        try:
+            call_command("dqcluster_client_token", database="app", stdout=io.StringIO())
+        except CommandError as error:
+            assert "holds no cluster secret" in str(error), error
+        else:
+            raise AssertionError("a token was derived from no secret")
+
+        # Another cluster's token (or a stale one) is refused by the node, naming why.
+        with open(token_path, "w") as handle:
+            handle.write(wire.client_token("another cluster's secret"))
+        connections["app"].close()
+        try:
+            Item.objects.using("app").count()
+        except Exception as error:
+            assert "the store refused this client" in str(error), error
+        else:
+            raise AssertionError("a wrong token was let in")
+        print("client_token OK")
+    finally:
+        cluster.kill()
+
+
 SCENARIOS = {f.__name__: f for f in (embedded, embedded_client_port_taken, three_nodes, failover_between_requests,
                                      transaction_interrupted, consistency, deferred_transactions,
                                      retried_transactions, retry_after_failover, retry_on_postgresql,
                                      orm_under_faults, backup_and_restore, member_removal,
-                                     health_endpoint, metrics_endpoint)}
+                                     health_endpoint, metrics_endpoint, client_token)}
 
 if __name__ == "__main__":
     name, workdir = sys.argv[1], sys.argv[2]

@@ -95,3 +95,8 @@ def test_the_health_endpoint_answers_503_naming_why_once_the_node_cannot_serve(t
 @pytest.mark.slow
 def test_the_metrics_endpoint_gives_prometheus_the_nodes_state_and_the_gates_members_behind_a_token(tmp_path):
     assert "metrics_endpoint OK" in run_scenario("metrics_endpoint", tmp_path)
+
+
+@pytest.mark.cluster
+def test_a_process_with_only_the_client_token_uses_the_store_and_a_wrong_token_is_refused(tmp_path):
+    assert "client_token OK" in run_scenario("client_token", tmp_path)

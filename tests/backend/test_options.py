@@ -111,3 +111,39 @@ def test_parse_url_with_several_hosts(secret_file):
         parse_url(f"dqcluster://127.0.0.1:7101/app?secret_file={secret_file}&consistency=maybe")
     with pytest.raises(ImproperlyConfigured, match="HOST:PORT"):
         parse_url("dqcluster://127.0.0.1/app")
+
+
+# -- a client token instead of the cluster secret ------------------------------------------------
+
+TOKEN = "a3" * 32  # the shape of wire.client_token's answer
+
+
+def test_a_process_that_runs_no_node_can_hold_only_the_client_token(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    opts = parse("default", {"NAME": "app", "OPTIONS": {"address": "127.0.0.1:7101", "token_file": str(token_file)}})
+    assert (opts.secret, opts.token) == (None, TOKEN)
+    assert parse("default", {"NAME": "app", "OPTIONS": {"address": "127.0.0.1:7101", "token": TOKEN}}).token == TOKEN
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"token": TOKEN, "secret": "x"}, r"\['secret'\] and 'token' are both set; give one of them"),
+    ({"token_file": "/nonexistent/token"}, r"\['token_file'\] cannot be read \(/nonexistent/token: No such file"),
+    ({"token": "s3cret"}, r"\['token'\] must hold a client token, the 64 hex digits .* \(not the cluster secret itself\)"),
+    ({"token": TOKEN.upper()}, r"\['token'\] must hold a client token"),
+])
+def test_a_wrong_token_is_refused_naming_the_key(options, message):
+    with pytest.raises(ImproperlyConfigured, match=message):
+        parse("default", {"NAME": "app", "OPTIONS": {"address": "127.0.0.1:7101", **options}})
+
+
+def test_a_token_cannot_run_a_node(tmp_path):
+    with pytest.raises(ImproperlyConfigured, match=r"\['token'\] only lets a process in as a client; with "
+                                                   r"'embedded' this process runs the node"):
+        parse("default", {"NAME": "app", "OPTIONS": {"embedded": True, "data_dir": str(tmp_path),
+                                                     "bind": "127.0.0.1:7001", "token": TOKEN}})
+    opts = parse("default", {"NAME": "app", "OPTIONS": {"address": "127.0.0.1:7102", "bind": "127.0.0.1:7101",
+                                                        "data_dir": str(tmp_path), "token": TOKEN}})
+    with pytest.raises(ImproperlyConfigured, match=r"\['token'\] only lets this process in as a client of a node; "
+                                                   r"running one needs the cluster secret"):
+        opts.node_config()  # what manage.py dqcluster_node asks for

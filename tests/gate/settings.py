@@ -109,6 +109,12 @@ if os.environ.get("DQ_GATE_CHECKS"):
         "NAME": "app",
         "OPTIONS": {"address": "127.0.0.1:7101", "secret_file": os.environ.get("DQ_GATE_OPEN_SECRET", "/nonexistent")},
     }
+    DATABASES["open_token"] = {
+        "ENGINE": "django_dqcluster.backend",
+        "NAME": "app",
+        "OPTIONS": {"address": "127.0.0.1:7101,127.0.0.1:7111",
+                    "token_file": os.environ.get("DQ_GATE_OPEN_TOKEN", "/nonexistent")},
+    }
     DQCLUSTER_API_EXTENSIONS = "not-a-list"
 
 LOGGING = {

@@ -89,13 +89,21 @@ def test_system_checks_flag_missing_secret_hidden_migrate_and_bad_settings(sqlit
     open_secret = tmp_path / "cluster.secret"
     open_secret.write_text("s3cret\n")
     open_secret.chmod(0o644)
-    host = Host(sqlite_db, "host-a", extra_env={"DQ_GATE_CHECKS": "1", "DQ_GATE_OPEN_SECRET": str(open_secret)})
+    open_token = tmp_path / "cluster.token"
+    open_token.write_text("a3" * 32 + "\n")
+    open_token.chmod(0o644)
+    host = Host(sqlite_db, "host-a", extra_env={"DQ_GATE_CHECKS": "1", "DQ_GATE_OPEN_SECRET": str(open_secret),
+                                                "DQ_GATE_OPEN_TOKEN": str(open_token)})
     process = host.run("check", expect=1)
     output = process.stderr + process.stdout
     assert "dqcluster.W001" in output and "DATABASES['cluster'] is a multi-node dqcluster setup without a cluster secret" in output
+    assert "DATABASES['open_token'] is a multi-node" not in output  # a client with the token is authenticated
     assert "dqcluster.W003" in output and f"({open_secret}) is readable by users other than its owner" in output
     assert f"chmod 600 {open_secret}" in output
+    assert f"['token_file'] ({open_token}) is readable by users other than its owner" in output
+    assert "Whoever reads the client token can read and write every database of the store." in output
     open_secret.chmod(0o600)
+    open_token.chmod(0o600)
     output = host.run("check", expect=1).stderr
     assert "dqcluster.W003" not in output and "dqcluster.W001" in output
     assert "dqcluster.W002" in output and "'tests.gate.shadowapp' is listed before 'django_dqcluster'" in output
