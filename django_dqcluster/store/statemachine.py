@@ -46,6 +46,12 @@ DROP_DB = "drop_db"
 CLONE_DB = "clone_db"
 MEMBER = "member"
 
+# Every kind this code applies. An entry of another kind, or of a newer
+# ``format`` (absent: 1), was written by a newer django-dqcluster: this node
+# stops applying there (and says so) rather than skip it and diverge.
+KNOWN_KINDS = frozenset({TX, GROUP, BARRIER, CHECKPOINT, DROP_DB, CLONE_DB, MEMBER})
+ENTRY_FORMAT = 1
+
 HASH_HISTORY = 20000
 SNAPSHOT_FORMAT = 1
 
@@ -65,6 +71,25 @@ class ApplyFailed(Exception):
 
 class Diverged(Exception):
     """This replica's history differs from the leader's: it must not answer queries."""
+
+
+def _check_known(entry, index):
+    """ApplyFailed for an entry a newer django-dqcluster wrote: applying it as nothing would diverge.
+
+    In a rolling upgrade of the store itself, a member still on the old code
+    stops here, names the upgrade (its status' ``fatal``, the health check,
+    the metrics) and applies the entry, and what follows it, once it runs
+    code that knows it; its log keeps the entries meanwhile.
+    """
+    kind, entry_format = entry.get("kind"), entry.get("format", 1)
+    if kind in KNOWN_KINDS and isinstance(entry_format, int) and entry_format <= ENTRY_FORMAT:
+        return
+    what = f"kind {kind!r}" if kind not in KNOWN_KINDS else f"format {entry_format!r}"
+    raise ApplyFailed(
+        f"entry {index} was written by a newer django-dqcluster ({what}; this node applies entries of "
+        f"format {ENTRY_FORMAT}, kinds {', '.join(sorted(KNOWN_KINDS))}): upgrade this node; it goes on "
+        "from this entry once upgraded"
+    )
 
 
 # An entry id only has to be unique in the cluster's history. A random prefix
@@ -210,6 +235,7 @@ class StateMachine:
         entry = decode_entry(payload)
         kind = entry.get("kind")
         try:
+            _check_known(entry, index)
             if kind == TX:
                 result = self._apply_tx(entry, index)
             elif kind == GROUP:
@@ -307,6 +333,11 @@ class StateMachine:
         otherwise each commits alone, exactly as a single entry would.
         """
         parts = [decode_entry(part) for part in entry["parts"]]
+        for part in parts:  # all of them before any: a group applies whole or waits whole
+            _check_known(part, index)
+            if part.get("kind") != TX:
+                raise ApplyFailed(f"entry {index} groups an entry of kind {part.get('kind')!r}, where this node "
+                                  "knows groups of transactions only: upgrade this node")
         results = []
         for run in _runs(parts):
             results.extend(self._apply_run(run, index))
