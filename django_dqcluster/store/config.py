@@ -107,6 +107,10 @@ class NodeConfig:
     def servers_file(self):
         return os.path.join(self.data_dir, "servers.json")
 
+    @property
+    def catching_up_file(self):
+        return os.path.join(self.data_dir, "raft.catching-up")
+
 
 def _check_hostport(name, address):
     if not isinstance(address, str) or address.startswith(("unix:", "/")):

@@ -134,7 +134,7 @@ class Node:
         extra = {"transportClass": self._transport_class} if self._transport_class else {}
         self.engine = self._engine_class(
             self.config.bind, peers, conf, self.state_machine, secret=self.secret, durable=self.config.durable,
-            **extra
+            catching_up_file=self.config.catching_up_file, **extra
         )
         self.engine.command_source = self.commit_queue.take
         return peers
@@ -366,6 +366,8 @@ class Node:
             "applied_index": engine.raftLastApplied,
             "log_length": raw.get("log_len"),
             "has_quorum": raw.get("has_quorum"),
+            # Started with an empty log: no vote until it holds what the leader had committed.
+            "catching_up": engine.catching_up,
             "durability": self.config.durability,
             "diverged": self.state_machine.diverged,
             "last_checkpoint": self.state_machine.last_checkpoint,

@@ -354,6 +354,21 @@ class FlushingTransport(TCPTransport):
         return super().send(node, message)
 
 
+def _write_durably(path, text):
+    """Replace ``path`` with ``text``, on disk before this returns (file and directory entry)."""
+    partial = f"{path}.partial"
+    with open(partial, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 class SafeSyncObj(SyncObj):
     """pysyncobj with Raft §5.3 restored and the state machine plugged in.
 
@@ -361,9 +376,13 @@ class SafeSyncObj(SyncObj):
     msgpack payload handed to ``state_machine.apply(payload, index)``.
     """
 
-    def __init__(self, self_address, peers, conf, state_machine, *, secret=None, durable=True, **kwargs):
+    def __init__(self, self_address, peers, conf, state_machine, *, secret=None, durable=True,
+                 catching_up_file=None, **kwargs):
         """``secret``: the cluster secret every message is sealed with; None only in
-        unit tests that drive the engine by hand (the node always passes one)."""
+        unit tests that drive the engine by hand (the node always passes one).
+        ``catching_up_file``: where a node that started with an empty log
+        remembers that it is still catching up (see :meth:`_start_catching_up`);
+        None turns that rule off (unit tests)."""
         check_engine()
         if conf.password is not None:
             raise EngineMismatch("pass the cluster secret as secret=, not as pysyncobj's password")
@@ -386,6 +405,7 @@ class SafeSyncObj(SyncObj):
         self._heard_from_leader_at = 0.0
         self._collecting_commands = False
         self._send_after_collecting = False
+        self._catching_up = False
         kwargs.setdefault("transportClass", FlushingTransport)
         super().__init__(self_address, peers, conf, **kwargs)
         check_instance(self)
@@ -396,6 +416,7 @@ class SafeSyncObj(SyncObj):
             transport = self._SyncObj__transport
             if isinstance(transport, FlushingTransport):
                 transport.flush_journal = self.flush_journal
+        self._start_catching_up(catching_up_file)
 
     @property
     def encryptor(self):
@@ -439,6 +460,11 @@ class SafeSyncObj(SyncObj):
     # -- the tick ---------------------------------------------------------------------------
 
     def _onTick(self, timeToWait=0.0):
+        if (self._catching_up and self._SyncObj__raftState != _RAFT_STATE.LEADER
+                and self._SyncObj__getCurrentLogIndex() > 1):
+            # Part way through catching up, its log may be longer than another
+            # member's and still lack committed entries: it must not lead.
+            self._SyncObj__raftElectionDeadline = raft_clock() + self.conf.raftMaxTimeout
         if (self._SyncObj__raftState != _RAFT_STATE.LEADER
                 and self._SyncObj__raftElectionDeadline < raft_clock()
                 and self._SyncObj__transport.ready):
@@ -626,12 +652,21 @@ class SafeSyncObj(SyncObj):
             # to be alive, neither grant a vote nor adopt the candidate's term.
             # This is what makes the leader's lease (lease_valid) safe.
             return None
+        if kind == "request_vote" and self._catching_up and message.get("last_log_index", 0) > 1:
+            # This node may have lost entries it once acknowledged (see
+            # _start_catching_up): its vote could elect a candidate that lacks them.
+            return None
         if kind == "append_entries" and message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
             self._heard_from_leader_at = monotonic()
             if "lease_ts" in message:
                 self._lease_echo = message["lease_ts"]
             if "prevLogIdx" in message:
                 message = self._keep_matching_entries(message)
+            if self._catching_up:
+                self._catch_up_with(message)
+                result = SyncObj._SyncObj__onMessageReceived(self, node, message)
+                self._check_caught_up()
+                return result
         elif kind == "next_node_idx":
             if "lease_echo" in message and self._leader_since is not None:
                 echoed = message["lease_echo"]
@@ -657,11 +692,73 @@ class SafeSyncObj(SyncObj):
         if before is not None and self._isLeader() and next_index.get(node, before) < before:
             next_index[node] = before
 
+    # -- a node that lost its disk ----------------------------------------------------------
+
+    def _start_catching_up(self, path):
+        """Does this node start without the entries it may once have acknowledged?
+
+        Raft assumes every member remembers what it acknowledged. A member
+        whose data directory was emptied (a replaced disk, a restored image)
+        comes back with an empty log and no vote; as an ordinary voter it
+        would elect any candidate, and a lagging one could then win and drop
+        entries committed with the lost copy. So a node that starts with an
+        empty log in a cluster of several catches up first: it votes only for
+        a candidate whose log is as empty as its own (a cluster forming for
+        the first time), stands for election only while its own log is
+        empty, and becomes an ordinary member once it holds everything the
+        first leader it hears from had committed. ``path`` keeps that state
+        across restarts: a node restarted part way through is still catching up.
+        """
+        self._catching_up_file = path
+        self._catch_up_to = None
+        if path is None:
+            return
+        if os.path.exists(path):
+            with open(path) as handle:
+                text = handle.read().strip()
+            self._catch_up_to = int(text) if text.isdigit() else None
+        elif self._SyncObj__getCurrentLogIndex() <= 1 and self._SyncObj__otherNodes:
+            _write_durably(path, "")
+        else:
+            return
+        self._catching_up = True
+        logger.info("node %s starts with an empty log: it votes once it has caught up with a leader%s",
+                    self._SyncObj__selfNode, "" if self._catch_up_to is None else f" (to index {self._catch_up_to})")
+
+    def _catch_up_with(self, message):
+        """The first leader heard from: what it had committed is what this node must hold."""
+        commit_index = message.get("commit_index")
+        if self._catch_up_to is None and isinstance(commit_index, int):
+            self._catch_up_to = commit_index
+            _write_durably(self._catching_up_file, str(commit_index))
+
+    def _check_caught_up(self):
+        if self._catch_up_to is not None and self._SyncObj__getCurrentLogIndex() >= self._catch_up_to:
+            self.flush_journal()  # what it now votes with must outlive a crash
+            self._caught_up()
+
+    def _caught_up(self):
+        self._catching_up = False
+        try:
+            os.remove(self._catching_up_file)
+        except FileNotFoundError:
+            pass
+        logger.info("node %s has caught up (index %s): it votes and may lead again",
+                    self._SyncObj__selfNode, self._SyncObj__getCurrentLogIndex())
+
+    @property
+    def catching_up(self):
+        return self._catching_up
+
     # -- leader lease ---------------------------------------------------------------------
 
     def _SyncObj__onBecomeLeader(self):
         self._lease_acks = {}
         self._leader_since = monotonic()
+        if self._catching_up:
+            # Elected with an empty log by members with empty logs: a cluster
+            # forming, with nothing committed that it could lack.
+            self._caught_up()
         SyncObj._SyncObj__onBecomeLeader(self)
 
     def _sticky(self):

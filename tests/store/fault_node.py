@@ -40,6 +40,9 @@ class StockAppendEntries(SafeSyncObj):
     def _SyncObj__deleteEntriesFrom(self, fromIDx):
         SyncObj._SyncObj__deleteEntriesFrom(self, fromIDx)
 
+    def _start_catching_up(self, path):
+        SafeSyncObj._start_catching_up(self, None)  # nor does pysyncobj keep a node without its log from voting
+
 
 class InjectingTransport(FlushingTransport):
     trigger_file = None
