@@ -706,11 +706,13 @@ class SafeSyncObj(SyncObj):
         a candidate whose log is as empty as its own (a cluster forming for
         the first time), stands for election only while its own log is
         empty, and becomes an ordinary member once it holds everything the
-        first leader it hears from had committed. ``path`` keeps that state
-        across restarts: a node restarted part way through is still catching up.
+        leader it hears from (of the newest term it heard) had committed.
+        ``path`` keeps that state across restarts: a node restarted part way
+        through is still catching up.
         """
         self._catching_up_file = path
         self._catch_up_to = None
+        self._catch_up_term = -1  # the term of the leader that set _catch_up_to
         if path is None:
             return
         if os.path.exists(path):
@@ -726,9 +728,17 @@ class SafeSyncObj(SyncObj):
                     self._SyncObj__selfNode, "" if self._catch_up_to is None else f" (to index {self._catch_up_to})")
 
     def _catch_up_with(self, message):
-        """The first leader heard from: what it had committed is what this node must hold."""
-        commit_index = message.get("commit_index")
-        if self._catch_up_to is None and isinstance(commit_index, int):
+        """What the leader had committed is what this node must hold before it votes.
+
+        The first leader heard from sets it; a leader of a later term (the first
+        may have been deposed without knowing it) raises it to what that one
+        had committed.
+        """
+        commit_index, term = message.get("commit_index"), message.get("term", -1)
+        if not isinstance(commit_index, int) or term <= self._catch_up_term:
+            return
+        self._catch_up_term = term
+        if self._catch_up_to is None or commit_index > self._catch_up_to:
             self._catch_up_to = commit_index
             _write_durably(self._catching_up_file, str(commit_index))
 

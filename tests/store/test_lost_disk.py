@@ -12,15 +12,84 @@ from had committed. Until then, what it cannot vote for waits: unavailable
 rather than lossy.
 """
 
+import time
+
 import pytest
+from pysyncobj import SyncObjConf
+
+from django_dqcluster.store.raft import SafeSyncObj
 
 from .conftest import followers, rows_on_every_node
-
-pytestmark = pytest.mark.cluster
+from .test_raft_safety import LEADER, NoStateMachine, RecordingTransport, append_entries, deliver, entries
 
 ROWS = 40
 
 
+# -- one engine, fed messages by hand ----------------------------------------------------------
+
+
+def engine(marker):
+    conf = SyncObjConf(autoTick=False, appendEntriesUseBatch=False, raftMinTimeout=0.01, raftMaxTimeout=0.02,
+                       appendEntriesPeriod=0.002)
+    return SafeSyncObj("127.0.0.1:2", [LEADER.address, "127.0.0.1:3"], conf, NoStateMachine(), durable=False,
+                       transportClass=RecordingTransport, catching_up_file=str(marker))
+
+
+def votes_for(node, last_log_index, last_log_term=1):
+    time.sleep(0.03)  # past the leader stickiness of these short timeouts
+    node._SyncObj__transport.sent.clear()
+    term = node._SyncObj__raftCurrentTerm + 1
+    node._SyncObj__onMessageReceived(LEADER, {"type": "request_vote", "term": term, "last_log_index": last_log_index,
+                                              "last_log_term": last_log_term})
+    return any(message["type"] == "response_vote" for _, message in node._SyncObj__transport.sent)
+
+
+def test_an_empty_node_votes_only_for_an_empty_candidate_until_it_holds_what_the_leader_had_committed(tmp_path):
+    marker = tmp_path / "raft.catching-up"
+    node = engine(marker)
+    assert node.catching_up and marker.read_text() == ""
+    assert not votes_for(node, last_log_index=11)
+    assert votes_for(node, last_log_index=1, last_log_term=0)  # a cluster forming: nothing to lose
+
+    deliver(node, append_entries(1, 0, entries(2, 6), term=5, commit=11))
+    assert node.catching_up and marker.read_text() == "11"  # what the leader had committed
+    assert not votes_for(node, last_log_index=11)
+    deliver(node, append_entries(6, 1, entries(7, 11), term=5, commit=11))
+    assert not node.catching_up and not marker.exists()
+    assert votes_for(node, last_log_index=11)
+
+
+def test_a_node_restarted_part_way_through_is_still_catching_up(tmp_path):
+    marker = tmp_path / "raft.catching-up"
+    marker.write_text("57")
+    node = engine(marker)
+    deliver(node, append_entries(1, 0, entries(2, 11), term=5, commit=11))
+    assert node.catching_up and not votes_for(node, last_log_index=11)  # 57 is the mark, not 11
+
+
+def test_a_later_leader_raises_the_mark(tmp_path):
+    marker = tmp_path / "raft.catching-up"
+    node = engine(marker)
+    deliver(node, append_entries(1, 0, entries(2, 3), term=5, commit=10))
+    assert marker.read_text() == "10"
+    deliver(node, append_entries(3, 1, entries(4, 4), term=6, commit=20))  # the first was deposed
+    assert node.catching_up and marker.read_text() == "20"
+    deliver(node, append_entries(4, 1, entries(5, 12), term=5, commit=12))  # the deposed one, still sending
+    assert node.catching_up and marker.read_text() == "20"
+
+
+def test_a_node_that_starts_with_its_log_is_an_ordinary_member(tmp_path):
+    node = SafeSyncObj("127.0.0.1:2", [], SyncObjConf(autoTick=False), NoStateMachine(), durable=False,
+                       transportClass=RecordingTransport, catching_up_file=str(tmp_path / "marker"))
+    assert not node.catching_up  # alone: nobody to elect wrongly
+    assert not (tmp_path / "marker").exists()
+
+
+# -- three node processes ----------------------------------------------------------------------
+
+
+
+@pytest.mark.cluster
 def test_a_wiped_follower_and_a_lagging_one_elect_no_leader_and_lose_no_acknowledged_write(cluster):
     leader = cluster.leader()
     conn = leader.connect()
@@ -48,6 +117,7 @@ def test_a_wiped_follower_and_a_lagging_one_elect_no_leader_and_lose_no_acknowle
     assert counts == {0: [(ROWS,)], 1: [(ROWS,)], 2: [(ROWS,)]}
 
 
+@pytest.mark.cluster
 def test_a_wiped_follower_catches_up_and_votes_again(cluster):
     leader = cluster.leader()
     conn = leader.connect()
