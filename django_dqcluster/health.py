@@ -30,6 +30,9 @@ def judge(status, max_lag=DEFAULT_MAX_LAG):
         return False, {**report, "problem": f"the node stopped serving: {status['fatal']}"}
     if status.get("diverged"):
         return False, {**report, "problem": "the node's replica diverged from the others; it serves nothing"}
+    if status.get("catching_up"):
+        return False, {**report, "problem": "the node started with an empty data directory and is still catching "
+                                            "up with the leader"}
     if status.get("has_quorum") is False:
         # pysyncobj keeps a follower cut off from everyone loyal to its old
         # leader (it only calls elections when it reaches someone), so the

@@ -31,6 +31,7 @@ FAMILIES = {
     "dqcluster_node_is_leader": "1 when this host's node leads the cluster.",
     "dqcluster_node_has_quorum": "1 when the node reaches a majority of the members.",
     "dqcluster_node_diverged": "1 when the node's replica diverged from the others (it then serves nothing).",
+    "dqcluster_node_catching_up": "1 while a node that started with an empty log catches up (it does not vote yet).",
     "dqcluster_node_uptime_seconds": "Seconds since the node started.",
     "dqcluster_raft_term": "The Raft term the node is in.",
     "dqcluster_raft_commit_index": "The last log index the node knows to be committed.",
@@ -67,6 +68,7 @@ def node_samples(alias, status, max_lag=health.DEFAULT_MAX_LAG):
         ("dqcluster_node_is_leader", database, _flag(status.get("role") == "leader")),
         ("dqcluster_node_has_quorum", database, _flag(status.get("has_quorum"))),
         ("dqcluster_node_diverged", database, _flag(status.get("diverged"))),
+        ("dqcluster_node_catching_up", database, _flag(status.get("catching_up"))),
     ]
     numbers = {
         "dqcluster_node_uptime_seconds": status.get("uptime"),

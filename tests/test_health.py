@@ -52,3 +52,10 @@ def test_a_diverged_or_failed_node_is_unhealthy_whatever_else_it_says():
         False, {"role": "follower", "lag": 2, "problem": "the node's replica diverged from the others; it serves nothing"})
     healthy, report = judge({**FOLLOWER, "fatal": "disk full"})
     assert not healthy and report["problem"] == "the node stopped serving: disk full"
+
+
+def test_a_node_catching_up_after_an_empty_start_is_unhealthy_until_it_holds_what_was_committed():
+    healthy, report = judge({**FOLLOWER, "catching_up": True})
+    assert not healthy
+    assert report["problem"] == "the node started with an empty data directory and is still catching up with the leader"
+    assert judge({**FOLLOWER, "catching_up": False})[0]

@@ -110,6 +110,7 @@ def test_a_wiped_follower_and_a_lagging_one_elect_no_leader_and_lose_no_acknowle
     # Electing the lagging node would lose the acknowledged writes: no leader.
     with pytest.raises(TimeoutError):
         cluster.wait_for_leader(timeout=6)
+    assert wiped.status()["catching_up"] and not lagging.status()["catching_up"]
 
     leader.start(peers=cluster.peers_of(leader))
     cluster.wait_for_leader(timeout=30)
@@ -130,6 +131,7 @@ def test_a_wiped_follower_catches_up_and_votes_again(cluster):
     wiped.wipe()
     wiped.start(peers=cluster.peers_of(wiped))
     cluster.wait_converged()  # it holds everything the leader had committed
+    assert not wiped.status()["catching_up"]
     # Now it is an ordinary member again: with the old leader gone, it and the
     # other follower elect one of themselves.
     leader.kill()
