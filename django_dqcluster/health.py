@@ -4,7 +4,8 @@ For each database alias on our ENGINE, the host's node is asked for its
 status on a connection of its own, with a short timeout (a health check must
 answer quickly, and the request's own connection may be the broken one).
 The node is healthy when it answers, has not stopped serving (a diverged
-replica, a fatal error), reaches a majority of the members and its leader
+replica, a fatal error), is not still catching up after starting with an
+empty data directory, reaches a majority of the members and its leader
 (no election under way), and has applied all but ``max_lag`` of the entries
 committed.
 Other ENGINEs: ``SELECT 1`` answers. Nothing here writes, or runs the version
