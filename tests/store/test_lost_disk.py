@@ -7,9 +7,9 @@ candidate, and a lagging one could then win and lose writes that were
 committed and acknowledged with the wiped node's copy. Such a node therefore
 starts out catching up: it votes only for a candidate whose log is as empty as
 its own (a cluster forming for the first time) and stands for election only
-while its own log is empty, until it holds everything the leader it first hears
-from had committed. Until then, what it cannot vote for waits: unavailable
-rather than lossy.
+while its own log is empty, until it holds everything the leader it hears from
+(of the newest term it heard) had committed. Until then, what it cannot vote
+for waits: unavailable rather than lossy.
 """
 
 import time
