@@ -8,6 +8,7 @@ process never has its Django settings fixed by these tests and the other
 suites keep theirs. A failed assertion exits non-zero with a traceback.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -49,6 +50,17 @@ def start_cluster(workdir):
     cluster = LocalCluster(os.path.join(workdir, "cluster"), 3, connection_hooks=[HOOK], durability="process")
     cluster.start()
     return cluster
+
+
+@contextlib.contextmanager
+def cluster_seen_from_a_follower(workdir):
+    """A 3-node cluster (killed at the end), its leader, and the follower this "host" runs."""
+    cluster = start_cluster(workdir)
+    try:
+        leader = cluster.leader()
+        yield cluster, leader, next(node for node in cluster.nodes if node is not leader)
+    finally:
+        cluster.kill()
 
 
 def client_entry(cluster, node, name="app", **options):
@@ -897,10 +909,7 @@ def member_removal(workdir):
 
 def health_endpoint(workdir):
     """GET /dqcluster/health: 200 while the host's node serves; 503 naming why once it cannot."""
-    cluster = start_cluster(workdir)
-    try:
-        leader = cluster.leader()
-        here = next(node for node in cluster.nodes if node is not leader)
+    with cluster_seen_from_a_follower(workdir) as (cluster, leader, here):
         configure({"default": client_entry(cluster, here)})
         from django.test import Client
 
@@ -930,16 +939,11 @@ def health_endpoint(workdir):
         assert status == 503 and body["databases"]["default"]["problem"].startswith("cannot reach the database"), body
         assert time.monotonic() - started < 8, "the check waited out the ENGINE's own 30 s timeout"
         print("health_endpoint OK")
-    finally:
-        cluster.kill()
 
 
 def metrics_endpoint(workdir):
     """GET /dqcluster/metrics: Prometheus' text, behind a bearer token; the node's state and the gate's members."""
-    cluster = start_cluster(workdir)
-    try:
-        leader = cluster.leader()
-        here = next(node for node in cluster.nodes if node is not leader)
+    with cluster_seen_from_a_follower(workdir) as (cluster, leader, here):
         configure({"default": client_entry(cluster, here)}, DQCLUSTER_METRICS_TOKEN="scrape-me")
         import io
         import re
@@ -1007,16 +1011,11 @@ def metrics_endpoint(workdir):
         assert values == {("dqcluster_node_up", None): 0, ("dqcluster_gate_up", None): 0}, values
         assert time.monotonic() - started < 8, "the scrape waited out the ENGINE's own 30 s timeout"
         print("metrics_endpoint OK")
-    finally:
-        cluster.kill()
 
 
 def client_token(workdir):
     """A web process that holds only the client token (OPTIONS token_file) uses the store, dbshell included."""
-    cluster = start_cluster(workdir)
-    try:
-        leader = cluster.leader()
-        here = next(node for node in cluster.nodes if node is not leader)
+    with cluster_seen_from_a_follower(workdir) as (cluster, leader, here):
         token_path = os.path.join(workdir, "client.token")
         app = client_entry(cluster, here)
         app["OPTIONS"] = {key: value for key, value in app["OPTIONS"].items() if key != "secret_file"}
@@ -1074,8 +1073,6 @@ def client_token(workdir):
         else:
             raise AssertionError("a wrong token was let in")
         print("client_token OK")
-    finally:
-        cluster.kill()
 
 
 SCENARIOS = {f.__name__: f for f in (embedded, embedded_client_port_taken, three_nodes, failover_between_requests,
