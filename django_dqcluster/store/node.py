@@ -118,8 +118,14 @@ class Node:
     def _start_engine(self):
         """Create the Raft engine (it opens the journal and starts ticking); returns its peers."""
         peers = list(self.config.peers)
+        fresh_member = False
         if self.config.join:
             peers = self._members_via(self.config.join)
+            # Asking to be added, it never acknowledged anything before: its
+            # empty log is all it ever held, and it votes as any member does.
+            # (A member coming back through --join after losing its disk is
+            # already listed: it catches up first, see raft.SafeSyncObj.)
+            fresh_member = self.config.bind not in peers
         elif not peers:
             peers = self._known_servers()
         conf = raft.make_conf(
@@ -134,7 +140,7 @@ class Node:
         extra = {"transportClass": self._transport_class} if self._transport_class else {}
         self.engine = self._engine_class(
             self.config.bind, peers, conf, self.state_machine, secret=self.secret, durable=self.config.durable,
-            catching_up_file=self.config.catching_up_file, **extra
+            catching_up_file=self.config.catching_up_file, fresh_member=fresh_member, **extra
         )
         self.engine.command_source = self.commit_queue.take
         return peers

@@ -377,12 +377,13 @@ class SafeSyncObj(SyncObj):
     """
 
     def __init__(self, self_address, peers, conf, state_machine, *, secret=None, durable=True,
-                 catching_up_file=None, **kwargs):
+                 catching_up_file=None, fresh_member=False, **kwargs):
         """``secret``: the cluster secret every message is sealed with; None only in
         unit tests that drive the engine by hand (the node always passes one).
         ``catching_up_file``: where a node that started with an empty log
         remembers that it is still catching up (see :meth:`_start_catching_up`);
-        None turns that rule off (unit tests)."""
+        None turns that rule off (unit tests). ``fresh_member``: this node is
+        joining for the first time, so an empty log is all it ever held."""
         check_engine()
         if conf.password is not None:
             raise EngineMismatch("pass the cluster secret as secret=, not as pysyncobj's password")
@@ -416,7 +417,7 @@ class SafeSyncObj(SyncObj):
             transport = self._SyncObj__transport
             if isinstance(transport, FlushingTransport):
                 transport.flush_journal = self.flush_journal
-        self._start_catching_up(catching_up_file)
+        self._start_catching_up(catching_up_file, fresh_member)
 
     @property
     def encryptor(self):
@@ -694,7 +695,7 @@ class SafeSyncObj(SyncObj):
 
     # -- a node that lost its disk ----------------------------------------------------------
 
-    def _start_catching_up(self, path):
+    def _start_catching_up(self, path, fresh_member=False):
         """Does this node start without the entries it may once have acknowledged?
 
         Raft assumes every member remembers what it acknowledged. A member
@@ -708,7 +709,8 @@ class SafeSyncObj(SyncObj):
         empty, and becomes an ordinary member once it holds everything the
         leader it hears from (of the newest term it heard) had committed.
         ``path`` keeps that state across restarts: a node restarted part way
-        through is still catching up.
+        through is still catching up. A ``fresh_member`` (one asking to join)
+        never acknowledged anything before, so its empty log is no loss.
         """
         self._catching_up_file = path
         self._catch_up_to = None
@@ -719,7 +721,7 @@ class SafeSyncObj(SyncObj):
             with open(path) as handle:
                 text = handle.read().strip()
             self._catch_up_to = int(text) if text.isdigit() else None
-        elif self._SyncObj__getCurrentLogIndex() <= 1 and self._SyncObj__otherNodes:
+        elif self._SyncObj__getCurrentLogIndex() <= 1 and self._SyncObj__otherNodes and not fresh_member:
             _write_durably(path, "")
         else:
             return

@@ -305,9 +305,13 @@ class Nemesis:
 
     def wipe(self, victim):
         # A replaced disk: the node comes back empty and must be sent a snapshot.
+        # Healed once it holds what was committed again: until then it does not
+        # vote (raft.SafeSyncObj, catching up), so a second node losing its disk,
+        # or the leader, meanwhile would be two faults at once.
         victim.kill()
         victim.wipe()
         victim.start(peers=self.cluster.peers_of(victim))
+        self.cluster.wait_for(lambda: _caught_up(victim), 60, f"node{victim.index} to catch up after its wipe")
 
     def compact(self, victim):
         # Not a fault: a snapshot taken (and the log cut) while clients write.
@@ -337,6 +341,13 @@ class Nemesis:
                 self.exited.append(node.index)
                 self.log(f"node{node.index} exited by itself (code {node.process.returncode}); restarting it")
                 node.start(peers=self.cluster.peers_of(node))
+
+
+def _caught_up(node):
+    try:
+        return node.status(timeout=2.0)["catching_up"] is False
+    except dbapi.Error:
+        return False
 
 
 def sqlite_dump(node, database="default"):

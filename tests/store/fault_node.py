@@ -40,7 +40,7 @@ class StockAppendEntries(SafeSyncObj):
     def _SyncObj__deleteEntriesFrom(self, fromIDx):
         SyncObj._SyncObj__deleteEntriesFrom(self, fromIDx)
 
-    def _start_catching_up(self, path):
+    def _start_catching_up(self, path, fresh_member=False):
         SafeSyncObj._start_catching_up(self, None)  # nor does pysyncobj keep a node without its log from voting
 
 

@@ -78,6 +78,14 @@ def test_a_later_leader_raises_the_mark(tmp_path):
     assert node.catching_up and marker.read_text() == "20"
 
 
+def test_a_node_asking_to_join_for_the_first_time_lost_nothing_and_votes_at_once(tmp_path):
+    conf = SyncObjConf(autoTick=False, appendEntriesUseBatch=False)
+    node = SafeSyncObj("127.0.0.1:2", [LEADER.address, "127.0.0.1:3"], conf, NoStateMachine(), durable=False,
+                       transportClass=RecordingTransport, catching_up_file=str(tmp_path / "marker"),
+                       fresh_member=True)
+    assert not node.catching_up and not (tmp_path / "marker").exists()
+
+
 def test_a_node_that_starts_with_its_log_is_an_ordinary_member(tmp_path):
     node = SafeSyncObj("127.0.0.1:2", [], SyncObjConf(autoTick=False), NoStateMachine(), durable=False,
                        transportClass=RecordingTransport, catching_up_file=str(tmp_path / "marker"))
