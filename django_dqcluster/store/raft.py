@@ -167,21 +167,25 @@ def check_instance(engine):
         raise EngineMismatch(f"pysyncobj lacks the internals the safety fix needs: {', '.join(missing)}")
 
 
+def _write_durably(path, data):
+    """Replace ``path`` with ``data`` (bytes or text), on disk before this returns (file and directory entry)."""
+    with open(path + ".tmp", "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(path + ".tmp", path)
+    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 class FsyncMetaStorer(MetaStorer):
     """Term and vote are promises to other nodes: write them with fsync (pysyncobj only renames)."""
 
     def storeMeta(self, meta):
-        path = self.getPath()
-        with open(path + ".tmp", "wb") as handle:
-            handle.write(raft_pickle.dumps(meta))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(path + ".tmp", path)
-        directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _write_durably(self.getPath(), raft_pickle.dumps(meta))
 
 
 _FRAME_LENGTH = struct.Struct("i")
@@ -352,21 +356,6 @@ class FlushingTransport(TCPTransport):
         elif kind == "append_entries" and getattr(engine, "_lease_enabled", False):
             message = dict(message, lease_ts=monotonic())
         return super().send(node, message)
-
-
-def _write_durably(path, text):
-    """Replace ``path`` with ``text``, on disk before this returns (file and directory entry)."""
-    partial = f"{path}.partial"
-    with open(partial, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 class SafeSyncObj(SyncObj):
