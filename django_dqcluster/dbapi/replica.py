@@ -19,8 +19,9 @@ exactly as before:
   diverged), so a dead or diverged node's file is never read; a node killed
   outright closes the client's socket, which the driver checks before
   every local read;
-* a database file dropped, cloned over or replaced by a snapshot has a new
-  inode: the reader notices with one ``stat`` and reopens it;
+* a database file dropped or cloned over has a new inode: the reader notices
+  with one ``stat`` and reopens it (a snapshot is installed into the file in
+  place, through SQLite, so an open connection sees it as any commit);
 * any SQLite error (a table this replica does not have yet, a function the
   local library lacks) lets the node answer; a file this process cannot read
   (its WAL index not created yet, a lock the node holds) is left to the node

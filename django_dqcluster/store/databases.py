@@ -194,6 +194,39 @@ class Database:
         self.apply_connection()
         return self.applied_index
 
+    def replace_contents(self, source_path):
+        """Make this database a copy of the SQLite file ``source_path`` (a snapshot's), in one transaction.
+
+        Through SQLite's backup API into the file in place, not by renaming
+        another file over it: session threads (and clients on this host) keep
+        reading this file meanwhile and may open it at any moment, creating it
+        and its WAL if it is not there. A file renamed over it would meet a WAL
+        written for the file it replaced, whose pages SQLite would read as the
+        new file's (the snapshot's tables gone, or "malformed"). Here readers
+        see the old contents or the new, and a read transaction already open
+        keeps what it began with.
+        """
+        target = self.apply_connection()
+        source = sqlite3.connect(source_path, isolation_level=None)
+        try:
+            page_size = target.execute("PRAGMA page_size").fetchone()[0]
+            if source.execute("PRAGMA page_size").fetchone()[0] != page_size:
+                # SQLite cannot back up into a WAL file of another page size
+                # (the leader's, after a VACUUM that changed it). The copy is
+                # ours alone, so it is rewritten with this file's page size.
+                source.execute("PRAGMA journal_mode=DELETE")
+                source.execute(f"PRAGMA page_size={int(page_size)}")
+                source.execute("VACUUM")
+            source.backup(target)
+        finally:
+            source.close()
+        # The WAL now holds the whole database: fold it into the file (and
+        # flush it) now rather than at some later commit. PASSIVE: a reader's
+        # open transaction holds part of it back rather than holding up the
+        # Raft thread; the snapshot file stays the durable record until then.
+        target.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.applied_index = applied_index_of(target)
+
     # -- scratch connection (leader transactions) --------------------------------------
 
     def scratch_connection(self):

@@ -539,14 +539,11 @@ class StateMachine:
                 if ours >= snapshot_dbs[name]:
                     src.seek(size, os.SEEK_CUR)
                     continue
-                self.databases.remove_files(name)
-                tmp = self.databases.path_for(name) + ".installing"
-                with open(tmp, "wb") as out:
-                    _copy_exactly(src, out, size)
-                    out.flush()
-                    if self.fsync:
-                        os.fsync(out.fileno())
-                os.replace(tmp, self.databases.path_for(name))
+                with tempfile.TemporaryDirectory(dir=self.data_dir, prefix=".installing-") as scratch:
+                    copy_path = os.path.join(scratch, name)
+                    with open(copy_path, "wb") as out:
+                        _copy_exactly(src, out, size)
+                    self.databases.get(name).replace_contents(copy_path)
         for name in self.databases.names():
             if name not in snapshot_dbs and self.databases.get(name).read_applied_index() <= header["index"]:
                 # Dropped before the snapshot was taken.
