@@ -54,6 +54,9 @@ ENTRY_FORMAT = 1
 
 HASH_HISTORY = 20000
 SNAPSHOT_FORMAT = 1
+# Directories in the data dir holding the copies a snapshot is written from
+# (write_snapshot) or installed from (read_snapshot), while it is.
+SNAPSHOT_SCRATCH, INSTALL_SCRATCH = ".snapshot-", ".installing-"
 
 # SQLite result codes that say something about this node's environment (disk,
 # memory, locks), not about the SQL. They must never be recorded as the
@@ -217,6 +220,7 @@ def _runs(parts):
 class StateMachine:
     def __init__(self, data_dir, *, configure_connection=None, busy_timeout=5.0, fsync=True):
         self.data_dir = data_dir
+        _remove_scratch_left_behind(data_dir)
         self.databases = DatabaseSet(os.path.join(data_dir, "db"), configure_connection, busy_timeout)
         self.fsync = fsync
         self.hash = b"\0" * 32
@@ -500,7 +504,7 @@ class StateMachine:
             },
             "dbs": {},
         }
-        with tempfile.TemporaryDirectory(dir=self.data_dir, prefix=".snapshot-") as scratch:
+        with tempfile.TemporaryDirectory(dir=self.data_dir, prefix=SNAPSHOT_SCRATCH) as scratch:
             copies = []
             for name in names:
                 database = self.databases.get(name)
@@ -539,7 +543,7 @@ class StateMachine:
                 if ours >= snapshot_dbs[name]:
                     src.seek(size, os.SEEK_CUR)
                     continue
-                with tempfile.TemporaryDirectory(dir=self.data_dir, prefix=".installing-") as scratch:
+                with tempfile.TemporaryDirectory(dir=self.data_dir, prefix=INSTALL_SCRATCH) as scratch:
                     copy_path = os.path.join(scratch, name)
                     with open(copy_path, "wb") as out:
                         _copy_exactly(src, out, size)
@@ -563,6 +567,18 @@ class StateMachine:
 
     def close(self):
         self.databases.close()
+
+
+def _remove_scratch_left_behind(data_dir):
+    # A node killed while it wrote or installed a snapshot leaves its copies
+    # of the databases behind (as large as they are); nothing reads them.
+    try:
+        entries = os.listdir(data_dir)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.startswith((SNAPSHOT_SCRATCH, INSTALL_SCRATCH)):
+            shutil.rmtree(os.path.join(data_dir, entry), ignore_errors=True)
 
 
 def _write_block(out, data):

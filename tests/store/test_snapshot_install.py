@@ -160,3 +160,15 @@ def test_a_replica_already_past_the_snapshot_keeps_its_database(tmp_path):
         assert sound_contents(replica.databases.path_for("default")) == (1, "newer")
     finally:
         replica.close()
+
+
+def test_copies_left_by_a_node_killed_while_it_wrote_or_installed_a_snapshot_are_removed_at_start(tmp_path):
+    data_dir = tmp_path / "node"
+    for scratch in (".snapshot-k1ll3d", ".installing-k1ll3d"):
+        (data_dir / scratch).mkdir(parents=True)
+        (data_dir / scratch / "default").write_bytes(b"\0" * 4096)
+    (data_dir / "raft.journal").write_bytes(b"kept")
+
+    StateMachine(str(data_dir)).close()
+
+    assert sorted(entry.name for entry in data_dir.iterdir()) == ["db", "raft.journal"]
