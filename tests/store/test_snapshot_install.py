@@ -48,6 +48,20 @@ def leader_snapshot(tmp_path, applied_index, page_size=None):
         leader.close()
 
 
+def replica_holding(tmp_path, name, applied_index):
+    """A replica whose ``default`` database holds one item, ``name``, as of ``applied_index``."""
+    replica = StateMachine(str(tmp_path / "replica"))
+    database = replica.databases.get("default")
+    conn = database.apply_connection()
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+    conn.execute("INSERT INTO item (name) VALUES (?)", (name,))
+    record_applied(conn, name, applied_index)
+    conn.execute("COMMIT")
+    database.applied_index = applied_index
+    return replica
+
+
 def in_another_thread(work):
     outcome = {}
 
@@ -114,16 +128,9 @@ def test_a_wiped_replica_read_while_it_installs_a_snapshot_ends_up_with_the_snap
 @pytest.mark.parametrize("leader_page_size", [None, 8192], ids=["same page size", "leader's page size changed"])
 def test_a_lagging_replica_installs_a_snapshot_under_an_open_read_which_keeps_what_it_saw(tmp_path, leader_page_size):
     snapshot = leader_snapshot(tmp_path, applied_index=80, page_size=leader_page_size)
-    replica = StateMachine(str(tmp_path / "replica"))
+    replica = replica_holding(tmp_path, "old", applied_index=10)
     try:
         database = replica.databases.get("default")
-        conn = database.apply_connection()
-        conn.execute("BEGIN")
-        conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-        conn.execute("INSERT INTO item (name) VALUES ('old')")
-        record_applied(conn, "behind", 10)
-        conn.execute("COMMIT")
-        database.applied_index = 10
         # A session in the middle of a read transaction on this replica.
         reader = database.borrow_reader()
         reader.execute("BEGIN")
@@ -144,16 +151,8 @@ def test_a_lagging_replica_installs_a_snapshot_under_an_open_read_which_keeps_wh
 
 def test_a_replica_already_past_the_snapshot_keeps_its_database(tmp_path):
     snapshot = leader_snapshot(tmp_path, applied_index=30)
-    replica = StateMachine(str(tmp_path / "replica"))
+    replica = replica_holding(tmp_path, "newer", applied_index=35)
     try:
-        database = replica.databases.get("default")
-        conn = database.apply_connection()
-        conn.execute("BEGIN")
-        conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-        conn.execute("INSERT INTO item (name) VALUES ('newer')")
-        record_applied(conn, "ahead", 35)
-        conn.execute("COMMIT")
-        database.applied_index = 35
 
         replica.read_snapshot(snapshot, lambda address: address)
 
