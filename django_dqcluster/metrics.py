@@ -33,6 +33,9 @@ FAMILIES = {
     "dqcluster_node_diverged": "1 when the node's replica diverged from the others (it then serves nothing).",
     "dqcluster_node_catching_up": "1 while a node that started with an empty log catches up (it does not vote yet).",
     "dqcluster_node_uptime_seconds": "Seconds since the node started.",
+    "dqcluster_node_secret_fallbacks": "Fallback secrets the node accepts besides its secret (a rotation under way).",
+    "dqcluster_node_secret_fallback_used_seconds_ago": "Seconds since a member's Raft message (by=raft) or a "
+                                                       "client session (by=clients) last needed a fallback secret.",
     "dqcluster_raft_term": "The Raft term the node is in.",
     "dqcluster_raft_commit_index": "The last log index the node knows to be committed.",
     "dqcluster_raft_applied_index": "The last log index the node applied to its SQLite files.",
@@ -83,6 +86,14 @@ def node_samples(alias, status, max_lag=health.DEFAULT_MAX_LAG):
     if status.get("role") == "leader":  # only the leader's count means anything
         numbers["dqcluster_write_locks"] = len(status.get("write_locks") or {})
     samples += [(name, database, value) for name, value in numbers.items() if isinstance(value, (int, float))]
+
+    fallbacks = status.get("secret_fallbacks")
+    if fallbacks:
+        samples.append(("dqcluster_node_secret_fallbacks", database, fallbacks.get("count", 0)))
+        for by in ("raft", "clients"):
+            seconds = fallbacks.get(f"{by}_seconds_ago")
+            if isinstance(seconds, (int, float)):
+                samples.append(("dqcluster_node_secret_fallback_used_seconds_ago", {**database, "by": by}, seconds))
 
     members = status.get("members") or []
     samples.append(("dqcluster_members", database, len(members)))

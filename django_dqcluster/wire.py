@@ -68,6 +68,15 @@ class ConnectionClosed(ProtocolError):
     """The peer closed the socket (possibly in the middle of a frame)."""
 
 
+def secrets_in(text):
+    """The secrets a secret file holds: one per line, the first the one to use.
+
+    More than one only while the cluster moves to a new secret: the others
+    are fallbacks a node still accepts (README, "Rotating the cluster secret").
+    """
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def client_token(secret):
     """The token clients present; derived so that it cannot be turned back into the secret."""
     if isinstance(secret, str):

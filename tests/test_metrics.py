@@ -65,6 +65,17 @@ def test_unhealthy_is_what_the_health_check_calls_unhealthy():
     assert lagging[("dqcluster_node_healthy", None)] == 0
 
 
+def test_while_the_secret_rotates_the_node_tells_when_the_old_one_was_last_needed_and_by_whom():
+    rotating = {**LEADER, "secret_fallbacks": {"count": 1, "raft_seconds_ago": 2.5, "clients_seconds_ago": None}}
+    samples = [(name, labels, value) for name, labels, value in node_samples("default", rotating)
+               if name.startswith("dqcluster_node_secret_fallback")]
+    assert samples == [
+        ("dqcluster_node_secret_fallbacks", {"database": "default"}, 1),
+        ("dqcluster_node_secret_fallback_used_seconds_ago", {"database": "default", "by": "raft"}, 2.5),
+    ]
+    assert not [name for name, _, _ in node_samples("default", LEADER) if "secret_fallback" in name]
+
+
 def test_the_gate_tells_each_members_version_and_how_many_run_other_code():
     now = dt.datetime(2026, 12, 5, 12, 0, 0, tzinfo=dt.timezone.utc)
     members = [("10.0.0.1:7001", Version(14, 3), now - dt.timedelta(seconds=20)),

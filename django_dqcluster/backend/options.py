@@ -23,7 +23,7 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-from ..store.config import DURABILITY_MODES, FSYNC, ConfigError, read_secret
+from ..store.config import DURABILITY_MODES, FSYNC, ConfigError, read_secrets
 
 CONSISTENCY_LEVELS = ("strong", "weak", "none")
 DEFAULT_TIMEOUT = 10.0
@@ -36,8 +36,8 @@ KNOWN_OPTIONS = {
     "bind": None,            # this node's Raft address HOST:PORT (embedded, dqcluster_node)
     "client": None,          # where the node listens for clients (default: Raft port + 1)
     "peers": [],             # Raft addresses of the other members
-    "secret": None,          # the cluster secret ...
-    "secret_file": None,     # ... or a file holding it (preferred)
+    "secret": None,          # the cluster secret (a list while rotating it: the secret, then fallbacks) ...
+    "secret_file": None,     # ... or a file holding it (preferred; fallbacks on the next lines)
     "token": None,           # or, for a process that runs no node, only the client token ...
     "token_file": None,      # ... or a file holding it (manage.py dqcluster_client_token writes one)
     "consistency": "strong",  # strong | weak | none
@@ -66,6 +66,7 @@ class BackendOptions:
     client: str
     peers: list
     secret: str
+    secret_fallbacks: tuple  # other secrets the node accepts while the cluster moves to a new one
     token: str  # the client token given instead of the secret (None when the secret is)
     consistency: str
     local_reads: bool
@@ -97,6 +98,7 @@ class BackendOptions:
                 client=self.client or (self.addresses[0] if self.addresses else None),
                 peers=list(self.peers),
                 secret=self.secret,
+                secret_fallbacks=self.secret_fallbacks,
                 durability=self.durability,
                 allow_remote=self.allow_remote,
                 idle_transaction_timeout=self.idle_transaction_timeout,
@@ -237,6 +239,8 @@ def parse(alias, settings_dict):
 
     for key in ("data_dir", "bind", "client", "secret", "secret_file", "token", "token_file", "transaction_mode",
                 "init_command"):
+        if key == "secret" and isinstance(opts[key], (list, tuple)):
+            continue  # the secret and its fallbacks, checked by read_secrets
         if opts[key] is not None and not isinstance(opts[key], (str, os.PathLike)):
             raise _error(alias, key, f"must be a string, not {type(opts[key]).__name__}")
     data_dir = os.fspath(opts["data_dir"]) if opts["data_dir"] else None
@@ -249,9 +253,12 @@ def parse(alias, settings_dict):
     if len(given) > 1:
         raise _error(alias, given[0], f"and {given[1]!r} are both set; give one of them")
     try:
-        secret = read_secret(opts["secret"], os.fspath(opts["secret_file"]) if opts["secret_file"] else None)
+        secret, secret_fallbacks = read_secrets(opts["secret"],
+                                                os.fspath(opts["secret_file"]) if opts["secret_file"] else None)
     except ConfigError as exc:
-        raise _error(alias, "secret_file", str(exc).split(":", 1)[-1].strip()) from None
+        # read_secrets' messages start with the key they are about.
+        key, _, message = str(exc).partition(":")
+        raise _error(alias, key, message.strip()) from None
     token = _read_token(alias, opts["token"], opts["token_file"])
 
     consistency = opts["consistency"]
@@ -310,7 +317,8 @@ def parse(alias, settings_dict):
 
     return BackendOptions(
         alias=alias, name=str(name), addresses=addresses, embedded=embedded, data_dir=data_dir,
-        bind=opts["bind"], client=opts["client"], peers=peers, secret=secret, token=token, consistency=consistency,
+        bind=opts["bind"], client=opts["client"], peers=peers, secret=secret, secret_fallbacks=secret_fallbacks,
+        token=token, consistency=consistency,
         durability=durability, timeout=timeout, allow_remote=allow_remote, local_reads=local_reads, seal=seal,
         idle_transaction_timeout=idle,
         transaction_mode=transaction_mode, init_command=opts["init_command"] or "",

@@ -61,9 +61,13 @@ class Connection:
                 raise exc.ProgrammingError("give either secret or secret_file, not both")
             try:
                 with open(secret_file) as handle:
-                    secret = handle.read().strip()
+                    # The first line: others are fallbacks only nodes accept.
+                    secrets = wire.secrets_in(handle.read())
             except OSError as error:
                 raise exc.InterfaceError(f"cannot read the cluster secret from {secret_file}: {error.strerror}") from None
+            if not secrets:
+                raise exc.InterfaceError(f"the cluster secret file {secret_file} is empty")
+            secret = secrets[0]
         if token is None and secret is not None:
             token = wire.client_token(secret)
         self._token = token

@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 
-from .config import FSYNC, PROCESS, ConfigError, NodeConfig, read_secret, readable_by_others
+from .config import FSYNC, PROCESS, ConfigError, NodeConfig, read_secrets, readable_by_others
 
 
 def _addresses(text):
@@ -51,7 +51,8 @@ def build_parser():
     parser.add_argument("--client", help="client address, HOST:PORT or unix:/path (default: Raft port + 1)")
     parser.add_argument("--join", help="client address of a running member to join through")
     secret = parser.add_mutually_exclusive_group()
-    secret.add_argument("--secret-file", help="file holding the cluster secret (preferred)")
+    secret.add_argument("--secret-file", help="file holding the cluster secret (preferred); while the cluster "
+                        "moves to a new secret, more lines hold fallbacks the node also accepts")
     secret.add_argument("--secret", help="the cluster secret (visible in the process list; prefer --secret-file)")
     parser.add_argument("--durability", choices=(FSYNC, PROCESS), default=FSYNC)
     parser.add_argument("--election-timeout", type=_timeout_range, default=(0.4, 1.4), metavar="LOW,HIGH")
@@ -74,13 +75,15 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        secret, secret_fallbacks = read_secrets(args.secret, args.secret_file)
         config = NodeConfig(
             bind=args.bind,
             data_dir=args.data_dir,
             peers=_addresses(args.peers),
             client=args.client,
             join=args.join,
-            secret=read_secret(args.secret, args.secret_file),
+            secret=secret,
+            secret_fallbacks=secret_fallbacks,
             durability=args.durability,
             election_timeout=args.election_timeout,
             allow_remote=args.allow_remote,

@@ -13,6 +13,10 @@ GCM-SIV is used rather than GCM because every node shares one key: a repeated
 nonce then reveals only that two messages were identical, instead of
 the authentication key.
 
+While the cluster moves to a new secret (README, "Rotating the cluster secret"),
+a node also opens messages sealed with its fallback secrets; it always seals
+with its own.
+
 A sealed message is ``sequence (8 bytes) | nonce (12 bytes) | ciphertext+tag``.
 The connection asks for the sender's "timestamp" and drops a connection whose
 messages repeat or go backwards; the sequence, strictly increasing per process
@@ -24,8 +28,9 @@ import itertools
 import os
 import struct
 import threading
+import time
 
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
@@ -52,9 +57,11 @@ def derive_key(secret):
 class RaftCipher:
     """The encryptor pysyncobj's connections call: ``encrypt_at_time``, ``extract_timestamp``, ``decrypt``."""
 
-    def __init__(self, secret):
+    def __init__(self, secret, fallbacks=()):
+        """``fallbacks``: other secrets whose messages this node accepts (a rotation under way)."""
         try:
             self._aead = AESGCMSIV(derive_key(secret))
+            self._fallback_aeads = [AESGCMSIV(derive_key(fallback)) for fallback in fallbacks]
         except UnsupportedAlgorithm:
             raise CipherUnavailable(
                 "the store seals Raft messages with AES-GCM-SIV, which this cryptography/OpenSSL build "
@@ -66,6 +73,9 @@ class RaftCipher:
         # by this process, apart from other processes' (which share the key)
         # but for a 2^-56 chance per pair, and no getrandom() call per message.
         self._nonce_base = int.from_bytes(os.urandom(_NONCE_BYTES), "big")
+        #: When (time.monotonic()) a message last opened with a fallback secret only:
+        #: some member still seals with it. None: never since this node started.
+        self.fallback_used_at = None
 
     def encrypt_at_time(self, data, current_time):
         # current_time (whole seconds) is ignored: the sequence orders messages instead.
@@ -93,4 +103,14 @@ class RaftCipher:
             raise ValueError("sealed message too short")
         sequence = token[:_SEQUENCE.size]
         nonce = token[_SEQUENCE.size:_HEADER_BYTES]
-        return self._aead.decrypt(nonce, token[_HEADER_BYTES:], _SALT + sequence)
+        try:
+            return self._aead.decrypt(nonce, token[_HEADER_BYTES:], _SALT + sequence)
+        except InvalidTag:
+            for aead in self._fallback_aeads:
+                try:
+                    plain = aead.decrypt(nonce, token[_HEADER_BYTES:], _SALT + sequence)
+                except InvalidTag:
+                    continue
+                self.fallback_used_at = time.monotonic()
+                return plain
+            raise

@@ -27,6 +27,9 @@ class NodeConfig:
     client: str = None
     #: Shared cluster secret. Required when there are peers.
     secret: str = None
+    #: Secrets accepted from members and clients besides ``secret``, which alone
+    #: seals and signs: the old one (or the next one) while the cluster moves to a new secret.
+    secret_fallbacks: tuple = ()
     #: ``fsync`` (journal flushed before any acknowledgement) or ``process``.
     durability: str = FSYNC
     #: Election timeout range in seconds.
@@ -82,6 +85,11 @@ class NodeConfig:
                 "secret: a multi-node store needs a cluster secret. Raft messages are pickled, so "
                 "unauthenticated Raft traffic would let anyone who can reach the port run code on this host"
             )
+        self.secret_fallbacks = tuple(self.secret_fallbacks or ())
+        if self.secret_fallbacks and not self.secret:
+            raise ConfigError("secret_fallbacks: fallbacks are accepted besides a secret; give the secret too")
+        if not all(isinstance(fallback, str) and fallback for fallback in self.secret_fallbacks):
+            raise ConfigError("secret_fallbacks: each fallback must be a non-empty string")
         if not self.allow_remote:
             for name, address in (("bind", self.bind), ("client", self.client)):
                 target = wire.parse_address(address)
@@ -130,19 +138,35 @@ def _is_loopback(host):
         return False
 
 
-def read_secret(secret=None, secret_file=None):
+def read_secrets(secret=None, secret_file=None):
+    """``(secret, fallbacks)`` from a secret (or a list: the secret, then its fallbacks) or a secret file.
+
+    A secret file holds one secret per line; lines after the first are
+    fallbacks, there only while the cluster moves to a new secret.
+    ``(None, ())`` when neither is given.
+    """
     if secret and secret_file:
         raise ConfigError("secret: give either a secret or a secret file, not both")
     if secret_file:
         try:
             with open(secret_file) as handle:
-                value = handle.read().strip()
+                values = wire.secrets_in(handle.read())
         except OSError as exc:
             raise ConfigError(f"secret_file: cannot read {secret_file}: {exc.strerror}") from None
-        if not value:
+        if not values:
             raise ConfigError(f"secret_file: {secret_file} is empty")
-        return value
-    return secret or None
+    elif isinstance(secret, (list, tuple)):
+        values = list(secret)
+        if not values or not all(isinstance(value, str) and value.strip() for value in values):
+            raise ConfigError("secret: a list of secrets must hold non-empty strings, the one to use first")
+    else:
+        values = [secret] if secret else []
+    return (values[0], tuple(values[1:])) if values else (None, ())
+
+
+def read_secret(secret=None, secret_file=None):
+    """The secret to use (the first of :func:`read_secrets`), or None."""
+    return read_secrets(secret, secret_file)[0]
 
 
 def readable_by_others(path):

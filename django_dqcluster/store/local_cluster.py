@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from .. import dbapi
+from .. import dbapi, wire
 
 
 def free_ports(count):
@@ -130,7 +130,7 @@ class LocalCluster:
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_urlsafe(32))
         with open(self.secret_file) as handle:
-            self.secret = handle.read().strip()
+            self.secret = wire.secrets_in(handle.read())[0]  # the one to use, should it hold fallbacks
         self.durability = durability
         self.election_timeout = election_timeout
         self.connection_hooks = list(connection_hooks)

@@ -43,7 +43,11 @@ class Node:
         self._transport_class = transport_class
         os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
         self.secret = config.secret or self._local_secret()
+        # Clients present the token of the secret (forwarding sessions too) or,
+        # while the cluster moves to a new secret, of a fallback.
         self.token = wire.client_token(self.secret)
+        self.accepted_tokens = (self.token, *(wire.client_token(fallback) for fallback in config.secret_fallbacks))
+        self.client_fallback_used_at = None  # time.monotonic() of the last session opened with a fallback
         self.state_machine = StateMachine(
             config.data_dir,
             configure_connection=self._configure_connection,
@@ -139,7 +143,8 @@ class Node:
         )
         extra = {"transportClass": self._transport_class} if self._transport_class else {}
         self.engine = self._engine_class(
-            self.config.bind, peers, conf, self.state_machine, secret=self.secret, durable=self.config.durable,
+            self.config.bind, peers, conf, self.state_machine, secret=self.secret,
+            secret_fallbacks=self.config.secret_fallbacks, durable=self.config.durable,
             catching_up_file=self.config.catching_up_file, fresh_member=fresh_member, **extra
         )
         self.engine.command_source = self.commit_queue.take
@@ -345,6 +350,25 @@ class Node:
 
     # -- status ----------------------------------------------------------------------------------
 
+    def _fallback_status(self):
+        """While the cluster moves to a new secret: is the old one still in use here, and by whom?
+
+        Seconds since a peer's Raft message, or a client session, last needed a
+        fallback secret (None: not since this node started); None when this
+        node has no fallbacks.
+        """
+        if not self.config.secret_fallbacks:
+            return None
+        now = time.monotonic()
+        cipher = getattr(self.engine, "encryptor", None)
+
+        def ago(moment):
+            return None if moment is None else round(now - moment, 1)
+
+        return {"count": len(self.config.secret_fallbacks),
+                "raft_seconds_ago": ago(cipher.fallback_used_at if cipher is not None else None),
+                "clients_seconds_ago": ago(self.client_fallback_used_at)}
+
     def status(self):
         engine = self.engine
         raw = engine.getStatus()
@@ -385,6 +409,7 @@ class Node:
                             for name, (holder, seconds) in self.state_machine.databases.write_lock_holders().items()},
             "members": members,
             "uptime": time.time() - self.started_at if self.started_at else 0,
+            "secret_fallbacks": self._fallback_status(),
         }
 
     # -- internals -------------------------------------------------------------------------------

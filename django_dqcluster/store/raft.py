@@ -365,10 +365,11 @@ class SafeSyncObj(SyncObj):
     msgpack payload handed to ``state_machine.apply(payload, index)``.
     """
 
-    def __init__(self, self_address, peers, conf, state_machine, *, secret=None, durable=True,
-                 catching_up_file=None, fresh_member=False, **kwargs):
+    def __init__(self, self_address, peers, conf, state_machine, *, secret=None, secret_fallbacks=(),
+                 durable=True, catching_up_file=None, fresh_member=False, **kwargs):
         """``secret``: the cluster secret every message is sealed with; None only in
         unit tests that drive the engine by hand (the node always passes one).
+        ``secret_fallbacks``: secrets of messages also accepted (a rotation under way).
         ``catching_up_file``: where a node that started with an empty log
         remembers that it is still catching up (see :meth:`_start_catching_up`);
         None turns that rule off (unit tests). ``fresh_member``: this node is
@@ -377,7 +378,7 @@ class SafeSyncObj(SyncObj):
         if conf.password is not None:
             raise EngineMismatch("pass the cluster secret as secret=, not as pysyncobj's password")
         # Set before the library starts its tick thread, which reads it.
-        self._raft_cipher = RaftCipher(secret) if secret is not None else None
+        self._raft_cipher = RaftCipher(secret, secret_fallbacks) if secret is not None else None
         self._state_machine = state_machine
         self._durable = durable
         self._flush_lock = threading.Lock()

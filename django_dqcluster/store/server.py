@@ -222,8 +222,8 @@ class ClientServer:
             self._refuse(conn, f"malformed handshake: {exc}")
             return False, None
         seal = auth.get("seal") is True
-        expected = wire.mac(self.node.token, nonce, wire.client_role(seal))
-        if auth.get("t") != "auth" or not wire.macs_equal(auth.get("mac"), expected):
+        token = self._token_of(auth, nonce, seal)
+        if token is None:
             logger.warning("refused client %s: wrong token", peer)
             self._refuse(conn, "authentication failed: wrong cluster token")
             return False, None
@@ -236,9 +236,21 @@ class ClientServer:
             self._refuse(conn, "a session from another host must be sealed (encrypted): this client is "
                                "older than the node, or asked for plain frames")
             return False, None
-        wire.send_frame(conn, {"t": "welcome", "mac": wire.mac(self.node.token, client_nonce, b"node")})
-        channel = wire.SealedChannel.for_session(self.node.token, nonce, client_nonce, "node") if seal else None
+        if token != self.node.token:
+            self.node.client_fallback_used_at = time.monotonic()
+        # Answered with the token the client holds, which alone it can check.
+        wire.send_frame(conn, {"t": "welcome", "mac": wire.mac(token, client_nonce, b"node")})
+        channel = wire.SealedChannel.for_session(token, nonce, client_nonce, "node") if seal else None
         return True, channel
+
+    def _token_of(self, auth, nonce, seal):
+        """Which accepted token the client's MAC was made with (None: none of them)."""
+        if auth.get("t") != "auth":
+            return None
+        for token in self.node.accepted_tokens:
+            if wire.macs_equal(auth.get("mac"), wire.mac(token, nonce, wire.client_role(seal))):
+                return token
+        return None
 
     @staticmethod
     def plain_allowed(peer):

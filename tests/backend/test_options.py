@@ -35,6 +35,18 @@ def test_the_idle_transaction_timeout_reaches_the_node_that_the_entry_runs(tmp_p
     assert parse("default", settings_dict).node_config().idle_transaction_timeout is None  # never, by default
 
 
+@pytest.mark.parametrize("secret_option", ["secret_file", "secret"])
+def test_while_the_secret_rotates_the_node_gets_the_fallbacks_and_the_client_the_secret(tmp_path, secret_option):
+    path = tmp_path / "secret"
+    path.write_text("the-new-secret\nthe-old-secret\n")
+    given = str(path) if secret_option == "secret_file" else ["the-new-secret", "the-old-secret"]
+    opts = parse("default", {"NAME": "app", "OPTIONS": {"embedded": True, "data_dir": str(tmp_path / "node"),
+                                                        "bind": "127.0.0.1:7001", secret_option: given}})
+    assert (opts.secret, opts.secret_fallbacks) == ("the-new-secret", ("the-old-secret",))
+    config = opts.node_config()
+    assert (config.secret, config.secret_fallbacks) == ("the-new-secret", ("the-old-secret",))
+
+
 @pytest.mark.parametrize("change, key", [
     ({"NAME": ""}, "NAME"),
     ({"NAME": "../etc/passwd"}, "NAME"),
@@ -65,6 +77,8 @@ def test_the_idle_transaction_timeout_reaches_the_node_that_the_entry_runs(tmp_p
     ({"OPTIONS": {"secret": "x"}, "HOST": "a,b", "PORT": "1,2,3"}, "PORT"),
     ({"OPTIONS": {"secret": "x"}, "HOST": "h"}, "PORT"),
     ({"OPTIONS": {"secret": "x"}, "HOST": "h", "PORT": "70000"}, "PORT"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": ["new", ""]}}, "secret"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": 7}}, "secret"),
 ])
 def test_wrong_or_missing_keys_are_named(change, key):
     settings_dict = {"NAME": "app", "OPTIONS": {}, **change}

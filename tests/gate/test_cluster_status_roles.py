@@ -75,3 +75,11 @@ def test_this_host_keeps_its_own_nodes_applied_index_when_the_leader_is_asked_to
 
 def test_without_the_leaders_status_a_follower_cannot_tell_the_others_progress():
     assert member_role(FOLLOWER_STATUS, "127.0.0.1:7102", FRESH, NOW, is_self=False) == ("leader", None, None)
+
+
+def test_while_the_secret_rotates_cluster_status_says_whether_the_old_one_is_still_needed():
+    from django_dqcluster.management.commands.cluster_status import describe_fallbacks
+
+    line = describe_fallbacks({"count": 1, "raft_seconds_ago": 4.2, "clients_seconds_ago": None})
+    assert line == ("Secret rotation: this host's node accepts 1 fallback secret(s); one was last needed by a "
+                    "member's Raft message 4s ago, by a client session not since the node started")

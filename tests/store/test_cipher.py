@@ -57,3 +57,17 @@ def test_nonces_never_repeat_within_a_node_and_differ_between_nodes():
     first, second = nonces(RaftCipher("cluster-secret"), 5000), nonces(RaftCipher("cluster-secret"), 5000)
     assert len(first) == 5000 and len(second) == 5000
     assert not first & second
+
+
+def test_while_the_secret_rotates_a_node_opens_messages_sealed_with_a_fallback_but_seals_with_its_own():
+    rotating = RaftCipher("new-secret", fallbacks=["old-secret"])
+    old_member, new_member = RaftCipher("old-secret"), RaftCipher("new-secret")
+    assert rotating.decrypt(new_member.encrypt_at_time(b"from a switched member", 0)) == b"from a switched member"
+    assert rotating.fallback_used_at is None, "the secret itself is no fallback"
+    assert rotating.decrypt(old_member.encrypt_at_time(b"from an old member", 0)) == b"from an old member"
+    assert rotating.fallback_used_at is not None, "status says the old secret is still in use"
+    assert new_member.decrypt(rotating.encrypt_at_time(b"sealed", 0)) == b"sealed"
+    with pytest.raises(Exception):
+        old_member.decrypt(rotating.encrypt_at_time(b"sealed", 0))
+    with pytest.raises(Exception):
+        rotating.decrypt(RaftCipher("a-third-secret").encrypt_at_time(b"outsider", 0))

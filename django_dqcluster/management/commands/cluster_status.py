@@ -62,6 +62,16 @@ def unapplied_migrations(alias):
     return [f"{migration.app_label}.{migration.name}" for migration, backwards in executor.migration_plan(targets) if not backwards]
 
 
+def describe_fallbacks(fallbacks):
+    """Is the old secret still needed? (README, "Rotating the cluster secret")."""
+    def last(seconds):
+        return "not since the node started" if seconds is None else f"{format_age(seconds)} ago"
+
+    return (f"Secret rotation: this host's node accepts {fallbacks['count']} fallback secret(s); one was last "
+            f"needed by a member's Raft message {last(fallbacks['raft_seconds_ago'])}, by a client session "
+            f"{last(fallbacks['clients_seconds_ago'])}")
+
+
 def leader_write_locks(status):
     """{database: {"holder", "seconds"}} of the write locks the store's leader holds now (best effort)."""
     if not status:
@@ -240,6 +250,9 @@ class Command(BaseCommand):
                       style.WARNING if lock["seconds"] >= LONG_HELD_SECONDS else None)
         if report["store_error"]:
             write(f"Store status unavailable: {report['store_error']}", style.WARNING)
+        fallbacks = (report["store"] or {}).get("secret_fallbacks")
+        if fallbacks:
+            write(describe_fallbacks(fallbacks))
         elif report["store"] and verbosity >= 2:
             store = report["store"]
             write(
