@@ -240,3 +240,21 @@ def test_cluster_status_through_a_follower_shows_how_far_every_member_got(store)
         assert isinstance(member["applied_index"], int) and member["applied_index"] > 0, member
         assert isinstance(member["lag"], int) and member["lag"] >= 0, member
     assert "n/a" not in follower_host.run("cluster_status").stdout
+
+
+def test_during_a_secret_rotation_cluster_status_says_when_the_old_secret_was_last_needed(store):
+    cluster = store.cluster
+    with open(cluster.secret_file, "a") as handle:
+        handle.write("\nthe-old-secret\n")  # a fallback, as in step 3 of a rotation
+    node = cluster.nodes[0]
+    node.stop()
+    node.start(peers=cluster.peers_of(node))
+    cluster.wait_for_leader()
+    node.connect(secret="the-old-secret").close()  # a client not restarted yet
+    host = store.host(0)
+    host.run("ensure_cluster_schema", expect=0)
+    text = host.run("cluster_status", "-v", "2").stdout
+    assert "Store: node" in text, text
+    assert re.search(r"Secret rotation: this host's node accepts 1 fallback secret\(s\); one was last needed by a "
+                     r"member's Raft message not since the node started, by a client session \d+s ago", text), text
+    assert "Secret rotation" not in store.host(1).run("cluster_status").stdout  # node1 has no fallback

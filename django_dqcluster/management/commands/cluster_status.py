@@ -250,9 +250,6 @@ class Command(BaseCommand):
                       style.WARNING if lock["seconds"] >= LONG_HELD_SECONDS else None)
         if report["store_error"]:
             write(f"Store status unavailable: {report['store_error']}", style.WARNING)
-        fallbacks = (report["store"] or {}).get("secret_fallbacks")
-        if fallbacks:
-            write(describe_fallbacks(fallbacks))
         elif report["store"] and verbosity >= 2:
             store = report["store"]
             write(
@@ -260,3 +257,6 @@ class Command(BaseCommand):
                 f"term {store.get('term')}, commit index {store.get('commit_index')}, "
                 f"quorum {'yes' if store.get('has_quorum') else 'no'}"
             )
+        fallbacks = (report["store"] or {}).get("secret_fallbacks")
+        if fallbacks:
+            write(describe_fallbacks(fallbacks))
