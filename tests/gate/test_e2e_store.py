@@ -245,7 +245,7 @@ def test_cluster_status_through_a_follower_shows_how_far_every_member_got(store)
 def test_during_a_secret_rotation_cluster_status_says_when_the_old_secret_was_last_needed(store):
     cluster = store.cluster
     with open(cluster.secret_file, "a") as handle:
-        handle.write("\nthe-old-secret\n")  # a fallback, as in step 3 of a rotation
+        handle.write("\nthe-old-secret\n")  # a fallback, as between steps 2 and 3 of a rotation
     node = cluster.nodes[0]
     node.stop()
     node.start(peers=cluster.peers_of(node))
