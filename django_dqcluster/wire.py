@@ -48,6 +48,7 @@ HEADER = struct.Struct(">I")
 NONCE_BYTES = 16
 
 _TOKEN_LABEL = b"django-dqcluster client token v1"
+_READ_ONLY_TOKEN_LABEL = b"django-dqcluster read-only client token v1"
 _SESSION_LABEL = b"django-dqcluster client session v1"
 #: What sealing adds to a frame's body (GCM's tag).
 SEAL_OVERHEAD = 16
@@ -77,11 +78,15 @@ def secrets_in(text):
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def client_token(secret):
-    """The token clients present; derived so that it cannot be turned back into the secret."""
+def client_token(secret, read_only=False):
+    """The token clients present; derived so that it cannot be turned back into the secret.
+
+    A ``read_only`` token lets its holder read, never write (store/read_only.py);
+    neither token can be turned into the other.
+    """
     if isinstance(secret, str):
         secret = secret.encode()
-    return hmac.new(secret, _TOKEN_LABEL, hashlib.sha256).hexdigest()
+    return hmac.new(secret, _READ_ONLY_TOKEN_LABEL if read_only else _TOKEN_LABEL, hashlib.sha256).hexdigest()
 
 
 def mac(token, nonce, role):

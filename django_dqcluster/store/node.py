@@ -13,6 +13,7 @@ import secrets
 import socket
 import threading
 import time
+import typing
 
 from pysyncobj import FAIL_REASON
 
@@ -33,6 +34,14 @@ FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
 ROLE_NAMES = {FOLLOWER: "follower", CANDIDATE: "candidate", LEADER: "leader"}
 
 
+class AcceptedToken(typing.NamedTuple):
+    """A client token a node lets in: what its sessions may do, and whether it comes from a fallback secret."""
+
+    token: str
+    read_only: bool
+    fallback: bool
+
+
 class Node:
     def __init__(self, config: NodeConfig, *, engine_class=None, transport_class=None):
         """``engine_class``/``transport_class`` replace the Raft engine or its transport
@@ -46,7 +55,11 @@ class Node:
         # Clients present the token of the secret (forwarding sessions too) or,
         # while the cluster moves to a new secret, of a fallback.
         self.token = wire.client_token(self.secret)
-        self.accepted_tokens = (self.token, *(wire.client_token(fallback) for fallback in config.secret_fallbacks))
+        self.accepted_tokens = tuple(
+            AcceptedToken(wire.client_token(secret, read_only), read_only, fallback=index > 0)
+            for index, secret in enumerate((self.secret, *config.secret_fallbacks))
+            for read_only in (False, True)
+        )
         self.client_fallback_used_at = None  # time.monotonic() of the last session opened with a fallback
         self.state_machine = StateMachine(
             config.data_dir,

@@ -139,11 +139,11 @@ class ClientServer:
         session = client = None
         try:
             conn.settimeout(10.0)
-            opened, channel = self._handshake(conn, peer)
-            if not opened:
+            accepted, channel = self._handshake(conn, peer)
+            if accepted is None:
                 return
             conn.settimeout(None)
-            session = Session(self.node, peer=_peer_text(peer))
+            session = Session(self.node, peer=_peer_text(peer), read_only=accepted.read_only)
             client = _Client(session, ResponseSender(conn, channel))
             with self._lock:
                 self._clients.add(client)
@@ -213,43 +213,43 @@ class ClientServer:
         return response
 
     def _handshake(self, conn, peer):
-        """(authenticated?, the session's SealedChannel or None)."""
+        """(the node's AcceptedToken the client proved it holds, or None; the session's SealedChannel or None)."""
         nonce = wire.new_nonce()
         wire.send_frame(conn, {"t": "hello", "v": wire.PROTOCOL_VERSION, "nonce": nonce, "node": self.node.config.bind})
         try:
             auth = wire.recv_frame(conn, 4096)
         except wire.ProtocolError as exc:
             self._refuse(conn, f"malformed handshake: {exc}")
-            return False, None
+            return None, None
         seal = auth.get("seal") is True
-        token = self._token_of(auth, nonce, seal)
-        if token is None:
+        accepted = self._token_of(auth, nonce, seal)
+        if accepted is None:
             logger.warning("refused client %s: wrong token", peer)
             self._refuse(conn, "authentication failed: wrong cluster token")
-            return False, None
+            return None, None
         client_nonce = auth.get("nonce")
         if not isinstance(client_nonce, (bytes, bytearray)) or len(client_nonce) != wire.NONCE_BYTES:
             self._refuse(conn, "malformed handshake: missing nonce")
-            return False, None
+            return None, None
         if not seal and not self.plain_allowed(peer):
             logger.warning("refused client %s: an unsealed session from another host", peer)
             self._refuse(conn, "a session from another host must be sealed (encrypted): this client is "
                                "older than the node, or asked for plain frames")
-            return False, None
-        if token != self.node.token:
+            return None, None
+        if accepted.fallback:
             self.node.client_fallback_used_at = time.monotonic()
         # Answered with the token the client holds, which alone it can check.
-        wire.send_frame(conn, {"t": "welcome", "mac": wire.mac(token, client_nonce, b"node")})
-        channel = wire.SealedChannel.for_session(token, nonce, client_nonce, "node") if seal else None
-        return True, channel
+        wire.send_frame(conn, {"t": "welcome", "mac": wire.mac(accepted.token, client_nonce, b"node")})
+        channel = wire.SealedChannel.for_session(accepted.token, nonce, client_nonce, "node") if seal else None
+        return accepted, channel
 
     def _token_of(self, auth, nonce, seal):
-        """Which accepted token the client's MAC was made with (None: none of them)."""
+        """The node's AcceptedToken the client's MAC was made with (None: none of them)."""
         if auth.get("t") != "auth":
             return None
-        for token in self.node.accepted_tokens:
-            if wire.macs_equal(auth.get("mac"), wire.mac(token, nonce, wire.client_role(seal))):
-                return token
+        for accepted in self.node.accepted_tokens:
+            if wire.macs_equal(auth.get("mac"), wire.mac(accepted.token, nonce, wire.client_role(seal))):
+                return accepted
         return None
 
     @staticmethod

@@ -29,12 +29,13 @@ from . import errors
 from .classify import SESSION_PRAGMAS, session_pragma
 from .databases import InvalidDatabaseName, applied_index_of
 from .determinism import FixedValues
+from .read_only import ReadOnlyClient
 from .result_pages import OpenResult, OpenResults
 from .statemachine import (
     CLONE_DB, DROP_DB, TX, error_to_wire, is_environmental, new_entry_id, rollback_quietly, run_statement,
 )
 from .statements import (
-    BEGIN, COMMIT, RELEASE, ROLLBACK, SAVEPOINT, split_script, transaction_control,
+    BEGIN, COMMIT, RELEASE, ROLLBACK, SAVEPOINT, savepoint_name, split_script, transaction_control,
 )
 from .transactions import Transaction
 
@@ -52,9 +53,11 @@ ANSWERED_LATER = object()
 
 
 class Session:
-    def __init__(self, node, peer="local"):
+    def __init__(self, node, peer="local", read_only=False):
+        """``read_only``: the client authenticated with a read-only token (see .read_only)."""
         self.node = node
         self.peer = peer
+        self.read_only = ReadOnlyClient() if read_only else None
         self.client = f"client {peer}"  # who this session serves, in messages about it
         self.db_name = "default"
         self.consistency = STRONG
@@ -127,6 +130,8 @@ class Session:
             raise errors.programming(f"unknown request {op!r}")
         if op not in ("status", "servers", "ping"):
             self.node.check_serving()
+        if self.read_only is not None:
+            self.read_only.check_request(op)
         return handler(request)
 
     # -- session settings ----------------------------------------------------------------------
@@ -214,6 +219,11 @@ class Session:
             pragma = session_pragma(sql)
             if pragma is not None and not self.in_transaction:
                 return self._session_pragma(*pragma)
+        if self.read_only is not None:
+            sql = self.read_only.statement(sql, params, many, control, self.in_transaction, self._classify)
+            if sql is None:
+                return self._result(None)
+            request = {**request, "sql": sql}
         if self.tx is not None:
             # The transaction runs here; if leadership was lost it is aborted,
             # never continued elsewhere.
@@ -273,6 +283,18 @@ class Session:
         if self.forward is not None:
             self._forward_settings()
         return self._result(None)
+
+    def _classify(self, sql, params):
+        """What ``sql`` does, compiled against this node's copy of the session's database."""
+        database = self.node.state_machine.databases.get(self.db_name)
+        try:
+            return self.node.leader_state.classifier(self._reader(database), sql, params, database.path)
+        except sqlite3.Error:
+            if self.node.is_leader():
+                raise
+            # Maybe a table this replica has not applied yet: catch up, once.
+            self._wait_applied()
+            return self.node.leader_state.classifier(self._reader(database), sql, params, database.path)
 
     def _local_read(self, sql, params, control):
         """On a follower: the statement's classification if this replica may answer it, else None."""
@@ -420,18 +442,18 @@ class Session:
                 self._begin()
             return self._result(None)
         if control == SAVEPOINT and self.tx is None:
-            self._begin(started_by_savepoint=_savepoint_name(sql))
+            self._begin(started_by_savepoint=savepoint_name(sql))
         if self.tx is None:
             if control in (COMMIT, ROLLBACK):
                 raise errors.operational(f"cannot {control} - no transaction is active")
-            raise errors.operational(f"no such savepoint: {_savepoint_name(sql)}")
+            raise errors.operational(f"no such savepoint: {savepoint_name(sql)}")
         if control == COMMIT:
             return self._commit()
         if control == ROLLBACK:
             self._end_local(rollback=True)
             return self._result(None)
         if control == RELEASE and self.tx.started_by_savepoint and \
-                _savepoint_name(sql).lower() == self.tx.started_by_savepoint.lower():
+                savepoint_name(sql).lower() == self.tx.started_by_savepoint.lower():
             return self._commit()  # releasing the outermost savepoint commits, as in SQLite
         return self._in_transaction(sql, None, False, control=control)
 
@@ -921,11 +943,6 @@ def _unreadable_after(tx):
         return _aborted(tx.aborted)
     return errors.operational("the rest of this result could not be read when its transaction ended; "
                               "run the query again")
-
-
-def _savepoint_name(sql):
-    words = sql.replace(";", " ").split()
-    return words[-1].strip('"`[]') if words else ""
 
 
 _DEFERRED = re.compile(r"^\s*BEGIN\s+DEFERRED\b", re.I)

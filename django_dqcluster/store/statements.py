@@ -52,6 +52,12 @@ def transaction_control(sql):
     return None
 
 
+def savepoint_name(sql):
+    """The savepoint a SAVEPOINT, RELEASE or ROLLBACK TO statement names."""
+    words = sql.replace(";", " ").split()
+    return words[-1].strip('"`[]') if words else ""
+
+
 def split_script(script):
     """Split a multi-statement script into complete statements, as sqlite3 would run them."""
     statements, rest = take_statements(script)

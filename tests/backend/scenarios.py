@@ -1075,11 +1075,72 @@ def client_token(workdir):
         print("client_token OK")
 
 
+def read_only_token(workdir):
+    """A reporting process with a read-only token reads through the ORM, and every write is refused."""
+    with cluster_seen_from_a_follower(workdir) as (cluster, leader, here):
+        token_path = os.path.join(workdir, "reports.token")
+        reports = client_entry(cluster, here)
+        reports["OPTIONS"] = {key: value for key, value in reports["OPTIONS"].items() if key != "secret_file"}
+        reports["OPTIONS"]["token_file"] = token_path
+        configure({"default": client_entry(cluster, here), "reports": reports})
+        import io
+
+        from django.core.management import call_command
+        from django.db import OperationalError, connections, transaction
+
+        from django_dqcluster import wire
+        from tests.backend.bapp.models import Item
+
+        out = io.StringIO()
+        call_command("dqcluster_client_token", read_only=True, write=token_path, stdout=out)
+        assert "Wrote the read-only client token" in out.getvalue(), out.getvalue()
+        with open(token_path) as handle:
+            token = handle.read().strip()
+        with open(cluster.secret_file) as handle:
+            assert token == wire.client_token(handle.read().strip(), read_only=True)
+
+        create_tables("default")
+        Item.objects.create(name="written by the web process", value=1)
+        assert Item.objects.using("reports").count() == 1
+        assert list(Item.objects.using("reports").values_list("name", flat=True)) == ["written by the web process"]
+
+        # A transaction of reads takes no write lock: the web process writes meanwhile, and
+        # the report's reads keep the state they began with.
+        with transaction.atomic(using="reports"):
+            assert Item.objects.using("reports").count() == 1
+            started = time.monotonic()
+            Item.objects.create(name="written during the report", value=2)
+            assert time.monotonic() - started < 5, "the read-only transaction held the write lock"
+            assert Item.objects.using("reports").count() == 1
+            with transaction.atomic(using="reports"):  # a savepoint
+                assert Item.objects.using("reports").count() == 1
+        assert Item.objects.using("reports").count() == 2
+
+        attempts = {
+            "create": lambda: Item.objects.using("reports").create(name="from the report", value=3),
+            "update": lambda: Item.objects.using("reports").update(value=99),
+            "delete": lambda: Item.objects.using("reports").all().delete(),
+            "bulk_create": lambda: Item.objects.using("reports").bulk_create([Item(name="a", value=4)]),
+            "raw DDL": lambda: connections["reports"].cursor().execute("DROP TABLE bapp_item"),
+        }
+        for what, attempt in attempts.items():
+            try:
+                with transaction.atomic(using="reports"):
+                    attempt()
+            except OperationalError as error:
+                assert "attempt to write a readonly database: this client's token is read-only" in str(error), \
+                    (what, error)
+            else:
+                raise AssertionError(f"{what} through a read-only token was let through")
+        assert sorted(Item.objects.values_list("value", flat=True)) == [1, 2], "a refused write changed something"
+        print("read_only_token OK")
+
+
 SCENARIOS = {f.__name__: f for f in (embedded, embedded_client_port_taken, three_nodes, failover_between_requests,
                                      transaction_interrupted, consistency, deferred_transactions,
                                      retried_transactions, retry_after_failover, retry_on_postgresql,
                                      orm_under_faults, backup_and_restore, member_removal,
-                                     health_endpoint, metrics_endpoint, client_token)}
+                                     health_endpoint, metrics_endpoint, client_token, read_only_token)}
 
 if __name__ == "__main__":
     name, workdir = sys.argv[1], sys.argv[2]

@@ -100,3 +100,7 @@ def test_the_metrics_endpoint_gives_prometheus_the_nodes_state_and_the_gates_mem
 @pytest.mark.cluster
 def test_a_process_with_only_the_client_token_uses_the_store_and_a_wrong_token_is_refused(tmp_path):
     assert "client_token OK" in run_scenario("client_token", tmp_path)
+
+
+def test_a_process_with_a_read_only_token_reads_through_the_orm_and_cannot_write(tmp_path):
+    assert "read_only_token OK" in run_scenario("read_only_token", tmp_path)

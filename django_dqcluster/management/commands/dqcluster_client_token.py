@@ -6,7 +6,9 @@ code on every member). A process that runs no node, such as a gunicorn worker
 beside ``manage.py dqcluster_node``, needs only the first: give it OPTIONS
 ``token_file`` with what this command writes, and keep ``secret_file`` for the
 node's service alone. The token is derived one way from the secret; it cannot
-be turned back into it.
+be turned back into it. With ``--read-only``, the token lets its holder read
+and never write (reporting jobs, an operator's ``dbshell``): the node refuses
+its writes, and its transactions take no write lock.
 """
 
 import os
@@ -27,6 +29,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS,
                             help='The alias whose OPTIONS hold the cluster secret (default: "default").')
+        parser.add_argument("--read-only", action="store_true",
+                            help="A token that lets its holder read, never write.")
         parser.add_argument("--write", metavar="PATH",
                             help="Write the token to PATH (created with mode 600; an existing file is replaced) "
                                  "instead of printing it.")
@@ -43,7 +47,8 @@ class Command(BaseCommand):
                 f"settings.DATABASES[{alias!r}] holds no cluster secret ('secret_file' or 'secret') to derive a "
                 "token from; run this where the node's settings are"
             )
-        token = client_token(opts.secret)
+        read_only = options["read_only"]
+        token = client_token(opts.secret, read_only=read_only)
         path = options["write"]
         if not path:
             self.stdout.write(token)
@@ -58,7 +63,8 @@ class Command(BaseCommand):
         except OSError as error:
             raise CommandError(f"cannot write {path}: {error.strerror}") from None
         if options["verbosity"] >= 1:
+            kind = "read-only client token" if read_only else "client token"
             self.stdout.write(
-                f"Wrote the client token to {path} (mode 600). Give web workers and other processes that run no "
+                f"Wrote the {kind} to {path} (mode 600). Give web workers and other processes that run no "
                 f"node OPTIONS 'token_file': '{path}' instead of the secret."
             )
