@@ -71,6 +71,14 @@ def client_entry(cluster, node, name="app", **options):
     }
 
 
+def token_entry(cluster, node, token_path, name="app"):
+    """A client entry holding a client token (OPTIONS token_file) instead of the secret."""
+    entry = client_entry(cluster, node, name)
+    del entry["OPTIONS"]["secret_file"]
+    entry["OPTIONS"]["token_file"] = token_path
+    return entry
+
+
 def embedded_options(workdir, raft, client, **options):
     """OPTIONS of an alias whose node runs in this process (data in ``workdir/node``)."""
     return {"embedded": True, "data_dir": os.path.join(workdir, "node"), "bind": f"127.0.0.1:{raft}",
@@ -1017,10 +1025,7 @@ def client_token(workdir):
     """A web process that holds only the client token (OPTIONS token_file) uses the store, dbshell included."""
     with cluster_seen_from_a_follower(workdir) as (cluster, leader, here):
         token_path = os.path.join(workdir, "client.token")
-        app = client_entry(cluster, here)
-        app["OPTIONS"] = {key: value for key, value in app["OPTIONS"].items() if key != "secret_file"}
-        app["OPTIONS"]["token_file"] = token_path
-        configure({"default": client_entry(cluster, here), "app": app})
+        configure({"default": client_entry(cluster, here), "app": token_entry(cluster, here, token_path)})
         import io
         import stat
         import subprocess
@@ -1079,10 +1084,7 @@ def read_only_token(workdir):
     """A reporting process with a read-only token reads through the ORM, and every write is refused."""
     with cluster_seen_from_a_follower(workdir) as (cluster, leader, here):
         token_path = os.path.join(workdir, "reports.token")
-        reports = client_entry(cluster, here)
-        reports["OPTIONS"] = {key: value for key, value in reports["OPTIONS"].items() if key != "secret_file"}
-        reports["OPTIONS"]["token_file"] = token_path
-        configure({"default": client_entry(cluster, here), "reports": reports})
+        configure({"default": client_entry(cluster, here), "reports": token_entry(cluster, here, token_path)})
         import io
 
         from django.core.management import call_command
