@@ -4,7 +4,7 @@ No Django here. ``Node`` and ``NodeConfig`` are the public entry points;
 ``python -m django_dqcluster.store`` runs a node from the command line.
 """
 
-from .config import ConfigError, NodeConfig, read_secret
+from .config import ConfigError, NodeConfig, read_secrets
 
 
 def __getattr__(name):
@@ -16,4 +16,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["Node", "NodeConfig", "ConfigError", "read_secret"]
+__all__ = ["Node", "NodeConfig", "ConfigError", "read_secrets"]

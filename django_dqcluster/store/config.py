@@ -164,11 +164,6 @@ def read_secrets(secret=None, secret_file=None):
     return (values[0], tuple(values[1:])) if values else (None, ())
 
 
-def read_secret(secret=None, secret_file=None):
-    """The secret to use (the first of :func:`read_secrets`), or None."""
-    return read_secrets(secret, secret_file)[0]
-
-
 def readable_by_others(path):
     """Whether users other than ``path``'s owner may read it (its group, or anyone).
 
@@ -178,4 +173,4 @@ def readable_by_others(path):
     try:
         return bool(os.stat(path).st_mode & 0o044)
     except OSError:
-        return False  # unreadable or missing: read_secret says so
+        return False  # unreadable or missing: read_secrets says so

@@ -13,7 +13,7 @@ import pytest
 
 from django_dqcluster import dbapi
 from django_dqcluster.store import NodeConfig
-from django_dqcluster.store.config import ConfigError, read_secret, read_secrets
+from django_dqcluster.store.config import ConfigError, read_secrets
 from django_dqcluster.store.local_cluster import LocalCluster
 
 from .conftest import Writer, rows_on_every_node, start_embedded_node
@@ -28,7 +28,6 @@ def test_a_secret_file_holds_the_secret_first_and_fallbacks_on_the_next_lines(tm
     path = tmp_path / "secret"
     path.write_text(f"  {NEW}\n\n{OLD}  \n")
     assert read_secrets(secret_file=str(path)) == (NEW, (OLD,))
-    assert read_secret(secret_file=str(path)) == NEW
     path.write_text(f"{OLD}\n")
     assert read_secrets(secret_file=str(path)) == (OLD, ())
 
