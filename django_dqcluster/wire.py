@@ -215,6 +215,11 @@ class FrameReader:
         self.channel = channel  # a SealedChannel: frames are opened before they are decoded
         self._buffer = bytearray()
 
+    @property
+    def pending(self):
+        """Bytes received beyond the frames read: the peer's next frame, or part of it."""
+        return len(self._buffer)
+
     def read(self):
         buffer = self._buffer
         limit = self.max_frame + (SEAL_OVERHEAD if self.channel is not None else 0)

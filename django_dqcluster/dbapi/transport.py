@@ -74,12 +74,20 @@ class SocketTransport:
     def peer_closed(self):
         """Did the node close this connection while it sat idle (e.g. the node died)?
 
-        Between requests the node never sends anything, so a readable socket
-        means EOF or a reset: a request sent now could not have been received,
-        and the driver may reconnect instead of reporting an unknown outcome.
+        Between requests a node sends nothing but a refusal or its goodbye,
+        both read by the next request as its answer; so a socket at EOF with
+        nothing received means the node went away: a request sent now could
+        not have been received, and the driver may reconnect instead of
+        reporting an unknown outcome.
         """
         if self.sock is None:
             return True
+        if self._reader.pending:
+            # The node spoke, and its frame came in with the previous answer:
+            # a refusal (a tampered frame, or its goodbye as it stops) that
+            # the next request reads as its answer. The socket behind it may
+            # well be closed; reconnecting here would hide the refusal.
+            return False
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
             if not readable:
