@@ -76,6 +76,17 @@ def test_while_the_secret_rotates_the_node_tells_when_the_old_one_was_last_neede
     assert not [name for name, _, _ in node_samples("default", LEADER) if "secret_fallback" in name]
 
 
+def test_a_secret_file_the_node_cannot_use_is_a_metric_to_alert_on():
+    def unusable(secret_file):
+        return [value for name, _, value in node_samples("default", {**LEADER, "secret_file": secret_file})
+                if name == "dqcluster_node_secret_file_unusable"]
+
+    fine = {"path": "/etc/dq/secret", "error": None, "changes": 2, "changed_seconds_ago": 8.0}
+    assert unusable(fine) == [0]
+    assert unusable({**fine, "error": "/etc/dq/secret holds no secret"}) == [1]
+    assert unusable(None) == []  # a node given its secret otherwise
+
+
 def test_the_gate_tells_each_members_version_and_how_many_run_other_code():
     now = dt.datetime(2026, 12, 5, 12, 0, 0, tzinfo=dt.timezone.utc)
     members = [("10.0.0.1:7001", Version(14, 3), now - dt.timedelta(seconds=20)),

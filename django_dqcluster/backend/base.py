@@ -70,9 +70,15 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
         else:
             params["addresses"] = list(opts.addresses)
             # A process that runs no node may hold only the client token:
-            # the cluster secret also signs Raft messages.
-            if opts.secret:
+            # the cluster secret also signs Raft messages. A file is read
+            # again whenever the driver reconnects, so that a connection kept
+            # open (CONN_MAX_AGE) follows a rotation of the secret.
+            if opts.secret_file:
+                params["secret_file"] = opts.secret_file
+            elif opts.secret:
                 params["secret"] = opts.secret
+            elif opts.token_file:
+                params["token_file"] = opts.token_file
             else:
                 params["token"] = opts.token
             params["local_reads"] = opts.local_reads

@@ -67,7 +67,9 @@ class BackendOptions:
     peers: list
     secret: str
     secret_fallbacks: tuple  # other secrets the node accepts while the cluster moves to a new one
+    secret_file: str  # where they came from (a node follows its changes), or None
     token: str  # the client token given instead of the secret (None when the secret is)
+    token_file: str  # where it came from, or None
     consistency: str
     local_reads: bool
     seal: bool
@@ -99,6 +101,7 @@ class BackendOptions:
                 peers=list(self.peers),
                 secret=self.secret,
                 secret_fallbacks=self.secret_fallbacks,
+                secret_file=self.secret_file,
                 durability=self.durability,
                 allow_remote=self.allow_remote,
                 idle_transaction_timeout=self.idle_transaction_timeout,
@@ -318,7 +321,8 @@ def parse(alias, settings_dict):
     return BackendOptions(
         alias=alias, name=str(name), addresses=addresses, embedded=embedded, data_dir=data_dir,
         bind=opts["bind"], client=opts["client"], peers=peers, secret=secret, secret_fallbacks=secret_fallbacks,
-        token=token, consistency=consistency,
+        secret_file=os.fspath(opts["secret_file"]) if opts["secret_file"] else None, token=token,
+        token_file=os.fspath(opts["token_file"]) if opts["token_file"] else None, consistency=consistency,
         durability=durability, timeout=timeout, allow_remote=allow_remote, local_reads=local_reads, seal=seal,
         idle_transaction_timeout=idle,
         transaction_mode=transaction_mode, init_command=opts["init_command"] or "",

@@ -44,7 +44,8 @@ class Connection:
     loopback and unix sockets too.
     """
 
-    def __init__(self, addresses=None, *, database="default", token=None, secret=None, secret_file=None, node=None,
+    def __init__(self, addresses=None, *, database="default", token=None, secret=None, secret_file=None,
+                 token_file=None, node=None,
                  consistency="strong", timeout=10.0, retry_timeout=None, isolation_level="",
                  max_frame=wire.DEFAULT_MAX_FRAME, local_reads=True, configure_replica=None, detect_types=0,
                  seal=False):
@@ -56,21 +57,15 @@ class Connection:
             addresses = [a.strip() for a in addresses.split(",") if a.strip()]
         self._addresses = list(addresses or [])
         self._node = node
-        if secret_file is not None:
-            if secret is not None:
-                raise exc.ProgrammingError("give either secret or secret_file, not both")
-            try:
-                with open(secret_file) as handle:
-                    # The first line: others are fallbacks only nodes accept.
-                    secrets = wire.secrets_in(handle.read())
-            except OSError as error:
-                raise exc.InterfaceError(f"cannot read the cluster secret from {secret_file}: {error.strerror}") from None
-            if not secrets:
-                raise exc.InterfaceError(f"the cluster secret file {secret_file} is empty")
-            secret = secrets[0]
-        if token is None and secret is not None:
-            token = wire.client_token(secret)
-        self._token = token
+        given = [name for name, value in (("secret", secret), ("secret_file", secret_file), ("token", token),
+                                          ("token_file", token_file)) if value is not None]
+        if len(given) > 1:
+            raise exc.ProgrammingError(f"give one of secret, secret_file, token and token_file, not {' and '.join(given)}")
+        # A file is read again at each reconnection: a long-lived connection
+        # follows a rotation of the cluster secret (README) without a restart.
+        self._secret_file, self._token_file = secret_file, token_file
+        self._token = self._token_from_files() if secret_file or token_file else \
+            wire.client_token(secret) if secret is not None else token
         self.database = database
         self.consistency = consistency
         self.timeout = timeout
@@ -201,7 +196,25 @@ class Connection:
         if self._closed:
             raise exc.ProgrammingError("Cannot operate on a closed connection.")
 
+    def _token_from_files(self):
+        path = self._secret_file or self._token_file
+        what = "cluster secret" if self._secret_file else "client token"
+        try:
+            with open(path) as handle:
+                # The first line: others are fallbacks only nodes accept.
+                lines = wire.secrets_in(handle.read())
+        except OSError as error:
+            raise exc.InterfaceError(f"cannot read the {what} from {path}: {error.strerror}") from None
+        if not lines:
+            raise exc.InterfaceError(f"the {what} file {path} is empty")
+        return wire.client_token(lines[0]) if self._secret_file else lines[0]
+
     def _connect(self):
+        if self._secret_file or self._token_file:
+            try:
+                self._token = self._token_from_files()
+            except exc.InterfaceError:
+                pass  # being rewritten, or gone: the token it held is the best guess
         if self._node is not None:
             self._transport = LocalTransport(self._node)
         else:

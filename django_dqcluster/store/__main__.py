@@ -84,6 +84,7 @@ def main(argv=None):
             join=args.join,
             secret=secret,
             secret_fallbacks=secret_fallbacks,
+            secret_file=args.secret_file,
             durability=args.durability,
             election_timeout=args.election_timeout,
             allow_remote=args.allow_remote,

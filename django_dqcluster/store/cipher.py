@@ -59,14 +59,7 @@ class RaftCipher:
 
     def __init__(self, secret, fallbacks=()):
         """``fallbacks``: other secrets whose messages this node accepts (a rotation under way)."""
-        try:
-            self._aead = AESGCMSIV(derive_key(secret))
-            self._fallback_aeads = [AESGCMSIV(derive_key(fallback)) for fallback in fallbacks]
-        except UnsupportedAlgorithm:
-            raise CipherUnavailable(
-                "the store seals Raft messages with AES-GCM-SIV, which this cryptography/OpenSSL build "
-                "lacks: install the cryptography wheel from PyPI (it bundles OpenSSL 3.2 or newer)"
-            ) from None
+        self.use(secret, fallbacks)
         self._sequence = itertools.count(1)
         self._lock = threading.Lock()
         # Nonces are this random base XOR the message's sequence: never repeated
@@ -76,6 +69,23 @@ class RaftCipher:
         #: When (time.monotonic()) a message last opened with a fallback secret only:
         #: some member still seals with it. None: never since this node started.
         self.fallback_used_at = None
+
+    def use(self, secret, fallbacks=()):
+        """Seal with ``secret`` and open messages of it or of ``fallbacks`` from now on.
+
+        The sequence numbers go on: a peer's connection keeps ordering this
+        node's messages across the change.
+        """
+        try:
+            aead = AESGCMSIV(derive_key(secret))
+            fallback_aeads = [AESGCMSIV(derive_key(fallback)) for fallback in fallbacks]
+        except UnsupportedAlgorithm:
+            raise CipherUnavailable(
+                "the store seals Raft messages with AES-GCM-SIV, which this cryptography/OpenSSL build "
+                "lacks: install the cryptography wheel from PyPI (it bundles OpenSSL 3.2 or newer)"
+            ) from None
+        # One assignment: a message in flight on another thread is opened with one set or the other.
+        self._aead, self._fallback_aeads = aead, fallback_aeads
 
     def encrypt_at_time(self, data, current_time):
         # current_time (whole seconds) is ignored: the sequence orders messages instead.
@@ -103,10 +113,11 @@ class RaftCipher:
             raise ValueError("sealed message too short")
         sequence = token[:_SEQUENCE.size]
         nonce = token[_SEQUENCE.size:_HEADER_BYTES]
+        aead, fallback_aeads = self._aead, self._fallback_aeads
         try:
-            return self._aead.decrypt(nonce, token[_HEADER_BYTES:], _SALT + sequence)
+            return aead.decrypt(nonce, token[_HEADER_BYTES:], _SALT + sequence)
         except InvalidTag:
-            for aead in self._fallback_aeads:
+            for aead in fallback_aeads:
                 try:
                     plain = aead.decrypt(nonce, token[_HEADER_BYTES:], _SALT + sequence)
                 except InvalidTag:

@@ -30,6 +30,12 @@ class NodeConfig:
     #: Secrets accepted from members and clients besides ``secret``, which alone
     #: seals and signs: the old one (or the next one) while the cluster moves to a new secret.
     secret_fallbacks: tuple = ()
+    #: The file the secret and its fallbacks come from (read here when ``secret``
+    #: is not given). The node reads it again while it runs, so moving the
+    #: cluster to a new secret needs no restart (store/secret_file.py).
+    secret_file: str = None
+    #: Seconds between two reads of ``secret_file``.
+    secret_check_interval: float = 2.0
     #: ``fsync`` (journal flushed before any acknowledgement) or ``process``.
     durability: str = FSYNC
     #: Election timeout range in seconds.
@@ -80,6 +86,10 @@ class NodeConfig:
         idle = self.idle_transaction_timeout
         if idle is not None and not (isinstance(idle, (int, float)) and not isinstance(idle, bool) and idle > 0):
             raise ConfigError(f"idle_transaction_timeout: need a number of seconds > 0 (or none), got {idle!r}")
+        if self.secret_file:
+            self.secret_file = os.path.abspath(os.fspath(self.secret_file))
+            if not self.secret:
+                self.secret, self.secret_fallbacks = read_secrets(secret_file=self.secret_file)
         if (self.peers or self.join) and not self.secret:
             raise ConfigError(
                 "secret: a multi-node store needs a cluster secret. Raft messages are pickled, so "

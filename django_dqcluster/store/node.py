@@ -22,6 +22,7 @@ from . import errors, raft
 from .config import NodeConfig
 from .datadir import DataDirLock
 from .group_commit import CommitQueue
+from .secret_file import SecretFileWatch
 from .server import ClientServer
 from .transactions import LeaderState
 from .statemachine import BARRIER, CHECKPOINT, MEMBER, StateMachine, encode_entry, new_entry_id
@@ -51,15 +52,8 @@ class Node:
         self._engine_class = engine_class or raft.SafeSyncObj
         self._transport_class = transport_class
         os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
-        self.secret = config.secret or self._local_secret()
-        # Clients present the token of the secret (forwarding sessions too) or,
-        # while the cluster moves to a new secret, of a fallback.
-        self.token = wire.client_token(self.secret)
-        self.accepted_tokens = tuple(
-            AcceptedToken(wire.client_token(secret, read_only), read_only, fallback=index > 0)
-            for index, secret in enumerate((self.secret, *config.secret_fallbacks))
-            for read_only in (False, True)
-        )
+        self._take_secrets(config.secret or self._local_secret(), config.secret_fallbacks)
+        self._secret_watch = None
         self.client_fallback_used_at = None  # time.monotonic() of the last session opened with a fallback
         self.state_machine = StateMachine(
             config.data_dir,
@@ -107,6 +101,9 @@ class Node:
             self.engine = None
             raise
         self.started_at = time.time()
+        if self.config.secret_file:
+            self._secret_watch = SecretFileWatch(self.config.secret_file, (self.secret, *self.secret_fallbacks),
+                                                 self.use_secrets, self.config.secret_check_interval).start()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="dqcluster-housekeeping", daemon=True)
         self._housekeeper.start()
         self._deadlines.start()
@@ -157,7 +154,7 @@ class Node:
         extra = {"transportClass": self._transport_class} if self._transport_class else {}
         self.engine = self._engine_class(
             self.config.bind, peers, conf, self.state_machine, secret=self.secret,
-            secret_fallbacks=self.config.secret_fallbacks, durable=self.config.durable,
+            secret_fallbacks=self.secret_fallbacks, durable=self.config.durable,
             catching_up_file=self.config.catching_up_file, fresh_member=fresh_member, **extra
         )
         self.engine.command_source = self.commit_queue.take
@@ -182,6 +179,8 @@ class Node:
                                self.config.bind, still_busy, self.config.drain_timeout)
             self._hand_over_leadership(timeout=2 * self.config.election_timeout[1])
         self._stopping.set()
+        if self._secret_watch is not None:
+            self._secret_watch.stop()
         if self.server is not None:
             self.server.stop()
         if self.engine is not None:
@@ -189,6 +188,34 @@ class Node:
         self.leader_state.abort_all("the node is shutting down")
         self.state_machine.close()
         self._datadir_lock.release()
+
+    # -- the cluster secret ------------------------------------------------------------------------
+
+    def _take_secrets(self, secret, fallbacks):
+        self.secret, self.secret_fallbacks = secret, tuple(fallbacks)
+        # Clients present the token of the secret (forwarding sessions too) or,
+        # while the cluster moves to a new secret, of a fallback.
+        self.token = wire.client_token(secret)
+        self.accepted_tokens = tuple(
+            AcceptedToken(wire.client_token(one, read_only), read_only, fallback=index > 0)
+            for index, one in enumerate((secret, *fallbacks))
+            for read_only in (False, True)
+        )
+
+    def use_secrets(self, secret, fallbacks):
+        """Seal and sign with ``secret`` from now on, and accept ``fallbacks`` besides it.
+
+        What a changed secret file leads to, one step of a rotation. Raft
+        messages are sealed with the new keys from the next one on; client
+        sessions opened with a secret no longer accepted are closed (their
+        drivers reconnect with what they hold now, or are refused).
+        """
+        cipher = getattr(self.engine, "encryptor", None)
+        if cipher is not None:
+            cipher.use(secret, fallbacks)  # derives the keys, then swaps them in: the Raft thread never waits for PBKDF2
+        self._take_secrets(secret, fallbacks)
+        if self.server is not None:
+            self.server.close_sessions_not_accepted()
 
     def _hand_over_leadership(self, timeout):
         engine = self.engine
@@ -370,7 +397,7 @@ class Node:
         fallback secret (None: not since this node started); None when this
         node has no fallbacks.
         """
-        if not self.config.secret_fallbacks:
+        if not self.secret_fallbacks:
             return None
         now = time.monotonic()
         cipher = getattr(self.engine, "encryptor", None)
@@ -378,7 +405,7 @@ class Node:
         def ago(moment):
             return None if moment is None else round(now - moment, 1)
 
-        return {"count": len(self.config.secret_fallbacks),
+        return {"count": len(self.secret_fallbacks),
                 "raft_seconds_ago": ago(cipher.fallback_used_at if cipher is not None else None),
                 "clients_seconds_ago": ago(self.client_fallback_used_at)}
 
@@ -423,6 +450,8 @@ class Node:
             "members": members,
             "uptime": time.time() - self.started_at if self.started_at else 0,
             "secret_fallbacks": self._fallback_status(),
+            # Started from a secret file: whether its content is in use, and when it last changed.
+            "secret_file": self._secret_watch.status() if self._secret_watch is not None else None,
         }
 
     # -- internals -------------------------------------------------------------------------------

@@ -144,9 +144,11 @@ class ClientServer:
                 return
             conn.settimeout(None)
             session = Session(self.node, peer=_peer_text(peer), read_only=accepted.read_only)
-            client = _Client(session, ResponseSender(conn, channel))
+            client = _Client(session, ResponseSender(conn, channel), conn, accepted.token)
             with self._lock:
                 self._clients.add(client)
+            if not self._accepts(client):
+                return  # its secret was dropped while it shook hands
             reader = wire.FrameReader(conn, self.max_frame, channel)
             while not self._stopping.is_set():
                 self._say_goodbye_if_idle(client)
@@ -187,6 +189,26 @@ class ClientServer:
                 self._connections.discard(conn)
                 self._clients.discard(client)
             conn.close()
+
+    def _accepts(self, client):
+        return any(accepted.token == client.token for accepted in self.node.accepted_tokens)
+
+    def close_sessions_not_accepted(self):
+        """End the sessions opened with a secret the node no longer accepts (a rotation's last step).
+
+        Their drivers reconnect with what they hold now; holding only the
+        dropped secret, they are refused. An open transaction rolls back, as
+        when the node restarts.
+        """
+        with self._lock:
+            dropped = [client for client in self._clients if not self._accepts(client)]
+        for client in dropped:
+            try:
+                client.conn.shutdown(socket.SHUT_RDWR)  # its session thread sees the end and cleans up
+            except OSError:
+                pass
+        if dropped:
+            logger.info("closed %d client session(s) opened with a secret no longer accepted", len(dropped))
 
     def _answer(self, client, request):
         """The response to send now, or None when it will be sent as the request's entry commits."""
@@ -278,9 +300,11 @@ def _refusal(kind, message, retryable=False):
 class _Client:
     """One client past its handshake: what a draining server must know about it."""
 
-    def __init__(self, session, sender):
+    def __init__(self, session, sender, conn, token):
         self.session = session
         self.sender = sender
+        self.conn = conn
+        self.token = token  # the client token it authenticated with
         self.lock = threading.Lock()
         self.busy = False  # a request of it is being handled
         self.answers_due = 0  # its commits the Raft thread has still to answer

@@ -45,6 +45,19 @@ def test_while_the_secret_rotates_the_node_gets_the_fallbacks_and_the_client_the
     assert (opts.secret, opts.secret_fallbacks) == ("the-new-secret", ("the-old-secret",))
     config = opts.node_config()
     assert (config.secret, config.secret_fallbacks) == ("the-new-secret", ("the-old-secret",))
+    # A node started from the file follows its changes (tests/store/test_secret_file.py).
+    assert config.secret_file == (str(path) if secret_option == "secret_file" else None)
+
+
+@pytest.mark.parametrize("key", ["secret_file", "token_file"])
+def test_a_client_given_a_file_hands_it_to_the_driver_which_reads_it_again_to_reconnect(tmp_path, key):
+    from django_dqcluster.backend.base import DatabaseWrapper
+
+    path = tmp_path / key
+    path.write_text("the-secret\n" if key == "secret_file" else TOKEN + "\n")
+    wrapper = DatabaseWrapper({"NAME": "app", "OPTIONS": {"address": "127.0.0.1:7101", key: str(path)}}, "default")
+    params = wrapper.get_connection_params()
+    assert params[key] == str(path) and "secret" not in params and "token" not in params
 
 
 @pytest.mark.parametrize("change, key", [

@@ -83,3 +83,12 @@ def test_while_the_secret_rotates_cluster_status_says_whether_the_old_one_is_sti
     line = describe_fallbacks({"count": 1, "raft_seconds_ago": 4.2, "clients_seconds_ago": None})
     assert line == ("Secret rotation: this host's node accepts 1 fallback secret(s); one was last needed by a "
                     "member's Raft message 4s ago, by a client session not since the node started")
+
+
+def test_a_secret_file_the_node_cannot_use_is_named_with_what_is_wrong():
+    from django_dqcluster.management.commands.cluster_status import describe_secret_file
+
+    assert describe_secret_file(None) is None
+    assert describe_secret_file({"path": "/etc/dq/secret", "error": None, "changes": 0}) is None
+    line = describe_secret_file({"path": "/etc/dq/secret", "error": "/etc/dq/secret holds no secret", "changes": 1})
+    assert line.startswith("Secret file: /etc/dq/secret holds no secret; this host's node keeps the secrets it had")

@@ -66,10 +66,11 @@ def followers(cluster, leader):
 class Writer(threading.Thread):
     """Inserts numbered rows until stopped; remembers which ones were acknowledged."""
 
-    def __init__(self, cluster, table="log", connect_to=None):
+    def __init__(self, cluster, table="log", connect_to=None, secret_file=None):
         super().__init__(daemon=True)
         self.addresses = connect_to or ",".join(n.client for n in cluster.nodes)
-        self.secret = cluster.secret
+        # The secret the cluster has now, or the file to read it from at each reconnection.
+        self.credentials = {"secret_file": secret_file} if secret_file else {"secret": cluster.secret}
         self.table = table
         self.acked = []
         self.unknown = []
@@ -78,7 +79,7 @@ class Writer(threading.Thread):
         self.errors = []
 
     def run(self):
-        conn = dbapi.connect(self.addresses, secret=self.secret, isolation_level=None, timeout=20)
+        conn = dbapi.connect(self.addresses, isolation_level=None, timeout=20, **self.credentials)
         value = 0
         while not self.stop.is_set():
             value += 1

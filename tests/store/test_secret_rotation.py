@@ -3,8 +3,10 @@
 A secret file may hold fallbacks on the lines after the first: a node seals
 its Raft messages and signs its answers with the first, and accepts Raft
 messages and client sessions made with any. So the cluster moves to a new
-secret by three rolling restarts: add the new secret as a fallback, put it
-first, drop the old one. No moment needs every node restarted at once.
+secret in three steps: add the new secret as a fallback, put it first, drop
+the old one. A node started from a secret file takes each step as the file
+changes (store/secret_file.py); one given its secret otherwise takes it at
+a restart. No moment needs every node changed at once.
 """
 
 import time
@@ -188,3 +190,59 @@ def test_a_client_uses_the_first_line_of_a_secret_file_that_holds_fallbacks(embe
     path.write_text("\n")
     with pytest.raises(dbapi.InterfaceError, match="is empty"):
         dbapi.connect(embedded_node.config.client, secret_file=str(path), timeout=5)
+
+
+def rewrite_everywhere(cluster, secret_lines, client_secret):
+    """Write the secret file (shared here by every host's node) and wait until each node put it in use."""
+    before = {node.index: node.status()["secret_file"]["changes"] for node in cluster.nodes}
+    with open(cluster.secret_file, "w") as handle:
+        handle.write("\n".join(secret_lines) + "\n")
+    cluster.secret = client_secret
+    for node in cluster.nodes:
+        cluster.wait_for(lambda: node.status()["secret_file"]["changes"] > before[node.index], 30,
+                         f"node{node.index} to take up the secret file")
+
+
+def test_a_cluster_moves_to_a_new_secret_by_editing_the_secret_file_while_a_client_writes(tmp_path):
+    cluster = LocalCluster(str(tmp_path / "cluster"), 3)
+    with open(cluster.secret_file, "w") as handle:
+        handle.write(OLD + "\n")
+    cluster.secret = OLD
+    with cluster:
+        setup = cluster.leader().connect()
+        setup.execute("CREATE TABLE log (value INTEGER)")
+        setup.close()
+        old_client = cluster.leader().connect()  # holds the old secret only
+        # Reads the file again when it reconnects, as the Django backend given 'secret_file' does.
+        writer = Writer(cluster, "log", secret_file=cluster.secret_file)
+        writer.start()
+        try:
+            rewrite_everywhere(cluster, [OLD, NEW], client_secret=OLD)  # 1. the new secret accepted
+            rewrite_everywhere(cluster, [NEW, OLD], client_secret=NEW)  # 2. the new secret used
+            assert old_client.execute("SELECT 1").fetchone() == (1,)
+            acked_before_step_3 = len(writer.acked)
+            rewrite_everywhere(cluster, [NEW], client_secret=NEW)  # 3. the old secret dropped
+            # Raft traffic sealed with the new secret alone still commits, and a
+            # node started now (knowing nothing of the old secret) rejoins.
+            cluster.wait_for(lambda: len(writer.acked) > acked_before_step_3 + 20, 30, "writes after step 3")
+            restarted = cluster.nodes[0]
+            restarted.stop()
+            restarted.start(peers=cluster.peers_of(restarted))
+            wait_caught_up(cluster, restarted)
+        finally:
+            writer.stop.set()
+            writer.join(30)
+        assert not writer.errors, writer.errors
+        with pytest.raises(dbapi.Error):
+            old_client.execute("SELECT 2")  # its session was closed at step 3; it cannot open another
+        for node in cluster.nodes:
+            status = node.status()
+            assert status["secret_fallbacks"] is None and status["secret_file"]["error"] is None
+            with pytest.raises(dbapi.InterfaceError, match="authentication failed"):
+                node.connect(secret=OLD, timeout=5)
+        replicas = rows_on_every_node(cluster, "SELECT value FROM log")
+        rows = replicas[cluster.nodes[0].index]
+        assert all(replica == rows for replica in replicas.values()), "the replicas differ"
+        values = {value for (value,) in rows}
+        assert set(writer.acked) <= values, f"acknowledged rows lost: {sorted(set(writer.acked) - values)[:10]}"
+        assert values <= set(writer.acked) | set(writer.unknown)

@@ -72,6 +72,14 @@ def describe_fallbacks(fallbacks):
             f"{last(fallbacks['clients_seconds_ago'])}")
 
 
+def describe_secret_file(secret_file):
+    """Why the node's secret file is not in use (it keeps the secrets it had), or None when it is."""
+    if not secret_file or not secret_file.get("error"):
+        return None
+    return (f"Secret file: {secret_file['error']}; this host's node keeps the secrets it had "
+            "(fix the file: it is read again every few seconds)")
+
+
 def leader_write_locks(status):
     """{database: {"holder", "seconds"}} of the write locks the store's leader holds now (best effort)."""
     if not status:
@@ -260,3 +268,6 @@ class Command(BaseCommand):
         fallbacks = (report["store"] or {}).get("secret_fallbacks")
         if fallbacks:
             write(describe_fallbacks(fallbacks))
+        problem = describe_secret_file((report["store"] or {}).get("secret_file"))
+        if problem:
+            write(problem, style.WARNING)
