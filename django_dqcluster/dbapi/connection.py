@@ -60,7 +60,8 @@ class Connection:
         given = [name for name, value in (("secret", secret), ("secret_file", secret_file), ("token", token),
                                           ("token_file", token_file)) if value is not None]
         if len(given) > 1:
-            raise exc.ProgrammingError(f"give one of secret, secret_file, token and token_file, not {' and '.join(given)}")
+            raise exc.ProgrammingError("give one of secret, secret_file, token and token_file, "
+                                       f"not {' and '.join(given)}")
         # A file is read again at each reconnection: a long-lived connection
         # follows a rotation of the cluster secret (README) without a restart.
         self._secret_file, self._token_file = secret_file, token_file

@@ -212,7 +212,8 @@ class Node:
         """
         cipher = getattr(self.engine, "encryptor", None)
         if cipher is not None:
-            cipher.use(secret, fallbacks)  # derives the keys, then swaps them in: the Raft thread never waits for PBKDF2
+            # It derives the keys, then swaps them in: the Raft thread never waits for PBKDF2.
+            cipher.use(secret, fallbacks)
         self._take_secrets(secret, fallbacks)
         if self.server is not None:
             self.server.close_sessions_not_accepted()

@@ -92,5 +92,5 @@ class SecretFileWatch:
         return False
 
     def status(self):
-        return {"path": self.path, "error": self.error, "changes": self.changes,
-                "changed_seconds_ago": None if self.changed_at is None else round(time.monotonic() - self.changed_at, 1)}
+        changed_ago = None if self.changed_at is None else round(time.monotonic() - self.changed_at, 1)
+        return {"path": self.path, "error": self.error, "changes": self.changes, "changed_seconds_ago": changed_ago}
