@@ -4,16 +4,46 @@ The rows belong to the version gate; editing a version by hand is how clusters g
 stuck for good (canonical/lxd#3465). A dead member is removed with
 ``manage.py ensure_cluster_schema --remove-member ADDRESS``, which refuses to remove
 the host it runs on. On our ENGINE the list also shows each member's live role in
-the store and how far it has applied the log, as ``cluster_status`` does.
+the store and how far it has applied the log, and above it what the operator of
+this host should know about its node (a health problem, a secret rotation under
+way, a secret file it cannot use), as ``cluster_status`` does.
 """
 
 from django.contrib import admin, messages
 from django.db import DatabaseError
 from django.shortcuts import redirect
 
-from . import gate
+from . import gate, health
 from .member_status import member_role, store_status
 from .models import ClusterNode
+
+
+def node_notices(status, error):
+    """[(messages level, text)] about this host's node, from its status (or why there is none)."""
+    from .management.commands.cluster_status import describe_fallbacks, describe_secret_file
+
+    if error:
+        return [(messages.WARNING, f"Store status unavailable: {error}")]
+    if status is None:
+        return []  # not a store (SQLite, PostgreSQL)
+    notices = []
+    healthy, report = health.judge(status)
+    if not healthy:
+        notices.append((messages.WARNING, f"This host's node is not fit to serve: {report['problem']}."))
+    if status.get("secret_fallbacks"):
+        notices.append((messages.INFO, describe_fallbacks(status["secret_fallbacks"])))
+    problem = describe_secret_file(status.get("secret_file"))
+    if problem:
+        notices.append((messages.WARNING, problem))
+    return notices
+
+
+def _store_status_once(request, db):
+    """The store's status for this page: asked once, though the list and the notices both need it."""
+    cache = request.__dict__.setdefault("_dqcluster_store_status", {})
+    if db not in cache:
+        cache[db] = store_status(db)
+    return cache[db]
 
 
 @admin.register(ClusterNode)
@@ -37,7 +67,7 @@ class ClusterNodeAdmin(admin.ModelAdmin):
             return obj.gate_state(members)
 
         columns = ("address", "schema", "api_extensions", "heartbeat", state)
-        status, _ = store_status(db)
+        status, _ = _store_status_once(request, db)
         if status is None:
             return columns  # not a store (SQLite, PostgreSQL): the table is all there is
         our_address, now = gate.node_address(db), gate.utc_now()
@@ -71,6 +101,8 @@ class ClusterNodeAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
             return redirect("admin:index")
+        for level, text in node_notices(*_store_status_once(request, db)):
+            self.message_user(request, text, level)
         return super().changelist_view(request, extra_context)
 
     def has_add_permission(self, request):

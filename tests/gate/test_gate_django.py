@@ -211,11 +211,25 @@ opts = ClusterNode._meta
 response = client.get(reverse(f"admin:{opts.app_label}_clusternode_changelist"))
 body = response.content.decode()
 cells = lambda name: re.findall(r'<td class="field-' + name + r'[^"]*">([^<]*)</td>', body)
+
+from django.contrib import messages
+from django_dqcluster.admin import node_notices
+
+healthy = {"role": "leader", "leader": "127.0.0.1:1", "has_quorum": True, "commit_index": 5, "applied_index": 5}
+levels = {messages.WARNING: "warning", messages.INFO: "info"}
+notices = lambda status, error=None: [(levels[level], text) for level, text in node_notices(status, error)]
 print("RESULT", {
     "status": response.status_code,
     "role_column": 'class="sortable column-role' in body or 'class="column-role' in body,
     "applied_column": 'column-applied' in body,
     "rows": [list(pair) for pair in zip(cells("address"), cells("role"))],
+    "messages_shown": re.findall(r'<li class="(?:warning|info)">', body),
+    "healthy": notices(healthy),
+    "catching_up": notices({**healthy, "role": "follower", "catching_up": True}),
+    "rotating": notices({**healthy, "secret_fallbacks": {"count": 1, "raft_seconds_ago": None,
+                                                         "clients_seconds_ago": 3.0},
+                         "secret_file": {"path": "/etc/dq/secret", "error": "/etc/dq/secret holds no secret"}}),
+    "unreachable": notices(None, "OperationalError: no store node reachable"),
 })
 """
 
@@ -243,6 +257,14 @@ def test_gate_on_our_engine_with_one_embedded_node(tmp_path):
     admin = _result(host.shell(STORE_ADMIN_SCRIPT))
     assert admin["status"] == 200 and admin["role_column"] and admin["applied_column"], admin
     assert admin["rows"] == [[f"127.0.0.1:{port}", "leader"]], admin
+    # Above the list, what the operator should know about this host's node: nothing, for a healthy one.
+    assert admin["messages_shown"] == [] and admin["healthy"] == [], admin
+    assert admin["catching_up"] == [("warning", "This host's node is not fit to serve: the node started with an "
+                                                "empty data directory and is still catching up with the leader.")]
+    assert [level for level, _ in admin["rotating"]] == ["info", "warning"]
+    assert admin["rotating"][0][1].startswith("Secret rotation: this host's node accepts 1 fallback secret(s)")
+    assert admin["rotating"][1][1].startswith("Secret file: /etc/dq/secret holds no secret; this host's node keeps")
+    assert admin["unreachable"] == [("warning", "Store status unavailable: OperationalError: no store node reachable")]
     upgraded = host.upgraded().run("migrate")
     assert "Applying gateapp.0002_v2... OK" in upgraded.stdout
     assert host.upgraded().gate_json(expect=0)["members"][0]["schema"] == member["schema"] + 1
