@@ -25,7 +25,9 @@ def connect(addresses=None, **kwargs):
     """Open a session with the store.
 
     ``addresses``: "HOST:PORT", "unix:/path", a comma-separated string or a list.
-    Keyword arguments: ``database`` (default "default"), ``secret`` or ``token``,
+    Keyword arguments: ``database`` (default "default"), one of ``secret``,
+    ``secret_file``, ``token`` and ``token_file`` (a file is read again at each
+    reconnection, so a connection follows a rotation of the cluster secret),
     ``consistency`` ("strong", "weak", "none"), ``timeout`` (seconds to connect
     and to keep retrying retryable errors), ``isolation_level`` (None for
     autocommit), ``node`` (an embedded :class:`django_dqcluster.store.Node`),
