@@ -131,12 +131,25 @@ def wait_caught_up(cluster, node):
     cluster.wait_for(caught_up, 30, f"node{node.index} to catch up")
 
 
-def test_a_cluster_moves_to_a_new_secret_by_rolling_restarts_while_a_client_writes(tmp_path):
+def cluster_on_the_old_secret(tmp_path):
     cluster = LocalCluster(str(tmp_path / "cluster"), 3)
     with open(cluster.secret_file, "w") as handle:
         handle.write(OLD + "\n")
     cluster.secret = OLD
-    with cluster:
+    return cluster
+
+
+def assert_every_acknowledged_row_on_every_replica(cluster, writer):
+    replicas = rows_on_every_node(cluster, f"SELECT value FROM {writer.table}")
+    rows = replicas[cluster.nodes[0].index]
+    assert all(replica == rows for replica in replicas.values()), "the replicas differ"
+    values = {value for (value,) in rows}
+    assert set(writer.acked) <= values, f"acknowledged rows lost: {sorted(set(writer.acked) - values)[:10]}"
+    assert values <= set(writer.acked) | set(writer.unknown)
+
+
+def test_a_cluster_moves_to_a_new_secret_by_rolling_restarts_while_a_client_writes(tmp_path):
+    with cluster_on_the_old_secret(tmp_path) as cluster:
         setup = cluster.leader().connect()
         setup.execute("CREATE TABLE before_step_3 (value INTEGER)")
         setup.execute("CREATE TABLE in_step_3 (value INTEGER)")
@@ -174,12 +187,7 @@ def test_a_cluster_moves_to_a_new_secret_by_rolling_restarts_while_a_client_writ
             with pytest.raises(dbapi.InterfaceError, match="authentication failed"):
                 node.connect(secret=OLD, timeout=5)
         for writer in (old_writer, new_writer):
-            replicas = rows_on_every_node(cluster, f"SELECT value FROM {writer.table}")
-            rows = replicas[cluster.nodes[0].index]
-            assert all(replica == rows for replica in replicas.values()), "the replicas differ"
-            values = {value for (value,) in rows}
-            assert set(writer.acked) <= values, f"acknowledged rows lost: {sorted(set(writer.acked) - values)[:10]}"
-            assert values <= set(writer.acked) | set(writer.unknown)
+            assert_every_acknowledged_row_on_every_replica(cluster, writer)
 
 
 def test_a_client_uses_the_first_line_of_a_secret_file_that_holds_fallbacks(embedded_node, tmp_path):
@@ -204,11 +212,7 @@ def rewrite_everywhere(cluster, secret_lines, client_secret):
 
 
 def test_a_cluster_moves_to_a_new_secret_by_editing_the_secret_file_while_a_client_writes(tmp_path):
-    cluster = LocalCluster(str(tmp_path / "cluster"), 3)
-    with open(cluster.secret_file, "w") as handle:
-        handle.write(OLD + "\n")
-    cluster.secret = OLD
-    with cluster:
+    with cluster_on_the_old_secret(tmp_path) as cluster:
         setup = cluster.leader().connect()
         setup.execute("CREATE TABLE log (value INTEGER)")
         setup.close()
@@ -240,9 +244,4 @@ def test_a_cluster_moves_to_a_new_secret_by_editing_the_secret_file_while_a_clie
             assert status["secret_fallbacks"] is None and status["secret_file"]["error"] is None
             with pytest.raises(dbapi.InterfaceError, match="authentication failed"):
                 node.connect(secret=OLD, timeout=5)
-        replicas = rows_on_every_node(cluster, "SELECT value FROM log")
-        rows = replicas[cluster.nodes[0].index]
-        assert all(replica == rows for replica in replicas.values()), "the replicas differ"
-        values = {value for (value,) in rows}
-        assert set(writer.acked) <= values, f"acknowledged rows lost: {sorted(set(writer.acked) - values)[:10]}"
-        assert values <= set(writer.acked) | set(writer.unknown)
+        assert_every_acknowledged_row_on_every_replica(cluster, writer)
