@@ -168,3 +168,27 @@ def test_a_node_whose_file_was_emptied_keeps_serving_and_says_why(watching_node,
     conn = connect(node, secret=OLD)
     assert conn.execute("SELECT 42").fetchone() == (42,)
     conn.close()
+
+
+def test_a_driver_takes_one_credential_and_says_which_it_was_given_twice(tmp_path, secret_path):
+    with pytest.raises(dbapi.ProgrammingError, match="give one of secret, secret_file, token and token_file, "
+                                                     "not secret and secret_file"):
+        dbapi.connect("127.0.0.1:1", secret=OLD, secret_file=str(secret_path))
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    with pytest.raises(dbapi.InterfaceError, match=f"the client token file {empty} is empty"):
+        dbapi.connect("127.0.0.1:1", token_file=str(empty))
+    with pytest.raises(dbapi.InterfaceError, match="cannot read the cluster secret from /nonexistent/secret"):
+        dbapi.connect("127.0.0.1:1", secret_file="/nonexistent/secret")
+
+
+def test_a_driver_given_a_token_file_connects_with_the_token_it_holds(watching_node, tmp_path):
+    from django_dqcluster import wire
+
+    token = tmp_path / "token"
+    token.write_text(wire.client_token(OLD, read_only=True) + "\n")
+    conn = connect(watching_node, token_file=str(token))
+    assert conn.execute("SELECT 7").fetchone() == (7,)
+    with pytest.raises(dbapi.OperationalError, match="read-only"):
+        conn.execute("CREATE TABLE t (n INTEGER)")
+    conn.close()
