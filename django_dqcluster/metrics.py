@@ -36,8 +36,8 @@ FAMILIES = {
     "dqcluster_node_secret_fallbacks": "Fallback secrets the node accepts besides its secret (a rotation under way).",
     "dqcluster_node_secret_fallback_used_seconds_ago": "Seconds since a member's Raft message (by=raft) or a "
                                                        "client session (by=clients) last needed a fallback secret.",
-    "dqcluster_node_secret_file_unusable": "1 when the node's secret file cannot be read or holds no secret "
-                                           "(the node keeps the secrets it has; see cluster_status).",
+    "dqcluster_node_secret_file_unusable": "1 when the node cannot use its secret file (unreadable, empty, or "
+                                           "without the secret in use); it keeps its secrets, see cluster_status.",
     "dqcluster_raft_term": "The Raft term the node is in.",
     "dqcluster_raft_commit_index": "The last log index the node knows to be committed.",
     "dqcluster_raft_applied_index": "The last log index the node applied to its SQLite files.",

@@ -128,7 +128,7 @@ class LocalCluster:
         if not os.path.exists(self.secret_file):
             fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT, 0o600)
             with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(32))
+                handle.write(secrets.token_urlsafe(32) + "\n")  # a line: the next secret goes after it
         with open(self.secret_file) as handle:
             self.secret = wire.secrets_in(handle.read())[0]  # the one to use, should it hold fallbacks
         self.durability = durability

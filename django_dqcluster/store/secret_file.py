@@ -5,7 +5,11 @@ change is applied only once two reads in a row agree: a file caught while
 it is being written (an editor saving it, ``echo new >> secret``) is never
 taken for the new secret. A file that cannot be read, or holds no secret,
 leaves the node on the secrets it has and says why, in its status and its
-log: a node that lost its secret would be cut off from its peers.
+log: a node that lost its secret would be cut off from its peers. So does a
+change that drops the secret the node uses now: no step of a rotation does
+(each keeps it, first or as a fallback), and a new secret appended to the
+old one's line instead of on a line of its own (``echo new >> secret`` on a
+file that did not end with a newline) reads as just that.
 """
 
 import logging
@@ -73,6 +77,10 @@ class SecretFileWatch:
             return False
         if not settled:
             return False  # it may be half-written: apply it if the next read finds the same
+        if self._applied[0] not in read:
+            return self._keep_current(
+                f"{self.path} no longer holds the secret this node uses: each step of a rotation keeps it "
+                "(first or on a later line) and adds or drops another line; to change it at once, restart the node")
         try:
             self._apply(read[0], read[1:])
         except Exception as exc:

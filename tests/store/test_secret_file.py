@@ -84,7 +84,7 @@ def test_secrets_the_node_cannot_use_are_reported_and_tried_again(secret_path):
         raise ValueError("no cipher for that")
 
     watch = SecretFileWatch(str(secret_path), (OLD,), refuse)
-    secret_path.write_text(NEW + "\n")
+    secret_path.write_text(f"{NEW}\n{OLD}\n")
     watch.check()
     watch.check()
     assert attempts == [NEW]
@@ -192,3 +192,18 @@ def test_a_driver_given_a_token_file_connects_with_the_token_it_holds(watching_n
     with pytest.raises(dbapi.OperationalError, match="read-only"):
         conn.execute("CREATE TABLE t (n INTEGER)")
     conn.close()
+
+
+def test_a_change_that_drops_the_secret_in_use_is_refused_as_no_step_of_a_rotation(secret_path):
+    # `echo new >> secret` on a file without a final newline: one line, neither secret.
+    applied = Applied()
+    watch = SecretFileWatch(str(secret_path), (OLD,), applied)
+    secret_path.write_text(OLD + NEW)
+    watch.check()
+    watch.check()
+    assert applied == []
+    assert "no longer holds the secret this node uses" in watch.status()["error"]
+    secret_path.write_text(f"{OLD}\n{NEW}\n")  # mended: the new secret on a line of its own
+    watch.check()
+    watch.check()
+    assert applied == [(OLD, (NEW,))] and watch.status()["error"] is None
