@@ -50,7 +50,23 @@ _SESSION_PRAGMA_TEXT = re.compile(
     r"^\s*PRAGMA\s+(?:main\.)?(%s)\s*(?:=\s*|\(\s*)?([A-Za-z0-9_'\"]*)\s*\)?\s*;?\s*$" % "|".join(SESSION_PRAGMAS),
     re.I,
 )
-_EXPLAIN = re.compile(r"^(\s+|--[^\n]*\n?|/\*.*?\*/)*EXPLAIN\b", re.I | re.S)
+_LEADING_COMMENTS = r"^(\s+|--[^\n]*\n?|/\*.*?\*/)*"
+_EXPLAIN = re.compile(_LEADING_COMMENTS + r"EXPLAIN\b", re.I | re.S)
+# SQLite compiles VACUUM without consulting the authorizer, so it is found by its text.
+_VACUUM = re.compile(_LEADING_COMMENTS + r"VACUUM\b", re.I | re.S)
+_VACUUM_PROBLEM = (
+    "VACUUM is not supported: it would rewrite one node's file outside the replicated log, and VACUUM INTO "
+    "would write a file on the node's host; for a copy of a database use `manage.py dqcluster_backup`"
+)
+#: Functions no client may call, in a read or a write: they reach into the node process itself.
+_PROCESS_FUNCTIONS = {
+    # One argument returns the address of a tokenizer module, two register one
+    # at an address the caller gives: a read of the node's memory layout and
+    # a way to make it call any address (SQLite builds with
+    # ENABLE_FTS3_TOKENIZER, as Debian's, offer it).
+    "fts3_tokenizer": "fts3_tokenizer() reads and sets code addresses inside the node process",
+    "load_extension": "load_extension() loads code into the node process",
+}
 _PRAGMA_VALUES = {"on": 1, "true": 1, "yes": 1, "1": 1, "off": 0, "false": 0, "no": 0, "0": 0}
 
 
@@ -112,6 +128,8 @@ class Classifier:
                     info.writes = True
             elif action in _TEMP_ACTIONS:
                 info.problem = "temporary tables exist per connection and cannot be replicated"
+            elif action == sqlite3.SQLITE_FUNCTION and arg2 and arg2.lower() in _PROCESS_FUNCTIONS:
+                info.problem = f"{_PROCESS_FUNCTIONS[arg2.lower()]}; it is not allowed"
             elif action == sqlite3.SQLITE_FUNCTION and arg2 and arg2.lower() in REFUSED_FUNCTIONS:
                 info.refused = arg2.lower()
             elif action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
@@ -120,6 +138,9 @@ class Classifier:
                 _classify_pragma(info, (arg1 or "").lower(), arg2)
             return sqlite3.SQLITE_OK
 
+        if _VACUUM.match(sql):
+            info.problem = _VACUUM_PROBLEM
+            return info
         # EXPLAIN compiles a statement without running it; an EXPLAIN (QUERY
         # PLAN) statement is already one, and "EXPLAIN EXPLAIN" is a syntax error.
         explained = bool(_EXPLAIN.match(sql))

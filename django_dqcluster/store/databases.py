@@ -258,6 +258,11 @@ class Database:
                 return self._idle_readers.pop()
         self.apply_connection()
         conn = self._connect()
+        # Only the apply connection writes this file, in log order. A statement
+        # the classifier took for a read runs here: if it ever wrote, this
+        # node's file would silently differ from the others; with query_only
+        # it fails instead (clients may not set this pragma).
+        conn.execute("PRAGMA query_only=ON")
         with self._readers_lock:
             self._open_readers.add(conn)
         return conn

@@ -222,6 +222,121 @@ def test_an_auth_frame_replaying_an_old_mac_is_refused(node):
     assert_still_serves(node)
 
 
+# -- SQL that would reach past the replicated database ------------------------------------------
+#
+# A client may run any SQL on its database, and nothing else: not the node's host's
+# files, not the node process's memory, not one replica's file behind the log's back.
+
+
+def read_only_client(node):
+    return client(node, secret=None, token=wire.client_token(SECRET, read_only=True))
+
+
+CLIENTS = {"full": client, "read-only": read_only_client}
+
+
+@pytest.mark.parametrize("who", CLIENTS)
+@pytest.mark.parametrize("statement", [
+    "VACUUM INTO '{path}'",
+    "/* a comment first */ vacuum main into '{path}'",
+    "VACUUM",
+])
+def test_vacuum_is_refused_and_writes_no_file_on_the_nodes_host(node, tmp_path, who, statement):
+    target = tmp_path / "copied-out.db"
+    conn = CLIENTS[who](node)
+    try:
+        with pytest.raises(dbapi.OperationalError, match="VACUUM is not supported.*dqcluster_backup"):
+            conn.execute(statement.format(path=target))
+        # Inside a transaction too, with the same words (SQLite would only say it is in one).
+        conn.execute("BEGIN")
+        with pytest.raises(dbapi.OperationalError, match="VACUUM is not supported"):
+            conn.execute(statement.format(path=target))
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    assert not target.exists()
+    assert_still_serves(node)
+
+
+def test_explain_vacuum_only_describes_it(node, tmp_path):
+    target = tmp_path / "explained.db"
+    conn = client(node)
+    try:
+        assert conn.execute(f"EXPLAIN VACUUM INTO '{target}'").fetchall()
+    finally:
+        conn.close()
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("who", CLIENTS)
+@pytest.mark.parametrize("sql", [
+    "SELECT hex(fts3_tokenizer('simple'))",  # the address of a module inside the node process
+    "SELECT FTS3_Tokenizer('evil', x'4141414141414141')",  # a tokenizer at an address the caller chose
+])
+def test_fts3_tokenizer_is_refused_in_reads(node, who, sql):
+    conn = CLIENTS[who](node)
+    try:
+        with pytest.raises(dbapi.OperationalError, match=r"fts3_tokenizer\(\) reads and sets code addresses"):
+            conn.execute(sql)
+    finally:
+        conn.close()
+    assert_still_serves(node)
+
+
+@pytest.fixture
+def own_table(node):
+    """A table of the test's own (attacks that got through must not fail the others' checks)."""
+    name = f"own_{uuid.uuid4().hex[:8]}"
+    conn = client(node)
+    conn.execute(f"CREATE TABLE {name} (v)")
+    conn.close()
+    return name
+
+
+def row_count(node, table):
+    conn = client(node)
+    try:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_fts3_tokenizer_is_refused_in_writes_and_nothing_is_written(node, own_table):
+    conn = client(node)
+    try:
+        with pytest.raises(dbapi.OperationalError, match=r"fts3_tokenizer\(\) reads and sets code addresses"):
+            conn.execute(f"INSERT INTO {own_table} SELECT hex(fts3_tokenizer('porter'))")
+    finally:
+        conn.close()
+    assert row_count(node, own_table) == 0
+
+
+def test_load_extension_is_refused_even_in_a_read(node):
+    conn = client(node)
+    try:
+        with pytest.raises(dbapi.OperationalError, match=r"load_extension\(\) loads code into the node process"):
+            conn.execute("SELECT load_extension('/nonexistent/evil.so')")
+    finally:
+        conn.close()
+
+
+def test_a_statement_wrongly_taken_for_a_read_cannot_change_the_nodes_file(node, own_table, monkeypatch):
+    """Reads run on connections that cannot write (query_only): a classifier mistake fails loudly
+    instead of changing one replica's file outside the log."""
+    from django_dqcluster.store.classify import Info
+
+    conn = client(node)
+    try:
+        monkeypatch.setattr(node.leader_state, "classifier", lambda conn, sql, params, scope="": Info())
+        with pytest.raises(dbapi.OperationalError, match="attempt to write a readonly database"):
+            conn.execute(f"INSERT INTO {own_table} VALUES ('written outside the log')")
+        monkeypatch.undo()
+    finally:
+        conn.close()
+    assert row_count(node, own_table) == 0
+    assert_still_serves(node)
+
+
 # -- hostile frames before the handshake ----------------------------------------------------------
 
 
