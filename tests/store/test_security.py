@@ -337,6 +337,70 @@ def test_a_statement_wrongly_taken_for_a_read_cannot_change_the_nodes_file(node,
     assert_still_serves(node)
 
 
+@pytest.fixture(scope="module")
+def indexed(node):
+    """A full-text index and an R*Tree, each holding one row, with their shadow tables' row counts."""
+    conn = client(node)
+    conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS notes USING fts5(body)")
+    conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS boxes USING rtree(id, min_x, max_x)")
+    conn.execute("INSERT INTO notes(body) VALUES ('the quick brown fox')")
+    conn.execute("INSERT INTO boxes VALUES (1, 0, 10)")
+    conn.close()
+    return shadow_row_counts(node)
+
+
+def shadow_row_counts(node):
+    conn = client(node)
+    try:
+        return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                for table in ("notes_data", "notes_idx", "notes_config", "boxes_node", "boxes_rowid")}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO notes_data VALUES (100, x'0102030405')",
+    "UPDATE Notes_Data SET block = x'00' WHERE id = 1",
+    "DELETE FROM notes_config",
+    "UPDATE boxes_node SET data = x'ffff'",
+    "DROP TABLE notes_idx",
+    "ALTER TABLE boxes_rowid RENAME TO loose",
+])
+def test_a_virtual_tables_shadow_tables_cannot_be_written_directly(node, indexed, sql):
+    """SQLite parses what a full-text index or R*Tree keeps in its shadow tables, trusting it:
+    a crafted row would reach that code in every node process (SQLite's defensive mode)."""
+    conn = client(node)
+    try:
+        with pytest.raises(dbapi.OperationalError, match=r"is a shadow table.*write to the virtual table itself"):
+            conn.execute(sql)
+        # Through the virtual tables, as SQLite means them to be used, everything works.
+        assert conn.execute("SELECT body FROM notes WHERE notes MATCH 'fox'").fetchall() == [("the quick brown fox",)]
+        assert conn.execute("SELECT id FROM boxes WHERE min_x >= 0 AND max_x <= 20").fetchall() == [(1,)]
+        conn.execute("INSERT INTO notes(notes) VALUES ('optimize')")  # an FTS5 command, through the table
+    finally:
+        conn.close()
+    counts = shadow_row_counts(node)
+    assert {table: counts[table] for table in counts if table != "notes_data"} == \
+        {table: indexed[table] for table in indexed if table != "notes_data"}
+
+
+def test_the_shadow_tables_named_without_table_list_include_every_one_sqlite_lists():
+    """SQLite before 3.37 has no PRAGMA table_list; the built-in modules' suffixes stand in for it."""
+    import sqlite3
+
+    from django_dqcluster.store.classify import shadow_tables, shadow_tables_by_name
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE VIRTUAL TABLE a USING fts3(x)")
+    conn.execute("CREATE VIRTUAL TABLE b USING fts4(x)")
+    conn.execute("CREATE VIRTUAL TABLE c USING fts5(x)")
+    conn.execute("CREATE VIRTUAL TABLE d USING rtree(id, x0, x1)")
+    conn.execute("CREATE TABLE a_b (x)")  # an ordinary table whose name only looks like one
+    listed = shadow_tables(conn)
+    assert len(listed) == 16 and listed <= shadow_tables_by_name(conn)
+    assert "a_b" not in shadow_tables_by_name(conn)
+
+
 # -- hostile frames before the handshake ----------------------------------------------------------
 
 
