@@ -17,7 +17,7 @@ from .exceptions import (
 )
 
 apilevel = "2.0"
-threadsafety = 1  # connections must not be shared between threads
+threadsafety = 2  # threads may share connections: their requests take turns (not their transactions)
 paramstyle = "qmark"
 
 

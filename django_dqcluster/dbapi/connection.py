@@ -4,6 +4,7 @@ import datetime
 import decimal
 import re
 import sqlite3
+import threading
 import time
 import weakref
 
@@ -92,6 +93,10 @@ class Connection:
         # with ``none``, a node it reconnects to must have applied it (it
         # reads its own writes on another node after a failover too).
         self._written_index = 0
+        # Threads sharing a connection take turns: two requests interleaved on
+        # one socket would each read the other's answer (a SELECT getting a
+        # COMMIT's empty result), so a request and its answer go together.
+        self._turn = threading.RLock()
         self._request({"op": "ping"})
 
     # -- PEP 249 ------------------------------------------------------------------------------
@@ -250,6 +255,10 @@ class Connection:
 
     def _read_locally(self, sql, params):
         """The result of a SELECT read from the replica file on this host, or None to ask the node."""
+        with self._turn:
+            return self._read_replica(sql, params)
+
+    def _read_replica(self, sql, params):
         replica = self._replica
         if replica is None or self._in_tx or self._transport is None or not _SELECT.match(sql):
             return None
@@ -290,6 +299,10 @@ class Connection:
             self._replica = None
 
     def _request(self, message, may_write=False):
+        with self._turn:
+            return self._exchange(message, may_write)
+
+    def _exchange(self, message, may_write):
         self._check_open()
         deadline = time.monotonic() + self.retry_timeout
         delay = 0.02

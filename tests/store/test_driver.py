@@ -10,6 +10,7 @@ database names.
 import datetime
 import decimal
 import os
+import threading
 import uuid
 
 import pytest
@@ -392,6 +393,29 @@ def test_a_closed_connection_raises_programming_error(connect):
                       lambda: cursor.execute("SELECT 1"), cursor.fetchall):
         with pytest.raises(dbapi.ProgrammingError):
             operation()
+
+
+def test_threads_sharing_a_connection_each_get_the_answers_to_their_own_statements(conn, table):
+    """threadsafety 2: each request and its answer go together, whichever thread sends it."""
+    conn.executemany(f"INSERT INTO {table} (id, v) VALUES (?, ?)", [(n, n * 10) for n in range(6)])
+    wrong = []
+
+    def ask(n):
+        try:
+            for _ in range(100):
+                got = conn.execute(f"SELECT id, v FROM {table} WHERE id = ?", (n,)).fetchall()
+                if got != [(n, n * 10)]:
+                    wrong.append((n, got))
+        except Exception as error:  # noqa: BLE001 - reported below, with the thread's number
+            wrong.append((n, repr(error)))
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert wrong == []
+    assert count(conn, table) == 6
 
 
 def test_a_closed_cursor_raises_programming_error(conn):
