@@ -47,6 +47,7 @@ KNOWN_OPTIONS = {
     "timeout": DEFAULT_TIMEOUT,  # seconds to connect and to keep retrying retryable errors
     "allow_remote": False,   # let the node listen beyond loopback
     "idle_transaction_timeout": None,  # seconds; the node aborts transactions idle this long (whoever runs it)
+    "max_statement_steps": None,  # the node stops a statement after this many SQLite steps (None: its default)
     "transaction_mode": None,  # as Django's sqlite3 backend: DEFERRED/IMMEDIATE/EXCLUSIVE
     "init_command": "",      # as Django's sqlite3 backend: statements run on each new connection
 }
@@ -77,6 +78,7 @@ class BackendOptions:
     timeout: float
     allow_remote: bool
     idle_transaction_timeout: float
+    max_statement_steps: int  # None: the node's default
     transaction_mode: str
     init_command: str
 
@@ -105,6 +107,7 @@ class BackendOptions:
                 durability=self.durability,
                 allow_remote=self.allow_remote,
                 idle_transaction_timeout=self.idle_transaction_timeout,
+                **({} if self.max_statement_steps is None else {"max_statement_steps": self.max_statement_steps}),
                 connection_hooks=list(connection_hooks),
             )
         except ConfigError as exc:
@@ -288,6 +291,17 @@ def parse(alias, settings_dict):
         if not idle > 0:
             raise _error(alias, "idle_transaction_timeout", f"must be positive (or None: never), not {idle!r}")
 
+    steps = opts["max_statement_steps"]
+    if steps is not None:
+        try:
+            if isinstance(steps, bool) or isinstance(steps, float):
+                raise TypeError
+            steps = int(steps)  # a URL gives a string
+        except (TypeError, ValueError):
+            raise _error(alias, "max_statement_steps", f"must be a whole number of steps, not {steps!r}") from None
+        if steps < 0:
+            raise _error(alias, "max_statement_steps", f"must be 0 (no limit) or more, not {steps!r}")
+
     transaction_mode = opts["transaction_mode"]
     if transaction_mode is not None:
         if transaction_mode.upper() not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
@@ -324,6 +338,6 @@ def parse(alias, settings_dict):
         secret_file=os.fspath(opts["secret_file"]) if opts["secret_file"] else None, token=token,
         token_file=os.fspath(opts["token_file"]) if opts["token_file"] else None, consistency=consistency,
         durability=durability, timeout=timeout, allow_remote=allow_remote, local_reads=local_reads, seal=seal,
-        idle_transaction_timeout=idle,
+        idle_transaction_timeout=idle, max_statement_steps=steps,
         transaction_mode=transaction_mode, init_command=opts["init_command"] or "",
     )

@@ -21,6 +21,7 @@ import sys
 import threading
 
 from .config import FSYNC, PROCESS, ConfigError, NodeConfig, read_secrets, readable_by_others
+from .statement_steps import DEFAULT_MAX_STATEMENT_STEPS
 
 
 def _addresses(text):
@@ -64,6 +65,10 @@ def build_parser():
     parser.add_argument("--idle-transaction-timeout", type=float, default=None, metavar="SECONDS",
                         help="abort a transaction that holds a database's write lock and sent nothing for this long "
                              "(default: never)")
+    parser.add_argument("--max-statement-steps", type=int, default=DEFAULT_MAX_STATEMENT_STEPS, metavar="STEPS",
+                        help="stop a statement after this many SQLite steps, on every node alike, so that one that "
+                             f"never ends cannot hold up the cluster (default {DEFAULT_MAX_STATEMENT_STEPS:,}; "
+                             "0: no limit)")
     parser.add_argument("--drain-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="on SIGTERM/SIGINT, how long clients' running requests and open transactions "
                              "may take to finish before the node stops (default 5)")
@@ -92,6 +97,7 @@ def main(argv=None):
             checkpoint_every=args.checkpoint_every,
             drain_timeout=args.drain_timeout,
             idle_transaction_timeout=args.idle_transaction_timeout,
+            max_statement_steps=args.max_statement_steps,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

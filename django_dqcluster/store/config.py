@@ -5,6 +5,7 @@ import ipaddress
 import os
 
 from .. import wire
+from .statement_steps import DEFAULT_MAX_STATEMENT_STEPS
 
 FSYNC = "fsync"
 PROCESS = "process"
@@ -58,6 +59,9 @@ class NodeConfig:
     drain_timeout: float = 5.0
     #: Abort a transaction that holds a write lock and sent nothing for this long (seconds); None: never.
     idle_transaction_timeout: float = None
+    #: The most SQLite steps one statement may take (statement_steps.py); 0: no limit.
+    #: The leader's value travels in each entry, so every node stops a statement alike.
+    max_statement_steps: int = DEFAULT_MAX_STATEMENT_STEPS
 
     def __post_init__(self):
         self.peers = [p for p in (self.peers or []) if p and p != self.bind]
@@ -86,6 +90,9 @@ class NodeConfig:
         idle = self.idle_transaction_timeout
         if idle is not None and not (isinstance(idle, (int, float)) and not isinstance(idle, bool) and idle > 0):
             raise ConfigError(f"idle_transaction_timeout: need a number of seconds > 0 (or none), got {idle!r}")
+        steps = self.max_statement_steps
+        if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0):
+            raise ConfigError(f"max_statement_steps: need a whole number of steps >= 0 (0: no limit), got {steps!r}")
         if self.secret_file:
             self.secret_file = os.path.abspath(os.fspath(self.secret_file))
             if not self.secret:

@@ -26,6 +26,7 @@ import time
 
 from .declared_types import DeclaredTypes
 from .determinism import DeterministicFunctions
+from .statement_steps import LimitedConnection
 
 # One row per applied entry: the highest raft_index is the applied index, and
 # entry_id answers "was my commit applied?" (a group entry's row lists the ids
@@ -126,7 +127,8 @@ class Database:
 
     def _connect(self):
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout,
+            factory=LimitedConnection,
         )
         conn.execute("PRAGMA journal_mode=WAL")
         # The Raft journal is the durable record: a power loss that drops the

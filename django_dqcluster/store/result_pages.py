@@ -28,6 +28,7 @@ This module imports neither Django nor pysyncobj.
 """
 
 import secrets
+import sqlite3
 from collections import OrderedDict
 
 import msgpack
@@ -46,10 +47,12 @@ def _packed_size(value):
 class OpenResult:
     """The unread rows of one statement: a stepping SQLite cursor, or rows already read."""
 
-    def __init__(self, cursor, *, guard=None, owner=None):
+    def __init__(self, cursor, *, guard=None, owner=None, steps=None):
         """``guard``: a context manager held while the cursor steps (the transaction's
-        connection mutex). ``owner``: the transaction whose connection it reads."""
+        connection mutex). ``owner``: the transaction whose connection it reads.
+        ``steps``: the most SQLite steps reading one chunk may take (statement_steps.py)."""
         self._cursor = cursor
+        self._steps = steps
         #: Set to a callable that takes the cursor's connection once the result ends.
         self.release = None
         self._guard = guard
@@ -93,9 +96,9 @@ class OpenResult:
             return []
         if self._guard is not None:
             with self._guard:
-                chunk = self._cursor.fetchmany(CHUNK_ROWS)
+                chunk = self._step(self._cursor.fetchmany, CHUNK_ROWS)
         else:
-            chunk = self._cursor.fetchmany(CHUNK_ROWS)
+            chunk = self._step(self._cursor.fetchmany, CHUNK_ROWS)
         if len(chunk) < CHUNK_ROWS:
             self._end_cursor()
         return chunk
@@ -108,11 +111,25 @@ class OpenResult:
         if self._cursor is None:
             return
         try:
-            self._pending.extend(self._cursor.fetchall())
+            self._pending.extend(self._step(self._cursor.fetchall))
         except Exception:
             self._pending = []
             self._failure = failure
         self._end_cursor()
+
+    def _step(self, fetch, *args):
+        """``fetch(*args)``, held to the step limit: a statement that finds no next row
+        must not keep the node's thread (or, reading the rest, its memory) for ever."""
+        if not self._steps:
+            return fetch(*args)
+        conn = self._cursor.connection
+        conn.limit_steps(self._steps)
+        try:
+            return fetch(*args)
+        except sqlite3.Error as exc:
+            raise conn.stopped(exc) from None
+        finally:
+            conn.limit_steps(None)
 
     def fail(self, failure):
         """Drop the rows left without reading them; the next fetch raises ``failure``."""

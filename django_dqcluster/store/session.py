@@ -32,7 +32,8 @@ from .determinism import FixedValues
 from .read_only import ReadOnlyClient
 from .result_pages import OpenResult, OpenResults
 from .statemachine import (
-    CLONE_DB, DROP_DB, TX, error_to_wire, is_environmental, new_entry_id, rollback_quietly, run_statement,
+    CLONE_DB, DROP_DB, STEPS_FORMAT, TX, error_to_wire, is_environmental, new_entry_id, rollback_quietly,
+    run_statement,
 )
 from .statements import (
     BEGIN, COMMIT, RELEASE, ROLLBACK, SAVEPOINT, savepoint_name, split_script, transaction_control,
@@ -379,7 +380,7 @@ class Session:
         return response
 
     def _entry(self, database, statements, values, want_result=False):
-        return {
+        entry = {
             "kind": TX,
             "id": new_entry_id(),
             "db": database.name,
@@ -389,6 +390,10 @@ class Session:
             "stmts": statements,
             "want_result": want_result,
         }
+        if self.node.config.max_statement_steps:
+            # Every node stops a statement at the leader's limit (statement_steps.py).
+            entry.update(steps=self.node.config.max_statement_steps, format=STEPS_FORMAT)
+        return entry
 
     def _append(self, database, entry, on_outcome=None):
         """Append one entry for ``database`` in write-lock order and wait until it is applied
@@ -512,10 +517,17 @@ class Session:
             if not info.writes:
                 if tx.snapshot is None:
                     conn = self._take_snapshot(tx)
-                if not self.page_bytes:
-                    return self._result(run_statement(conn, sql, params, False))
-                cursor = conn.execute(sql, params if params is not None else ())
-                return self._result(self._paged(cursor, OpenResult(cursor, owner=tx), tx.database, sql))
+                conn.limit_steps(self.node.config.max_statement_steps)
+                try:
+                    if not self.page_bytes:
+                        return self._result(run_statement(conn, sql, params, False))
+                    cursor = conn.execute(sql, params if params is not None else ())
+                except sqlite3.Error as exc:
+                    raise conn.stopped(exc) from None
+                finally:
+                    conn.limit_steps(None)
+                result = OpenResult(cursor, owner=tx, steps=self.node.config.max_statement_steps)
+                return self._result(self._paged(cursor, result, tx.database, sql))
         self._upgrade(tx)
         return None
 
@@ -602,13 +614,16 @@ class Session:
             tx.values.writing = writes
             functions = database.scratch_functions
             functions.values = tx.values
+            scratch.limit_steps(self.node.config.max_statement_steps)
             try:
                 if writes or control is not None or many or not self.page_bytes:
                     result = run_statement(scratch, sql, params, many)
                 else:
                     cursor = scratch.execute(sql, params if params is not None else ())
-                    result = self._paged(cursor, OpenResult(cursor, guard=tx.running, owner=tx), database, sql)
+                    result = OpenResult(cursor, guard=tx.running, owner=tx, steps=self.node.config.max_statement_steps)
+                    result = self._paged(cursor, result, database, sql)
             except sqlite3.Error as exc:
+                exc = scratch.stopped(exc)
                 if writes and not is_environmental(exc):
                     tx.statements.append([ordinal, sql, params, many, True])
                 if not scratch.in_transaction:
@@ -616,9 +631,10 @@ class Session:
                     self._end_local(rollback=True)
                 if tx.values.error:
                     raise sqlite3.OperationalError(tx.values.error) from None
-                raise
+                raise exc from None
             finally:
                 functions.values = None
+                scratch.limit_steps(None)
             if writes:
                 tx.writes = tx.writes or control is None
                 tx.statements.append([ordinal, sql, params, many, False])
@@ -665,10 +681,16 @@ class Session:
 
     def _read(self, database, reader, sql, params):
         """A read outside a transaction on the session's read connection, paged if the client fetches."""
-        if not self.page_bytes:
-            return run_statement(reader, sql, params, False)
-        cursor = reader.execute(sql, params if params is not None else ())
-        result = OpenResult(cursor)
+        reader.limit_steps(self.node.config.max_statement_steps)
+        try:
+            if not self.page_bytes:
+                return run_statement(reader, sql, params, False)
+            cursor = reader.execute(sql, params if params is not None else ())
+        except sqlite3.Error as exc:
+            raise reader.stopped(exc) from None
+        finally:
+            reader.limit_steps(None)
+        result = OpenResult(cursor, steps=self.node.config.max_statement_steps)
         response = self._paged(cursor, result, database, sql)
         if "more" in response:
             # The statement keeps stepping on this connection, with its read

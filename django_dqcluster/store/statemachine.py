@@ -50,7 +50,11 @@ MEMBER = "member"
 # ``format`` (absent: 1), was written by a newer django-dqcluster: this node
 # stops applying there (and says so) rather than skip it and diverge.
 KNOWN_KINDS = frozenset({TX, GROUP, BARRIER, CHECKPOINT, DROP_DB, CLONE_DB, MEMBER})
-ENTRY_FORMAT = 1
+# Format 2: a transaction entry may carry ``steps``, the most steps each of its
+# statements may take (statement_steps.py); a node that ignored it could
+# finish a statement that the others stopped.
+ENTRY_FORMAT = 2
+STEPS_FORMAT = 2
 
 HASH_HISTORY = 20000
 SNAPSHOT_FORMAT = 1
@@ -180,12 +184,16 @@ def _run_statements(conn, entry, values, index):
     results = []
     for ordinal, sql, params, many, expect_error in entry["stmts"]:
         values.start_statement(ordinal)
+        conn.limit_steps(entry.get("steps"))  # the leader's limit (statement_steps.py); none in older entries
         try:
             result = run_statement(conn, sql, params, many)
         except sqlite3.Error as exc:
+            exc = conn.stopped(exc)
             if expect_error and not is_environmental(exc):
                 continue
-            raise
+            raise exc from None
+        finally:
+            conn.limit_steps(None)
         if expect_error:
             # The leader saw this statement fail; succeeding here
             # means this replica's data differs from the leader's.

@@ -35,6 +35,18 @@ def test_the_idle_transaction_timeout_reaches_the_node_that_the_entry_runs(tmp_p
     assert parse("default", settings_dict).node_config().idle_transaction_timeout is None  # never, by default
 
 
+def test_the_statement_step_limit_reaches_the_node_that_the_entry_runs(tmp_path):
+    from django_dqcluster.store.statement_steps import DEFAULT_MAX_STATEMENT_STEPS
+
+    settings_dict = {"NAME": "app", "OPTIONS": {"embedded": True, "data_dir": str(tmp_path), "bind": "127.0.0.1:7001",
+                                                "max_statement_steps": "5000000"}}  # a URL's string
+    assert parse("default", settings_dict).node_config().max_statement_steps == 5_000_000
+    settings_dict["OPTIONS"]["max_statement_steps"] = 0
+    assert parse("default", settings_dict).node_config().max_statement_steps == 0  # no limit
+    del settings_dict["OPTIONS"]["max_statement_steps"]
+    assert parse("default", settings_dict).node_config().max_statement_steps == DEFAULT_MAX_STATEMENT_STEPS
+
+
 @pytest.mark.parametrize("secret_option", ["secret_file", "secret"])
 def test_while_the_secret_rotates_the_node_gets_the_fallbacks_and_the_client_the_secret(tmp_path, secret_option):
     path = tmp_path / "secret"
@@ -78,6 +90,9 @@ def test_a_client_given_a_file_hands_it_to_the_driver_which_reads_it_again_to_re
      "idle_transaction_timeout"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "idle_transaction_timeout": True}},
      "idle_transaction_timeout"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_statement_steps": "lots"}}, "max_statement_steps"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_statement_steps": -1}}, "max_statement_steps"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_statement_steps": 2.5}}, "max_statement_steps"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "peers": "a,b"}}, "peers"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "bogus": 1}}, "bogus"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "secret_file": "/nonexistent"}}, "secret"),

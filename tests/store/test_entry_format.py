@@ -37,13 +37,15 @@ def from_the_future(**fields):
 
 @pytest.mark.parametrize("entry, named", [
     ({"kind": "compact_db", "db": "app"}, "kind 'compact_db'"),
-    ({**tx("INSERT INTO t VALUES (2)"), "format": 2}, "format 2"),
+    ({**tx("INSERT INTO t VALUES (2)"), "format": statemachine.ENTRY_FORMAT + 1},
+     f"format {statemachine.ENTRY_FORMAT + 1}"),
 ])
 def test_an_entry_a_newer_version_wrote_is_not_applied_and_the_node_says_to_upgrade(machine, entry, named):
     payload = encode_entry({**entry, "id": uuid.uuid4().hex})
+    expected = (rf"entry 2 was written by a newer django-dqcluster \({named}; "
+                rf"this node applies entries of format {statemachine.ENTRY_FORMAT}, .*\): upgrade this node")
     for attempt in range(2):  # pysyncobj retries the same entry on its next tick: the same answer
-        with pytest.raises(ApplyFailed, match=rf"entry 2 was written by a newer django-dqcluster \({named}; "
-                                              r"this node applies entries of format 1, .*\): upgrade this node"):
+        with pytest.raises(ApplyFailed, match=expected):
             machine.apply(payload, 2)
     assert machine.last_index == 1  # not chained as if applied
     assert "upgrade this node" in machine.fatal
@@ -63,7 +65,8 @@ def test_once_upgraded_it_goes_on_from_that_entry(machine, monkeypatch):
 
 
 def test_a_group_with_one_part_from_the_future_applies_none_of_its_parts(machine):
-    payload = group(tx("INSERT INTO t VALUES (1)"), {**tx("INSERT INTO t VALUES (2)"), "format": 2})
+    payload = group(tx("INSERT INTO t VALUES (1)"), {**tx("INSERT INTO t VALUES (2)"),
+                                                      "format": statemachine.ENTRY_FORMAT + 1})
     with pytest.raises(ApplyFailed, match="entry 2 was written by a newer django-dqcluster"):
         machine.apply(payload, 2)
     assert rows(machine, "SELECT n FROM t") == []

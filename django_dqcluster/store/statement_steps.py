@@ -1,0 +1,78 @@
+"""A limit on the work of one statement, counted in SQLite steps so that every node agrees.
+
+Every node applies a committed entry on its Raft thread. A statement that never
+ends (a recursive CTE without a bound, a join that multiplies large tables)
+would hold that thread on every node at once and, being in the log, again
+after each restart: the cluster would not write again. A clock cannot stop
+it: a slow node would give up where a fast one finished, and their files
+would differ. The number of steps of SQLite's virtual machine a statement
+takes is the same on every node (same data, same SQL, same SQLite), so the
+leader writes its limit into each entry and every node stops the statement
+at the same step and records the same error. Reads and a transaction's
+statements on the leader are held to the same limit, so a statement that
+would be stopped when applied is stopped before it reaches the log.
+
+SQLite calls the progress handler every ``STEPS_PER_CHECK`` steps, counted on
+from where a cached statement's earlier runs left off, so two nodes may count
+one check apart: a statement that ends within that many steps of the limit
+(one in 10^5 of it, by default) could be stopped on one node and not on
+another; the checkpoint hashes then report the replicas diverged. Different
+SQLite releases may compile a statement into different steps: members should
+run the same one.
+"""
+
+import sqlite3
+
+#: Steps between two calls of the progress handler: a Python call per this
+#: many steps costs well under 1% of a long statement, and short ones
+#: (an ORM's INSERT takes ~50 steps) make none.
+STEPS_PER_CHECK = 10_000
+#: About 30 s to 2 min of one CPU here (10-35 million steps a second): far
+#: beyond what a web request's statement takes, well short of forever.
+DEFAULT_MAX_STATEMENT_STEPS = 1_000_000_000
+
+
+class LimitedConnection(sqlite3.Connection):
+    """A node's SQLite connection, whose statements may be held to a number of steps.
+
+    ``limit_steps(n)`` before a statement, ``limit_steps(None)`` after it (the
+    node's own bookkeeping statements are never stopped); an error the
+    statement raised goes through ``stopped()``, which tells the limit's
+    stop from any other interruption.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.step_limit = None
+        self._checks_left = None
+        self._stopped = False
+        self.set_progress_handler(self._check, STEPS_PER_CHECK)
+
+    def limit_steps(self, limit):
+        """Hold what runs from now on to ``limit`` steps (None or 0: no limit)."""
+        self.step_limit = limit or None
+        self._checks_left = limit // STEPS_PER_CHECK if limit else None
+        self._stopped = False
+
+    def _check(self):
+        if self._checks_left is None:
+            return 0
+        self._checks_left -= 1
+        if self._checks_left < 0:
+            self._stopped = True
+            return 1  # SQLite ends the statement with SQLITE_INTERRUPT
+        return 0
+
+    def stopped(self, error):
+        """``error``, or the limit's own error if the limit stopped the statement.
+
+        SQLite reports both as SQLITE_INTERRUPT, which the store otherwise takes
+        for a node's own business (a deposed leader's statement interrupted);
+        the limit's stop is the statement's outcome on every node.
+        """
+        if not self._stopped:
+            return error
+        return sqlite3.OperationalError(
+            f"statement stopped after {self.step_limit:,} SQLite steps, the store's limit (max_statement_steps), "
+            "so that it cannot hold up the cluster: bound the query, or split the work into smaller statements"
+        )
