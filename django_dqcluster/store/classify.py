@@ -52,19 +52,15 @@ _SESSION_PRAGMA_TEXT = re.compile(
 )
 _LEADING_COMMENTS = r"^(\s+|--[^\n]*\n?|/\*.*?\*/)*"
 _EXPLAIN = re.compile(_LEADING_COMMENTS + r"EXPLAIN\b", re.I | re.S)
+# Statements that write whatever the schema: replicated even when they turn out to change nothing.
+_WRITING_STATEMENT = re.compile(
+    _LEADING_COMMENTS + r"(CREATE|DROP|ALTER|INSERT|REPLACE|UPDATE|DELETE|REINDEX|ANALYZE)\b", re.I | re.S
+)
 # SQLite compiles VACUUM without consulting the authorizer, so it is found by its text.
 _VACUUM = re.compile(_LEADING_COMMENTS + r"VACUUM\b", re.I | re.S)
 _VACUUM_PROBLEM = (
     "VACUUM is not supported: it would rewrite one node's file outside the replicated log, and VACUUM INTO "
     "would write a file on the node's host; for a copy of a database use `manage.py dqcluster_backup`"
-)
-#: Authorizer actions whose first argument is a table the statement changes or drops.
-_TABLE_CHANGES = {sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE, sqlite3.SQLITE_DROP_TABLE}
-#: The shadow tables of SQLite's built-in virtual table modules (FTS3/4, FTS5, R*Tree), by suffix.
-_SHADOW_SUFFIXES = (
-    "content", "segments", "segdir", "docsize", "stat",  # FTS3/4
-    "data", "idx", "config",  # FTS5 (and content, docsize)
-    "node", "parent", "rowid",  # R*Tree
 )
 #: Functions no client may call, in a read or a write: they reach into the node process itself.
 _PROCESS_FUNCTIONS = {
@@ -123,13 +119,7 @@ class Classifier:
         conn = self._local.conn
         info = Info()
 
-        written = set()  # tables of the main schema the statement changes or drops
-
         def observe(action, arg1, arg2, dbname, source):
-            if action in _TABLE_CHANGES and dbname == "main":
-                written.add(arg1.lower())
-            elif action == sqlite3.SQLITE_ALTER_TABLE and arg1 == "main":
-                written.add(arg2.lower())
             if action in _WRITE_ACTIONS:
                 if dbname == "temp" and arg1 in _TEMP_SCHEMA_TABLES:
                     # ALTER TABLE ... RENAME rewrites references in the temp
@@ -165,13 +155,11 @@ class Classifier:
             conn.set_authorizer(None)
         if explained:
             info.writes = False  # it only describes the statement; nothing runs
-        elif written:
-            shadow = sorted(written & shadow_tables(conn))
-            if shadow:
-                info.problem = (
-                    f"table {shadow[0]} is a shadow table, where a virtual table (full-text index, R*Tree) "
-                    "keeps its data: write to the virtual table itself (as in SQLite's defensive mode)"
-                )
+        elif _WRITING_STATEMENT.match(sql):
+            # Compiled against a connection's parsed schema, which may be older
+            # than the file's, DROP ... IF EXISTS of an object made since compiles
+            # to nothing: no write action. Run, it re-reads the schema and writes.
+            info.writes = True
         return info
 
     def __call__(self, conn, sql, params, scope=""):
@@ -227,27 +215,3 @@ def _classify_pragma(info, name, value):
         info.writes = True
     else:
         info.problem = f"PRAGMA {name} is node-local configuration managed by the store; it cannot be set by a client"
-
-
-def shadow_tables(conn):
-    """The lower-cased names of the shadow tables in ``conn``'s main schema.
-
-    A virtual table keeps its data in ordinary tables beside it; SQLite trusts
-    their contents, so a crafted row in one (a full-text index's segments)
-    reaches code that parses it in every node process. SQLite's defensive mode
-    makes them read-only to SQL; Python 3.11's sqlite3 cannot turn it on, so
-    the classifier refuses such writes itself.
-    """
-    try:
-        rows = conn.execute("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'")
-        return {name.lower() for (name,) in rows}
-    except sqlite3.OperationalError:  # SQLite before 3.37 has no table_list
-        return shadow_tables_by_name(conn)
-
-
-def shadow_tables_by_name(conn):
-    """The shadow tables the built-in modules would create for each virtual table (SQLite < 3.37)."""
-    virtual = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'"
-    ).fetchall()
-    return {f"{name}_{suffix}".lower() for (name,) in virtual for suffix in _SHADOW_SUFFIXES}

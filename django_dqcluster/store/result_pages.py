@@ -28,7 +28,6 @@ This module imports neither Django nor pysyncobj.
 """
 
 import secrets
-import sqlite3
 from collections import OrderedDict
 
 import msgpack
@@ -122,14 +121,8 @@ class OpenResult:
         must not keep the node's thread (or, reading the rest, its memory) for ever."""
         if not self._steps:
             return fetch(*args)
-        conn = self._cursor.connection
-        conn.limit_steps(self._steps)
-        try:
+        with self._cursor.connection.steps_limited(self._steps):
             return fetch(*args)
-        except sqlite3.Error as exc:
-            raise conn.stopped(exc) from None
-        finally:
-            conn.limit_steps(None)
 
     def fail(self, failure):
         """Drop the rows left without reading them; the next fetch raises ``failure``."""

@@ -517,15 +517,10 @@ class Session:
             if not info.writes:
                 if tx.snapshot is None:
                     conn = self._take_snapshot(tx)
-                conn.limit_steps(self.node.config.max_statement_steps)
-                try:
+                with conn.steps_limited(self.node.config.max_statement_steps):
                     if not self.page_bytes:
                         return self._result(run_statement(conn, sql, params, False))
                     cursor = conn.execute(sql, params if params is not None else ())
-                except sqlite3.Error as exc:
-                    raise conn.stopped(exc) from None
-                finally:
-                    conn.limit_steps(None)
                 result = OpenResult(cursor, owner=tx, steps=self.node.config.max_statement_steps)
                 return self._result(self._paged(cursor, result, tx.database, sql))
         self._upgrade(tx)
@@ -614,16 +609,16 @@ class Session:
             tx.values.writing = writes
             functions = database.scratch_functions
             functions.values = tx.values
-            scratch.limit_steps(self.node.config.max_statement_steps)
+            steps = self.node.config.max_statement_steps
             try:
-                if writes or control is not None or many or not self.page_bytes:
-                    result = run_statement(scratch, sql, params, many)
-                else:
-                    cursor = scratch.execute(sql, params if params is not None else ())
-                    result = OpenResult(cursor, guard=tx.running, owner=tx, steps=self.node.config.max_statement_steps)
-                    result = self._paged(cursor, result, database, sql)
+                with scratch.steps_limited(steps):
+                    if writes or control is not None or many or not self.page_bytes:
+                        result = run_statement(scratch, sql, params, many)
+                    else:
+                        cursor = scratch.execute(sql, params if params is not None else ())
+                        result = OpenResult(cursor, guard=tx.running, owner=tx, steps=steps)
+                        result = self._paged(cursor, result, database, sql)
             except sqlite3.Error as exc:
-                exc = scratch.stopped(exc)
                 if writes and not is_environmental(exc):
                     tx.statements.append([ordinal, sql, params, many, True])
                 if not scratch.in_transaction:
@@ -631,10 +626,9 @@ class Session:
                     self._end_local(rollback=True)
                 if tx.values.error:
                     raise sqlite3.OperationalError(tx.values.error) from None
-                raise exc from None
+                raise
             finally:
                 functions.values = None
-                scratch.limit_steps(None)
             if writes:
                 tx.writes = tx.writes or control is None
                 tx.statements.append([ordinal, sql, params, many, False])
@@ -681,15 +675,10 @@ class Session:
 
     def _read(self, database, reader, sql, params):
         """A read outside a transaction on the session's read connection, paged if the client fetches."""
-        reader.limit_steps(self.node.config.max_statement_steps)
-        try:
+        with reader.steps_limited(self.node.config.max_statement_steps):
             if not self.page_bytes:
                 return run_statement(reader, sql, params, False)
             cursor = reader.execute(sql, params if params is not None else ())
-        except sqlite3.Error as exc:
-            raise reader.stopped(exc) from None
-        finally:
-            reader.limit_steps(None)
         result = OpenResult(cursor, steps=self.node.config.max_statement_steps)
         response = self._paged(cursor, result, database, sql)
         if "more" in response:

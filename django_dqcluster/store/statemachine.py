@@ -184,16 +184,14 @@ def _run_statements(conn, entry, values, index):
     results = []
     for ordinal, sql, params, many, expect_error in entry["stmts"]:
         values.start_statement(ordinal)
-        conn.limit_steps(entry.get("steps"))  # the leader's limit (statement_steps.py); none in older entries
         try:
-            result = run_statement(conn, sql, params, many)
+            # The leader's limit (statement_steps.py); older entries carry none.
+            with conn.steps_limited(entry.get("steps")):
+                result = run_statement(conn, sql, params, many)
         except sqlite3.Error as exc:
-            exc = conn.stopped(exc)
             if expect_error and not is_environmental(exc):
                 continue
-            raise exc from None
-        finally:
-            conn.limit_steps(None)
+            raise
         if expect_error:
             # The leader saw this statement fail; succeeding here
             # means this replica's data differs from the leader's.

@@ -21,6 +21,7 @@ SQLite releases may compile a statement into different steps: members should
 run the same one.
 """
 
+import contextlib
 import sqlite3
 
 #: Steps between two calls of the progress handler: a Python call per this
@@ -35,10 +36,10 @@ DEFAULT_MAX_STATEMENT_STEPS = 1_000_000_000
 class LimitedConnection(sqlite3.Connection):
     """A node's SQLite connection, whose statements may be held to a number of steps.
 
-    ``limit_steps(n)`` before a statement, ``limit_steps(None)`` after it (the
-    node's own bookkeeping statements are never stopped); an error the
-    statement raised goes through ``stopped()``, which tells the limit's
-    stop from any other interruption.
+    A client's statement runs inside ``steps_limited(n)``: the node's own
+    bookkeeping statements are never stopped, and an error the statement
+    raised goes through ``stopped()``, which tells the limit's stop from any
+    other interruption.
     """
 
     def __init__(self, *args, **kwargs):
@@ -47,6 +48,17 @@ class LimitedConnection(sqlite3.Connection):
         self._checks_left = None
         self._stopped = False
         self.set_progress_handler(self._check, STEPS_PER_CHECK)
+
+    @contextlib.contextmanager
+    def steps_limited(self, limit):
+        """Hold what runs inside to ``limit`` steps; an error raised inside goes through ``stopped()``."""
+        self.limit_steps(limit)
+        try:
+            yield
+        except sqlite3.Error as error:
+            raise self.stopped(error) from None
+        finally:
+            self.limit_steps(None)
 
     def limit_steps(self, limit):
         """Hold what runs from now on to ``limit`` steps (None or 0: no limit)."""

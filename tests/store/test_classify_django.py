@@ -5,6 +5,7 @@ import sqlite3
 import pytest
 
 from django_dqcluster.store.classify import Classifier
+from django_dqcluster.store.databases import APPLIED_TABLE
 
 
 @pytest.fixture
@@ -99,3 +100,36 @@ def test_a_read_keeps_its_verdict_without_recompiling_and_writes_still_see_new_t
     # result would differ from node to node: refused.
     assert "sqlite_version" in classify(conn, insert, [1]).refusal()
     conn.set_trace_callback(None)
+
+
+@pytest.mark.parametrize("made_meanwhile, statement, name", [
+    ('CREATE TABLE "meanwhile" ("x" integer)', 'DROP TABLE IF EXISTS "meanwhile"', "meanwhile"),
+    ('CREATE INDEX "meanwhile_x" ON "anchor" ("x")', 'DROP INDEX IF EXISTS "meanwhile_x"', "meanwhile_x"),
+    ('CREATE VIEW "meanwhile_v" AS SELECT 1', 'DROP VIEW IF EXISTS "meanwhile_v"', "meanwhile_v"),
+])
+def test_a_drop_if_exists_that_a_stale_schema_compiles_to_nothing_is_still_replicated(
+        embedded_node, made_meanwhile, statement, name):
+    """A session's read connection parses the schema when it first reads, and classifies
+    the session's next statements against it. ``DROP ... IF EXISTS`` of an object made
+    since compiles to nothing there: no write action. It must still go through the log;
+    it used to run on the read connection itself, changing one node's file (found once
+    read connections could not write)."""
+    from django_dqcluster import dbapi
+
+    from .conftest import EMBEDDED_SECRET
+
+    def connect():
+        return dbapi.connect(embedded_node.config.client, secret=EMBEDDED_SECRET, isolation_level=None, timeout=5)
+
+    stale, other = connect(), connect()
+    try:
+        other.execute('CREATE TABLE IF NOT EXISTS "anchor" ("x" integer)')
+        assert stale.execute("SELECT count(*) FROM sqlite_master").fetchone()  # its reader parses the schema now
+        other.execute(made_meanwhile)
+        before = other.execute(f"SELECT count(*) FROM {APPLIED_TABLE}").fetchone()[0]
+        stale.execute(statement)
+        assert other.execute(f"SELECT count(*) FROM {APPLIED_TABLE}").fetchone()[0] == before + 1  # an entry
+        assert name not in {row[0] for row in other.execute("SELECT name FROM sqlite_master")}
+    finally:
+        stale.close()
+        other.close()
