@@ -125,10 +125,10 @@ class Database:
         self._open_lock = threading.Lock()
         self.declared_types = DeclaredTypes(path)
 
-    def _connect(self):
+    def _connect(self, cached_statements=128):
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout,
-            factory=LimitedConnection,
+            factory=LimitedConnection, cached_statements=cached_statements,
         )
         conn.execute("PRAGMA journal_mode=WAL")
         # The Raft journal is the durable record: a power loss that drops the
@@ -169,7 +169,10 @@ class Database:
         return self._apply
 
     def _open_apply(self):
-        conn = self._connect()
+        # Every statement prepared afresh (~10 us each): SQLite counts a cached
+        # statement's steps on from its earlier runs, which differ from node to
+        # node, so the step limit could stop it one check apart (statement_steps.py).
+        conn = self._connect(cached_statements=0)
         self._apply_functions = DeterministicFunctions(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -12,13 +12,11 @@ at the same step and records the same error. Reads and a transaction's
 statements on the leader are held to the same limit, so a statement that
 would be stopped when applied is stopped before it reaches the log.
 
-SQLite calls the progress handler every ``STEPS_PER_CHECK`` steps, counted on
-from where a cached statement's earlier runs left off, so two nodes may count
-one check apart: a statement that ends within that many steps of the limit
-(one in 10^5 of it, by default) could be stopped on one node and not on
-another; the checkpoint hashes then report the replicas diverged. Different
-SQLite releases may compile a statement into different steps: members should
-run the same one.
+SQLite calls the progress handler every ``STEPS_PER_CHECK`` steps, counted from
+the statement's preparation, on from its earlier runs when it is cached: the
+apply connection prepares each statement afresh, so every node counts from
+zero. Different SQLite releases may compile a statement into different steps:
+members should run the same one.
 """
 
 import contextlib
