@@ -17,7 +17,7 @@ from django_dqcluster.store import NodeConfig
 from django_dqcluster.store.config import ConfigError
 from django_dqcluster.store.local_cluster import LocalCluster
 from django_dqcluster.store.statemachine import StateMachine, encode_entry
-from django_dqcluster.store.statement_steps import LimitedConnection
+from django_dqcluster.store.statement_steps import STEPS_PER_CHECK, LimitedConnection
 
 from .conftest import EMBEDDED_SECRET, rows_on_every_node, start_embedded_node
 from .test_group_commit import rows, tx
@@ -102,6 +102,42 @@ def test_an_entry_without_a_limit_runs_its_statements_to_their_end(machines):
     assert rows(machine, "SELECT i FROM t") == [(100000,)]
     stopped = machine.apply(encode_entry({**tx(f"INSERT INTO t {LONG}"), "steps": LIMIT, "format": 2}), 3)
     assert "statement stopped" in stopped["error"]["message"]
+
+
+def exact_steps(sql):
+    """The steps ``sql`` takes, counted one by one on a fresh connection."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE t (i INTEGER)")
+    counted = [0]
+
+    def one():
+        counted[0] += 1
+        return 0
+
+    conn.set_progress_handler(one, 1)
+    conn.execute(sql)
+    conn.close()
+    return counted[0]
+
+
+def test_a_node_that_ran_the_statement_before_counts_its_steps_like_one_that_never_did(machines):
+    """SQLite counts a cached statement's steps on from its earlier runs; every node must count
+    from zero, or a statement ending near the limit would be stopped on some nodes only."""
+    # A statement whose steps, counted on from one earlier run, cross one more check.
+    for bound in range(10_000, 20_000, 7):
+        sql = f"INSERT INTO t WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {bound}) " \
+              "SELECT count(*) FROM n"
+        steps = exact_steps(sql)
+        if STEPS_PER_CHECK // 2 + 100 < steps % STEPS_PER_CHECK < STEPS_PER_CHECK - 100:
+            break
+    limit = steps // STEPS_PER_CHECK * STEPS_PER_CHECK  # as many checks as it makes, counted from zero
+    ran_it_before, never_did = machines
+    ran_it_before.apply(encode_entry(tx(sql)), 2)
+    never_did.apply(encode_entry(tx("INSERT INTO t VALUES (0)")), 2)
+    entry = encode_entry({**tx(sql), "steps": limit, "format": 2})
+    outcomes = [machine.apply(entry, 3) for machine in machines]
+    assert [outcome.get("error") for outcome in outcomes] == [None, None]
+    assert [rows(machine, "SELECT count(*) FROM t") for machine in machines] == [[(2,)], [(2,)]]
 
 
 # -- a node and its clients ----------------------------------------------------------------------
