@@ -12,20 +12,26 @@ at the same step and records the same error. Reads and a transaction's
 statements on the leader are held to the same limit, so a statement that
 would be stopped when applied is stopped before it reaches the log.
 
-SQLite calls the progress handler every ``STEPS_PER_CHECK`` steps, counted from
-the statement's preparation, on from its earlier runs when it is cached: the
-apply connection prepares each statement afresh, so every node counts from
-zero. Different SQLite releases may compile a statement into different steps:
+SQLite calls the progress handler every so many steps, counted from the
+statement's preparation, on from its earlier runs when it is cached: the apply
+connection prepares each statement afresh, so every node counts from zero.
+Different SQLite releases may compile a statement into different steps:
 members should run the same one.
+
+The handler is a Python call, and each call waits for the GIL, up to the
+interpreter's switch interval (5 ms) while other threads run Python: called
+every 10,000 steps, it made a 6-million-step statement 35 times slower, and
+the Raft thread applying one missed its heartbeats. So it is set only while
+a client's statement runs, and called at most every ``MAX_STEPS_PER_CHECK``
+steps (at the limit itself, below that).
 """
 
 import contextlib
 import sqlite3
 
-#: Steps between two calls of the progress handler: a Python call per this
-#: many steps costs well under 1% of a long statement, and short ones
-#: (an ORM's INSERT takes ~50 steps) make none.
-STEPS_PER_CHECK = 10_000
+#: The most steps between two calls of the progress handler: a third of a
+#: second to one second of SQLite work here, against at most a few ms of GIL.
+MAX_STEPS_PER_CHECK = 10_000_000
 #: About 30 s to 2 min of one CPU here (10-35 million steps a second): far
 #: beyond what a web request's statement takes, well short of forever.
 DEFAULT_MAX_STATEMENT_STEPS = 1_000_000_000
@@ -43,9 +49,8 @@ class LimitedConnection(sqlite3.Connection):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.step_limit = None
-        self._checks_left = None
+        self._checks_left = 0
         self._stopped = False
-        self.set_progress_handler(self._check, STEPS_PER_CHECK)
 
     @contextlib.contextmanager
     def steps_limited(self, limit):
@@ -59,16 +64,25 @@ class LimitedConnection(sqlite3.Connection):
             self.limit_steps(None)
 
     def limit_steps(self, limit):
-        """Hold what runs from now on to ``limit`` steps (None or 0: no limit)."""
-        self.step_limit = limit or None
-        self._checks_left = limit // STEPS_PER_CHECK if limit else None
+        """Hold what runs from now on to ``limit`` steps (None or 0: no limit).
+
+        The statement is stopped at the first check at or past ``limit``: at
+        ``limit`` exactly, or, beyond MAX_STEPS_PER_CHECK, up to that many
+        steps later (1% of the default limit), the same on every node.
+        """
         self._stopped = False
+        if not limit:
+            self.step_limit = None
+            self.set_progress_handler(None, 0)
+            return
+        self.step_limit = limit
+        per_check = min(limit, MAX_STEPS_PER_CHECK)
+        self._checks_left = -(-limit // per_check)  # rounded up
+        self.set_progress_handler(self._check, per_check)
 
     def _check(self):
-        if self._checks_left is None:
-            return 0
         self._checks_left -= 1
-        if self._checks_left < 0:
+        if self._checks_left <= 0:
             self._stopped = True
             return 1  # SQLite ends the statement with SQLITE_INTERRUPT
         return 0

@@ -17,7 +17,7 @@ from django_dqcluster.store import NodeConfig
 from django_dqcluster.store.config import ConfigError
 from django_dqcluster.store.local_cluster import LocalCluster
 from django_dqcluster.store.statemachine import StateMachine, encode_entry
-from django_dqcluster.store.statement_steps import STEPS_PER_CHECK, LimitedConnection
+from django_dqcluster.store.statement_steps import MAX_STEPS_PER_CHECK, LimitedConnection
 
 from .conftest import EMBEDDED_SECRET, rows_on_every_node, start_embedded_node
 from .test_group_commit import rows, tx
@@ -123,14 +123,10 @@ def exact_steps(sql):
 def test_a_node_that_ran_the_statement_before_counts_its_steps_like_one_that_never_did(machines):
     """SQLite counts a cached statement's steps on from its earlier runs; every node must count
     from zero, or a statement ending near the limit would be stopped on some nodes only."""
-    # A statement whose steps, counted on from one earlier run, cross one more check.
-    for bound in range(10_000, 20_000, 7):
-        sql = f"INSERT INTO t WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {bound}) " \
-              "SELECT count(*) FROM n"
-        steps = exact_steps(sql)
-        if STEPS_PER_CHECK // 2 + 100 < steps % STEPS_PER_CHECK < STEPS_PER_CHECK - 100:
-            break
-    limit = steps // STEPS_PER_CHECK * STEPS_PER_CHECK  # as many checks as it makes, counted from zero
+    sql = "INSERT INTO t WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) " \
+          "SELECT count(*) FROM n"
+    steps = exact_steps(sql)
+    limit = steps + steps // 2  # counted from zero, the statement ends well before it
     ran_it_before, never_did = machines
     ran_it_before.apply(encode_entry(tx(sql)), 2)
     never_did.apply(encode_entry(tx("INSERT INTO t VALUES (0)")), 2)
@@ -138,6 +134,13 @@ def test_a_node_that_ran_the_statement_before_counts_its_steps_like_one_that_nev
     outcomes = [machine.apply(entry, 3) for machine in machines]
     assert [outcome.get("error") for outcome in outcomes] == [None, None]
     assert [rows(machine, "SELECT count(*) FROM t") for machine in machines] == [[(2,)], [(2,)]]
+
+
+def test_a_limit_beyond_the_largest_check_stops_within_one_check_of_it(limited):
+    limited.limit_steps(MAX_STEPS_PER_CHECK + 1)
+    with pytest.raises(sqlite3.OperationalError) as raised:
+        limited.execute(ENDLESS).fetchall()
+    assert "statement stopped after 10,000,001 SQLite steps" in str(limited.stopped(raised.value))
 
 
 # -- a node and its clients ----------------------------------------------------------------------
