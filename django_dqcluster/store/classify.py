@@ -15,6 +15,7 @@ import sqlite3
 import threading
 
 from .determinism import REFUSED_FUNCTIONS
+from .statements import strip_leading_comments
 
 _WRITE_ACTIONS = {
     sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_CREATE_TABLE, sqlite3.SQLITE_CREATE_TRIGGER,
@@ -50,14 +51,15 @@ _SESSION_PRAGMA_TEXT = re.compile(
     r"^\s*PRAGMA\s+(?:main\.)?(%s)\s*(?:=\s*|\(\s*)?([A-Za-z0-9_'\"]*)\s*\)?\s*;?\s*$" % "|".join(SESSION_PRAGMAS),
     re.I,
 )
-_LEADING_COMMENTS = r"^(\s+|--[^\n]*\n?|/\*.*?\*/)*"
-_EXPLAIN = re.compile(_LEADING_COMMENTS + r"EXPLAIN\b", re.I | re.S)
+# Matched after strip_leading_comments(): a pattern that skips comments itself
+# and then fails to match backtracks exponentially in the length of the
+# leading whitespace (22 spaces held a node's GIL for a second, its Raft
+# thread's heartbeats with it).
+_EXPLAIN = re.compile(r"EXPLAIN\b", re.I)
 # Statements that write whatever the schema: replicated even when they turn out to change nothing.
-_WRITING_STATEMENT = re.compile(
-    _LEADING_COMMENTS + r"(CREATE|DROP|ALTER|INSERT|REPLACE|UPDATE|DELETE|REINDEX|ANALYZE)\b", re.I | re.S
-)
+_WRITING_STATEMENT = re.compile(r"(CREATE|DROP|ALTER|INSERT|REPLACE|UPDATE|DELETE|REINDEX|ANALYZE)\b", re.I)
 # SQLite compiles VACUUM without consulting the authorizer, so it is found by its text.
-_VACUUM = re.compile(_LEADING_COMMENTS + r"VACUUM\b", re.I | re.S)
+_VACUUM = re.compile(r"VACUUM\b", re.I)
 _VACUUM_PROBLEM = (
     "VACUUM is not supported: it would rewrite one node's file outside the replicated log, and VACUUM INTO "
     "would write a file on the node's host; for a copy of a database use `manage.py dqcluster_backup`"
@@ -142,12 +144,13 @@ class Classifier:
                 _classify_pragma(info, (arg1 or "").lower(), arg2)
             return sqlite3.SQLITE_OK
 
-        if _VACUUM.match(sql):
+        text = strip_leading_comments(sql)
+        if _VACUUM.match(text):
             info.problem = _VACUUM_PROBLEM
             return info
         # EXPLAIN compiles a statement without running it; an EXPLAIN (QUERY
         # PLAN) statement is already one, and "EXPLAIN EXPLAIN" is a syntax error.
-        explained = bool(_EXPLAIN.match(sql))
+        explained = bool(_EXPLAIN.match(text))
         conn.set_authorizer(observe)
         try:
             conn.execute(sql if explained else "EXPLAIN " + sql, self._local.params).close()
@@ -155,7 +158,7 @@ class Classifier:
             conn.set_authorizer(None)
         if explained:
             info.writes = False  # it only describes the statement; nothing runs
-        elif _WRITING_STATEMENT.match(sql):
+        elif _WRITING_STATEMENT.match(text):
             # Compiled against a connection's parsed schema, which may be older
             # than the file's, DROP ... IF EXISTS of an object made since compiles
             # to nothing: no write action. Run, it re-reads the schema and writes.

@@ -17,9 +17,11 @@ RELEASE = "release"
 ROLLBACK_TO = "rollback_to"
 
 _LEADING_COMMENTS = re.compile(r"^(\s+|--[^\n]*\n?|/\*.*?\*/)*", re.S)
-_BEGIN = re.compile(r"BEGIN(\s+(DEFERRED|IMMEDIATE|EXCLUSIVE))?(\s+TRANSACTION)?\s*;?\s*$", re.I)
-_COMMIT = re.compile(r"(COMMIT|END)(\s+TRANSACTION)?\s*;?\s*$", re.I)
-_ROLLBACK = re.compile(r"ROLLBACK(\s+TRANSACTION)?\s*;?\s*$", re.I)
+# Written so that a failed match backtracks in linear time: "\s*;?\s*$" tried every
+# split of a long run of spaces between its two halves (100,000 took a minute).
+_BEGIN = re.compile(r"BEGIN(\s+(DEFERRED|IMMEDIATE|EXCLUSIVE))?(\s+TRANSACTION)?\s*(;\s*)?$", re.I)
+_COMMIT = re.compile(r"(COMMIT|END)(\s+TRANSACTION)?\s*(;\s*)?$", re.I)
+_ROLLBACK = re.compile(r"ROLLBACK(\s+TRANSACTION)?\s*(;\s*)?$", re.I)
 _ROLLBACK_TO = re.compile(r"ROLLBACK(\s+TRANSACTION)?\s+TO\s+", re.I)
 _SAVEPOINT = re.compile(r"SAVEPOINT\s+", re.I)
 _RELEASE = re.compile(r"RELEASE\s+", re.I)

@@ -337,6 +337,32 @@ def test_a_statement_wrongly_taken_for_a_read_cannot_change_the_nodes_file(node,
     assert_still_serves(node)
 
 
+@pytest.mark.timeout(60)  # each takes microseconds; the old patterns took minutes to hours
+@pytest.mark.parametrize("sql, answer", [
+    (" " * 64 + "SELECT 1", [(1,)]),  # a classifier pattern backtracked exponentially here
+    ("\n" * 40 + "-- why not\n" + " " * 40 + "SELECT 2", [(2,)]),
+    (" " * 48 + "EXPLAIN SELECT 3", None),
+])
+def test_a_statement_after_a_long_run_of_spaces_is_answered_at_once(node, sql, answer):
+    """Classifying a statement must not hold the node's interpreter: while it did, the Raft
+    thread sent no heartbeats either (elections in Django's migrations tests)."""
+    conn = client(node)
+    try:
+        rows = conn.execute(sql).fetchall()
+        assert answer is None or rows == answer
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("statement", ["BEGIN", "COMMIT", "ROLLBACK"])
+def test_transaction_control_padded_with_spaces_is_told_apart_in_linear_time(statement):
+    from django_dqcluster.store.statements import transaction_control
+
+    assert transaction_control(statement + " " * 200_000 + "x") is None  # quadratic: about ten minutes
+    assert transaction_control(statement + " " * 200_000 + ";  ") is not None
+
+
 # -- hostile frames before the handshake ----------------------------------------------------------
 
 
