@@ -47,10 +47,11 @@ _REPLICATED_PRAGMAS = {"user_version", "application_id"}
 #: Pragmas that would make one replica's file differ from the others.
 _REFUSED_PRAGMAS = {"incremental_vacuum", "optimize", "writable_schema"}
 
-_SESSION_PRAGMA_TEXT = re.compile(
-    r"^\s*PRAGMA\s+(?:main\.)?(%s)\s*(?:=\s*|\(\s*)?([A-Za-z0-9_'\"]*)\s*\)?\s*;?\s*$" % "|".join(SESSION_PRAGMAS),
-    re.I,
-)
+# The pragma's name, then the rest, taken apart by hand: a pattern with a "\\s*"
+# on each side of every optional piece backtracked polynomially on a long run
+# of spaces (a node held for minutes by one statement).
+_SESSION_PRAGMA_TEXT = re.compile(r"PRAGMA\s+(?:main\.)?(%s)\b(.*)" % "|".join(SESSION_PRAGMAS), re.I | re.S)
+_PRAGMA_VALUE_TEXT = re.compile(r"[A-Za-z0-9_'\"]*")
 # Matched after strip_leading_comments(): a pattern that skips comments itself
 # and then fails to match backtracks exponentially in the length of the
 # leading whitespace (22 spaces held a node's GIL for a second, its Raft
@@ -98,10 +99,22 @@ class Info:
 @functools.lru_cache(maxsize=4096)  # a pure function of the text, asked for every statement
 def session_pragma(sql):
     """``PRAGMA foreign_keys = OFF`` -> ('foreign_keys', 0); a read -> ('foreign_keys', None); else None."""
-    match = _SESSION_PRAGMA_TEXT.match(sql)
+    match = _SESSION_PRAGMA_TEXT.match(sql.strip())
     if not match:
         return None
-    name, value = match.group(1).lower(), match.group(2).strip("'\"").lower()
+    name, rest = match.group(1).lower(), match.group(2).strip()
+    if rest.endswith(";"):
+        rest = rest[:-1].rstrip()
+    if rest.startswith("="):
+        rest = rest[1:]
+    elif rest.startswith("(") and rest.endswith(")"):
+        rest = rest[1:-1]
+    elif rest.startswith("("):  # "(ON" without its parenthesis, as the pattern once took it
+        rest = rest[1:]
+    rest = rest.strip()
+    if not _PRAGMA_VALUE_TEXT.fullmatch(rest):
+        return None
+    value = rest.strip("'\"").lower()
     if not value:
         return name, None
     if value not in _PRAGMA_VALUES:

@@ -363,6 +363,22 @@ def test_transaction_control_padded_with_spaces_is_told_apart_in_linear_time(sta
     assert transaction_control(statement + " " * 200_000 + ";  ") is not None
 
 
+@pytest.mark.timeout(60)
+def test_a_session_pragma_padded_with_spaces_is_read_in_linear_time():
+    from django_dqcluster.store.classify import session_pragma
+
+    padding = " " * 200_000
+    assert session_pragma("PRAGMA foreign_keys = on" + padding + "x") is None  # polynomial: minutes
+    assert session_pragma("PRAGMA foreign_keys (" + padding + "x") is None
+    assert session_pragma("PRAGMA foreign_keys = off" + padding + ";" + padding) == ("foreign_keys", 0)
+    # The forms a session pragma takes, as before.
+    assert session_pragma("PRAGMA foreign_keys") == ("foreign_keys", None)
+    assert session_pragma("pragma main.foreign_keys(0) ;") == ("foreign_keys", 0)
+    assert session_pragma('PRAGMA legacy_alter_table = "true"') == ("legacy_alter_table", 1)
+    assert session_pragma("PRAGMA foreign_keys = maybe") is None
+    assert session_pragma("PRAGMA foreign_keys_list") is None
+
+
 # -- hostile frames before the handshake ----------------------------------------------------------
 
 
