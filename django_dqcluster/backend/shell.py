@@ -87,6 +87,14 @@ class Shell:
             print(f"Error: {exc}", file=self.err)
             return False
 
+    def report_interruption(self):
+        """After Ctrl-C stopped a statement (the statements after it on the line do not run)."""
+        message = ("Interrupted: the node cancels a read it was running; a write it had received "
+                   "may still commit.")
+        if self.conn.in_transaction:
+            message += " The open transaction was rolled back: enter ROLLBACK; to go on."
+        print(message, file=self.err)
+
     def run_script(self, text):
         """Run every statement in ``text`` in order; False if any failed (the rest still run)."""
         statements, rest = take_statements(text)
@@ -153,8 +161,14 @@ class Shell:
                 continue
             buffer += line + "\n"
             statements, buffer = take_statements(buffer)
-            for statement in statements:
-                ok = self.run_sql(statement) and ok
+            try:
+                for statement in statements:
+                    ok = self.run_sql(statement) and ok
+            except KeyboardInterrupt:
+                if not interactive:
+                    raise
+                ok = False
+                self.report_interruption()
         if not _blank(buffer):
             ok = self.run_sql(buffer.strip()) and ok
         return ok

@@ -9,6 +9,8 @@ import time
 import weakref
 
 from .. import wire
+from ..store import statements
+from ..store.statements import transaction_control
 from . import exceptions as exc
 from .declared import PARSE_DECLTYPES, convert_rows, converters_for
 from .replica import LocalResult, ReplicaFile
@@ -87,6 +89,9 @@ class Connection:
         self._local_results = weakref.WeakSet()  # local reads still stepping (see .replica)
         self._transport = None
         self._in_tx = False
+        # Set when an interruption ended the transaction (see _interrupted): the
+        # name of what interrupted it, until the caller rolls back.
+        self._interrupted_tx = None
         self._closed = False
         self.pragmas = {}
         # The newest Raft entry this connection's writes were answered with:
@@ -300,7 +305,58 @@ class Connection:
 
     def _request(self, message, may_write=False):
         with self._turn:
-            return self._exchange(message, may_write)
+            if self._interrupted_tx is not None:
+                answer = self._in_interrupted_transaction(message)
+                if answer is not None:
+                    return answer
+            in_tx = self._in_tx
+            try:
+                return self._exchange(message, may_write)
+            except exc.Error:
+                raise
+            except BaseException as error:
+                # An interrupted COMMIT ends the transaction either way (its
+                # outcome unknown, like that of any write interrupted).
+                committing = message.get("op") == "commit" or (
+                    message.get("op") == "exec" and transaction_control(message.get("sql") or "") == statements.COMMIT)
+                self._interrupted(error, in_tx and not committing)
+                raise
+
+    def _interrupted(self, error, in_tx):
+        """An exception not of the driver's making (Ctrl-C, a task's time limit) stopped a request.
+
+        The session it ran in is closed: its answer may still be on its way,
+        and would be read as the next request's. The node cancels what it
+        was running, and rolls back the session's transaction; a write
+        already in the log stays. The next request opens a new session; in a
+        transaction, statements fail until the caller rolls back.
+        """
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        self._discarded = []
+        if in_tx:
+            self._interrupted_tx = type(error).__name__
+        else:
+            self._in_tx = False
+
+    def _in_interrupted_transaction(self, message):
+        """The answer to ``message`` in a transaction an interruption ended, or None to send it."""
+        op = message.get("op")
+        control = transaction_control(message.get("sql") or "") if op == "exec" else None
+        if op == "rollback" or control == statements.ROLLBACK:
+            self._interrupted_tx = None
+            self._in_tx = False
+            return {"ok": True, "in_tx": False, "rows": [], "columns": None, "rowcount": -1}
+        if op not in ("exec", "script", "commit", "fetch"):
+            return None
+        problem = (f"the transaction was interrupted ({self._interrupted_tx} while a request ran) and "
+                   "rolled back on the store")
+        if op == "commit" or control == statements.COMMIT:
+            self._interrupted_tx = None
+            self._in_tx = False
+            raise exc.operational(f"{problem}: nothing of it was committed; retry it", retryable=True)
+        raise exc.operational(f"{problem}; roll back before running more statements", retryable=True)
 
     def _exchange(self, message, may_write):
         self._check_open()

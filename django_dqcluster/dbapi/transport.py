@@ -51,17 +51,16 @@ class SocketTransport:
         message = dict(message, id=next(self._ids))
         self.request_sent = False
         try:
-            wire.send_frame(self.sock, message, self.channel)
-            self.request_sent = True
-        except OSError as send_error:
-            # The node may have refused a too-large frame and closed before we
-            # finished sending it: its refusal is the better explanation.
-            try:
-                response = self._reader.read()
-            except (OSError, wire.ProtocolError):
-                raise send_error from None
-        else:
-            response = self._reader.read()
+            response = self._send_and_read(message)
+        except BaseException:
+            # Whatever stopped this thread between sending the request and
+            # reading its whole answer (a lost connection, or an exception a
+            # signal raised here: Ctrl-C, a Celery task's time limit) left
+            # the answer, or the rest of it, on the socket, where the next
+            # request would read it as its own. So the connection is done;
+            # closing it also tells the node to cancel what it runs for us.
+            self.close()
+            raise
         if response.get("t") == "error":
             # The node refused the request unread and is closing the connection.
             self.close()
@@ -70,6 +69,28 @@ class SocketTransport:
         if raise_errors and not response.get("ok"):
             raise wire.RemoteError(response["error"])
         return response
+
+    def _send_and_read(self, message):
+        try:
+            wire.send_frame(self.sock, message, self.channel)
+            self.request_sent = True
+        except OSError as send_error:
+            # The node may have refused a too-large frame and closed before we
+            # finished sending it: its refusal is the better explanation.
+            try:
+                return self._reader.read()
+            except (OSError, wire.ProtocolError):
+                raise send_error from None
+        return self._reader.read()
+
+    def abort(self):
+        """From another thread: end the connection, so that a request waiting on it fails at once."""
+        sock = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def peer_closed(self):
         """Did the node close this connection while it sat idle (e.g. the node died)?

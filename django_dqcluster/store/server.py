@@ -21,6 +21,10 @@ from .session import ANSWERED_LATER, Session
 
 logger = logging.getLogger("django_dqcluster.store")
 
+#: How often the server looks for clients that closed their connection while
+#: a request of theirs ran (see _cancel_for_departed_clients).
+DEPARTED_CLIENT_CHECK = 0.25
+
 
 class ClientServer:
     def __init__(self, node):
@@ -57,6 +61,29 @@ class ClientServer:
         self._thread = threading.Thread(target=self._accept_loop, args=(listener,),
                                         name=f"dqcluster-accept-{self.address}", daemon=True)
         self._thread.start()
+        if _PEEK_WITHOUT_WAITING is not None:
+            threading.Thread(target=self._cancel_for_departed_clients, name=f"dqcluster-departed-{self.address}",
+                             daemon=True).start()
+
+    def _cancel_for_departed_clients(self):
+        """Cancel the running request of each client that closed its connection meanwhile.
+
+        A session thread does not read its socket while it runs a request,
+        so it would not notice: a read (up to max_statement_steps of work)
+        would run on for a client that will never read its answer. That
+        happens when a web request times out, a Celery task hits its time
+        limit, or someone presses Ctrl-C in dbshell: the driver closes a
+        connection whose answer it will not read (dbapi SocketTransport).
+        """
+        while not self._stopping.wait(DEPARTED_CLIENT_CHECK):
+            with self._lock:
+                running = [client for client in self._clients if client.busy and not client.cancelled]
+            for client in running:
+                if _closed_by_peer(client.conn):
+                    client.cancelled = True
+                    logger.info("%s closed its connection while its request ran: cancelling it",
+                                client.session.client)
+                    client.session.cancel(f"{client.session.client} closed its connection while it ran")
 
     def drain(self, timeout):
         """Stop taking work, let every client finish what it started, and send each a goodbye.
@@ -309,6 +336,7 @@ class _Client:
         self.busy = False  # a request of it is being handled
         self.answers_due = 0  # its commits the Raft thread has still to answer
         self.goodbye_sent = False
+        self.cancelled = False  # it left while a request ran, which was cancelled
 
 
 class ResponseSender:
@@ -362,6 +390,19 @@ class ResponseSender:
             pass
         finally:
             self._lock.release()
+
+
+_PEEK_WITHOUT_WAITING = (socket.MSG_PEEK | socket.MSG_DONTWAIT) if hasattr(socket, "MSG_DONTWAIT") else None
+
+
+def _closed_by_peer(conn):
+    """Has the other end closed ``conn``? (Looks without taking anything from it.)"""
+    try:
+        return conn.recv(1, _PEEK_WITHOUT_WAITING) == b""
+    except BlockingIOError:
+        return False  # open, with nothing to read
+    except OSError:
+        return True  # reset by the peer, or closed here already
 
 
 def _peer_text(peer):

@@ -22,6 +22,7 @@ later (``Session.handle``).
 import logging
 import re
 import sqlite3
+import threading
 import time
 
 from .. import wire
@@ -35,6 +36,7 @@ from .statemachine import (
     CLONE_DB, DROP_DB, STEPS_FORMAT, TX, error_to_wire, is_environmental, new_entry_id, rollback_quietly,
     run_statement,
 )
+from .statement_steps import cancel_statement_of
 from .statements import (
     BEGIN, COMMIT, RELEASE, ROLLBACK, SAVEPOINT, savepoint_name, split_script, transaction_control,
 )
@@ -74,6 +76,7 @@ class Session:
         # The client converts values by their column's declared type (see .declared_types).
         self.declared_types = False
         self._readers = {}  # database name -> (Database, the read connection it lent this session)
+        self._thread_id = None  # the thread handling the current request (see cancel)
 
     # -- entry point -------------------------------------------------------------------------
 
@@ -85,6 +88,7 @@ class Session:
         return ANSWERED_LATER and have its response sent through it.
         """
         self._answer_later = answer_later if request.get("op") in ("exec", "commit") else None
+        self._thread_id = threading.get_ident()
         try:
             discard = request.get("discard")
             if isinstance(discard, list):
@@ -103,6 +107,21 @@ class Session:
     @property
     def in_transaction(self):
         return self.tx is not None or self.forward_in_tx
+
+    def cancel(self, reason):
+        """From another thread: stop the request this session runs, for a client that is gone.
+
+        A statement on the session's own connections (a read, a statement of
+        a transaction on the leader) stops with an error saying ``reason``; a
+        request forwarded to the leader loses its connection there, and the
+        leader's session is cancelled in turn. An entry already in the log is
+        not: it commits or not as it would have.
+        """
+        if self._thread_id is not None:
+            cancel_statement_of(self._thread_id, reason)
+        forward = self.forward
+        if forward is not None:
+            forward.abort()
 
     def close(self):
         self.results.close_all()

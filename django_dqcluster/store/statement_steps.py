@@ -24,10 +24,18 @@ every 10,000 steps, it made a 6-million-step statement 35 times slower, and
 the Raft thread applying one missed its heartbeats. So it is set only while
 a client's statement runs, and called at most every ``MAX_STEPS_PER_CHECK``
 steps (at the limit itself, below that).
+
+A client's statement can also be cancelled from another thread
+(:func:`cancel_statement_of`): the node's client server does so when the
+client closes its connection while its statement runs (a web request that
+timed out, Ctrl-C in ``dbshell``), so that nobody's work runs on for a client
+that will never read it. Only statements on the session's own connections are
+cancelled: an entry the Raft thread applies runs to its end on every node.
 """
 
 import contextlib
 import sqlite3
+import threading
 
 #: The most steps between two calls of the progress handler: a third of a
 #: second to one second of SQLite work here, against at most a few ms of GIL.
@@ -35,6 +43,27 @@ MAX_STEPS_PER_CHECK = 10_000_000
 #: About 30 s to 2 min of one CPU here (10-35 million steps a second): far
 #: beyond what a web request's statement takes, well short of forever.
 DEFAULT_MAX_STATEMENT_STEPS = 1_000_000_000
+
+# The connection running a client's statement, by the thread that runs it:
+# what cancel_statement_of() interrupts. The lock makes sure a connection is
+# interrupted only while that thread's statement is on it, never once it has
+# gone back to a pool and serves someone else.
+_running = {}
+_running_lock = threading.Lock()
+
+
+def cancel_statement_of(thread_id, reason):
+    """Stop the client statement thread ``thread_id`` runs, if any; it raises an error saying ``reason``.
+
+    Returns whether a statement was running. Safe from any thread.
+    """
+    with _running_lock:
+        conn = _running.get(thread_id)
+        if conn is None:
+            return False
+        conn._cancelled_because = reason
+        conn.interrupt()
+        return True
 
 
 class LimitedConnection(sqlite3.Connection):
@@ -51,16 +80,30 @@ class LimitedConnection(sqlite3.Connection):
         self.step_limit = None
         self._checks_left = 0
         self._stopped = False
+        self._cancelled_because = None
 
     @contextlib.contextmanager
     def steps_limited(self, limit):
-        """Hold what runs inside to ``limit`` steps; an error raised inside goes through ``stopped()``."""
+        """Hold what runs inside to ``limit`` steps; an error raised inside goes through ``stopped()``.
+
+        What runs inside can be cancelled by cancel_statement_of() for this thread.
+        """
+        thread_id = threading.get_ident()
+        self._cancelled_because = None
+        with _running_lock:
+            outer = _running.get(thread_id)
+            _running[thread_id] = self
         self.limit_steps(limit)
         try:
             yield
         except sqlite3.Error as error:
             raise self.stopped(error) from None
         finally:
+            with _running_lock:
+                if outer is None:
+                    del _running[thread_id]
+                else:
+                    _running[thread_id] = outer
             self.limit_steps(None)
 
     def limit_steps(self, limit):
@@ -93,7 +136,11 @@ class LimitedConnection(sqlite3.Connection):
         SQLite reports both as SQLITE_INTERRUPT, which the store otherwise takes
         for a node's own business (a deposed leader's statement interrupted);
         the limit's stop is the statement's outcome on every node.
+        A cancelled statement's error says why it was cancelled.
         """
+        interrupted = getattr(error, "sqlite_errorname", None) == "SQLITE_INTERRUPT"
+        if self._cancelled_because is not None and interrupted and not self._stopped:
+            return sqlite3.OperationalError(f"statement cancelled: {self._cancelled_because}")
         if not self._stopped:
             return error
         return sqlite3.OperationalError(

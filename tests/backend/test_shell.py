@@ -1,13 +1,14 @@
 """dbshell's program reads SQL the way the sqlite3 shell does, and runs it one statement at a time."""
 
 import io
+import signal
 
 import pytest
 
 from django_dqcluster import dbapi
 from django_dqcluster.backend.shell import Shell, take_statements
 
-from ..store.conftest import start_embedded_node
+from ..store.conftest import EMBEDDED_SECRET, start_embedded_node
 
 
 @pytest.fixture
@@ -54,3 +55,37 @@ def test_a_command_argument_may_hold_several_statements(shell):
     assert shell.run_script("INSERT INTO t (v) VALUES ('a'); SELECT count(*) AS n FROM t")
     assert values(shell) == ["a"]
     assert "(1 row)" in shell.out.getvalue()
+
+
+def test_ctrl_c_stops_the_running_statement_and_the_shell_goes_on(tmp_path, monkeypatch):
+    node = start_embedded_node(tmp_path / "node")
+    conn = dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, isolation_level=None)
+    shell = Shell(conn, out=io.StringIO(), err=io.StringIO())
+    typed = iter([
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c; SELECT 'not run';",
+        "SELECT 'after' || ' Ctrl-C';",
+    ])
+
+    def type_a_line(prompt):
+        try:
+            return next(typed)
+        except StopIteration:
+            raise EOFError from None
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("builtins.input", type_a_line)
+    previous = signal.signal(signal.SIGALRM, signal.default_int_handler)  # raises KeyboardInterrupt, as Ctrl-C
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        assert shell.interact(Terminal()) is False
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        conn.close()
+        node.stop()
+    assert "Interrupted: the node cancels a read it was running" in shell.err.getvalue()
+    assert "not run" not in shell.out.getvalue()
+    assert "after Ctrl-C" in shell.out.getvalue()

@@ -1,0 +1,229 @@
+"""A request interrupted in the client, and a client that leaves while its request runs.
+
+A Python exception can stop a thread while it waits for the node's answer:
+Ctrl-C in ``dbshell``, a Celery task's soft time limit, any exception a signal
+handler raises. The answer then arrives on a connection nobody reads; were the
+connection used again, every later statement would read the answer of the
+statement before it. So the driver closes such a connection and the next
+request opens a new session; inside a transaction, the transaction is over
+(the node rolls it back) and the driver says so until the caller rolls back.
+On the node's side, a client that closed its connection while its statement
+runs gets that statement cancelled, so no work runs on for nobody.
+"""
+
+import contextlib
+import logging
+import signal
+import time
+
+import pytest
+
+from django_dqcluster import dbapi
+from django_dqcluster.store.local_cluster import LocalCluster
+
+from .conftest import EMBEDDED_SECRET, start_embedded_node
+
+#: Tens of millions of SQLite steps: seconds of work, far longer than the 0.2 s before the interruption.
+SLOW_READ = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000000) SELECT sum(x) FROM c"
+#: No end but the node's step limit (none on the nodes of these tests).
+ENDLESS_READ = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+
+
+class Interruption(Exception):
+    """What a signal handler raises in these tests, as Celery's time limit raises SoftTimeLimitExceeded."""
+
+
+@contextlib.contextmanager
+def interrupted_after(seconds):
+    """Raise Interruption in this (the main) thread ``seconds`` from now, wherever it is."""
+    def raise_interruption(signum, frame):
+        raise Interruption()
+
+    previous = signal.signal(signal.SIGALRM, raise_interruption)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        with pytest.raises(Interruption):
+            yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """An embedded node without a step limit: only a cancellation ends ENDLESS_READ."""
+    running = start_embedded_node(tmp_path_factory.mktemp("interrupted") / "node", max_statement_steps=0)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(params=["embedded", "socket"])
+def connect(request, node):
+    opened = []
+
+    def _connect():
+        if request.param == "embedded":
+            conn = dbapi.connect(node=node, isolation_level=None)
+        else:
+            conn = dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, timeout=5, isolation_level=None)
+        opened.append(conn)
+        return conn
+
+    _connect.kind = request.param
+    yield _connect
+    for conn in opened:
+        conn.close()
+
+
+@pytest.fixture
+def table(connect):
+    conn = connect()
+    name = f"t_{time.monotonic_ns()}"
+    conn.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, v)")
+    return name
+
+
+def test_after_an_interrupted_statement_each_statement_reads_its_own_answer(connect):
+    conn = connect()
+    with interrupted_after(0.2):
+        conn.execute(SLOW_READ).fetchall()
+
+    assert conn.execute("SELECT 42").fetchall() == [(42,)]
+    assert conn.execute("SELECT 43").fetchall() == [(43,)]
+    assert not conn.in_transaction
+
+
+def test_an_interrupted_transaction_is_rolled_back_and_says_so_until_rolled_back(connect, table):
+    conn, other = connect(), connect()
+    conn.execute("BEGIN")
+    conn.execute(f"INSERT INTO {table} (v) VALUES ('in the interrupted transaction')")
+    with interrupted_after(0.2):
+        conn.execute(SLOW_READ).fetchall()
+
+    assert conn.in_transaction  # for the caller, until it rolls back
+    with pytest.raises(dbapi.OperationalError, match=r"interrupted \(Interruption while a request ran\)") as caught:
+        conn.execute(f"INSERT INTO {table} (v) VALUES ('would run outside the transaction')")
+    assert caught.value.retryable
+    conn.rollback()
+
+    assert not conn.in_transaction
+    assert other.execute(f"SELECT count(*) FROM {table}").fetchall() == [(0,)]
+    conn.execute(f"INSERT INTO {table} (v) VALUES ('after the rollback')")
+    assert other.execute(f"SELECT v FROM {table}").fetchall() == [("after the rollback",)]
+
+
+@pytest.mark.parametrize("ending", ["COMMIT statement", "commit()"])
+def test_committing_an_interrupted_transaction_commits_nothing_and_ends_it(connect, table, ending):
+    conn, other = connect(), connect()
+    conn.execute("BEGIN")
+    conn.execute(f"INSERT INTO {table} (v) VALUES (1)")
+    with interrupted_after(0.2):
+        conn.execute(SLOW_READ).fetchall()
+
+    with pytest.raises(dbapi.OperationalError, match="nothing of it was committed; retry it"):
+        if ending == "commit()":
+            conn.commit()
+        else:
+            conn.execute("COMMIT")
+
+    assert not conn.in_transaction
+    assert other.execute(f"SELECT count(*) FROM {table}").fetchall() == [(0,)]
+    assert conn.execute(f"SELECT count(*) FROM {table}").fetchall() == [(0,)]
+
+
+def test_a_rollback_statement_ends_an_interrupted_transaction(connect, table):
+    conn = connect()
+    conn.execute("BEGIN")
+    with interrupted_after(0.2):
+        conn.execute(SLOW_READ).fetchall()
+
+    conn.execute("ROLLBACK")
+
+    assert not conn.in_transaction
+    assert conn.execute(f"SELECT count(*) FROM {table}").fetchall() == [(0,)]
+
+
+def clients_running(node):
+    return [client for client in node.server._clients if client.busy]
+
+
+def test_the_node_cancels_the_statement_of_a_client_that_closed_its_connection(node, caplog):
+    conn = dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, timeout=5, isolation_level=None)
+    caplog.set_level(logging.INFO, logger="django_dqcluster.store")
+    try:
+        with interrupted_after(0.3):
+            conn.execute(ENDLESS_READ).fetchall()
+        # Without a cancellation the node would run it for ever (no step limit here).
+        wait_for(lambda: not clients_running(node), 20, "the endless read stopped")
+    finally:
+        conn.close()
+    assert "closed its connection while its request ran: cancelling it" in caplog.text
+    fresh = dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, timeout=5)
+    assert fresh.execute("SELECT 1").fetchall() == [(1,)]
+    fresh.close()
+
+
+def test_a_cancelled_statement_stays_cancelled_for_its_session_only(node):
+    """The reader connection a cancelled session used serves the next session's reads in full."""
+    leaving = dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, timeout=5, isolation_level=None)
+    staying = dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, timeout=5, isolation_level=None)
+    try:
+        with interrupted_after(0.3):
+            leaving.execute(ENDLESS_READ).fetchall()
+        leaving.close()
+        wait_for(lambda: not clients_running(node), 20, "the endless read stopped")
+        for _ in range(20):
+            count = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 300000) SELECT count(*) FROM c"
+            assert staying.execute(count).fetchall() == [(300000,)]
+    finally:
+        staying.close()
+
+
+def test_a_follower_passes_the_cancellation_on_to_the_leader(tmp_path):
+    """A transaction runs on the leader; the client on a follower leaves while its statement runs there.
+
+    The follower drops its forwarded connection, the leader cancels the
+    statement and rolls the transaction back: its write lock is free again.
+    """
+    with LocalCluster(str(tmp_path / "cluster"), 3, extra_args=("--max-statement-steps", "0")) as cluster:
+        leader = cluster.leader()
+        follower = next(node for node in cluster.nodes if node is not leader)
+        conn, watcher = follower.connect(), leader.connect()
+        try:
+            conn.execute("CREATE TABLE t (v)")
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO t VALUES (1)")
+            assert watcher.status()["write_locks"]
+            with interrupted_after(0.5):
+                conn.execute(ENDLESS_READ).fetchall()
+            wait_for(lambda: not watcher.status()["write_locks"], 20, "the leader released the write lock")
+            assert watcher.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
+        finally:
+            conn.close()
+            watcher.close()
+
+
+def test_an_interrupted_commit_ends_the_transaction(connect, table, monkeypatch):
+    """Its outcome is unknown, as any interrupted write's: the caller had the exception, not an answer."""
+    conn = connect()
+    conn.execute("BEGIN")
+    conn.execute(f"INSERT INTO {table} (v) VALUES (1)")
+
+    def interrupted_exchange(message, may_write):
+        raise Interruption()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(conn, "_exchange", interrupted_exchange)
+        with pytest.raises(Interruption):
+            conn.commit()
+
+    assert not conn.in_transaction
+    assert conn.execute("SELECT 42").fetchall() == [(42,)]
