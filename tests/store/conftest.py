@@ -1,5 +1,6 @@
 """Fixtures for the store: an embedded one-node store, and local multi-process clusters."""
 
+import contextlib
 import threading
 import time
 
@@ -22,6 +23,35 @@ def start_embedded_node(data_dir, secret=EMBEDDED_SECRET, **settings):
     )).start()
     node.wait_ready(15)
     return node
+
+
+def open_connection(node, kind, secret=EMBEDDED_SECRET, **kwargs):
+    """A driver connection to ``node``: in this process (``embedded``), or through its client port (``socket``).
+
+    Autocommit unless told otherwise.
+    """
+    kwargs.setdefault("isolation_level", None)
+    if kind == "embedded":
+        return dbapi.connect(node=node, **kwargs)
+    return dbapi.connect(node.config.client, secret=secret, timeout=5, **kwargs)
+
+
+@contextlib.contextmanager
+def connections_to(node, kind, secret=EMBEDDED_SECRET):
+    """``connect(**kwargs)``, opening connections of one ``kind`` to ``node``; all are closed on leaving."""
+    opened = []
+
+    def connect(**kwargs):
+        conn = open_connection(node, kind, secret, **kwargs)
+        opened.append(conn)
+        return conn
+
+    connect.kind = kind
+    try:
+        yield connect
+    finally:
+        for conn in opened:
+            conn.close()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from django_dqcluster import dbapi
 from django_dqcluster.store.databases import APPLIED_TABLE
 from django_dqcluster.store.local_cluster import free_ports
 
-from .conftest import start_embedded_node
+from .conftest import connections_to, start_embedded_node
 
 SECRET = "embedded-test-secret"
 
@@ -35,21 +35,8 @@ def embedded_node(tmp_path_factory):
 @pytest.fixture(params=["embedded", "socket"])
 def connect(request, embedded_node):
     """Open connections of the kind under test (autocommit unless told otherwise)."""
-    opened = []
-
-    def _connect(**kwargs):
-        kwargs.setdefault("isolation_level", None)
-        if request.param == "embedded":
-            conn = dbapi.connect(node=embedded_node, **kwargs)
-        else:
-            conn = dbapi.connect(embedded_node.config.client, secret=SECRET, timeout=5, **kwargs)
-        opened.append(conn)
-        return conn
-
-    _connect.kind = request.param
-    yield _connect
-    for conn in opened:
-        conn.close()
+    with connections_to(embedded_node, request.param, SECRET) as connect:
+        yield connect
 
 
 @pytest.fixture

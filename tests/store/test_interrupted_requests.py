@@ -21,7 +21,7 @@ import pytest
 from django_dqcluster import dbapi
 from django_dqcluster.store.local_cluster import LocalCluster
 
-from .conftest import EMBEDDED_SECRET, start_embedded_node
+from .conftest import EMBEDDED_SECRET, connections_to, start_embedded_node
 
 #: Tens of millions of SQLite steps: seconds of work, far longer than the 0.2 s before the interruption.
 SLOW_READ = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000000) SELECT sum(x) FROM c"
@@ -67,20 +67,8 @@ def node(tmp_path_factory):
 
 @pytest.fixture(params=["embedded", "socket"])
 def connect(request, node):
-    opened = []
-
-    def _connect():
-        if request.param == "embedded":
-            conn = dbapi.connect(node=node, isolation_level=None)
-        else:
-            conn = dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, timeout=5, isolation_level=None)
-        opened.append(conn)
-        return conn
-
-    _connect.kind = request.param
-    yield _connect
-    for conn in opened:
-        conn.close()
+    with connections_to(node, request.param) as connect:
+        yield connect
 
 
 @pytest.fixture
