@@ -159,8 +159,8 @@ def test_the_node_cancels_the_statement_of_a_client_that_closed_its_connection(n
     fresh.close()
 
 
-def test_a_cancelled_statement_stays_cancelled_for_its_session_only(node):
-    """The reader connection a cancelled session used serves the next session's reads in full."""
+def test_the_read_connection_a_cancelled_session_used_serves_the_next_session_in_full(node):
+    """Its cancellation does not reach the statements run on it next."""
     leaving = dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, timeout=5, isolation_level=None)
     staying = dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, timeout=5, isolation_level=None)
     try:
