@@ -317,9 +317,7 @@ class Connection:
             except BaseException as error:
                 # An interrupted COMMIT ends the transaction either way (its
                 # outcome unknown, like that of any write interrupted).
-                committing = message.get("op") == "commit" or (
-                    message.get("op") == "exec" and transaction_control(message.get("sql") or "") == statements.COMMIT)
-                self._interrupted(error, in_tx and not committing)
+                self._interrupted(error, in_tx and _control_of(message) != statements.COMMIT)
                 raise
 
     def _interrupted(self, error, in_tx):
@@ -342,17 +340,16 @@ class Connection:
 
     def _in_interrupted_transaction(self, message):
         """The answer to ``message`` in a transaction an interruption ended, or None to send it."""
-        op = message.get("op")
-        control = transaction_control(message.get("sql") or "") if op == "exec" else None
-        if op == "rollback" or control == statements.ROLLBACK:
+        control = _control_of(message)
+        if control == statements.ROLLBACK:
             self._interrupted_tx = None
             self._in_tx = False
             return {"ok": True, "in_tx": False, "rows": [], "columns": None, "rowcount": -1}
-        if op not in ("exec", "script", "commit", "fetch"):
+        if message.get("op") not in ("exec", "script", "commit", "fetch"):
             return None
         problem = (f"the transaction was interrupted ({self._interrupted_tx} while a request ran) and "
                    "rolled back on the store")
-        if op == "commit" or control == statements.COMMIT:
+        if control == statements.COMMIT:
             self._interrupted_tx = None
             self._in_tx = False
             raise exc.operational(f"{problem}: nothing of it was committed; retry it", retryable=True)
@@ -457,6 +454,16 @@ class Connection:
             # retry every 0.1 s at most finds the new leader soon after it is
             # elected, where 0.5 s steps added up to half a second to a failover.
             delay = min(delay * 2, 0.1)
+
+
+def _control_of(message):
+    """The transaction control a request is: a ROLLBACK or COMMIT statement, or a rollback or commit request."""
+    op = message.get("op")
+    if op == "commit":
+        return statements.COMMIT
+    if op == "rollback":
+        return statements.ROLLBACK
+    return transaction_control(message.get("sql") or "") if op == "exec" else None
 
 
 class Cursor:
