@@ -31,9 +31,20 @@ client closes its connection while its statement runs (a web request that
 timed out, Ctrl-C in ``dbshell``), so that nobody's work runs on for a client
 that will never read it. Only statements on the session's own connections are
 cancelled: an entry the Raft thread applies runs to its end on every node.
+
+A node embedded in the process runs its client's statements in the client's
+thread. In the main thread, that is where Python runs signal handlers: Ctrl-C's
+KeyboardInterrupt, the SoftTimeLimitExceeded of a Celery task's time limit.
+Python runs them at the next Python code, which during a long statement is the
+progress handler; the sqlite3 module drops whatever a progress handler raises
+and only stops the statement, so the caller used to get "interrupted" in place
+of its own exception. Here the handler keeps that exception and the statement
+raises it once SQLite has stopped. In the main thread the handler is set even
+without a limit, so that a statement there can be stopped at all.
 """
 
 import contextlib
+import math
 import sqlite3
 import threading
 
@@ -78,9 +89,10 @@ class LimitedConnection(sqlite3.Connection):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.step_limit = None
-        self._checks_left = 0
         self._stopped = False
         self._cancelled_because = None
+        # What a signal handler raised in the progress handler, to raise once SQLite stopped.
+        self._raised = None
 
     @contextlib.contextmanager
     def steps_limited(self, limit):
@@ -96,7 +108,9 @@ class LimitedConnection(sqlite3.Connection):
         self.limit_steps(limit)
         try:
             yield
+            self._raise_what_a_signal_raised()
         except sqlite3.Error as error:
+            self._raise_what_a_signal_raised()
             raise self.stopped(error) from None
         finally:
             with _running_lock:
@@ -104,7 +118,7 @@ class LimitedConnection(sqlite3.Connection):
                     del _running[thread_id]
                 else:
                     _running[thread_id] = outer
-            self.limit_steps(None)
+            self.unlimit_steps()
 
     def limit_steps(self, limit):
         """Hold what runs from now on to ``limit`` steps (None or 0: no limit).
@@ -112,23 +126,52 @@ class LimitedConnection(sqlite3.Connection):
         The statement is stopped at the first check at or past ``limit``: at
         ``limit`` exactly, or, beyond MAX_STEPS_PER_CHECK, up to that many
         steps later (1% of the default limit), the same on every node.
+        In the main thread, a signal handler's exception also stops it.
         """
         self._stopped = False
-        if not limit:
-            self.step_limit = None
-            self.set_progress_handler(None, 0)
+        self._raised = None
+        watch_signals = threading.current_thread() is threading.main_thread()
+        if not limit and not watch_signals:
+            self.unlimit_steps()
             return
-        self.step_limit = limit
-        per_check = min(limit, MAX_STEPS_PER_CHECK)
-        self._checks_left = -(-limit // per_check)  # rounded up
-        self.set_progress_handler(self._check, per_check)
+        self.step_limit = limit or None
+        per_check = min(limit, MAX_STEPS_PER_CHECK) if limit else MAX_STEPS_PER_CHECK
+        checks = -(-limit // per_check) if limit else math.inf  # rounded up
+        checks = self._checks(checks)
+        next(checks)  # to its first yield: the first check resumes it inside its ``try``
+        self.set_progress_handler(checks.__next__, per_check)
 
-    def _check(self):
-        self._checks_left -= 1
-        if self._checks_left <= 0:
-            self._stopped = True
-            return 1  # SQLite ends the statement with SQLITE_INTERRUPT
-        return 0
+    def unlimit_steps(self):
+        """What runs from now on runs to its end; what every caller does once its statement ended."""
+        self.step_limit = None
+        self.set_progress_handler(None, 0)
+
+    def _checks(self, checks_left):
+        """The progress handler, as a generator SQLite resumes at each check: 1 stops the statement.
+
+        A function would not do: Python runs a pending signal handler as it
+        enters a function, before any ``try`` in it, and the exception would
+        go to the sqlite3 module, which drops it. A generator is resumed at
+        its ``yield``, inside the ``try`` that keeps the exception.
+        """
+        verdict = 0
+        while True:
+            try:
+                yield verdict
+                checks_left -= 1
+                if checks_left <= 0:
+                    self._stopped = True
+                    verdict = 1  # SQLite ends the statement with SQLITE_INTERRUPT
+            except GeneratorExit:  # closed: the handler was replaced
+                return
+            except BaseException as raised:  # KeyboardInterrupt above all
+                self._raised = raised
+                verdict = 1
+
+    def _raise_what_a_signal_raised(self):
+        raised, self._raised = self._raised, None
+        if raised is not None:
+            raise raised
 
     def stopped(self, error):
         """``error``, or the limit's own error if the limit stopped the statement.

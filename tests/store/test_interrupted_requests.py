@@ -8,18 +8,22 @@ statement before it. So the driver closes such a connection and the next
 request opens a new session; inside a transaction, the transaction is over
 (the node rolls it back) and the driver says so until the caller rolls back.
 On the node's side, a client that closed its connection while its statement
-runs gets that statement cancelled, so no work runs on for nobody.
+runs gets that statement cancelled, so no work runs on for nobody. A node
+embedded in the process runs the statement in the caller's thread: there the
+exception stops the statement itself, and is raised as it was raised.
 """
 
 import contextlib
 import logging
 import signal
+import threading
 import time
 
 import pytest
 
 from django_dqcluster import dbapi
 from django_dqcluster.store.local_cluster import LocalCluster
+from django_dqcluster.store.statement_steps import cancel_statement_of
 
 from .conftest import EMBEDDED_SECRET, connections_to, start_embedded_node
 
@@ -34,15 +38,15 @@ class Interruption(Exception):
 
 
 @contextlib.contextmanager
-def interrupted_after(seconds):
-    """Raise Interruption in this (the main) thread ``seconds`` from now, wherever it is."""
+def interrupted_after(seconds, interruption=Interruption):
+    """Raise ``interruption`` in this (the main) thread ``seconds`` from now, wherever it is."""
     def raise_interruption(signum, frame):
-        raise Interruption()
+        raise interruption()
 
     previous = signal.signal(signal.SIGALRM, raise_interruption)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        with pytest.raises(Interruption):
+        with pytest.raises(interruption):
             yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -61,6 +65,14 @@ def wait_for(condition, timeout, what):
 def node(tmp_path_factory):
     """An embedded node without a step limit: only a cancellation ends ENDLESS_READ."""
     running = start_embedded_node(tmp_path_factory.mktemp("interrupted") / "node", max_statement_steps=0)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def limited_node(tmp_path_factory):
+    """An embedded node with the default step limit, whose checks run while a statement runs."""
+    running = start_embedded_node(tmp_path_factory.mktemp("interrupted-limited") / "node")
     yield running
     running.stop()
 
@@ -137,6 +149,58 @@ def test_a_rollback_statement_ends_an_interrupted_transaction(connect, table):
 
     assert not conn.in_transaction
     assert conn.execute(f"SELECT count(*) FROM {table}").fetchall() == [(0,)]
+
+
+@contextlib.contextmanager
+def watchdog(seconds):
+    """Cancel the statement this thread runs after ``seconds``; ``fired()`` says whether it had to."""
+    fired = threading.Event()
+
+    def cancel():
+        fired.set()
+        cancel_statement_of(main_thread, "the test's watchdog: nothing else stopped the statement")
+
+    main_thread = threading.get_ident()
+    timer = threading.Timer(seconds, cancel)
+    timer.start()
+    try:
+        yield fired.is_set
+    finally:
+        timer.cancel()
+
+
+@pytest.mark.parametrize("step_limit", ["default step limit", "no step limit"])
+@pytest.mark.parametrize("interruption", [Interruption, KeyboardInterrupt])
+def test_an_embedded_node_stops_the_statement_an_exception_interrupts_and_raises_that_exception(
+        node, limited_node, step_limit, interruption):
+    """Ctrl-C or a Celery time limit in the thread that runs the statement: Python runs the signal
+    handler in SQLite's progress handler. The statement stops there and the caller gets its own
+    exception, not a database error ("interrupted") that a retry or an ``except`` would take for one."""
+    embedded = limited_node if step_limit == "default step limit" else node
+    conn = dbapi.connect(node=embedded, isolation_level=None)
+    try:
+        with watchdog(30) as had_to_stop_it:
+            with interrupted_after(0.3, interruption):
+                conn.execute(ENDLESS_READ).fetchall()
+        assert not had_to_stop_it()
+        assert conn.execute("SELECT 42").fetchall() == [(42,)]
+    finally:
+        conn.close()
+
+
+def test_a_write_an_exception_interrupts_in_a_transaction_leaves_nothing_and_frees_the_database(connect, table):
+    conn, other = connect(), connect()
+    conn.execute("BEGIN")
+    conn.execute(f"INSERT INTO {table} (v) VALUES ('before')")
+    endless_insert = f"INSERT INTO {table} (v) " + ENDLESS_READ.replace("count(*)", "x")
+    with watchdog(30) as had_to_stop_it:
+        with interrupted_after(0.3):
+            conn.execute(endless_insert)
+    assert not had_to_stop_it()
+    conn.rollback()
+
+    other.execute(f"INSERT INTO {table} (v) VALUES ('from another connection')")
+    assert conn.execute(f"SELECT v FROM {table}").fetchall() == [("from another connection",)]
 
 
 def clients_running(node):

@@ -52,7 +52,7 @@ def test_a_statement_past_its_limit_is_stopped_with_an_error_naming_the_limit(li
 
 def test_without_a_limit_a_long_statement_runs_to_its_end(limited):
     limited.limit_steps(LIMIT)
-    limited.limit_steps(None)  # what every caller does once its statement ended
+    limited.unlimit_steps()  # what every caller does once its statement ended
     assert limited.execute(LONG).fetchone() == (100000,)
 
 
