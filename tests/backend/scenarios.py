@@ -19,6 +19,7 @@ import django
 from django.conf import settings
 
 from django_dqcluster.store.local_cluster import LocalCluster, free_ports
+from tests.waiting import wait_for
 
 HOOK = "django.db.backends.sqlite3._functions:register"
 
@@ -83,15 +84,6 @@ def embedded_options(workdir, raft, client, **options):
     """OPTIONS of an alias whose node runs in this process (data in ``workdir/node``)."""
     return {"embedded": True, "data_dir": os.path.join(workdir, "node"), "bind": f"127.0.0.1:{raft}",
             "client": f"127.0.0.1:{client}", **options}
-
-
-def wait_until(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- scenarios ------------------------------------------------------------------------------
@@ -370,13 +362,13 @@ def consistency(workdir):
     for alias in databases:
         connections[alias].ensure_connection()
     nodes = {i: connections[f"n{i}_strong"].connection._node for i in range(3)}
-    wait_until(lambda: any(node.is_leader() for node in nodes.values()), what="a leader")
+    wait_for(lambda: any(node.is_leader() for node in nodes.values()), what="a leader")
     leader_index = next(i for i, node in nodes.items() if node.is_leader())
     lagging_index = next(i for i in nodes if i != leader_index)
     lagging = nodes[lagging_index]
     create_tables(f"n{leader_index}_strong")
     Item.objects.using(f"n{leader_index}_strong").create(name="x", value=1)
-    wait_until(lambda: lagging.engine.raftLastApplied >= nodes[leader_index].engine.raftLastApplied, what="catch-up")
+    wait_for(lambda: lagging.engine.raftLastApplied >= nodes[leader_index].engine.raftLastApplied, what="catch-up")
     none_alias = f"n{lagging_index}_none"
     assert Item.objects.using(none_alias).get(name="x").value == 1
 
@@ -401,7 +393,7 @@ def consistency(workdir):
     finally:
         gate.set()
         lagging.state_machine.apply = original_apply
-    wait_until(lambda: Item.objects.using(none_alias).get(name="x").value == 2, what="the replica to catch up")
+    wait_for(lambda: Item.objects.using(none_alias).get(name="x").value == 2, what="the replica to catch up")
     for alias in connections:
         connections[alias].close()
     embedded_nodes.stop_all()

@@ -24,6 +24,7 @@ import pytest
 from django_dqcluster import dbapi
 from django_dqcluster.store.local_cluster import LocalCluster
 from django_dqcluster.store.statement_steps import cancel_statement_of
+from tests.waiting import wait_for
 
 from .conftest import EMBEDDED_SECRET, connections_to, start_embedded_node
 
@@ -51,14 +52,6 @@ def interrupted_after(seconds, interruption=Interruption):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
