@@ -89,10 +89,12 @@ class LimitedConnection(sqlite3.Connection):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.step_limit = None
+        self._checks_left = 0
         self._stopped = False
         self._cancelled_because = None
         # What a signal handler raised in the progress handler, to raise once SQLite stopped.
         self._raised = None
+        self._checker = self._next_check = None
 
     @contextlib.contextmanager
     def steps_limited(self, limit):
@@ -130,39 +132,44 @@ class LimitedConnection(sqlite3.Connection):
         """
         self._stopped = False
         self._raised = None
-        watch_signals = threading.current_thread() is threading.main_thread()
-        if not limit and not watch_signals:
+        if not limit and threading.current_thread() is not threading.main_thread():
             self.unlimit_steps()
             return
         self.step_limit = limit or None
         per_check = min(limit, MAX_STEPS_PER_CHECK) if limit else MAX_STEPS_PER_CHECK
-        checks = -(-limit // per_check) if limit else math.inf  # rounded up
-        checks = self._checks(checks)
-        next(checks)  # to its first yield: the first check resumes it inside its ``try``
-        self.set_progress_handler(checks.__next__, per_check)
+        self._checks_left = -(-limit // per_check) if limit else math.inf  # rounded up
+        if self._checker is None or self._checker.gi_frame is None:
+            # First use, or an exception escaped it (see _checks): a new one.
+            self._checker = self._checks()
+            next(self._checker)  # to its first yield: each check resumes it inside its ``try``
+            self._next_check = self._checker.__next__
+        self.set_progress_handler(self._next_check, per_check)
 
     def unlimit_steps(self):
         """What runs from now on runs to its end; what every caller does once its statement ended."""
         self.step_limit = None
         self.set_progress_handler(None, 0)
 
-    def _checks(self, checks_left):
+    def _checks(self):
         """The progress handler, as a generator SQLite resumes at each check: 1 stops the statement.
 
         A function would not do: Python runs a pending signal handler as it
         enters a function, before any ``try`` in it, and the exception would
         go to the sqlite3 module, which drops it. A generator is resumed at
-        its ``yield``, inside the ``try`` that keeps the exception.
+        its ``yield``, inside the ``try`` that keeps the exception. (A signal
+        handled in the few instructions between the ``try`` and the next
+        ``yield`` would still end the generator: limit_steps makes another.)
         """
         verdict = 0
         while True:
             try:
                 yield verdict
-                checks_left -= 1
-                if checks_left <= 0:
+                verdict = 0
+                self._checks_left -= 1
+                if self._checks_left <= 0:
                     self._stopped = True
                     verdict = 1  # SQLite ends the statement with SQLITE_INTERRUPT
-            except GeneratorExit:  # closed: the handler was replaced
+            except GeneratorExit:  # the connection is going away
                 return
             except BaseException as raised:  # KeyboardInterrupt above all
                 self._raised = raised

@@ -7,6 +7,7 @@ steps: counted, not timed, so every node stops it at the same point, records
 the same error and goes on.
 """
 
+import signal
 import sqlite3
 import threading
 
@@ -67,6 +68,42 @@ def test_other_errors_and_interruptions_pass_through_unchanged(limited):
     with pytest.raises(sqlite3.OperationalError) as raised:
         limited.execute(ENDLESS).fetchall()
     assert limited.stopped(raised.value) is raised.value
+
+
+class SignalRaised(Exception):
+    """What a signal handler raises in these tests, as Celery's soft time limit does."""
+
+
+def raise_from_a_signal_handler_after(seconds):
+    def handler(signum, frame):
+        raise SignalRaised()
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    return lambda: signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("limit", [LIMIT * 10 ** 6, None])
+def test_in_the_main_thread_a_signal_handlers_exception_stops_the_statement_and_is_raised_as_itself(limited, limit):
+    """The progress handler is where Python runs it; the sqlite3 module alone would drop it."""
+    restore = raise_from_a_signal_handler_after(0.2)
+    try:
+        with pytest.raises(SignalRaised):
+            with limited.steps_limited(limit):
+                limited.execute(ENDLESS).fetchall()
+    finally:
+        restore()
+    with limited.steps_limited(limit):
+        assert limited.execute(LONG).fetchone() == (100000,)
+
+
+def test_a_progress_handler_that_ended_is_replaced_for_the_next_statement(limited):
+    """A signal handled between two of its checks can end it; the next statement gets a new one."""
+    limited.limit_steps(LIMIT)
+    limited._checker.close()
+    with pytest.raises(sqlite3.OperationalError, match=STOPPED):
+        with limited.steps_limited(LIMIT):
+            limited.execute(ENDLESS).fetchall()
 
 
 # -- applying entries: the leader's limit, on every node -----------------------------------------
