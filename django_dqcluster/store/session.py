@@ -645,6 +645,8 @@ class Session:
                     self._end_local(rollback=True)
                 if tx.values.error:
                     raise sqlite3.OperationalError(tx.values.error) from None
+                if _interrupted_by_abort(tx, exc):
+                    raise _aborted(tx.interrupted_because) from None
                 raise
             finally:
                 functions.values = None
@@ -746,7 +748,13 @@ class Session:
             aborted = self.tx.aborted
             self._end_local(rollback=True)
             raise _aborted(aborted)
-        return self._result(self.results.fetch(result_id, self.page_bytes or 1))
+        tx = self.tx
+        try:
+            return self._result(self.results.fetch(result_id, self.page_bytes or 1))
+        except sqlite3.Error as exc:
+            if _interrupted_by_abort(tx, exc):
+                raise _aborted(tx.interrupted_because) from None
+            raise
 
     def _commit_outcome(self, result):
         _raise_entry_error(result)
@@ -965,6 +973,17 @@ def _start_scratch(database, pragmas):
 def _aborted(reason):
     """The error for a statement of a transaction aborted on the leader (``reason``: why)."""
     return errors.retryable(f"transaction aborted: {reason}; nothing was applied, retry it")
+
+
+def _interrupted_by_abort(tx, exc):
+    """Did ``exc`` stop a statement of ``tx`` because the transaction is being aborted from outside?
+
+    Leadership lost, or the node stopping: LeaderState.abort_all interrupts
+    the statement, then waits for it to end to roll the transaction back. The
+    client must hear that (retryable), not SQLite's bare "interrupted".
+    """
+    return (tx is not None and tx.interrupted_because is not None
+            and getattr(exc, "sqlite_errorname", None) == "SQLITE_INTERRUPT")
 
 
 def _unreadable_after(tx):

@@ -40,6 +40,8 @@ class Transaction:
         self.ordinal = 0
         self.writes = False
         self.aborted = None
+        #: Why an abort from outside interrupted the statement it ran (see LeaderState.abort_all).
+        self.interrupted_because = None
         self.started_by_savepoint = started_by_savepoint
         self._deferred = deferred
         self.snapshot = None  # (read connection, applied index) once a deferred one read
@@ -161,7 +163,10 @@ class LeaderState:
                 continue
             database = tx.database
             if tx.holds_lock:
-                database.scratch_connection().interrupt()  # a statement it runs now
+                # A statement it runs now fails with SQLITE_INTERRUPT; its
+                # session reports it as this abort (retryable), not as the SQL's error.
+                tx.interrupted_because = reason
+                database.scratch_connection().interrupt()
             # Its client may never come back: free the database now so this
             # node can take transactions again when it leads again.
             tx.abort(reason)

@@ -10,6 +10,7 @@ roll it back, so its next statements ran on the leader's file directly,
 outside Raft, and were applied a second time at its COMMIT.
 """
 
+import threading
 import time
 
 import pytest
@@ -145,3 +146,37 @@ def test_a_node_process_takes_the_idle_timeout_from_its_command_line(tmp_path):
             conn.execute("INSERT INTO t VALUES ('y')")
         assert values(conn) == []
         conn.close()
+
+
+#: Seconds of SQLite work: still running when the abort comes.
+SLOW_READ = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 50000000) SELECT sum(x) FROM c"
+#: Five thousand rows at once, then one every hundred million numbers: its later pages take seconds.
+THINNING_READ = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 500000000) "
+                 "SELECT x, zeroblob(2000) FROM c WHERE x <= 5000 OR x % 100000000 = 0")
+
+
+@pytest.mark.parametrize("running", ["a statement", "a fetch of the next page"])
+def test_a_transaction_whose_statement_runs_as_leadership_is_lost_gets_the_aborts_retryable_error(
+        embedded_node, running):
+    """The abort interrupts the statement; its client used to get SQLite's bare "interrupted",
+    which is not retryable, so a client retrying lost leaders gave up (found by the chaos run)."""
+    conn, reader = connect(embedded_node), connect(embedded_node)
+    conn.execute("CREATE TABLE t (v TEXT)")
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO t VALUES ('in the aborted transaction')")
+    abort = threading.Timer(0.5, embedded_node.leader_state.abort_all, ("leadership was lost (test)",))
+    with pytest.raises(dbapi.OperationalError, match=r"transaction aborted: leadership was lost \(test\)") as raised:
+        if running == "a statement":
+            abort.start()
+            conn.execute(SLOW_READ)
+        else:
+            cursor = conn.execute(THINNING_READ)
+            cursor.fetchmany(10)
+            abort.start()
+            cursor.fetchall()
+    abort.join()
+    assert raised.value.retryable
+    conn.rollback()
+    assert values(reader) == []
+    conn.execute("INSERT INTO t VALUES ('after')")  # the write lock is free again
+    assert values(reader) == ["after"]
