@@ -258,6 +258,17 @@ class Connection:
             if client and client not in self._addresses:
                 self._addresses.append(client)
 
+    def _try_last(self, address):
+        """Connect to ``address`` only once the others failed: it just said goodbye.
+
+        A node that cannot apply entries (a full disk) still accepts
+        connections, for its status: first in the list, it would be where
+        every reconnection lands.
+        """
+        if address in self._addresses and self._addresses[-1] != address:
+            self._addresses.remove(address)
+            self._addresses.append(address)
+
     def _read_locally(self, sql, params):
         """The result of a SELECT read from the replica file on this host, or None to ask the node."""
         with self._turn:
@@ -383,11 +394,14 @@ class Connection:
                 response = self._transport.request(message, raise_errors=False)
             except wire.Refused as refused:
                 # Nothing ran: not an unknown outcome.
-                self._transport = None
                 self._in_tx = False
                 shutting_down = refused.payload.get("retryable", False)
+                if shutting_down:
+                    self._try_last(getattr(self._transport, "address", None))
+                self._transport = None
                 if shutting_down and not in_tx_before and time.monotonic() + delay < deadline:
-                    # A node's goodbye as it stops: run the request on another node.
+                    # A node's goodbye (it stops, or serves no clients now):
+                    # run the request on another node.
                     time.sleep(delay)
                     continue
                 # Otherwise (too large, malformed) retrying cannot help.

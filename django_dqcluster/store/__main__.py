@@ -14,6 +14,7 @@ Examples::
 """
 
 import argparse
+import faulthandler
 import importlib
 import logging
 import signal
@@ -108,6 +109,9 @@ def main(argv=None):
             "the cluster secret can send this node Raft messages, which are pickled)", args.secret_file)
     from .node import Node
 
+    # A crash below Python (a signal from a C library) then leaves its
+    # traceback in the node's log instead of nothing.
+    faulthandler.enable()
     node = Node(config)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -120,7 +124,8 @@ def main(argv=None):
     print(f"node {config.bind} serving clients on {config.client}", flush=True)
     try:
         while not stop.wait(0.5):
-            pass
+            if node.failed:  # logged already; a supervisor should see the process end
+                return 3
     finally:
         node.stop()
     return 0

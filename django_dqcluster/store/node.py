@@ -75,6 +75,9 @@ class Node:
         self._entries_since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._servers_written = None
+        # A full disk fails this write every housekeeping turn (4 a second).
+        self._servers_file_unwritable = raft.RateLimitedWarning(
+            "cannot write the member list ({reason}); restarts use the last one written", interval=60.0)
         self._datadir_lock = DataDirLock(config.data_dir)
         self.started_at = None
 
@@ -172,7 +175,8 @@ class Node:
         # First of all: clients on this host stop reading our files, which
         # stop being kept up to date.
         self.state_machine.databases.withdraw_instance()
-        if self.server is not None and self.engine is not None and not self._stopping.is_set():
+        if (self.server is not None and self.engine is not None and not self._stopping.is_set()
+                and not self.failed):  # a node that stopped on its own has no Raft left to finish with
             still_busy = self.server.drain(self.config.drain_timeout)
             if still_busy:
                 logger.warning("node %s: %d client(s) still busy after %gs; their open transactions roll back",
@@ -289,9 +293,31 @@ class Node:
         raft_members = [self.config.bind] + [n.address for n in self.engine.otherNodes]
         return [{"raft": r, "client": members.get(r)} for r in sorted(set(raft_members))]
 
-    def check_serving(self):
+    def serving_problem(self):
+        """Why this node turns clients away now (their drivers go to another node), or None."""
         if self.state_machine.diverged:
-            raise errors.operational(f"node {self.config.bind} stopped serving: {self.state_machine.diverged}")
+            return self.state_machine.diverged
+        if self.failed:
+            return self.failed
+        stall = getattr(self.engine, "apply_stall", None)
+        if stall is not None and stall.stuck:
+            # Its replica stays behind: strong reads and the answers to
+            # forwarded writes would wait for it.
+            return f"it cannot apply entry {stall.index}: {stall.reason}"
+        return None
+
+    def check_serving(self):
+        problem = self.serving_problem()
+        if problem is not None:
+            # Diverged or stopped: for good. Stuck on an entry: until there is room.
+            for_now = not (self.state_machine.diverged or self.failed)
+            raise errors.StoreError(wire.OPERATIONAL, f"node {self.config.bind} stopped serving: {problem}",
+                                    retryable=for_now)
+
+    @property
+    def failed(self):
+        """Why this node stopped on its own (its Raft journal could not be written), or None."""
+        return getattr(self.engine, "failed", None)
 
     # -- replication --------------------------------------------------------------------------
 
@@ -442,7 +468,7 @@ class Node:
             "durability": self.config.durability,
             "diverged": self.state_machine.diverged,
             "last_checkpoint": self.state_machine.last_checkpoint,
-            "fatal": self.state_machine.fatal,
+            "fatal": self.failed or self.state_machine.fatal,
             "databases": self.state_machine.databases.names(),
             # On the leader: who holds each database's write lock, and for how
             # long (what a writer told "database is locked" waits for).
@@ -504,9 +530,13 @@ class Node:
             return
         path = self.config.servers_file
         tmp = path + ".tmp"
-        with open(tmp, "w") as handle:
-            json.dump(servers, handle)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w") as handle:
+                json.dump(servers, handle)
+            os.replace(tmp, path)
+        except OSError as exc:
+            self._servers_file_unwritable.report(f"{path}: {exc.strerror or exc}")
+            return
         self._servers_written = servers
 
     def _housekeeping(self):

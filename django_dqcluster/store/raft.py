@@ -53,6 +53,7 @@ from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.transport import TCPTransport
 
+from .apply_stall import ApplyStall, EntryNotApplied
 from .cipher import RaftCipher
 
 logger = logging.getLogger("django_dqcluster.store.raft")
@@ -88,6 +89,8 @@ REQUIRED_INSTANCE_ATTRIBUTES = (
     "_SyncObj__connectedNodes",
     "_SyncObj__selfNode",
     "_SyncObj__votedForNodeId",
+    "_SyncObj__commandsWaitingCommit",
+    "_SyncObj__raftLastApplied",
     "_poller",
 )
 REQUIRED_CONNECTION_ATTRIBUTES = (
@@ -101,7 +104,8 @@ REQUIRED_CONNECTION_ATTRIBUTES = (
 )
 REQUIRED_COMMAND_QUEUE_ATTRIBUTES = ("_FastQueue__lock", "_FastQueue__queue")
 REQUIRED_JOURNAL_ATTRIBUTES = ("_FileJournal__metaStorer", "_FileJournal__journalFile")
-REQUIRED_JOURNAL_FILE_ATTRIBUTES = ("_ResizableFile__f",)
+REQUIRED_JOURNAL_FILE_ATTRIBUTES = ("_ResizableFile__f", "_ResizableFile__mm", "_ResizableFile__resizeFactor",
+                                    "_ResizableFile__extand")
 
 # The journal is an mmap, and mmap.flush() holds the GIL for the whole msync
 # (measured: every thread of the node stops for the ~0.5 ms a flush takes
@@ -181,11 +185,59 @@ def _write_durably(path, data):
         os.close(directory)
 
 
+class JournalWriteFailed(OSError):
+    """The Raft journal or its term-and-vote file could not be written (a full disk).
+
+    pysyncobj has already taken the entry into its in-memory log by then, so
+    the node cannot go on as if nothing happened: it stops (see
+    SafeSyncObj.failed), as PostgreSQL stops when it cannot write its WAL.
+    Nothing it acknowledged is lost: an entry is acknowledged after its write.
+    """
+
+
 class FsyncMetaStorer(MetaStorer):
     """Term and vote are promises to other nodes: write them with fsync (pysyncobj only renames)."""
 
     def storeMeta(self, meta):
-        _write_durably(self.getPath(), raft_pickle.dumps(meta))
+        try:
+            _write_durably(self.getPath(), raft_pickle.dumps(meta))
+        except OSError as exc:
+            raise JournalWriteFailed(exc.errno, f"cannot write the Raft term and vote to {self.getPath()}: "
+                                                f"{exc.strerror or exc}") from exc
+
+
+def reserve_before_growing(journal, path):
+    """Make the journal allocate disk blocks before its memory map grows over them.
+
+    pysyncobj grows the journal file with ftruncate and writes it through a
+    memory map: on a full disk the write into the new, unallocated pages
+    kills the process with SIGBUS, with no word in the log. posix_fallocate
+    fails with ENOSPC instead, before anything is written.
+    """
+    journal_file = journal._FileJournal__journalFile
+    write = journal_file.write
+
+    def write_within_reserved_space(offset, values):
+        mapping = journal_file._ResizableFile__mm
+        mapped = len(mapping)
+        size = mapped
+        while offset + len(values) > size:  # the size ResizableFile.write would grow the file to
+            size = max(int(size * journal_file._ResizableFile__resizeFactor), offset + len(values))
+        if size > mapped:
+            try:
+                os.posix_fallocate(journal_file._ResizableFile__f.fileno(), mapped, size - mapped)
+            except OSError as exc:
+                raise JournalWriteFailed(exc.errno, f"cannot grow the Raft journal {path} to {size} bytes: "
+                                                    f"{exc.strerror or exc}") from exc
+            # The file has its new size already, so ResizableFile.write (which
+            # compares with the file's size) would not grow the map: grow it here.
+            try:
+                mapping.resize(size)
+            except (SystemError, OSError):
+                journal_file._ResizableFile__extand(0)  # pysyncobj's own fallback: map the whole file again
+        write(offset, values)
+
+    journal_file.write = write_within_reserved_space
 
 
 _FRAME_LENGTH = struct.Struct("i")
@@ -362,7 +414,8 @@ class SafeSyncObj(SyncObj):
     """pysyncobj with Raft §5.3 restored and the state machine plugged in.
 
     ``apply_entry`` is the only replicated method: its argument is an opaque
-    msgpack payload handed to ``state_machine.apply(payload, index)``.
+    msgpack payload handed to ``state_machine.apply(payload, index)``, which
+    raises :class:`.apply_stall.EntryNotApplied` when it cannot apply it yet.
     """
 
     def __init__(self, self_address, peers, conf, state_machine, *, secret=None, secret_fallbacks=(),
@@ -397,10 +450,15 @@ class SafeSyncObj(SyncObj):
         self._collecting_commands = False
         self._send_after_collecting = False
         self._catching_up = False
+        self.apply_stall = ApplyStall()
+        self._handing_over_for_stall = False
         kwargs.setdefault("transportClass", FlushingTransport)
         super().__init__(self_address, peers, conf, **kwargs)
         check_instance(self)
         self._apply_entry_id = self._methodToID[self._getFuncName("apply_entry")]
+        self.failed = None  # why this node stopped (see _stop_for_journal_write), or None
+        if isinstance(self._SyncObj__raftLog, FileJournal):
+            reserve_before_growing(self._SyncObj__raftLog, conf.journalFile)
         if durable and isinstance(self._SyncObj__raftLog, FileJournal):
             journal = self._SyncObj__raftLog
             journal._FileJournal__metaStorer = FsyncMetaStorer(journal._FileJournal__metaStorer.getPath())
@@ -427,7 +485,24 @@ class SafeSyncObj(SyncObj):
         # appendEntriesPeriod later) carries it anyway; skipping it halves the
         # messages per commit and raised 1-client commits/s by ~50% here.
         # Except when a follower waits for it (announce_commit).
-        SyncObj._SyncObj__applyLogEntries(self)
+        stall = self.apply_stall
+        if not stall.may_retry():
+            return False
+        waiting = self._SyncObj__commandsWaitingCommit
+        callbacks = dict(waiting) if waiting else None
+        try:
+            SyncObj._SyncObj__applyLogEntries(self)
+        except EntryNotApplied as exc:
+            # Raised out of pysyncobj's loop, this would skip the rest of the
+            # tick (heartbeats, reading messages) and log a traceback per
+            # tick. The entries before it are applied; this one is retried
+            # later, and pysyncobj already took its client's callback.
+            index = self._SyncObj__raftLastApplied + 1
+            if callbacks and index in callbacks:
+                waiting[index] = callbacks[index]
+            stall.failed(index, str(exc))
+            return False
+        stall.applied_up_to(self._SyncObj__raftLastApplied)
         announce, self._announce = self._announce, False
         return announce
 
@@ -456,6 +531,7 @@ class SafeSyncObj(SyncObj):
             # Part way through catching up, its log may be longer than another
             # member's and still lack committed entries: it must not lead.
             self._SyncObj__raftElectionDeadline = raft_clock() + self.conf.raftMaxTimeout
+        self._keep_a_stalled_node_from_leading()
         if (self._SyncObj__raftState != _RAFT_STATE.LEADER
                 and self._SyncObj__raftElectionDeadline < raft_clock()
                 and self._SyncObj__transport.ready):
@@ -466,7 +542,11 @@ class SafeSyncObj(SyncObj):
             # (pysyncobj has no pre-vote) and aborts every open transaction.
             self._poller.poll(0)
         term, heard_at = self._SyncObj__raftCurrentTerm, self._heard_from_leader_at
-        result = SyncObj._onTick(self, timeToWait)
+        try:
+            result = SyncObj._onTick(self, timeToWait)
+        except JournalWriteFailed as exc:
+            self._stop_for_journal_write(exc)
+            return None
         # A new term with this node's own vote: it called an election (maybe
         # already won, if the votes arrived within the same tick).
         if (self._SyncObj__raftCurrentTerm > term and self._SyncObj__selfNode is not None
@@ -483,6 +563,37 @@ class SafeSyncObj(SyncObj):
             logger.log(level, "node %s calls an election for term %d: %s",
                        self._SyncObj__selfNode, self._SyncObj__raftCurrentTerm, heard)
         return result
+
+    def _stop_for_journal_write(self, exc):
+        if self.failed is None:
+            self.failed = f"{exc.strerror}; this node stopped: free space on that disk, then start it again"
+            logger.critical("node %s: %s", self._SyncObj__selfNode, self.failed)
+        self.destroy()  # the tick thread ends at its next turn, before any other tick
+        # Their entries are in the log, maybe committed by the others: tell
+        # their clients now that nobody here will know, not at their timeout.
+        waiting = self._SyncObj__commandsWaitingCommit
+        callbacks = [callback for subscribers in waiting.values() for _, callback in subscribers]
+        waiting.clear()
+        for callback in callbacks:
+            callback(None, FAIL_REASON.UNKNOWN_OUTCOME)
+
+    def _keep_a_stalled_node_from_leading(self):
+        # A leader answers from its own state: one that cannot apply (a full
+        # disk) would stall every write of the cluster. Stuck, it hands over to
+        # a follower that can; stalled, it calls no election (it still votes,
+        # so the others keep their majority). Alone, it stays leader: nobody
+        # else could be.
+        stall = self.apply_stall
+        stalled = stall.stalled
+        if stalled and self._SyncObj__raftState != _RAFT_STATE.LEADER:
+            self._SyncObj__raftElectionDeadline = raft_clock() + self.conf.raftMaxTimeout
+        elif stalled and stall.stuck and self._SyncObj__otherNodes and not self._handover_requested:
+            logger.warning("node %s hands leadership over: it cannot apply entry %d",
+                           self._SyncObj__selfNode, self.apply_stall.index)
+            self._handing_over_for_stall = self._handover_requested = True
+        elif not stalled and self._handing_over_for_stall:
+            self._handing_over_for_stall = self._handover_requested = False
+            self._handover_target = None
 
     # -- taking commands --------------------------------------------------------------------
 

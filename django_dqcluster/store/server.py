@@ -17,7 +17,7 @@ import threading
 import time
 
 from .. import wire
-from .session import ANSWERED_LATER, Session
+from .session import ANSWERED_LATER, ANSWERED_WHEN_NOT_SERVING, Session
 
 logger = logging.getLogger("django_dqcluster.store")
 
@@ -122,6 +122,27 @@ class ClientServer:
                    "retry on another node")
         client.sender.send_without_blocking(_refusal(wire.OPERATIONAL, message, retryable=True))
 
+    def _turned_away(self, client, request):
+        """Answer an idle client's request with a goodbye while this node serves none (see Node.serving_problem).
+
+        Its driver then runs the request on another node. Status requests are
+        answered (they say why), and a client in the middle of a transaction
+        or of a result gets the error of each request instead (check_serving).
+        """
+        if request.get("op") in ANSWERED_WHEN_NOT_SERVING:
+            return False
+        problem = self.node.serving_problem()
+        if problem is None:
+            return False
+        with client.lock:
+            session = client.session
+            if client.goodbye_sent or client.answers_due or session.in_transaction or session.results:
+                return False
+            client.goodbye_sent = True
+        message = f"node {self.node.config.bind} serves no clients now: {problem}; retry on another node"
+        client.sender.send_without_blocking(_refusal(wire.OPERATIONAL, message, retryable=True))
+        return True
+
     def _close_listener(self):
         if self._listener is not None:
             try:
@@ -189,6 +210,8 @@ class ClientServer:
                 except wire.ProtocolError as exc:
                     self._refuse(conn, f"malformed request: {exc}", client.sender)
                     return
+                if self._turned_away(client, request):
+                    continue
                 with client.lock:
                     if client.goodbye_sent:
                         # Sent before it read the goodbye, which it takes as

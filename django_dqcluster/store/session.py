@@ -55,6 +55,12 @@ CATCH_UP_FOR_CLIENT = 2.0
 ANSWERED_LATER = object()
 
 
+# Answered by a node that serves no clients now (Node.serving_problem): its
+# status says why, and a driver opens its session before its first request is
+# turned away to another node.
+ANSWERED_WHEN_NOT_SERVING = frozenset({"status", "servers", "ping", "open"})
+
+
 class Session:
     def __init__(self, node, peer="local", read_only=False):
         """``read_only``: the client authenticated with a read-only token (see .read_only)."""
@@ -148,7 +154,7 @@ class Session:
         handler = getattr(self, f"_op_{op}", None) if isinstance(op, str) else None
         if handler is None:
             raise errors.programming(f"unknown request {op!r}")
-        if op not in ("status", "servers", "ping"):
+        if op not in ANSWERED_WHEN_NOT_SERVING:
             self.node.check_serving()
         if self.read_only is not None:
             self.read_only.check_request(op)

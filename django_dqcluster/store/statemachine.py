@@ -29,10 +29,10 @@ import shutil
 import sqlite3
 import struct
 import tempfile
-import time
 
 import msgpack
 
+from .apply_stall import EntryNotApplied
 from .databases import DatabaseSet, applied_ids_at, record_applied
 from .determinism import FixedValues
 
@@ -72,8 +72,11 @@ _ENVIRONMENTAL_ERRORS = {
 }
 
 
-class ApplyFailed(Exception):
-    """This node could not apply an entry for a reason of its own (disk, memory)."""
+class ApplyFailed(EntryNotApplied):
+    """This node could not apply an entry for a reason of its own (disk, memory, its code's age).
+
+    Everything of the entry is rolled back; the engine offers it again (see .apply_stall).
+    """
 
 
 class Diverged(Exception):
@@ -261,11 +264,9 @@ class StateMachine:
             else:
                 result = {}
         except ApplyFailed as exc:
-            # Raising makes pysyncobj retry this same entry on its next tick,
-            # which is what a full disk or a lock left by a deposed leader needs.
+            # The engine offers this same entry again (what a full disk or a
+            # lock left by a deposed leader needs) and logs why, rate-limited.
             self.fatal = str(exc)
-            logger.error("cannot apply entry %d: %s", index, exc)
-            time.sleep(0.05)
             raise
         self.fatal = None
         self._chain(index, entry.get("id", ""))

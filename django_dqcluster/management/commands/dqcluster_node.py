@@ -69,7 +69,8 @@ class Command(BaseCommand):
             self.stdout.flush()
         try:
             while not stop.wait(0.5):
-                pass
+                if node.failed:  # logged already; a supervisor should see the process end
+                    raise CommandError(f"node stopped: {node.failed}", returncode=3)
         finally:
             node.stop()
             if verbosity:
