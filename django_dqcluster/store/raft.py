@@ -217,6 +217,19 @@ def reserve_before_growing(journal, path):
     journal_file = journal._FileJournal__journalFile
     write = journal_file.write
 
+    def reserve(start, size):
+        if size <= start:
+            return
+        try:
+            os.posix_fallocate(journal_file._ResizableFile__f.fileno(), start, size - start)
+        except OSError as exc:
+            raise JournalWriteFailed(exc.errno, f"cannot grow the Raft journal {path} to {size} bytes: "
+                                                f"{exc.strerror or exc}") from exc
+
+    # A journal grown before (by pysyncobj alone) may have holes past its last
+    # entry, where the next entries go: fill them now, while nothing depends on it.
+    reserve(0, len(journal_file._ResizableFile__mm))
+
     def write_within_reserved_space(offset, values):
         mapping = journal_file._ResizableFile__mm
         mapped = len(mapping)
@@ -224,11 +237,7 @@ def reserve_before_growing(journal, path):
         while offset + len(values) > size:  # the size ResizableFile.write would grow the file to
             size = max(int(size * journal_file._ResizableFile__resizeFactor), offset + len(values))
         if size > mapped:
-            try:
-                os.posix_fallocate(journal_file._ResizableFile__f.fileno(), mapped, size - mapped)
-            except OSError as exc:
-                raise JournalWriteFailed(exc.errno, f"cannot grow the Raft journal {path} to {size} bytes: "
-                                                    f"{exc.strerror or exc}") from exc
+            reserve(mapped, size)
             # The file has its new size already, so ResizableFile.write (which
             # compares with the file's size) would not grow the map: grow it here.
             try:
@@ -540,7 +549,11 @@ class SafeSyncObj(SyncObj):
             # CPU), the leader's heartbeats are waiting in its sockets: read
             # them first, or it calls an election that deposes a healthy leader
             # (pysyncobj has no pre-vote) and aborts every open transaction.
-            self._poller.poll(0)
+            try:
+                self._poller.poll(0)
+            except JournalWriteFailed as exc:  # a message's entries could not be written
+                self._stop_for_journal_write(exc)
+                return None
         term, heard_at = self._SyncObj__raftCurrentTerm, self._heard_from_leader_at
         try:
             result = SyncObj._onTick(self, timeToWait)

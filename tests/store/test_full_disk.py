@@ -196,3 +196,17 @@ def test_an_embedded_node_that_stopped_answers_its_process_queries_with_the_reas
         assert "No space left on device" in node.status()["fatal"]
     finally:
         node.stop()
+
+
+def test_the_journal_fills_the_holes_an_older_version_left_before_writing_into_them(tmp_path):
+    path = str(tmp_path / "raft.journal")
+    conf = SyncObjConf(autoTick=False, appendEntriesUseBatch=False, journalFile=path)
+    SafeSyncObj("127.0.0.1:2", [], conf, NoStateMachine(), durable=False,
+                transportClass=RecordingTransport)._SyncObj__raftLog._destroy()
+    os.truncate(path, 1 << 20)  # what pysyncobj's growth leaves: a sparse tail
+    assert os.stat(path).st_blocks * 512 < 1 << 20
+
+    engine = SafeSyncObj("127.0.0.1:2", [], conf, NoStateMachine(), durable=False, transportClass=RecordingTransport)
+
+    assert os.stat(path).st_blocks * 512 >= 1 << 20
+    engine._SyncObj__raftLog._destroy()
