@@ -89,6 +89,9 @@ class Connection:
         self._local_results = weakref.WeakSet()  # local reads still stepping (see .replica)
         self._transport = None
         self._in_tx = False
+        # The savepoint whose SAVEPOINT began the open transaction (releasing
+        # it commits, as in SQLite), or None when BEGIN did.
+        self._outer_savepoint = None
         # Set when an interruption ended the transaction (see _interrupted): the
         # name of what interrupted it, until the caller rolls back.
         self._interrupted_tx = None
@@ -328,8 +331,34 @@ class Connection:
             except BaseException as error:
                 # An interrupted COMMIT ends the transaction either way (its
                 # outcome unknown, like that of any write interrupted).
-                self._interrupted(error, in_tx and _control_of(message) != statements.COMMIT)
+                self._interrupted(error, in_tx and not self._may_commit(message))
                 raise
+
+    def _may_commit(self, message):
+        """Could this request, in the open transaction, commit it?
+
+        A COMMIT (request or statement, alone or in a script), or the RELEASE
+        of the savepoint that began the transaction. Lost on its way, its
+        outcome is unknown; any other request's, the transaction rolled back.
+        """
+        op = message.get("op")
+        if op == "commit":
+            return True
+        if op == "exec":
+            sqls = [message.get("sql") or ""]
+        elif op == "script":
+            sqls = statements.split_script(message.get("sql") or "")
+        else:
+            return False
+        outer = self._outer_savepoint
+        for sql in sqls:
+            control = transaction_control(sql)
+            if control == statements.COMMIT:
+                return True
+            if (control == statements.RELEASE and outer is not None
+                    and statements.savepoint_name(sql).lower() == outer.lower()):
+                return True
+        return False
 
     def _interrupted(self, error, in_tx):
         """An exception not of the driver's making (Ctrl-C, a task's time limit) stopped a request.
@@ -431,7 +460,7 @@ class Connection:
                     self._transport.close()
                     self._transport = None
                 self._in_tx = False
-                if in_tx_before and message.get("op") == "commit":
+                if in_tx_before and self._may_commit(message):
                     raise exc.operational(
                         f"lost the connection to the store during COMMIT ({error}); "
                         "the transaction's outcome is unknown", unknown_outcome=True,
@@ -454,6 +483,8 @@ class Connection:
                     raise
             else:
                 self._in_tx = bool(response.get("in_tx"))
+                if self._in_tx and not in_tx_before:
+                    self._outer_savepoint = _savepoint_beginning(message)
                 if response.get("ok"):
                     index = response.get("index")
                     if type(index) is int and index > self._written_index:
@@ -468,6 +499,16 @@ class Connection:
             # retry every 0.1 s at most finds the new leader soon after it is
             # elected, where 0.5 s steps added up to half a second to a failover.
             delay = min(delay * 2, 0.1)
+
+
+def _savepoint_beginning(message):
+    """The savepoint a request's first statement opens, if it is a SAVEPOINT (else None)."""
+    sql = message.get("sql") or ""
+    if message.get("op") == "script":
+        sql = next(iter(statements.split_script(sql)), "")
+    if transaction_control(sql) == statements.SAVEPOINT:
+        return statements.savepoint_name(sql)
+    return None
 
 
 def _control_of(message):
