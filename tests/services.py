@@ -14,3 +14,15 @@ def service_unavailable(message):
     if os.environ.get("CI"):
         pytest.fail(f"{message} (.ci/run starts it; CI does not skip tests for a missing service)")
     pytest.skip(message)
+
+
+def reachable_redis(url):
+    """A Redis client of ``url`` that answered a ping (else the test skips, or fails in CI)."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as error:
+        client.close()
+        service_unavailable(f"Redis unreachable at {url}: {error}")
+    return client

@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from django_dqcluster.store.local_cluster import LocalCluster
-from tests.services import service_unavailable
+from tests.services import reachable_redis
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -34,14 +34,7 @@ RESULT_WAIT = 60
 
 @pytest.fixture(scope="module")
 def redis_url():
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as error:
-        service_unavailable(f"Redis unreachable at {REDIS_URL}: {error}")
-    finally:
-        client.close()
+    reachable_redis(REDIS_URL).close()
     return REDIS_URL
 
 

@@ -30,7 +30,7 @@ import uuid
 
 import pytest
 
-from tests.services import service_unavailable
+from tests.services import reachable_redis
 
 from .conftest import REPO_ROOT, Host
 
@@ -41,12 +41,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def redis_client():
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as error:
-        service_unavailable(f"Redis unreachable at {REDIS_URL}: {error}")
+    client = reachable_redis(REDIS_URL)
     yield client
     client.close()
 

@@ -89,32 +89,24 @@ def test_a_script_that_commits_lost_on_its_way_has_an_unknown_outcome(node, conn
     assert rows(node) == [(2,)]
 
 
-def test_releasing_an_inner_savepoint_lost_on_its_way_rolled_the_transaction_back(node, conn, monkeypatch):
-    conn.execute("SAVEPOINT outer_one")
-    conn.execute("SAVEPOINT inner_one")
+@pytest.mark.parametrize("begin, release", [
+    (["SAVEPOINT outer_one", "SAVEPOINT inner_one"], "RELEASE inner_one"),
+    (["BEGIN", "SAVEPOINT outer_one"], "RELEASE outer_one"),  # BEGIN began it: only COMMIT commits
+])
+def test_a_release_that_does_not_commit_lost_on_its_way_rolled_the_transaction_back(
+        node, conn, monkeypatch, begin, release):
+    for statement in begin:
+        conn.execute(statement)
     conn.execute("INSERT INTO t VALUES (3)")
     losing_the_answer(conn, monkeypatch)
 
     with pytest.raises(dbapi.OperationalError) as lost:
-        conn.execute("RELEASE inner_one")
+        conn.execute(release)
 
     assert lost.value.retryable and not lost.value.unknown_outcome
     assert "rolled back" in str(lost.value)
     wait_for(lambda: not node.status()["write_locks"], 10, "the node rolled the transaction back")
     assert rows(node) == []
-
-
-def test_a_transaction_begun_with_begin_does_not_commit_on_releasing_a_savepoint_of_that_name(
-        node, conn, monkeypatch):
-    conn.execute("BEGIN")
-    conn.execute("SAVEPOINT outer_one")
-    conn.execute("INSERT INTO t VALUES (4)")
-    losing_the_answer(conn, monkeypatch)
-
-    with pytest.raises(dbapi.OperationalError) as lost:
-        conn.execute("RELEASE outer_one")
-
-    assert lost.value.retryable and not lost.value.unknown_outcome
 
 
 def test_an_interrupted_commit_statement_ends_the_transaction_as_commit_does(node, conn, monkeypatch):

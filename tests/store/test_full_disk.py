@@ -72,6 +72,15 @@ def small_disks(tmp_path):
         unmount(path)
 
 
+def create_blob_table(cluster):
+    """Create the table the tests fill; every node's client address."""
+    everyone = [node.client for node in cluster.nodes]
+    conn = dbapi.connect(everyone, secret=cluster.secret, isolation_level=None, timeout=30)
+    conn.execute("CREATE TABLE blob (id INTEGER PRIMARY KEY, b BLOB)")
+    conn.close()
+    return everyone
+
+
 def insert_rows(addresses, secret, first, count):
     """Insert rows ``first``..; retry a write of unknown outcome under its own id."""
     conn = dbapi.connect(addresses, secret=secret, isolation_level=None, timeout=30)
@@ -96,10 +105,7 @@ def test_a_leader_whose_sqlite_disk_fills_hands_over_retries_quietly_and_catches
     for node in cluster.nodes:
         small_disks(os.path.join(node.data_dir, "db"))
     with cluster:
-        everyone = [node.client for node in cluster.nodes]
-        conn = dbapi.connect(everyone, secret=cluster.secret, isolation_level=None, timeout=30)
-        conn.execute("CREATE TABLE blob (id INTEGER PRIMARY KEY, b BLOB)")
-        conn.close()
+        everyone = create_blob_table(cluster)
         stalled = cluster.leader()
         sqlite_dir = os.path.join(stalled.data_dir, "db")
         fill(sqlite_dir, leave_free=3 * ROW)
@@ -137,10 +143,7 @@ def test_a_follower_whose_journal_disk_fills_stops_naming_it_and_catches_up_once
     for node in cluster.nodes:
         small_disks(node.data_dir)
     with cluster:
-        everyone = [node.client for node in cluster.nodes]
-        conn = dbapi.connect(everyone, secret=cluster.secret, isolation_level=None, timeout=30)
-        conn.execute("CREATE TABLE blob (id INTEGER PRIMARY KEY, b BLOB)")
-        conn.close()
+        create_blob_table(cluster)
         leader = cluster.leader()
         full = next(node for node in cluster.nodes if node is not leader)
         fill(full.data_dir, leave_free=ROW)
