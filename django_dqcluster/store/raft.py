@@ -69,6 +69,7 @@ REQUIRED_SYNCOBJ_ATTRIBUTES = (
     "_SyncObj__getEntries",
     "_SyncObj__getCurrentLogIndex",
     "_SyncObj__applyLogEntries",
+    "_SyncObj__onNodeDisconnected",
     "_getFuncName",
 )
 REQUIRED_INSTANCE_ATTRIBUTES = (
@@ -91,6 +92,7 @@ REQUIRED_INSTANCE_ATTRIBUTES = (
     "_SyncObj__votedForNodeId",
     "_SyncObj__commandsWaitingCommit",
     "_SyncObj__raftLastApplied",
+    "_SyncObj__serializer",
     "_poller",
 )
 REQUIRED_CONNECTION_ATTRIBUTES = (
@@ -525,6 +527,15 @@ class SafeSyncObj(SyncObj):
         committed with the next entry or heartbeat, up to appendEntriesPeriod later.
         """
         self._announce = True
+
+    def _SyncObj__onNodeDisconnected(self, node):
+        # pysyncobj keeps a snapshot transfer's place across a dropped
+        # connection: the chunk whose send found it dead is lost, and once
+        # reconnected the transfer went on after it, so the follower stitched
+        # a file with a hole (found by the chaos run: "snapshot file is
+        # truncated"). The next transfer starts from the first chunk.
+        self._SyncObj__serializer.cancelTransmisstion(node)
+        SyncObj._SyncObj__onNodeDisconnected(self, node)
 
     def _SyncObj__sendAppendEntries(self):
         if self._collecting_commands:

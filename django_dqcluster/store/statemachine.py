@@ -510,6 +510,9 @@ class StateMachine:
                 "cluster": sorted(node.address for node in cluster),
             },
             "dbs": {},
+            # Checked before anything is installed (see _verify_snapshot); a
+            # node of an older release ignores the key.
+            "sha256": {},
         }
         with tempfile.TemporaryDirectory(dir=self.data_dir, prefix=SNAPSHOT_SCRATCH) as scratch:
             copies = []
@@ -523,6 +526,8 @@ class StateMachine:
                 finally:
                     dest.close()
                 header["dbs"][name] = database.applied_index
+                with open(copy_path, "rb") as copy:
+                    header["sha256"][name] = hashlib.file_digest(copy, "sha256").digest()
                 copies.append((name, copy_path))
             with open(filename, "wb") as out:
                 _write_block(out, msgpack.packb(header, use_bin_type=True))
@@ -537,7 +542,12 @@ class StateMachine:
                     os.fsync(out.fileno())
 
     def read_snapshot(self, filename, make_node):
-        """Install a snapshot's databases where they are newer than ours; return pysyncobj's data."""
+        """Install a snapshot's databases where they are newer than ours; return pysyncobj's data.
+
+        A damaged file (one a transfer lost bytes of) installs nothing: it is
+        read through once and checked before the first database is replaced.
+        """
+        _verify_snapshot(filename)
         with open(filename, "rb") as src:
             header = msgpack.unpackb(_read_block(src), raw=False, strict_map_key=False)
             if header.get("format") != SNAPSHOT_FORMAT:
@@ -586,6 +596,40 @@ def _remove_scratch_left_behind(data_dir):
     for entry in entries:
         if entry.startswith((SNAPSHOT_SCRATCH, INSTALL_SCRATCH)):
             shutil.rmtree(os.path.join(data_dir, entry), ignore_errors=True)
+
+
+def _verify_snapshot(filename):
+    """ValueError naming what is wrong if the snapshot file is not whole: its sizes and checksums."""
+    with open(filename, "rb") as src:
+        try:
+            header = msgpack.unpackb(_read_block(src), raw=False, strict_map_key=False)
+            checksums = header.get("sha256") or {}
+            for _ in header["dbs"]:
+                name = _read_block(src).decode()
+                (size,) = struct.unpack(">Q", src.read(8))
+                digest = _digest_of_next(src, size)
+                expected = checksums.get(name)
+                if expected is not None and digest.digest() != bytes(expected):
+                    raise ValueError(f"database {name!r} in it does not match its checksum")
+        except (struct.error, UnicodeDecodeError, msgpack.UnpackException, ValueError, KeyError,
+                TypeError, AttributeError) as exc:
+            raise ValueError(f"snapshot file {filename} is damaged ({exc}); nothing of it was installed") from None
+        if src.read(1):
+            raise ValueError(f"snapshot file {filename} is damaged (bytes after its last database); "
+                             "nothing of it was installed")
+
+
+def _digest_of_next(src, size):
+    """The SHA-256 of the next ``size`` bytes of ``src``; ValueError if it has fewer."""
+    digest = hashlib.sha256()
+    remaining = size
+    while remaining:
+        chunk = src.read(min(remaining, 1 << 20))
+        if not chunk:
+            raise ValueError("it ends inside a database's copy")
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return digest
 
 
 def _write_block(out, data):

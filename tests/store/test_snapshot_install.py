@@ -171,3 +171,94 @@ def test_copies_left_by_a_node_killed_while_it_wrote_or_installed_a_snapshot_are
     StateMachine(str(data_dir)).close()
 
     assert sorted(entry.name for entry in data_dir.iterdir()) == ["db", "raft.journal"]
+
+
+# -- a damaged snapshot file ---------------------------------------------------------------------
+
+def two_database_snapshot(tmp_path, applied_index=50):
+    """A leader snapshot holding ``default`` (ROWS items) and ``second`` (one table)."""
+    filename = leader_snapshot(tmp_path, applied_index)
+    leader = StateMachine(str(tmp_path / "leader"))
+    try:
+        conn = leader.databases.get("second").apply_connection()
+        conn.execute("BEGIN")
+        conn.execute("CREATE TABLE second_item (v)")
+        record_applied(conn, "second", applied_index)
+        conn.execute("COMMIT")
+        leader.databases.get("second").applied_index = leader.last_index = applied_index
+        entry = (b"", applied_index, 1)
+        leader.write_snapshot(filename, (entry, (b"", applied_index - 1, 1), []))
+    finally:
+        leader.close()
+    return filename
+
+
+def database_names(replica):
+    return sorted(replica.databases.names())
+
+
+@pytest.mark.parametrize("damage", ["a chunk lost in the middle", "cut short"])
+def test_a_snapshot_file_with_bytes_lost_installs_nothing_and_says_it_is_damaged(tmp_path, damage):
+    filename = two_database_snapshot(tmp_path)
+    with open(filename, "rb") as src:
+        whole = src.read()
+    middle = len(whole) // 3  # inside the first database's copy
+    damaged = whole[:middle] + whole[middle + 4096:] if damage == "a chunk lost in the middle" else whole[:-100]
+    with open(filename, "wb") as out:
+        out.write(damaged)
+    replica = replica_holding(tmp_path, "old", applied_index=10)
+    try:
+        with pytest.raises(ValueError, match=r"snapshot file .* is damaged .*nothing of it was installed"):
+            replica.read_snapshot(filename, lambda address: address)
+
+        assert sound_contents(replica.databases.path_for("default")) == (1, "old")
+        assert database_names(replica) == ["default"]
+    finally:
+        replica.close()
+
+
+def test_a_snapshot_file_from_a_release_without_checksums_still_installs(tmp_path):
+    import msgpack
+
+    filename = two_database_snapshot(tmp_path)
+    with open(filename, "rb") as src:
+        header = msgpack.unpackb(statemachine._read_block(src), raw=False, strict_map_key=False)
+        rest = src.read()
+    assert set(header["sha256"]) == {"default", "second"}
+    del header["sha256"]
+    with open(filename, "wb") as out:
+        statemachine._write_block(out, msgpack.packb(header, use_bin_type=True))
+        out.write(rest)
+    replica = replica_holding(tmp_path, "old", applied_index=10)
+    try:
+        replica.read_snapshot(filename, lambda address: address)
+
+        assert sound_contents(replica.databases.path_for("default")) == (ROWS, f"item {ROWS - 1:04d}")
+        assert database_names(replica) == ["default", "second"]
+    finally:
+        replica.close()
+
+
+def test_a_transfer_broken_by_a_dropped_connection_starts_again_from_the_first_chunk(tmp_path):
+    """pysyncobj would go on after the chunk the dead connection lost: the follower's file would have a hole."""
+    from pysyncobj import SyncObjConf
+    from pysyncobj.node import TCPNode
+
+    from django_dqcluster.store.raft import SafeSyncObj
+
+    from .test_raft_safety import NoStateMachine, RecordingTransport
+
+    dump = tmp_path / "raft.snapshot"
+    dump.write_bytes(b"x" * 10_000)
+    follower = TCPNode("127.0.0.1:3")
+    engine = SafeSyncObj("127.0.0.1:2", [follower.address],
+                         SyncObjConf(autoTick=False, appendEntriesUseBatch=False, fullDumpFile=str(dump),
+                                     logCompactionBatchSize=1_000),
+                         NoStateMachine(), durable=False, transportClass=RecordingTransport)
+    serializer = engine._SyncObj__serializer
+    assert serializer.getTransmissionData(follower)[1], "the first chunk"
+    assert not serializer.getTransmissionData(follower)[1]
+
+    engine._SyncObj__onNodeDisconnected(follower)
+
+    assert serializer.getTransmissionData(follower)[1], "after a reconnection, the first chunk again"
