@@ -381,7 +381,7 @@ class Node:
                 return
             # REQUEST_DENIED: a previous change is not committed yet; retry.
             if box["error"] != FAIL_REASON.REQUEST_DENIED or time.monotonic() > deadline:
-                raise errors.operational(f"membership change for {raft_address} failed (pysyncobj error {box['error']})")
+                raise _membership_failure(raft_address, box["error"])
             time.sleep(0.1)
 
     def _members_via(self, client_address):
@@ -562,6 +562,21 @@ class Node:
                 logger.debug("housekeeping: %s", exc)
             except Exception:  # keep the thread alive: it is what makes the node discoverable
                 logger.exception("housekeeping failed")
+
+
+def _membership_failure(raft_address, reason):
+    """The client's error for a membership change pysyncobj failed with ``reason``: retryable if not applied."""
+    if reason == FAIL_REASON.REQUEST_DENIED:  # after retrying it for the whole timeout
+        return errors.operational(f"membership change for {raft_address} was refused by the leader until the "
+                                  "timeout (is it a member already, or not one any more? dqcluster_members lists "
+                                  "them)")
+    if reason in raft.NOT_APPLIED:
+        return errors.retryable(f"membership change for {raft_address} was not applied: "
+                                f"{raft.NOT_APPLIED[reason]}; retry it")
+    if reason in raft.OUTCOME_UNKNOWN:
+        return errors.unknown_outcome(f"membership change for {raft_address}: {raft.OUTCOME_UNKNOWN[reason]}; "
+                                      "list the members to see whether it happened")
+    return errors.operational(f"membership change for {raft_address} failed (pysyncobj error {reason})")
 
 
 class PendingEntry:

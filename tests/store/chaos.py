@@ -332,14 +332,27 @@ class Nemesis:
         # and is removed again (then stopped, as an operator would).
         newcomer = self.cluster.add_node()
         time.sleep(self.rng.uniform(0.3, 2.0))
-        conn = self.cluster.leader().connect(timeout=CLIENT_TIMEOUT)
-        try:
-            conn.remove_member(newcomer.raft)
-        finally:
-            conn.close()
+        self._remove(newcomer)
         newcomer.stop()
         self.cluster.nodes.remove(newcomer)
         return newcomer
+
+    def _remove(self, member, attempts=5):
+        # As an operator would: an election in the middle (the leader was
+        # just stopped) leaves the outcome unknown; look, and try again.
+        for attempt in range(attempts):
+            conn = self.cluster.leader().connect(timeout=CLIENT_TIMEOUT)
+            try:
+                if not any(m["raft"] == member.raft for m in conn.status()["members"]):
+                    return
+                conn.remove_member(member.raft)
+                return
+            except dbapi.OperationalError as error:
+                if not (error.retryable or error.unknown_outcome) or attempt == attempts - 1:
+                    raise
+                self.log(f"removing {member.raft}: {error}; again")
+            finally:
+                conn.close()
 
     def check_alive(self):
         for node in self.cluster.nodes:

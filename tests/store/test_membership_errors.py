@@ -1,0 +1,33 @@
+"""A membership change pysyncobj failed: the client learns whether to retry it, in words.
+
+Found by a chaos run: a removal that met an election ended in "failed (pysyncobj
+error 2)", not retryable, where nothing had been applied and a retry through the
+new leader would do.
+"""
+
+from pysyncobj import FAIL_REASON
+
+from django_dqcluster import wire
+from django_dqcluster.store.node import _membership_failure
+
+
+def test_a_change_that_met_no_leader_is_retryable_and_says_why():
+    error = _membership_failure("127.0.0.1:7004", FAIL_REASON.MISSING_LEADER)
+
+    assert error.kind == wire.OPERATIONAL and error.retryable and not error.unknown_outcome
+    assert error.message == ("membership change for 127.0.0.1:7004 was not applied: the cluster has no leader "
+                             "right now; retry it")
+
+
+def test_a_change_in_flight_when_the_leader_changed_has_an_unknown_outcome():
+    error = _membership_failure("127.0.0.1:7004", FAIL_REASON.LEADER_CHANGED)
+
+    assert error.unknown_outcome and not error.retryable
+    assert "the leader changed while the entry was in flight" in error.message
+
+
+def test_a_change_the_leader_kept_refusing_is_not_retried_and_says_what_to_check():
+    error = _membership_failure("127.0.0.1:7004", FAIL_REASON.REQUEST_DENIED)
+
+    assert not error.retryable and not error.unknown_outcome
+    assert "refused by the leader" in error.message and "dqcluster_members" in error.message
