@@ -622,13 +622,8 @@ def _verify_snapshot(filename):
 def _digest_of_next(src, size):
     """The SHA-256 of the next ``size`` bytes of ``src``; ValueError if it has fewer."""
     digest = hashlib.sha256()
-    remaining = size
-    while remaining:
-        chunk = src.read(min(remaining, 1 << 20))
-        if not chunk:
-            raise ValueError("it ends inside a database's copy")
+    for chunk in _next_chunks(src, size):
         digest.update(chunk)
-        remaining -= len(chunk)
     return digest
 
 
@@ -643,12 +638,18 @@ def _read_block(src):
 
 
 def _copy_exactly(src, out, size):
+    for chunk in _next_chunks(src, size):
+        out.write(chunk)
+
+
+def _next_chunks(src, size):
+    """The next ``size`` bytes of ``src``, a MiB at a time; ValueError if it has fewer."""
     remaining = size
     while remaining:
         chunk = src.read(min(remaining, 1 << 20))
         if not chunk:
-            raise ValueError("snapshot file is truncated")
-        out.write(chunk)
+            raise ValueError("the snapshot file ends inside a database's copy")
+        yield chunk
         remaining -= len(chunk)
 
 
