@@ -373,7 +373,6 @@ class FlushingTransport(TCPTransport):
 
     flush_journal = None  # set by SafeSyncObj in fsync mode
     _next_keepalive = 0.0
-    _snapshot_offsets = None  # node -> bytes of the snapshot transfer to it sent so far
 
     def _onTick(self):
         super()._onTick()
@@ -417,31 +416,9 @@ class FlushingTransport(TCPTransport):
             echo = getattr(engine, "_lease_echo", None)
             if echo is not None:
                 message = dict(message, lease_echo=echo)
-        elif kind == "append_entries":
-            if getattr(engine, "_lease_enabled", False):
-                message = dict(message, lease_ts=monotonic())
-            if message.get("serialized") is not None:
-                if self._snapshot_offsets is None:
-                    self._snapshot_offsets = {}
-                message = stamp_snapshot_offset(self._snapshot_offsets, node, message)
+        elif kind == "append_entries" and getattr(engine, "_lease_enabled", False):
+            message = dict(message, lease_ts=monotonic())
         return super().send(node, message)
-
-
-def stamp_snapshot_offset(offsets, node, message):
-    """``message`` (a snapshot transfer's chunk to ``node``) with the offset of its data.
-
-    ``offsets`` holds, per node, where the transfer under way has got to. The
-    follower checks that each chunk starts where the last one ended (see
-    SafeSyncObj._snapshot_chunk_in_order).
-    """
-    data, is_first, _ = message["serialized"]
-    if is_first:
-        offsets[node] = 0
-    offset = offsets.get(node)
-    if offset is None:
-        return message
-    offsets[node] = offset + len(data)
-    return dict(message, serialized_offset=offset)
 
 
 class SafeSyncObj(SyncObj):
@@ -811,9 +788,6 @@ class SafeSyncObj(SyncObj):
                 self._lease_echo = message["lease_ts"]
             if "prevLogIdx" in message:
                 message = self._keep_matching_entries(message)
-            if message.get("serialized") is not None and not self._snapshot_chunk_in_order(node, message):
-                # Still the leader's message (it postpones the election), minus the chunk.
-                message = dict(message, serialized=None)
             if self._catching_up:
                 self._catch_up_with(message)
                 result = SyncObj._SyncObj__onMessageReceived(self, node, message)
@@ -827,39 +801,6 @@ class SafeSyncObj(SyncObj):
             if message.get("success") and not message.get("reset"):
                 return self._accept_acknowledgement(node, message)
         return SyncObj._SyncObj__onMessageReceived(self, node, message)
-
-    _snapshot_received = None  # bytes of the snapshot transfer under way taken in order, or None
-
-    def _snapshot_chunk_in_order(self, node, message):
-        """Does this chunk of a snapshot transfer start where the last one ended?
-
-        The leader stamps each chunk with its offset (FlushingTransport). A
-        chunk lost with a dropped connection (the leader may never hear of
-        that drop, when the follower's new connection replaces the old one)
-        leaves a hole: the rest of that transfer is refused, the follower's
-        log then stays short, and the leader starts over from the first
-        chunk. A leader of an older release stamps nothing: its chunks pass.
-        """
-        offset = message.get("serialized_offset")
-        if offset is None:
-            return True
-        data, is_first, _ = message["serialized"]
-        if is_first:
-            self._snapshot_received = 0
-        if offset != self._snapshot_received:
-            if self._snapshot_received is not None:
-                logger.warning("a snapshot transfer from %s lost a chunk (this one starts at byte %d, the last "
-                               "ended at %d): refusing the rest of it; the leader starts it over",
-                               node, offset, self._snapshot_received)
-                serializer = self._SyncObj__serializer
-                incoming = serializer._Serializer__incomingTransmissionFile
-                if incoming is not None:
-                    incoming.close()
-                    serializer._Serializer__incomingTransmissionFile = None  # pysyncobj refuses further chunks
-            self._snapshot_received = None
-            return False
-        self._snapshot_received += len(data)
-        return True
 
     def _accept_acknowledgement(self, node, message):
         """Let a follower's success reply advance its next index, never rewind it.
