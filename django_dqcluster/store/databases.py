@@ -199,6 +199,23 @@ class Database:
         self.apply_connection()
         return self.applied_index
 
+    def pinned_reader(self):
+        """A connection of its own inside a read transaction: this database as of now, until closed.
+
+        A snapshot is copied through it on another thread while the Raft
+        thread goes on applying entries: WAL keeps the pages it reads.
+        """
+        self.apply_connection()  # the file and its bookkeeping tables exist
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=self._busy_timeout)
+        try:
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # takes the read snapshot now
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def replace_contents(self, source_path):
         """Make this database a copy of the SQLite file ``source_path`` (a snapshot's), in one transaction.
 

@@ -189,6 +189,9 @@ class Node:
             self.server.stop()
         if self.engine is not None:
             self.engine.destroy_synchronous()
+            # A snapshot still being written would be put in place after the
+            # data directory is released, under a node started on it next.
+            self.engine.finish_snapshot_writing(timeout=10.0)
         self.leader_state.abort_all("the node is shutting down")
         self.state_machine.close()
         self._datadir_lock.release()

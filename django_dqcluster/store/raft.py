@@ -55,6 +55,8 @@ from pysyncobj.transport import TCPTransport
 
 from .apply_stall import ApplyStall, EntryNotApplied
 from .cipher import RaftCipher
+from .send_queue import SendQueue
+from .snapshot_files import SnapshotFiles
 
 logger = logging.getLogger("django_dqcluster.store.raft")
 
@@ -70,6 +72,9 @@ REQUIRED_SYNCOBJ_ATTRIBUTES = (
     "_SyncObj__getCurrentLogIndex",
     "_SyncObj__applyLogEntries",
     "_SyncObj__onNodeDisconnected",
+    "_SyncObj__loadDumpFile",
+    "_SyncObj__deleteEntriesTo",
+    "_SyncObj__generateRaftTimeout",
     "_getFuncName",
 )
 REQUIRED_INSTANCE_ATTRIBUTES = (
@@ -101,6 +106,7 @@ REQUIRED_CONNECTION_ATTRIBUTES = (
     "_TcpConnection__writeBuffer",
     "_TcpConnection__readBuffer",
     "_TcpConnection__processRead",
+    "_TcpConnection__processSend",
     "_TcpConnection__socket",
     "_TcpConnection__recvBufferSize",
 )
@@ -266,6 +272,7 @@ class UncompressedConnection(TcpConnection):
     """
 
     last_sent = 0.0  # monotonic(); read by FlushingTransport's keepalive
+    drops = 0  # times this connection dropped (see .snapshot_files)
 
     def send(self, message):
         self.last_sent = monotonic()
@@ -274,8 +281,30 @@ class UncompressedConnection(TcpConnection):
         data = pickle.dumps(message, _PICKLE_PROTOCOL)
         if self.encryptor:
             data = self.encryptor.encrypt_at_time(data, 0)
-        self._TcpConnection__writeBuffer += _FRAME_LENGTH.pack(len(data)) + data
+        waiting = self._TcpConnection__writeBuffer
+        if not isinstance(waiting, SendQueue):  # pysyncobj resets it to bytes() on (re)connecting
+            waiting = self._TcpConnection__writeBuffer = SendQueue(waiting)
+        waiting.append(_FRAME_LENGTH.pack(len(data)) + data)
         self._TcpConnection__trySendBuffer()
+
+    def _TcpConnection__processSend(self):
+        # pysyncobj's, sending from a SendQueue: True while the socket takes more.
+        waiting = self._TcpConnection__writeBuffer
+        if not waiting:
+            return False
+        if not isinstance(waiting, SendQueue):
+            waiting = self._TcpConnection__writeBuffer = SendQueue(waiting)
+        try:
+            return waiting.send_to(self._TcpConnection__socket) > 0
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                self.disconnect()
+            return False
+
+    def disconnect(self):
+        if self.state != CONNECTION_STATE.DISCONNECTED:
+            self.drops += 1
+        super().disconnect()
 
     def _TcpConnection__processRead(self):
         # pysyncobj reads until recv raises EAGAIN and asks the socket for a
@@ -464,6 +493,15 @@ class SafeSyncObj(SyncObj):
         self.apply_stall = ApplyStall()
         self._handing_over_for_stall = False
         kwargs.setdefault("transportClass", FlushingTransport)
+        self._snapshot_files = None
+        self._held_transfers = {}  # node -> its next index, during one round of sends
+        if conf.fullDumpFile and conf.serializer and hasattr(state_machine, "begin_snapshot"):
+            # Put in place of pysyncobj's by the Raft thread (see _onTick).
+            self._snapshot_files = SnapshotFiles(
+                conf.fullDumpFile, conf.logCompactionBatchSize, begin=state_machine.begin_snapshot,
+                load=self._load_snapshot, link_to=self._link_to, hold=self._hold_transfer, durable=durable,
+            )
+        self._loading_at_start = False
         super().__init__(self_address, peers, conf, **kwargs)
         check_instance(self)
         self._apply_entry_id = self._methodToID[self._getFuncName("apply_entry")]
@@ -528,6 +566,39 @@ class SafeSyncObj(SyncObj):
         """
         self._announce = True
 
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def _link_to(self, node):
+        return getattr(self._SyncObj__transport, "_connections", {}).get(node)
+
+    def _SyncObj__loadDumpFile(self, clearJournal):
+        self._loading_at_start = not clearJournal
+        try:
+            SyncObj._SyncObj__loadDumpFile(self, clearJournal)
+        finally:
+            self._loading_at_start = False
+
+    def _load_snapshot(self, filename):
+        entry1, entry0, cluster = self.conf.deserializer(filename)
+        if self._loading_at_start:
+            # The snapshot file is put in place before the log before it is
+            # cut: a node stopped in between finds a log that goes on past
+            # the snapshot, and pysyncobj, seeing it does not start at the
+            # snapshot, would throw all of it away, entries this node had
+            # acknowledged included. Cut it here instead, keeping the rest.
+            log = self._SyncObj__raftLog
+            if len(log) and log[0][1] < entry0[1] and entry1[1] <= log[-1][1]:
+                first = log[0][1]
+                if (tuple(log[entry0[1] - first]) == tuple(entry0)
+                        and tuple(log[entry1[1] - first]) == tuple(entry1)):
+                    self._SyncObj__deleteEntriesTo(entry0[1])
+        return entry1, entry0, cluster
+
+    def finish_snapshot_writing(self, timeout=None):
+        """Stop a snapshot being written, waiting up to ``timeout`` for its thread (the node stops)."""
+        if self._snapshot_files is not None:
+            self._snapshot_files.wait_for_writing(timeout)
+
     def _SyncObj__onNodeDisconnected(self, node):
         # pysyncobj keeps a snapshot transfer's place across a dropped
         # connection: the chunk whose send found it dead is lost, and once
@@ -541,11 +612,34 @@ class SafeSyncObj(SyncObj):
         if self._collecting_commands:
             self._send_after_collecting = True
             return None
-        return SyncObj._SyncObj__sendAppendEntries(self)
+        try:
+            return SyncObj._SyncObj__sendAppendEntries(self)
+        finally:
+            held, self._held_transfers = self._held_transfers, {}
+            for node, next_index in held.items():
+                self._SyncObj__raftNextIndex[node] = next_index
+
+    def _hold_transfer(self, node):
+        """No snapshot chunk for ``node`` in this round of sends (SnapshotFiles says so).
+
+        pysyncobj's send loop goes on asking for the next chunk until its time
+        for the round is up, sending an empty message for each refusal. Its
+        loop for ``node`` ends once the node's next index is past the log:
+        set so for the rest of the round, then put back.
+        """
+        next_index = self._SyncObj__raftNextIndex
+        if node in next_index:
+            self._held_transfers.setdefault(node, next_index[node])
+            next_index[node] = self._SyncObj__getCurrentLogIndex() + 1
 
     # -- the tick ---------------------------------------------------------------------------
 
     def _onTick(self, timeToWait=0.0):
+        if self._snapshot_files is not None and self._SyncObj__serializer is not self._snapshot_files:
+            # Every use of the serializer is on this thread: swapped here, no
+            # other thread can be half way through pysyncobj's.
+            self._SyncObj__serializer = self._snapshot_files
+        self._give_the_leader_time_after_a_stall()
         if (self._catching_up and self._SyncObj__raftState != _RAFT_STATE.LEADER
                 and self._SyncObj__getCurrentLogIndex() > 1):
             # Part way through catching up, its log may be longer than another
@@ -587,6 +681,24 @@ class SafeSyncObj(SyncObj):
             logger.log(level, "node %s calls an election for term %d: %s",
                        self._SyncObj__selfNode, self._SyncObj__raftCurrentTerm, heard)
         return result
+
+    _last_tick_at = None
+
+    def _give_the_leader_time_after_a_stall(self):
+        # A node that stood still for longer than any election timeout (it
+        # installed a snapshot of gigabytes inside one tick, its process was
+        # paused, its CPU starved) heard nothing from the leader meanwhile,
+        # and neither could it have: that says nothing about the leader. Its
+        # election timer ran out all the same, and the election it called
+        # deposed a healthy leader (pysyncobj has no pre-vote): found after
+        # each large snapshot install. It gives the leader a fresh timeout
+        # to be heard first. A stall shorter than that changes nothing.
+        now = raft_clock()
+        last, self._last_tick_at = self._last_tick_at, now
+        if (last is not None and now - last > self.conf.raftMaxTimeout
+                and self._SyncObj__raftState != _RAFT_STATE.LEADER):
+            self._SyncObj__raftElectionDeadline = max(
+                self._SyncObj__raftElectionDeadline, now + self._SyncObj__generateRaftTimeout())
 
     def _stop_for_journal_write(self, exc):
         if self.failed is None:

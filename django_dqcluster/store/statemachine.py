@@ -497,8 +497,16 @@ class StateMachine:
 
     def write_snapshot(self, filename, raft_data):
         """Write a consistent copy of every database plus the Raft data pysyncobj hands us."""
+        self.begin_snapshot(raft_data).write(filename)
+
+    def begin_snapshot(self, raft_data):
+        """Take the state as it is now (on the Raft thread); see :class:`PendingSnapshot`.
+
+        Copying gigabytes takes seconds: done here, on the Raft thread, it
+        stopped the leader's heartbeats and the followers elected another
+        leader at every log compaction (measured with 300 MB of data).
+        """
         entry1, entry0, cluster = raft_data
-        names = self.databases.names()
         header = {
             "format": SNAPSHOT_FORMAT,
             "index": self.last_index,
@@ -514,32 +522,17 @@ class StateMachine:
             # node of an older release ignores the key.
             "sha256": {},
         }
-        with tempfile.TemporaryDirectory(dir=self.data_dir, prefix=SNAPSHOT_SCRATCH) as scratch:
-            copies = []
-            for name in names:
+        readers = []
+        try:
+            for name in self.databases.names():
                 database = self.databases.get(name)
-                source = database.apply_connection()
-                copy_path = os.path.join(scratch, name)
-                dest = sqlite3.connect(copy_path)
-                try:
-                    source.backup(dest)
-                finally:
-                    dest.close()
+                readers.append((name, database.pinned_reader()))
                 header["dbs"][name] = database.applied_index
-                with open(copy_path, "rb") as copy:
-                    header["sha256"][name] = hashlib.file_digest(copy, "sha256").digest()
-                copies.append((name, copy_path))
-            with open(filename, "wb") as out:
-                _write_block(out, msgpack.packb(header, use_bin_type=True))
-                for name, copy_path in copies:
-                    _write_block(out, name.encode())
-                    size = os.path.getsize(copy_path)
-                    out.write(struct.pack(">Q", size))
-                    with open(copy_path, "rb") as src:
-                        shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                if self.fsync:
-                    os.fsync(out.fileno())
+        except BaseException:
+            for _, reader in readers:
+                reader.close()
+            raise
+        return PendingSnapshot(header, readers, self.data_dir, self.fsync)
 
     def read_snapshot(self, filename, make_node):
         """Install a snapshot's databases where they are newer than ours; return pysyncobj's data.
@@ -584,6 +577,77 @@ class StateMachine:
 
     def close(self):
         self.databases.close()
+
+
+class PendingSnapshot:
+    """A snapshot taken, not yet written: every database held at one Raft index.
+
+    Each database is read through a connection of its own that stays inside
+    one read transaction, so the Raft thread goes on applying entries while
+    another thread writes the copy. ``write`` (or ``abandon``) releases them.
+    """
+
+    BACKUP_PAGES = 4096  # pages copied between two looks at ``cancelled``
+
+    def __init__(self, header, readers, data_dir, fsync):
+        self.header = header
+        self._readers = readers
+        self._data_dir = data_dir
+        self._fsync = fsync
+        self._released = False
+
+    @property
+    def index(self):
+        return self.header["index"]
+
+    def write(self, filename, cancelled=lambda: False):
+        """Write the snapshot file; :class:`SnapshotCancelled` once ``cancelled()`` is true."""
+        if self._released:
+            raise SnapshotCancelled()
+        header = dict(self.header, sha256={})
+        try:
+            with tempfile.TemporaryDirectory(dir=self._data_dir, prefix=SNAPSHOT_SCRATCH) as scratch:
+                copies = []
+                for name, reader in self._readers:
+                    copy_path = os.path.join(scratch, name)
+                    dest = sqlite3.connect(copy_path)
+                    try:
+                        reader.backup(dest, pages=self.BACKUP_PAGES, progress=lambda *_: _stop_if(cancelled))
+                    finally:
+                        dest.close()
+                    with open(copy_path, "rb") as copy:
+                        header["sha256"][name] = hashlib.file_digest(copy, "sha256").digest()
+                    copies.append((name, copy_path))
+                _stop_if(cancelled)
+                with open(filename, "wb") as out:
+                    _write_block(out, msgpack.packb(header, use_bin_type=True))
+                    for name, copy_path in copies:
+                        _write_block(out, name.encode())
+                        size = os.path.getsize(copy_path)
+                        out.write(struct.pack(">Q", size))
+                        with open(copy_path, "rb") as src:
+                            shutil.copyfileobj(src, out, 1 << 20)
+                    out.flush()
+                    if self._fsync:
+                        os.fsync(out.fileno())
+        finally:
+            self.abandon()
+
+    def abandon(self):
+        """Release the databases without writing anything (idempotent)."""
+        self._released = True
+        readers, self._readers = self._readers, []
+        for _, reader in readers:
+            reader.close()
+
+
+class SnapshotCancelled(Exception):
+    """A snapshot being written was no longer wanted (the node installed a newer one)."""
+
+
+def _stop_if(cancelled):
+    if cancelled():
+        raise SnapshotCancelled()
 
 
 def _remove_scratch_left_behind(data_dir):

@@ -59,3 +59,37 @@ def test_with_nothing_from_the_leader_a_late_follower_still_calls_its_election()
     follower.doTick(0)
     assert (follower._SyncObj__raftState, follower._SyncObj__raftCurrentTerm) == (_RAFT_STATE.CANDIDATE, 2)
 
+
+
+def silent_leader_follower():
+    follower = safe_follower()
+    follower._SyncObj__raftCurrentTerm = 1
+    follower._SyncObj__connectedNodes.add(LEADER)
+    follower._poller = WaitingHeartbeat(follower)
+    follower._poller.waiting = False
+    follower.doTick(0)
+    return follower
+
+
+def test_a_follower_that_stood_still_longer_than_any_election_timeout_first_gives_the_leader_one():
+    """Installing a large snapshot inside one tick, it heard nothing from anyone: no reason to depose the leader."""
+    follower = silent_leader_follower()
+    follower._last_tick_at -= 2 * follower.conf.raftMaxTimeout  # that tick took this long
+    follower._SyncObj__raftElectionDeadline = raft_clock() - 1.0
+
+    follower.doTick(0)
+
+    assert (follower._SyncObj__raftState, follower._SyncObj__raftCurrentTerm) == (_RAFT_STATE.FOLLOWER, 1)
+    assert follower._SyncObj__raftElectionDeadline >= raft_clock() + 0.9 * follower.conf.raftMinTimeout
+    # Still nothing from the leader once that timeout is over: the election goes ahead.
+    follower._SyncObj__raftElectionDeadline = raft_clock() - 0.001
+    follower.doTick(0)
+    assert (follower._SyncObj__raftState, follower._SyncObj__raftCurrentTerm) == (_RAFT_STATE.CANDIDATE, 2)
+
+
+def test_a_stall_shorter_than_the_longest_election_timeout_changes_nothing():
+    follower = silent_leader_follower()
+    follower._last_tick_at -= 0.5 * follower.conf.raftMaxTimeout
+    follower._SyncObj__raftElectionDeadline = raft_clock() - 1.0
+    follower.doTick(0)
+    assert (follower._SyncObj__raftState, follower._SyncObj__raftCurrentTerm) == (_RAFT_STATE.CANDIDATE, 2)

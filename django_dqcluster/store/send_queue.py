@@ -1,0 +1,53 @@
+"""The bytes a Raft connection has yet to send, as the frames they were queued in.
+
+pysyncobj keeps them in one ``bytes`` object: each frame queued copies
+everything already waiting, and each partial send copies what is left. A
+snapshot or a long log sent to a slow follower leaves hundreds of megabytes
+waiting, and every send then copied them all: the Raft thread spent its
+time moving memory instead of sending heartbeats. Here a frame is queued
+as it is and sent from where the last send stopped.
+"""
+
+import collections
+
+# Frames handed to one sendmsg call: a few system calls for a backlog of small
+# frames, without building a long list for a long backlog.
+FRAMES_PER_SEND = 64
+
+
+class SendQueue:
+    def __init__(self, initial=b""):
+        self._frames = collections.deque()
+        self._size = 0
+        self._offset = 0  # bytes of the first frame already sent
+        if initial:
+            self.append(initial)
+
+    def __len__(self):
+        return self._size
+
+    def append(self, frame):
+        self._frames.append(frame)
+        self._size += len(frame)
+
+    def send_to(self, sock):
+        """One sendmsg of the oldest frames; the number of bytes the socket took."""
+        frames = self._frames
+        views = [memoryview(frames[0])[self._offset:]]
+        for index in range(1, min(len(frames), FRAMES_PER_SEND)):
+            views.append(frames[index])
+        sent = sock.sendmsg(views)
+        self._consume(sent)
+        return sent
+
+    def _consume(self, count):
+        self._size -= count
+        frames = self._frames
+        while count:
+            left_in_first = len(frames[0]) - self._offset
+            if count < left_in_first:
+                self._offset += count
+                return
+            count -= left_in_first
+            frames.popleft()
+            self._offset = 0
