@@ -353,7 +353,7 @@ class UncompressedConnection(TcpConnection):
                 if rand_key != self.recvRandKey:
                     raise ValueError("message for another connection")
         except Exception as exc:
-            _unreadable_messages.report(type(exc).__name__)
+            _unreadable_messages.report(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             self.disconnect()
             return None
         self._TcpConnection__readBuffer = buffer[end:]

@@ -26,6 +26,11 @@ class SendQueue:
     def __len__(self):
         return self._size
 
+    def __bytes__(self):
+        """Everything waiting, in one piece (a copy: for tests and debugging)."""
+        waiting = b"".join(self._frames)
+        return waiting[self._offset:]
+
     def append(self, frame):
         self._frames.append(frame)
         self._size += len(frame)

@@ -30,7 +30,7 @@ def sent_frames(conn, *messages):
     conn._TcpConnection__trySendBuffer = lambda: None
     for message in messages:
         conn.send(message)
-    return conn._TcpConnection__writeBuffer
+    return bytes(conn._TcpConnection__writeBuffer)
 
 
 def received(conn, data):
