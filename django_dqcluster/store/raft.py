@@ -1080,9 +1080,17 @@ class SafeSyncObj(SyncObj):
             return message
         if transmission == "finish":
             assembled = self._SyncObj__recvTransmission + message["data"]
-            try:
-                entries = [raft_pickle.loads(assembled)]
-            except Exception:
+            entries = None
+            # Every pickle ends with its STOP opcode: anything else is not
+            # whole yet, and trying it costs a failed parse in C and then
+            # another in pure Python (pysyncobj's fallback), seconds for an
+            # entry of a few MB.
+            if assembled[-1:] == pickle.STOP:
+                try:
+                    entries = [raft_pickle.loads(assembled)]
+                except Exception:
+                    pass
+            if entries is None:
                 # The leader marks a chunk "finish" once it passes the
                 # command's length, but what it splits is the pickled entry,
                 # which is longer (protocol 2 writes bytes as latin-1 text:

@@ -167,6 +167,22 @@ def test_a_large_entry_resent_in_chunks_keeps_the_entries_after_it():
     assert last_reply(follower)["next_node_idx"] == 12
 
 
+def test_an_entry_marked_finished_before_its_last_chunk_is_parsed_only_once_it_can_be_whole(monkeypatch):
+    """Each early "finish" chunk was parsed, failing in C and again in pure Python: seconds for a few MB."""
+    follower = safe_follower()
+    holds_ten_entries(follower)
+    data = raft_pickle.dumps((NO_OP + b"x" * 3000, 12, 1))
+    parsed = []
+    parse = raft_pickle.loads
+    monkeypatch.setattr(raft_pickle, "loads", lambda data: parsed.append(len(data)) or parse(data))
+    base = {"type": "append_entries", "term": 1, "commit_index": 11, "prevLogIdx": 11, "prevLogTerm": 1}
+    deliver(follower, dict(base, transmission="start", data=data[:1000]))
+    for start in (1000, 2000, 3000):
+        deliver(follower, dict(base, transmission="finish", data=data[start:start + 1000]))
+    assert log_of(follower)[-1] == (12, 1)
+    assert parsed == [len(data)]
+
+
 @pytest.mark.parametrize("make", [safe_follower, stock_follower], ids=["safe", "stock"])
 def test_new_entries_after_the_last_one_are_appended(make):
     follower = make()
