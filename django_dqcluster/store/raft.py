@@ -55,6 +55,7 @@ from pysyncobj.transport import TCPTransport
 
 from .apply_stall import ApplyStall, EntryNotApplied
 from .cipher import RaftCipher
+from .journal_compaction import cut_through_a_new_file
 from .send_queue import SendQueue
 from .snapshot_files import SnapshotFiles
 
@@ -111,7 +112,8 @@ REQUIRED_CONNECTION_ATTRIBUTES = (
     "_TcpConnection__recvBufferSize",
 )
 REQUIRED_COMMAND_QUEUE_ATTRIBUTES = ("_FastQueue__lock", "_FastQueue__queue")
-REQUIRED_JOURNAL_ATTRIBUTES = ("_FileJournal__metaStorer", "_FileJournal__journalFile")
+REQUIRED_JOURNAL_ATTRIBUTES = ("_FileJournal__metaStorer", "_FileJournal__journalFile", "_FileJournal__journal",
+                               "_FileJournal__currentOffset")
 REQUIRED_JOURNAL_FILE_ATTRIBUTES = ("_ResizableFile__f", "_ResizableFile__mm", "_ResizableFile__resizeFactor",
                                     "_ResizableFile__extand")
 
@@ -417,9 +419,15 @@ class FlushingTransport(TCPTransport):
             return
         interval = self._syncObj.conf.connectionTimeout / 4
         self._next_keepalive = now + interval / 2
+        sealing = getattr(self._syncObj, "encryptor", None) is not None
         for node, connection in list(self._connections.items()):
             if (connection.state == CONNECTION_STATE.CONNECTED
-                    and now - getattr(connection, "last_sent", now) >= interval):
+                    and now - getattr(connection, "last_sent", now) >= interval
+                    # Not while the connection's keys are being exchanged: a
+                    # keepalive sent unwrapped then was an unreadable message to
+                    # the other end, which dropped the new connection ("not
+                    # enough values to unpack", when a node restarts).
+                    and not (sealing and getattr(connection, "sendRandKey", None) is None)):
                 self.send(node, KEEPALIVE)
 
     # pysyncobj builds its connections itself (here for outgoing ones, in its
@@ -508,6 +516,8 @@ class SafeSyncObj(SyncObj):
         self.failed = None  # why this node stopped (see _stop_for_journal_write), or None
         if isinstance(self._SyncObj__raftLog, FileJournal):
             reserve_before_growing(self._SyncObj__raftLog, conf.journalFile)
+            cut_through_a_new_file(self._SyncObj__raftLog, conf.journalFile, durable=durable,
+                                   reopened=lambda journal: reserve_before_growing(journal, conf.journalFile))
         if durable and isinstance(self._SyncObj__raftLog, FileJournal):
             journal = self._SyncObj__raftLog
             journal._FileJournal__metaStorer = FsyncMetaStorer(journal._FileJournal__metaStorer.getPath())
