@@ -419,15 +419,9 @@ class FlushingTransport(TCPTransport):
             return
         interval = self._syncObj.conf.connectionTimeout / 4
         self._next_keepalive = now + interval / 2
-        sealing = getattr(self._syncObj, "encryptor", None) is not None
         for node, connection in list(self._connections.items()):
             if (connection.state == CONNECTION_STATE.CONNECTED
-                    and now - getattr(connection, "last_sent", now) >= interval
-                    # Not while the connection's keys are being exchanged: a
-                    # keepalive sent unwrapped then was an unreadable message to
-                    # the other end, which dropped the new connection ("not
-                    # enough values to unpack", when a node restarts).
-                    and not (sealing and getattr(connection, "sendRandKey", None) is None)):
+                    and now - getattr(connection, "last_sent", now) >= interval):
                 self.send(node, KEEPALIVE)
 
     # pysyncobj builds its connections itself (here for outgoing ones, in its
@@ -445,6 +439,16 @@ class FlushingTransport(TCPTransport):
         super()._onNewIncomingConnection(conn)
 
     def send(self, node, message):
+        connection = self._connections.get(node)
+        if (connection is not None and connection.sendRandKey is None
+                and getattr(self._syncObj, "encryptor", None) is not None):
+            # Its keys are still being exchanged. pysyncobj's transport sends
+            # on any connected socket, and pysyncobj sends vote requests to
+            # every member, connected or not: a message sent now leaves
+            # unsealed for this connection, the other end cannot read it and
+            # drops the new connection (seen after every pause or restart of
+            # a node). Not sent, as when there is no connection.
+            return False
         kind = message.get("type")
         engine = self._syncObj
         if kind == "next_node_idx":
@@ -693,6 +697,7 @@ class SafeSyncObj(SyncObj):
         return result
 
     _last_tick_at = None
+    _led_at_last_tick = False
 
     def _give_the_leader_time_after_a_stall(self):
         # A node that stood still for longer than any election timeout (it
@@ -703,10 +708,16 @@ class SafeSyncObj(SyncObj):
         # deposed a healthy leader (pysyncobj has no pre-vote): found after
         # each large snapshot install. It gives the leader a fresh timeout
         # to be heard first. A stall shorter than that changes nothing.
+        # Likewise a leader that just stepped down (a paused one that woke up
+        # to find no majority answering): its timer is the one it had before
+        # it led, long run out, and it called an election at once, deposing
+        # the leader elected while it was away.
         now = raft_clock()
         last, self._last_tick_at = self._last_tick_at, now
-        if (last is not None and now - last > self.conf.raftMaxTimeout
-                and self._SyncObj__raftState != _RAFT_STATE.LEADER):
+        stalled = last is not None and now - last > self.conf.raftMaxTimeout
+        leading = self._SyncObj__raftState == _RAFT_STATE.LEADER
+        stepped_down, self._led_at_last_tick = self._led_at_last_tick and not leading, leading
+        if (stalled or stepped_down) and not leading:
             self._SyncObj__raftElectionDeadline = max(
                 self._SyncObj__raftElectionDeadline, now + self._SyncObj__generateRaftTimeout())
 

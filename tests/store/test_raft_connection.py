@@ -131,3 +131,36 @@ def test_unreadable_messages_are_reported_once_then_once_per_interval_with_a_cou
         "unreadable message (InvalidTag)",
         "unreadable message (ValueError) (24 more like it in the last 12 s)",
     ]
+
+
+class RecordingConnection:
+    def __init__(self, send_rand_key):
+        self.state = CONNECTION_STATE.CONNECTED
+        self.sendRandKey = send_rand_key
+        self.sent = []
+
+    def send(self, message):
+        self.sent.append(message)
+
+
+def sealing_transport(connections):
+    from types import SimpleNamespace
+
+    from django_dqcluster.store.raft import FlushingTransport
+
+    transport = object.__new__(FlushingTransport)
+    transport._syncObj = SimpleNamespace(encryptor=RaftCipher(SECRET))
+    transport._connections = connections
+    transport._send_random_sleep_duration = 0
+    return transport
+
+
+def test_nothing_is_sent_on_a_connection_whose_keys_are_still_being_exchanged():
+    """pysyncobj sent vote requests there: unsealed for it, the other end dropped the new connection."""
+    exchanging, ready = RecordingConnection(None), RecordingConnection(b"k" * 32)
+    transport = sealing_transport({"exchanging": exchanging, "ready": ready})
+    vote = {"type": "request_vote", "term": 6, "last_log_index": 14, "last_log_term": 5}
+
+    assert transport.send("exchanging", vote) is False
+    assert transport.send("ready", vote) is True
+    assert (exchanging.sent, ready.sent) == ([], [vote])

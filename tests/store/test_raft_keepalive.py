@@ -70,18 +70,6 @@ def test_a_connection_unused_for_a_quarter_of_the_timeout_gets_a_keepalive(trans
     assert transport.sent == [("quiet", KEEPALIVE)]
 
 
-def test_a_connection_whose_keys_are_still_being_exchanged_gets_no_keepalive(transport):
-    """Sent unwrapped, it was an unreadable message to the other end, which dropped the new connection."""
-    transport._syncObj.encryptor = object()
-    exchanging = FakeConnection(CONNECTION_STATE.CONNECTED, idle_for=60.0)
-    exchanging.sendRandKey = None
-    ready = FakeConnection(CONNECTION_STATE.CONNECTED, idle_for=60.0)
-    ready.sendRandKey = b"k" * 32
-    transport._connections = {"exchanging": exchanging, "ready": ready}
-    transport._onTick()
-    assert transport.sent == [("ready", KEEPALIVE)]
-
-
 def test_ticks_in_between_look_at_the_connections_only_every_eighth_of_the_timeout(transport):
     transport._connections = {"quiet": FakeConnection(CONNECTION_STATE.CONNECTED, idle_for=60.0)}
     transport._onTick()

@@ -93,3 +93,15 @@ def test_a_stall_shorter_than_the_longest_election_timeout_changes_nothing():
     follower._SyncObj__raftElectionDeadline = raft_clock() - 1.0
     follower.doTick(0)
     assert (follower._SyncObj__raftState, follower._SyncObj__raftCurrentTerm) == (_RAFT_STATE.CANDIDATE, 2)
+
+
+def test_a_leader_that_steps_down_waits_a_fresh_timeout_before_calling_an_election():
+    """A paused leader woke up, found no majority answering and stepped down: its old timer deposed the new leader."""
+    node = silent_leader_follower()
+    node._led_at_last_tick = True  # it led at its last tick, then pysyncobj's leader fallback made it a follower
+    node._SyncObj__raftElectionDeadline = raft_clock() - 10.0  # the timer it had before it led
+
+    node.doTick(0)
+
+    assert (node._SyncObj__raftState, node._SyncObj__raftCurrentTerm) == (_RAFT_STATE.FOLLOWER, 1)
+    assert node._SyncObj__raftElectionDeadline >= raft_clock() + 0.9 * node.conf.raftMinTimeout
