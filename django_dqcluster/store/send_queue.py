@@ -38,16 +38,23 @@ class SendQueue:
     def send_to(self, sock):
         """One sendmsg of the oldest frames; the number of bytes the socket took."""
         frames = self._frames
-        views = [memoryview(frames[0])[self._offset:]]
-        for index in range(1, min(len(frames), FRAMES_PER_SEND)):
-            views.append(frames[index])
-        sent = sock.sendmsg(views)
+        if len(frames) == 1 and not self._offset:
+            sent = sock.send(frames[0])  # the usual case: one message, the socket idle
+        else:
+            views = [memoryview(frames[0])[self._offset:]]
+            for index in range(1, min(len(frames), FRAMES_PER_SEND)):
+                views.append(frames[index])
+            sent = sock.sendmsg(views)
         self._consume(sent)
         return sent
 
     def _consume(self, count):
         self._size -= count
         frames = self._frames
+        if not self._size:
+            frames.clear()
+            self._offset = 0
+            return
         while count:
             left_in_first = len(frames[0]) - self._offset
             if count < left_in_first:

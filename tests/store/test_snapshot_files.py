@@ -258,6 +258,9 @@ class TakesAFew:
         self.received += data
         return len(data)
 
+    def send(self, data):
+        return self.sendmsg([data])
+
 
 def test_queued_frames_leave_whole_and_in_order_however_the_socket_splits_them():
     queue = SendQueue(b"first|")
