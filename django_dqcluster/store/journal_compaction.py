@@ -16,6 +16,8 @@ import struct
 
 from pysyncobj.journal import FIRST_RECORD_OFFSET, LAST_RECORD_OFFSET_OFFSET, ResizableFile
 
+from .files import flush_directory, remove_if_present
+
 logger = logging.getLogger(__name__)
 
 _RECORD_HEAD = struct.Struct("<I")
@@ -50,11 +52,11 @@ def cut_through_a_new_file(journal, path, *, durable, reopened=lambda journal: N
             # keeps it too: raft.SafeSyncObj._load_snapshot.)
             logger.warning("could not cut the Raft journal %s after a snapshot (%s); it is kept whole",
                            path, exc.strerror or exc)
-            _remove(new_path)
+            remove_if_present(new_path)
             return
         os.replace(new_path, path)
         if durable:
-            _flush_directory(path)
+            flush_directory(path)
         old_file._destroy()
         journal._FileJournal__journalFile = ResizableFile(path)
         journal._FileJournal__journal = list(kept)
@@ -69,18 +71,3 @@ def _record(entry):
     data = _INDEX_TERM.pack(index, term) + bytes(command)
     size = _RECORD_HEAD.pack(len(data))
     return size + data + size
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def _flush_directory(path):
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -55,6 +55,7 @@ from pysyncobj.transport import TCPTransport
 
 from .apply_stall import ApplyStall, EntryNotApplied
 from .cipher import RaftCipher
+from .files import flush_directory
 from .journal_compaction import cut_through_a_new_file
 from .send_queue import SendQueue
 from .snapshot_files import SnapshotFiles
@@ -188,11 +189,7 @@ def _write_durably(path, data):
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(path + ".tmp", path)
-    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    flush_directory(path)
 
 
 class JournalWriteFailed(OSError):

@@ -32,6 +32,7 @@ from time import monotonic
 
 from pysyncobj.config import SERIALIZER_STATE
 
+from .files import flush_directory, remove_if_present
 from .statemachine import SnapshotCancelled
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class SnapshotFiles:
                     raise SnapshotCancelled()
                 os.replace(job.path, self.file_name)
             if self._durable:
-                _flush_directory(self.file_name)
+                flush_directory(self.file_name)
             job.outcome = SERIALIZER_STATE.SUCCESS
         except SnapshotCancelled:
             job.outcome = SERIALIZER_STATE.FAILED
@@ -110,7 +111,7 @@ class SnapshotFiles:
             job.outcome = SERIALIZER_STATE.FAILED
         finally:
             if job.outcome != SERIALIZER_STATE.SUCCESS:
-                _remove(job.path)
+                remove_if_present(job.path)
             job.done.set()
 
     def checkSerializing(self):
@@ -235,7 +236,7 @@ class SnapshotFiles:
             self._cancel_writing()
             os.replace(path, self.file_name)
             if self._durable:
-                _flush_directory(self.file_name)
+                flush_directory(self.file_name)
         except OSError as exc:
             logger.warning("cannot receive a snapshot into %s: %s", path, exc)
             self._drop_incoming()
@@ -246,7 +247,7 @@ class SnapshotFiles:
         incoming, self._incoming = self._incoming, None
         if incoming is not None:
             incoming[0].close()
-            _remove(incoming[1])
+            remove_if_present(incoming[1])
 
 
 class _Write:
@@ -274,19 +275,6 @@ class _Transfer:
         return link is self._link and getattr(link, "drops", 0) == self._drops
 
 
-def _flush_directory(path):
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def _remove_left_behind(file_name):
@@ -299,4 +287,4 @@ def _remove_left_behind(file_name):
         return
     for entry in entries:
         if entry.startswith(base + WRITING_SUFFIX) or entry == base + ".receiving":
-            _remove(os.path.join(directory, entry))
+            remove_if_present(os.path.join(directory, entry))

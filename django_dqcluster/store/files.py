@@ -1,0 +1,19 @@
+"""Small file-system steps the store's durable writes share."""
+
+import os
+
+
+def flush_directory(path):
+    """Make the directory entry of ``path`` durable (after creating, renaming or removing it)."""
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_if_present(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
