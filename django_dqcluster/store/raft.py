@@ -592,11 +592,11 @@ class SafeSyncObj(SyncObj):
     def _load_snapshot(self, filename):
         entry1, entry0, cluster = self.conf.deserializer(filename)
         if self._loading_at_start:
-            # The snapshot file is put in place before the log before it is
-            # cut: a node stopped in between finds a log that goes on past
-            # the snapshot, and pysyncobj, seeing it does not start at the
-            # snapshot, would throw all of it away, entries this node had
-            # acknowledged included. Cut it here instead, keeping the rest.
+            # The snapshot file is put in place first, the log is cut to it
+            # next: a node stopped in between finds a log that starts before
+            # the snapshot and goes on past it, and pysyncobj, seeing it does
+            # not start at the snapshot, would throw all of it away, entries
+            # this node had acknowledged included. Cut it here instead.
             log = self._SyncObj__raftLog
             if len(log) and log[0][1] < entry0[1] and entry1[1] <= log[-1][1]:
                 first = log[0][1]

@@ -511,7 +511,7 @@ class StateMachine:
             "format": SNAPSHOT_FORMAT,
             "index": self.last_index,
             "hash": self.hash,
-            "members": self.members,
+            "members": dict(self.members),  # a copy: entries applied while it is written change ours
             "raft": {
                 "entry1": [bytes(entry1[0]), entry1[1], entry1[2]],
                 "entry0": [bytes(entry0[0]), entry0[1], entry0[2]],
@@ -595,10 +595,6 @@ class PendingSnapshot:
         self._data_dir = data_dir
         self._fsync = fsync
         self._released = False
-
-    @property
-    def index(self):
-        return self.header["index"]
 
     def write(self, filename, cancelled=lambda: False):
         """Write the snapshot file; :class:`SnapshotCancelled` once ``cancelled()`` is true."""

@@ -94,8 +94,11 @@ def test_a_snapshot_holds_the_databases_as_they_were_when_it_was_taken(tmp_path)
         conn.execute("COMMIT")
         node.databases.get("default").applied_index = node.last_index = 10
 
+        node.members = {"127.0.0.1:1": "127.0.0.1:11"}
+
         pending = node.begin_snapshot(RAFT_DATA)
         # The Raft thread goes on applying while another thread writes the copy.
+        node._apply_member({"raft": "127.0.0.1:2", "client": "127.0.0.1:12"})
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO item VALUES (?)", [(i,) for i in range(100, 150)])
         record_applied(conn, "second", 11)
@@ -110,6 +113,7 @@ def test_a_snapshot_holds_the_databases_as_they_were_when_it_was_taken(tmp_path)
             copy = sqlite3.connect(replica.databases.path_for("default"))
             assert copy.execute("SELECT count(*) FROM item").fetchone() == (100,)
             copy.close()
+            assert replica.members == {"127.0.0.1:1": "127.0.0.1:11"}
         finally:
             replica.close()
         assert conn.execute("SELECT count(*) FROM item").fetchone() == (150,)
