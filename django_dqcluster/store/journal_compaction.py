@@ -57,7 +57,10 @@ def cut_through_a_new_file(journal, path, *, durable, reopened=lambda journal: N
         os.replace(new_path, path)
         if durable:
             flush_directory(path)
-        old_file._destroy()
+        # Closed without pysyncobj's msync: its pages belong to the file just
+        # replaced, and writing them back would only hold up the Raft thread.
+        old_file._ResizableFile__mm.close()
+        old_file._ResizableFile__f.close()
         journal._FileJournal__journalFile = ResizableFile(path)
         journal._FileJournal__journal = list(kept)
         journal._FileJournal__currentOffset = end
