@@ -10,7 +10,9 @@ reuses it next time), then, while one client inserts small rows without a pause:
   database): the slowest of the client's writes around each, and the elections;
 * ``--rounds`` wiped followers (killed, data directory removed, started again,
   after a compaction, so it must be sent the snapshot): seconds until it has
-  caught up, and the elections meanwhile.
+  caught up, how long it took to install the snapshot and the longest its
+  Raft thread stood still (from its log: "n/a" for a release that does not
+  say), and the elections meanwhile.
 
 Timings on a 2-core VM vary: compare the lines of one run. To compare two
 checkouts, run the script of each from outside the repository (``python -m``
@@ -19,6 +21,7 @@ starts the nodes with the current directory first on ``sys.path``).
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -94,8 +97,15 @@ def caught_up(node):
         return False
 
 
+def said(text, pattern):
+    """The largest number of seconds the node's log gives in ``pattern``'s group, "n/a" if none."""
+    seconds = [float(found) for found in re.findall(pattern, text)]
+    return f"{max(seconds):.1f}" if seconds else "n/a"
+
+
 def run(directory, rounds, log=print):
-    with LocalCluster(directory, 3) as cluster:
+    # INFO: a node says how long a snapshot took to install.
+    with LocalCluster(directory, 3, log_level="INFO") as cluster:
         writer = Writer(cluster)
         writer.start()
         time.sleep(3)
@@ -108,7 +118,7 @@ def run(directory, rounds, log=print):
             conn.close()
             time.sleep(SETTLE)
             slowest, failed = writer.during(started, started + SETTLE)
-            rows.append(("compaction", round_ + 1, "", slowest, failed,
+            rows.append(("compaction", round_ + 1, "", "", "", slowest, failed,
                          elections(cluster) - before[0], leaders_lost(cluster) - before[1]))
             log(rows[-1])
         for round_ in range(rounds):
@@ -119,6 +129,7 @@ def run(directory, rounds, log=print):
             time.sleep(SETTLE)
             follower = [node for node in cluster.nodes if node is not leader][round_ % 2]
             before = elections(cluster), leaders_lost(cluster)
+            logged = len(follower.log())
             started = time.monotonic()
             follower.kill()
             follower.wipe()
@@ -126,7 +137,10 @@ def run(directory, rounds, log=print):
             cluster.wait_for(lambda: caught_up(follower), 300, f"node{follower.index} to catch up")
             took = time.monotonic() - started
             slowest, failed = writer.during(started, started + took)
-            rows.append(("wiped follower", round_ + 1, f"{took:.1f}", slowest, failed,
+            text = follower.log()[logged:]
+            rows.append(("wiped follower", round_ + 1, f"{took:.1f}",
+                         said(text, r"installed the leader's snapshot of entry \d+ in ([\d.]+) s"),
+                         said(text, r"stood still for ([\d.]+) s"), slowest, failed,
                          elections(cluster) - before[0], leaders_lost(cluster) - before[1]))
             log(rows[-1])
         writer.stop.set()
@@ -154,10 +168,12 @@ def main(argv=None):
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"\n{args.mb} MB, one client writing throughout\n")
-    print("| event | # | caught up (s) | slowest write (s) | failed writes | elections | leaders deposed |")
-    print("|---|---|---|---|---|---|---|")
-    for event, number, took, slowest, failed, called, lost in rows:
-        print(f"| {event} | {number} | {took} | {slowest:.2f} | {failed} | {called} | {lost} |")
+    print("| event | # | caught up (s) | install (s) | stood still (s) | slowest write (s) | failed writes "
+          "| elections | leaders deposed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for event, number, took, install, still, slowest, failed, called, lost in rows:
+        print(f"| {event} | {number} | {took} | {install} | {still} | {slowest:.2f} | {failed} | {called} "
+              f"| {lost} |")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ def judge(status, max_lag=DEFAULT_MAX_LAG):
     if status.get("catching_up"):
         return False, {**report, "problem": "the node started with an empty data directory and is still catching "
                                             "up with the leader"}
+    if status.get("installing_snapshot"):
+        return False, {**report, "problem": "the node fell behind the leader's log and is installing the leader's "
+                                            "snapshot; its reads are of its older state meanwhile"}
     if status.get("has_quorum") is False:
         # pysyncobj keeps a follower cut off from everyone loyal to its old
         # leader (it only calls elections when it reaches someone), so the

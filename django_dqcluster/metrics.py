@@ -32,6 +32,7 @@ FAMILIES = {
     "dqcluster_node_has_quorum": "1 when the node reaches a majority of the members.",
     "dqcluster_node_diverged": "1 when the node's replica diverged from the others (it then serves nothing).",
     "dqcluster_node_catching_up": "1 while a node that started with an empty log catches up (it does not vote yet).",
+    "dqcluster_node_installing_snapshot": "1 while a node that fell behind the leader's log installs its snapshot.",
     "dqcluster_node_uptime_seconds": "Seconds since the node started.",
     "dqcluster_node_secret_fallbacks": "Fallback secrets the node accepts besides its secret (a rotation under way).",
     "dqcluster_node_secret_fallback_used_seconds_ago": "Seconds since a member's Raft message (by=raft) or a "
@@ -74,6 +75,7 @@ def node_samples(alias, status, max_lag=health.DEFAULT_MAX_LAG):
         ("dqcluster_node_has_quorum", database, _flag(status.get("has_quorum"))),
         ("dqcluster_node_diverged", database, _flag(status.get("diverged"))),
         ("dqcluster_node_catching_up", database, _flag(status.get("catching_up"))),
+        ("dqcluster_node_installing_snapshot", database, _flag(status.get("installing_snapshot"))),
     ]
     numbers = {
         "dqcluster_node_uptime_seconds": status.get("uptime"),

@@ -59,3 +59,10 @@ def test_a_node_catching_up_after_an_empty_start_is_unhealthy_until_it_holds_wha
     assert not healthy
     assert report["problem"] == "the node started with an empty data directory and is still catching up with the leader"
     assert judge({**FOLLOWER, "catching_up": False})[0]
+
+
+def test_a_node_installing_the_leaders_snapshot_is_unhealthy_until_it_is_in():
+    healthy, report = judge({**FOLLOWER, "installing_snapshot": True})
+    assert not healthy
+    assert report["problem"].startswith("the node fell behind the leader's log and is installing the leader's snapshot")
+    assert judge({**FOLLOWER, "installing_snapshot": False})[0]

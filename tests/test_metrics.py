@@ -58,6 +58,9 @@ def test_a_node_that_does_not_answer_is_down_and_nothing_else_is_said_of_it():
 def test_unhealthy_is_what_the_health_check_calls_unhealthy():
     catching_up = by_key(node_samples("default", {**FOLLOWER, "catching_up": True}))
     assert catching_up[("dqcluster_node_catching_up", None)] == 1 and catching_up[("dqcluster_node_healthy", None)] == 0
+    installing = by_key(node_samples("default", {**FOLLOWER, "installing_snapshot": True}))
+    assert installing[("dqcluster_node_installing_snapshot", None)] == 1
+    assert installing[("dqcluster_node_healthy", None)] == 0
     values = by_key(node_samples("default", {**FOLLOWER, "has_quorum": False}))
     assert values[("dqcluster_node_up", None)] == 1
     assert values[("dqcluster_node_healthy", None)] == 0 and values[("dqcluster_node_has_quorum", None)] == 0

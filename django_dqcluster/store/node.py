@@ -468,6 +468,8 @@ class Node:
             "has_quorum": raw.get("has_quorum"),
             # Started with an empty log: no vote until it holds what the leader had committed.
             "catching_up": engine.catching_up,
+            # Sent the leader's snapshot (it fell behind the leader's log): its databases are being replaced.
+            "installing_snapshot": engine.installing_snapshot,
             "durability": self.config.durability,
             "diverged": self.state_machine.diverged,
             "last_checkpoint": self.state_machine.last_checkpoint,

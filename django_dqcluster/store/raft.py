@@ -509,6 +509,7 @@ class SafeSyncObj(SyncObj):
             self._snapshot_files = SnapshotFiles(
                 conf.fullDumpFile, conf.logCompactionBatchSize, begin=state_machine.begin_snapshot,
                 load=self._load_snapshot, link_to=self._link_to, hold=self._hold_transfer, durable=durable,
+                check=getattr(state_machine, "check_snapshot", lambda path: None), on_installed=self.wake,
             )
         self._loading_at_start = False
         super().__init__(self_address, peers, conf, **kwargs)
@@ -546,7 +547,7 @@ class SafeSyncObj(SyncObj):
         # messages per commit and raised 1-client commits/s by ~50% here.
         # Except when a follower waits for it (announce_commit).
         stall = self.apply_stall
-        if not stall.may_retry():
+        if not stall.may_retry() or self._installing_snapshot():
             return False
         waiting = self._SyncObj__commandsWaitingCommit
         callbacks = dict(waiting) if waiting else None
@@ -605,6 +606,36 @@ class SafeSyncObj(SyncObj):
                     self._SyncObj__deleteEntriesTo(entry0[1])
         return entry1, entry0, cluster
 
+    def _installing_snapshot(self):
+        return self._snapshot_files is not None and self._snapshot_files.installing
+
+    def _take_installed_snapshot(self):
+        """On the Raft thread: once a received snapshot is installed, take it up and tell the leader.
+
+        While it is installed (a thread of SnapshotFiles replaces the
+        databases), this node applies nothing, takes no entries, and stands
+        for no election: its state is neither the old one nor the new.
+        """
+        files = self._snapshot_files
+        if files is None or not files.installing:
+            return
+        installed = files.take_installed()
+        if installed is None:
+            self._SyncObj__raftElectionDeadline = max(
+                self._SyncObj__raftElectionDeadline, raft_clock() + self.conf.raftMaxTimeout)
+            return
+        if not installed:
+            return  # the leader, hearing nothing, sends entries; the reply to them asks for it again
+        self._SyncObj__loadDumpFile(clearJournal=True)
+        logger.info("node %s installed the leader's snapshot of entry %d in %.1f s", self._SyncObj__selfNode,
+                    self._SyncObj__raftLastApplied, files.install_seconds)
+        leader = self._SyncObj__raftLeader
+        if leader is not None:
+            # The leader (this one or a later one) learns where this node's log ends now.
+            self._SyncObj__sendNextNodeIdx(leader, success=True)
+        if self._catching_up:
+            self._check_caught_up()
+
     def finish_snapshot_writing(self, timeout=None):
         """Stop a snapshot being written, waiting up to ``timeout`` for its thread (the node stops)."""
         if self._snapshot_files is not None:
@@ -650,6 +681,7 @@ class SafeSyncObj(SyncObj):
             # Every use of the serializer is on this thread: swapped here, no
             # other thread can be half way through pysyncobj's.
             self._SyncObj__serializer = self._snapshot_files
+        self._take_installed_snapshot()
         self._give_the_leader_time_after_a_stall()
         if (self._catching_up and self._SyncObj__raftState != _RAFT_STATE.LEADER
                 and self._SyncObj__getCurrentLogIndex() > 1):
@@ -697,13 +729,13 @@ class SafeSyncObj(SyncObj):
     _led_at_last_tick = False
 
     def _give_the_leader_time_after_a_stall(self):
-        # A node that stood still for longer than any election timeout (it
-        # installed a snapshot of gigabytes inside one tick, its process was
-        # paused, its CPU starved) heard nothing from the leader meanwhile,
-        # and neither could it have: that says nothing about the leader. Its
-        # election timer ran out all the same, and the election it called
-        # deposed a healthy leader (pysyncobj has no pre-vote): found after
-        # each large snapshot install. It gives the leader a fresh timeout
+        # A node that stood still for longer than any election timeout (its
+        # process was paused, its CPU starved, a write stuck on a slow disk)
+        # heard nothing from the leader meanwhile, and neither could it have:
+        # that says nothing about the leader. Its election timer ran out all
+        # the same, and the election it called deposed a healthy leader
+        # (pysyncobj has no pre-vote): found after each large snapshot
+        # install, when those ran on this thread. It gives the leader a fresh timeout
         # to be heard first. A stall shorter than that changes nothing.
         # Likewise a leader that just stepped down (a paused one that woke up
         # to find no majority answering): its timer is the one it had before
@@ -712,6 +744,9 @@ class SafeSyncObj(SyncObj):
         now = raft_clock()
         last, self._last_tick_at = self._last_tick_at, now
         stalled = last is not None and now - last > self.conf.raftMaxTimeout
+        if stalled:
+            logger.warning("node %s stood still for %.1f s, longer than an election timeout (a paused process, "
+                           "a starved CPU, a slow disk)", self._SyncObj__selfNode, now - last)
         leading = self._SyncObj__raftState == _RAFT_STATE.LEADER
         stepped_down, self._led_at_last_tick = self._led_at_last_tick and not leading, leading
         if (stalled or stepped_down) and not leading:
@@ -916,13 +951,32 @@ class SafeSyncObj(SyncObj):
             self._heard_from_leader_at = monotonic()
             if "lease_ts" in message:
                 self._lease_echo = message["lease_ts"]
-            if "prevLogIdx" in message:
+            received = message
+            if self._installing_snapshot():
+                # Heard as a heartbeat (the election timer, the leader, the
+                # term), not as entries or chunks: nothing is added to a log
+                # the installed snapshot replaces, and no reply says where it
+                # ends (_take_installed_snapshot does once it is in).
+                message = {"type": kind, "term": message["term"], "commit_index": self._SyncObj__raftCommitIndex}
+            elif "prevLogIdx" in message:
                 message = self._keep_matching_entries(message)
-            if self._catching_up:
-                self._catch_up_with(message)
-                result = SyncObj._SyncObj__onMessageReceived(self, node, message)
+            else:
+                # A snapshot chunk. pysyncobj raised the commit index to the
+                # end of this node's log on each one; that log is the one the
+                # snapshot is sent to replace, and may end in entries of an
+                # older term the leader never had: nothing of it is known to
+                # be committed.
+                message = dict(message, commit_index=self._SyncObj__raftCommitIndex)
+            catching_up = self._catching_up
+            if catching_up:
+                self._catch_up_with(received)
+            result = SyncObj._SyncObj__onMessageReceived(self, node, message)
+            # The leader's own commit index, as pysyncobj keeps it (its
+            # status); what was rewritten above only holds back this node's.
+            self._SyncObj__leaderCommitIndex = received.get("commit_index")
+            if catching_up:
                 self._check_caught_up()
-                return result
+            return result
         elif kind == "next_node_idx":
             if "lease_echo" in message and self._leader_since is not None:
                 echoed = message["lease_echo"]
@@ -1016,6 +1070,10 @@ class SafeSyncObj(SyncObj):
     @property
     def catching_up(self):
         return self._catching_up
+
+    @property
+    def installing_snapshot(self):
+        return self._installing_snapshot()
 
     # -- leader lease ---------------------------------------------------------------------
 

@@ -21,8 +21,16 @@ keeping its interface, for what a snapshot of hundreds of megabytes showed
 * **Receiving.** A snapshot still being written when one arrives from the
   leader (newer: the leader sends one only to a node whose log ends before
   its own starts) must not be renamed over it afterwards: it is cancelled.
+* **Installing.** Checking a received snapshot and copying it into the
+  databases took seconds on the Raft thread (3.5 s for 300 MB), during which
+  the node read no message: the leader's connection to it filled up and was
+  dropped. Here a thread installs it, and the node hears of the outcome
+  through :meth:`SnapshotFiles.take_installed` (see ``SafeSyncObj``, which
+  answers the leader only then and meanwhile neither applies entries nor
+  takes new ones).
 
-Everything here runs on the Raft thread except the writing thread's body.
+Everything here runs on the Raft thread except the writing and installing
+threads' bodies.
 """
 
 import logging
@@ -51,13 +59,16 @@ class SnapshotFiles:
     """``file_name``'s snapshot: written in the background, sent and received in chunks.
 
     ``begin(raft_data)``: the state as of now, a :class:`.PendingSnapshot`.
+    ``check(path)``: raise ValueError if the snapshot file at ``path`` is damaged.
     ``load(file_name)``: install a snapshot file, returning pysyncobj's data.
+    ``on_installed()``: called by the installing thread once it is over.
     ``link_to(node)``: the connection to a peer (None if there is none).
     ``hold(node)``: called when no chunk is given to ``node`` for now.
     ``durable``: flush the directory after putting a new file in place.
     """
 
-    def __init__(self, file_name, chunk_size, *, begin, load, link_to, hold=lambda node: None, durable=True,
+    def __init__(self, file_name, chunk_size, *, begin, load, link_to, hold=lambda node: None,
+                 check=lambda path: None, on_installed=lambda: None, durable=True,
                  buffer_limit=BUFFER_LIMIT, clock=monotonic):
         self.file_name = file_name
         self.chunk_size = chunk_size
@@ -66,6 +77,8 @@ class SnapshotFiles:
         self._load = load
         self._link_to = link_to
         self._hold = hold
+        self._check = check
+        self._on_installed = on_installed
         self._durable = durable
         self._clock = clock
         self._writing = None  # the _Write under way or finished and not yet reported
@@ -74,13 +87,16 @@ class SnapshotFiles:
         self._not_before = 0.0
         self._transfers = {}  # node -> _Transfer
         self._incoming = None  # (file, path) of a snapshot being received
+        self._installing = None  # the _Install under way or over and not yet taken
+        self._installed = None  # pysyncobj's data of the snapshot just installed, for deserialize
         _remove_left_behind(file_name)
 
     # -- writing -------------------------------------------------------------------------
 
     def serialize(self, data, id):
         """Start writing a snapshot of the state as of entry ``id`` (pysyncobj's data: ``data[1:]``)."""
-        if self._writing is not None or self._clock() < self._not_before:
+        if self._writing is not None or self._installing is not None or self._clock() < self._not_before:
+            # (While one is installed, the databases are being replaced.)
             return
         try:
             pending = self._begin(data[1:])
@@ -140,16 +156,24 @@ class SnapshotFiles:
                 job.cancelled = True
 
     def wait_for_writing(self, timeout=None):
-        """Cancel a snapshot being written and wait for its thread (the node stops)."""
+        """Cancel a snapshot being written and wait for it, and for one being installed (the node stops)."""
         job = self._writing
         self._cancel_writing()
         if job is not None:
             job.done.wait(timeout)
+        installing = self._installing
+        if installing is not None:
+            installing.done.wait(timeout)
 
     # -- loading -------------------------------------------------------------------------
 
     def deserialize(self):
-        return (None,) + tuple(self._load(self.file_name))
+        """pysyncobj's data of the snapshot file: the one just installed, or (at start) installed now."""
+        installed, self._installed = self._installed, None
+        if installed is None:
+            self._check(self.file_name)
+            installed = self._load(self.file_name)
+        return (None,) + tuple(installed)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -205,8 +229,8 @@ class SnapshotFiles:
     # -- receiving -----------------------------------------------------------------------
 
     def setTransmissionData(self, data):
-        """Take a chunk from the leader; True once the file is whole and in place."""
-        if data is None:
+        """Take a chunk from the leader; always False: a whole file is installed by a thread of its own."""
+        if data is None or self._installing is not None:
             return False
         chunk, first, last = data
         if first:
@@ -232,16 +256,55 @@ class SnapshotFiles:
             if self._durable:
                 os.fsync(handle.fileno())
             handle.close()
-            self._incoming = None
-            self._cancel_writing()
-            os.replace(path, self.file_name)
-            if self._durable:
-                flush_directory(self.file_name)
         except OSError as exc:
             logger.warning("cannot receive a snapshot into %s: %s", path, exc)
             self._drop_incoming()
             return False
+        self._incoming = None
+        self._cancel_writing()
+        job = _Install(path)
+        self._installing = job
+        threading.Thread(target=self._install, args=(job,), name="dqcluster-install", daemon=True).start()
+        return False  # not installed yet: see take_installed
+
+    def _install(self, job):
+        started = self._clock()
+        try:
+            # Checked before it takes the place of the node's own snapshot,
+            # which the node's log starts from.
+            self._check(job.path)
+            os.replace(job.path, self.file_name)
+            if self._durable:
+                flush_directory(self.file_name)
+            job.result = self._load(self.file_name)
+        except Exception as exc:  # noqa: BLE001 - the node keeps its log and is sent a snapshot again
+            job.error = f"{type(exc).__name__}: {exc}"
+            remove_if_present(job.path)
+        finally:
+            job.seconds = self._clock() - started
+            job.done.set()
+            self._on_installed()
+
+    @property
+    def installing(self):
+        """Whether a received snapshot is being installed or was and has not been taken yet."""
+        return self._installing is not None
+
+    def take_installed(self):
+        """None while a received snapshot is installed; then True (``deserialize`` has it) or False."""
+        job = self._installing
+        if job is None or not job.done.is_set():
+            return None
+        self._installing = None
+        if job.error is not None:
+            logger.warning("could not install the snapshot received from the leader (%s); "
+                           "this node keeps its log and will be sent one again", job.error)
+            return False
+        self._installed = job.result
+        self.install_seconds = job.seconds
         return True
+
+    install_seconds = None  # how long the last snapshot received took to install
 
     def _drop_incoming(self):
         incoming, self._incoming = self._incoming, None
@@ -258,6 +321,15 @@ class _Write:
         self.cancelled = False
         self.outcome = None  # SERIALIZER_STATE.SUCCESS or FAILED once over
         self.error = None
+        self.done = threading.Event()
+
+
+class _Install:
+    def __init__(self, path):
+        self.path = path  # the received file, until it is put in place
+        self.result = None
+        self.error = None
+        self.seconds = None
         self.done = threading.Event()
 
 

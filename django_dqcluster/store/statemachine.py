@@ -534,13 +534,23 @@ class StateMachine:
             raise
         return PendingSnapshot(header, readers, self.data_dir, self.fsync)
 
+    def check_snapshot(self, filename):
+        """ValueError naming what is wrong if the snapshot file is damaged (a transfer lost bytes of it)."""
+        _verify_snapshot(filename)
+        self._checked_snapshot = _file_identity(filename)
+
+    _checked_snapshot = None
+
     def read_snapshot(self, filename, make_node):
         """Install a snapshot's databases where they are newer than ours; return pysyncobj's data.
 
-        A damaged file (one a transfer lost bytes of) installs nothing: it is
-        read through once and checked before the first database is replaced.
+        A damaged file installs nothing: it is read through once and checked
+        before the first database is replaced, unless ``check_snapshot``
+        just checked this very file (renamed since, but not rewritten).
         """
-        _verify_snapshot(filename)
+        if self._checked_snapshot is None or self._checked_snapshot != _file_identity(filename):
+            _verify_snapshot(filename)
+        self._checked_snapshot = None
         with open(filename, "rb") as src:
             header = msgpack.unpackb(_read_block(src), raw=False, strict_map_key=False)
             if header.get("format") != SNAPSHOT_FORMAT:
@@ -677,6 +687,12 @@ def _verify_snapshot(filename):
         if src.read(1):
             raise ValueError(f"snapshot file {filename} is damaged (bytes after its last database); "
                              "nothing of it was installed")
+
+
+def _file_identity(filename):
+    # A rename keeps it; writing to the file changes its size or time.
+    status = os.stat(filename)
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def _digest_of_next(src, size):

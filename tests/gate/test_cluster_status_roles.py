@@ -92,3 +92,13 @@ def test_a_secret_file_the_node_cannot_use_is_named_with_what_is_wrong():
     assert describe_secret_file({"path": "/etc/dq/secret", "error": None, "changes": 0}) is None
     line = describe_secret_file({"path": "/etc/dq/secret", "error": "/etc/dq/secret holds no secret", "changes": 1})
     assert line.startswith("Secret file: /etc/dq/secret holds no secret; this host's node keeps the secrets it had")
+
+
+def test_a_node_serving_older_data_for_now_says_why():
+    from django_dqcluster.management.commands.cluster_status import describe_node_state
+
+    assert describe_node_state(None) is None
+    assert describe_node_state({"installing_snapshot": False, "catching_up": False}) is None
+    assert describe_node_state({"installing_snapshot": True}).startswith(
+        "This host's node fell behind the leader's log and is installing the leader's snapshot")
+    assert "catching up with the leader" in describe_node_state({"catching_up": True})

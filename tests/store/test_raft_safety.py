@@ -190,3 +190,24 @@ def test_new_entries_after_the_last_one_are_appended(make):
     deliver(follower, append_entries(11, 1, entries(12, 13)))
     assert log_of(follower)[-1] == (13, 1)
     assert last_reply(follower)["next_node_idx"] == 14
+
+
+def snapshot_chunk(term=2, commit=50):
+    return {"type": "append_entries", "term": term, "commit_index": commit, "serialized": (b"chunk", True, False)}
+
+
+@pytest.mark.parametrize("make,commits", [(safe_follower, False), (stock_follower, True)], ids=["safe", "stock"])
+def test_a_snapshot_chunk_commits_nothing_of_the_log_it_is_sent_to_replace(make, commits):
+    """Entries 2-11 (term 1) may be a deposed leader's, which the term-2 leader never had.
+
+    Stock pysyncobj raised the commit index to the end of the follower's log
+    with every chunk, and applied those entries: a database the snapshot
+    holds at an older index would then keep them.
+    """
+    follower = make()
+    holds_ten_entries(follower)
+
+    deliver(follower, snapshot_chunk())
+
+    assert (follower._SyncObj__raftCommitIndex >= 11) is commits
+    assert follower._SyncObj__leaderCommitIndex == 50, "the leader's own, as pysyncobj's status shows it"

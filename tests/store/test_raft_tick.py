@@ -71,8 +71,8 @@ def silent_leader_follower():
     return follower
 
 
-def test_a_follower_that_stood_still_longer_than_any_election_timeout_first_gives_the_leader_one():
-    """Installing a large snapshot inside one tick, it heard nothing from anyone: no reason to depose the leader."""
+def test_a_follower_that_stood_still_longer_than_any_election_timeout_first_gives_the_leader_one(caplog):
+    """A paused process, a starved CPU: it heard nothing from anyone, which is no reason to depose the leader."""
     follower = silent_leader_follower()
     follower._last_tick_at -= 2 * follower.conf.raftMaxTimeout  # that tick took this long
     follower._SyncObj__raftElectionDeadline = raft_clock() - 1.0
@@ -80,6 +80,7 @@ def test_a_follower_that_stood_still_longer_than_any_election_timeout_first_give
     follower.doTick(0)
 
     assert (follower._SyncObj__raftState, follower._SyncObj__raftCurrentTerm) == (_RAFT_STATE.FOLLOWER, 1)
+    assert "stood still for" in caplog.text, "an operator hears of it"
     assert follower._SyncObj__raftElectionDeadline >= raft_clock() + 0.9 * follower.conf.raftMinTimeout
     # Still nothing from the leader once that timeout is over: the election goes ahead.
     follower._SyncObj__raftElectionDeadline = raft_clock() - 0.001

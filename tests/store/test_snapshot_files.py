@@ -159,13 +159,24 @@ def test_a_snapshot_that_cannot_be_written_keeps_the_old_file_and_waits_before_t
     assert snapshots.checkSerializing()[0] != SERIALIZER_STATE.NOT_SERIALIZING
 
 
+def installed(snapshots):
+    """Wait for the installing thread: what ``take_installed`` then says."""
+    for _ in range(1000):
+        outcome = snapshots.take_installed()
+        if outcome is not None:
+            return outcome
+        threading.Event().wait(0.01)
+    raise AssertionError("the snapshot is still being installed after 10 s")
+
+
 def test_a_snapshot_received_while_one_is_written_is_not_replaced_by_it(tmp_path):
     slow = SlowSnapshot(b"ours, older")
     snapshots = files(tmp_path, begin=lambda data: slow)
     snapshots.serialize((None,) + RAFT_DATA, 10)
 
     assert not snapshots.setTransmissionData((b"the leader's", True, False))
-    assert snapshots.setTransmissionData((b", newer", False, True))
+    snapshots.setTransmissionData((b", newer", False, True))
+    assert installed(snapshots) is True
     slow.release.set()
 
     assert snapshots.checkSerializing() == (SERIALIZER_STATE.NOT_SERIALIZING, None), \
@@ -180,6 +191,92 @@ def test_files_of_a_node_stopped_while_it_wrote_or_received_a_snapshot_are_remov
     (tmp_path / "raft.snapshot.receiving").write_bytes(b"partial")
     files(tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["raft.snapshot"]
+
+
+# -- installing -----------------------------------------------------------------------------
+
+
+class Gate:
+    """A ``load`` that installs only once the test opens it, counting its calls."""
+
+    def __init__(self):
+        self.open = threading.Event()
+        self.calls = 0
+
+    def __call__(self, filename):
+        self.calls += 1
+        assert self.open.wait(10)
+        return RAFT_DATA
+
+
+def receive(snapshots, *chunks):
+    for i, chunk in enumerate(chunks):
+        snapshots.setTransmissionData((chunk, i == 0, i == len(chunks) - 1))
+
+
+def test_a_received_snapshot_is_installed_by_a_thread_of_its_own(tmp_path):
+    """Installed on the Raft thread, 300 MB kept a node deaf to its leader for 3.5 s."""
+    gate = Gate()
+    snapshots = SnapshotFiles(str(tmp_path / "raft.snapshot"), 4, begin=None, load=gate, link_to=lambda node: None,
+                              durable=False)
+
+    receive(snapshots, b"the ", b"leader's", b"")  # returns while the install waits
+
+    assert snapshots.installing
+    assert snapshots.take_installed() is None
+    gate.open.set()
+    assert installed(snapshots) is True
+    assert not snapshots.installing
+    assert (tmp_path / "raft.snapshot").read_bytes() == b"the leader's"
+    assert snapshots.deserialize() == (None,) + RAFT_DATA
+    assert gate.calls == 1, "pysyncobj takes up what the thread installed, without installing it again"
+
+
+def test_a_damaged_snapshot_received_installs_nothing_and_keeps_the_nodes_own(tmp_path, caplog):
+    (tmp_path / "raft.snapshot").write_bytes(b"ours")
+    gate = Gate()
+
+    def check(path):
+        raise ValueError(f"snapshot file {path} is damaged")
+
+    snapshots = SnapshotFiles(str(tmp_path / "raft.snapshot"), 4, begin=None, load=gate, link_to=lambda node: None,
+                              check=check, durable=False)
+    receive(snapshots, b"torn", b"")
+
+    assert installed(snapshots) is False
+    assert gate.calls == 0
+    assert sorted(os.listdir(tmp_path)) == ["raft.snapshot"]
+    assert (tmp_path / "raft.snapshot").read_bytes() == b"ours", "the snapshot its log starts from"
+    assert "could not install the snapshot received from the leader (ValueError: snapshot file" in caplog.text
+
+
+def test_no_snapshot_is_taken_and_no_chunk_taken_while_one_is_installed(tmp_path):
+    gate = Gate()
+    taken = []
+    snapshots = SnapshotFiles(str(tmp_path / "raft.snapshot"), 4, begin=lambda data: taken.append(data),
+                              load=gate, link_to=lambda node: None, durable=False)
+    receive(snapshots, b"first", b"")
+
+    snapshots.serialize((None,) + RAFT_DATA, 12)
+    receive(snapshots, b"second", b"")
+    gate.open.set()
+
+    assert taken == [], "a snapshot of databases being replaced"
+    assert installed(snapshots) is True
+    assert (tmp_path / "raft.snapshot").read_bytes() == b"first"
+    assert not (tmp_path / "raft.snapshot.receiving").exists()
+
+
+def test_a_node_stopping_waits_for_the_snapshot_it_installs(tmp_path):
+    gate = Gate()
+    snapshots = SnapshotFiles(str(tmp_path / "raft.snapshot"), 4, begin=None, load=gate, link_to=lambda node: None,
+                              durable=False)
+    receive(snapshots, b"first", b"")
+    threading.Timer(0.2, gate.open.set).start()
+
+    snapshots.wait_for_writing(timeout=10)
+
+    assert snapshots.take_installed() is True, "over before the node closes its databases"
 
 
 # -- sending -----------------------------------------------------------------------------
@@ -360,3 +457,68 @@ def test_a_leader_sends_the_whole_snapshot_then_goes_on_after_it(tmp_path):
     assert b"".join(chunk[0] for chunk in chunks) == b"x" * 100
     assert chunks[0][1] and chunks[-1][2]
     assert engine._SyncObj__raftNextIndex[follower] == 52
+
+
+# -- the follower's engine while it installs ---------------------------------------------------
+
+
+def follower_sent_a_snapshot(tmp_path):
+    """A follower holding entries 1-11 (term 1), sent a term-2 leader's snapshot at entry 20, installing it."""
+    from .test_raft_safety import LEADER, append_entries, deliver, entries
+
+    gate = threading.Event()
+
+    def install(filename):
+        assert gate.wait(10)
+        return (b"", 20, 2), (b"", 19, 2), []
+
+    conf = SyncObjConf(autoTick=False, appendEntriesUseBatch=False, fullDumpFile=str(tmp_path / "raft.snapshot"),
+                       serializer=lambda filename, data: None, deserializer=install)
+    engine = SafeSyncObj("127.0.0.1:2", [LEADER.address], conf, SnapshotAt(), durable=False,
+                         transportClass=RecordingTransport)
+    engine.doTick(0)  # a node's first tick loads its own snapshot file, before it reads any message
+    deliver(engine, append_entries(1, 0, entries(2, 11)))
+    for chunk in ((b"snap", True, False), (b"shot", False, False), (b"", False, True)):
+        deliver(engine, {"type": "append_entries", "term": 2, "commit_index": 25, "serialized": chunk})
+    return engine, gate
+
+
+def replies(engine):
+    return [message for _, message in engine._SyncObj__transport.sent if message["type"] == "next_node_idx"]
+
+
+def test_a_follower_installing_a_snapshot_hears_its_leader_and_takes_no_entries(tmp_path):
+    from pysyncobj.monotonic import monotonic as raft_clock
+
+    from .test_raft_safety import append_entries, deliver, entries, log_of
+
+    engine, gate = follower_sent_a_snapshot(tmp_path)
+    answered = len(replies(engine))
+    engine._SyncObj__raftElectionDeadline = raft_clock() - 1
+
+    deliver(engine, append_entries(20, 2, entries(21, 22, term=2), term=2, commit=25))
+
+    assert engine._SyncObj__raftElectionDeadline > raft_clock(), "a heartbeat all the same"
+    assert log_of(engine)[-1] == (11, 1), "entries for a log the snapshot replaces"
+    assert len(replies(engine)) == answered, "no word on where its log ends before the snapshot is in"
+    assert engine._SyncObj__raftCommitIndex < 11
+    gate.set()
+
+
+def test_a_follower_tells_the_leader_where_its_log_ends_once_the_snapshot_is_installed(tmp_path):
+    from .test_raft_safety import log_of
+
+    engine, gate = follower_sent_a_snapshot(tmp_path)
+    answered = len(replies(engine))
+    engine.doTick(0)
+    assert len(replies(engine)) == answered
+
+    gate.set()
+    for _ in range(1000):
+        engine.doTick(0.01)
+        if not engine._snapshot_files.installing:
+            break
+
+    assert log_of(engine) == [(19, 2), (20, 2)]
+    assert engine._SyncObj__raftLastApplied == 20
+    assert replies(engine)[-1] == {"type": "next_node_idx", "next_node_idx": 21, "reset": False, "success": True}

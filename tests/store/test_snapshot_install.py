@@ -217,6 +217,32 @@ def test_a_snapshot_file_with_bytes_lost_installs_nothing_and_says_it_is_damaged
         replica.close()
 
 
+def test_a_snapshot_checked_and_then_damaged_is_checked_again_before_it_installs(tmp_path, monkeypatch):
+    """check_snapshot spares read_snapshot a second read of the same file, never of another."""
+    import os
+
+    filename = two_database_snapshot(tmp_path)
+    replica = replica_holding(tmp_path, "old", applied_index=10)
+    checks = []
+    verify = statemachine._verify_snapshot
+    monkeypatch.setattr(statemachine, "_verify_snapshot", lambda name: checks.append(name) or verify(name))
+    try:
+        replica.check_snapshot(filename)
+        os.truncate(filename, os.path.getsize(filename) - 100)  # (its size tells it changed)
+        with pytest.raises(ValueError, match="is damaged"):
+            replica.read_snapshot(filename, lambda address: address)
+        assert sound_contents(replica.databases.path_for("default")) == (1, "old")
+
+        whole = two_database_snapshot(tmp_path / "again")
+        replica.check_snapshot(whole)
+        os.replace(whole, filename)  # as a received file is put in place
+        replica.read_snapshot(filename, lambda address: address)
+        assert len(checks) == 3, "checked once each, and once more after it changed"
+        assert database_names(replica) == ["default", "second"]
+    finally:
+        replica.close()
+
+
 def test_a_snapshot_file_from_a_release_without_checksums_still_installs(tmp_path):
     import msgpack
 

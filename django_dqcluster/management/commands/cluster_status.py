@@ -80,6 +80,18 @@ def describe_secret_file(secret_file):
             "(fix the file: it is read again every few seconds)")
 
 
+def describe_node_state(store):
+    """Why this host's node serves older data than the cluster's for now, or None."""
+    store = store or {}
+    if store.get("installing_snapshot"):
+        return ("This host's node fell behind the leader's log and is installing the leader's snapshot: "
+                "it reads as of its older state until that is in")
+    if store.get("catching_up"):
+        return ("This host's node started with an empty data directory and is catching up with the leader "
+                "(it does not vote until it holds what was committed)")
+    return None
+
+
 def leader_write_locks(status):
     """{database: {"holder", "seconds"}} of the write locks the store's leader holds now (best effort)."""
     if not status:
@@ -265,6 +277,9 @@ class Command(BaseCommand):
                 f"term {store.get('term')}, commit index {store.get('commit_index')}, "
                 f"quorum {'yes' if store.get('has_quorum') else 'no'}"
             )
+        state = describe_node_state(report["store"])
+        if state:
+            write(state, style.WARNING)
         fallbacks = (report["store"] or {}).get("secret_fallbacks")
         if fallbacks:
             write(describe_fallbacks(fallbacks))
