@@ -57,7 +57,7 @@ from .apply_stall import ApplyStall, EntryNotApplied
 from .cipher import RaftCipher
 from .files import flush_directory
 from .journal_compaction import cut_through_a_new_file
-from .send_queue import SendQueue
+from .send_queue import UNSENT_LIMIT, SendQueue
 from .snapshot_files import SnapshotFiles
 
 logger = logging.getLogger("django_dqcluster.store.raft")
@@ -456,7 +456,12 @@ class FlushingTransport(TCPTransport):
                 message = dict(message, lease_echo=echo)
         elif kind == "append_entries" and getattr(engine, "_lease_enabled", False):
             message = dict(message, lease_ts=monotonic())
-        return super().send(node, message)
+        sent = super().send(node, message)
+        if kind == "append_entries" and connection is not None and connection.getSendBufferSize() > UNSENT_LIMIT:
+            hold = getattr(engine, "_hold_sends", None)
+            if hold is not None:
+                hold(node)  # see SafeSyncObj._hold_sends
+        return sent
 
 
 class SafeSyncObj(SyncObj):
@@ -503,12 +508,12 @@ class SafeSyncObj(SyncObj):
         self._handing_over_for_stall = False
         kwargs.setdefault("transportClass", FlushingTransport)
         self._snapshot_files = None
-        self._held_transfers = {}  # node -> its next index, during one round of sends
+        self._held_sends = {}  # node -> its next index, during one round of sends
         if conf.fullDumpFile and conf.serializer and hasattr(state_machine, "begin_snapshot"):
             # Put in place of pysyncobj's by the Raft thread (see _onTick).
             self._snapshot_files = SnapshotFiles(
                 conf.fullDumpFile, conf.logCompactionBatchSize, begin=state_machine.begin_snapshot,
-                load=self._load_snapshot, link_to=self._link_to, hold=self._hold_transfer, durable=durable,
+                load=self._load_snapshot, link_to=self._link_to, hold=self._hold_sends, durable=durable,
                 check=getattr(state_machine, "check_snapshot", lambda path: None), on_installed=self.wake,
             )
         self._loading_at_start = False
@@ -654,24 +659,36 @@ class SafeSyncObj(SyncObj):
         if self._collecting_commands:
             self._send_after_collecting = True
             return None
+        self._sending_round = True
         try:
             return SyncObj._SyncObj__sendAppendEntries(self)
         finally:
-            held, self._held_transfers = self._held_transfers, {}
+            self._sending_round = False
+            held, self._held_sends = self._held_sends, {}
             for node, next_index in held.items():
                 self._SyncObj__raftNextIndex[node] = next_index
 
-    def _hold_transfer(self, node):
-        """No snapshot chunk for ``node`` in this round of sends (SnapshotFiles says so).
+    _sending_round = False
 
-        pysyncobj's send loop goes on asking for the next chunk until its time
-        for the round is up, sending an empty message for each refusal. Its
-        loop for ``node`` ends once the node's next index is past the log:
-        set so for the rest of the round, then put back.
+    def _hold_sends(self, node):
+        """Nothing more for ``node`` in this round of sends: what is queued for it is enough.
+
+        Said by SnapshotFiles when it gives no chunk, and by the transport
+        once more than UNSENT_LIMIT waits unsent for the node. pysyncobj sends
+        a follower every entry it lacks in each round, for up to 0.1 s, and
+        goes on from there at the next, whether or not the first ones left:
+        a follower catching up a long log (or a slow one) had all of it
+        queued in the leader's memory, with the heartbeats behind it. For a
+        snapshot, its loop asked again and again, sending an empty message
+        for each refusal, until its time for the round was up.
+
+        The loop for ``node`` ends once the node's next index is past the
+        log: set so for the rest of the round, then put back (to after what
+        was sent). Outside a round (a reply, a vote request) nothing is held.
         """
         next_index = self._SyncObj__raftNextIndex
-        if node in next_index:
-            self._held_transfers.setdefault(node, next_index[node])
+        if self._sending_round and node in next_index:
+            self._held_sends.setdefault(node, next_index[node])
             next_index[node] = self._SyncObj__getCurrentLogIndex() + 1
 
     # -- the tick ---------------------------------------------------------------------------

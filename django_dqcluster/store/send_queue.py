@@ -10,6 +10,14 @@ as it is and sent from where the last send stopped.
 
 import collections
 
+# Unsent bytes on a connection above which the leader queues nothing more for
+# that follower in the current round of sends (a snapshot's next chunk, the
+# next entries): enough to keep a fast link busy between two of the leader's
+# rounds (every heartbeat period, 0.1 s), little enough that what is queued
+# behind it still arrives within an election timeout on a slow one, and that
+# a slow follower costs the leader no more memory than this.
+UNSENT_LIMIT = 8 * 2 ** 20
+
 # Frames handed to one sendmsg call: a few system calls for a backlog of small
 # frames, without building a long list for a long backlog.
 FRAMES_PER_SEND = 64

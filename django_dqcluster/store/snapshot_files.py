@@ -41,15 +41,11 @@ from time import monotonic
 from pysyncobj.config import SERIALIZER_STATE
 
 from .files import flush_directory, remove_if_present
+from .send_queue import UNSENT_LIMIT
 from .statemachine import SnapshotCancelled
 
 logger = logging.getLogger(__name__)
 
-# Unsent bytes on a connection above which no further chunk is read for it:
-# enough to keep a fast link busy between two of the leader's sends (every
-# heartbeat period, 0.1 s), little enough that the heartbeats queued behind
-# them still arrive within an election timeout on a slow one.
-BUFFER_LIMIT = 8 * 2 ** 20
 SYNC_EVERY = 16 * 2 ** 20  # bytes of a snapshot being received between two flushes to disk
 RETRY_AFTER_FAILURE = 10.0  # seconds before another snapshot after one that could not be written
 WRITING_SUFFIX = ".writing"
@@ -69,7 +65,7 @@ class SnapshotFiles:
 
     def __init__(self, file_name, chunk_size, *, begin, load, link_to, hold=lambda node: None,
                  check=lambda path: None, on_installed=lambda: None, durable=True,
-                 buffer_limit=BUFFER_LIMIT, clock=monotonic):
+                 buffer_limit=UNSENT_LIMIT, clock=monotonic):
         self.file_name = file_name
         self.chunk_size = chunk_size
         self.buffer_limit = buffer_limit
