@@ -91,8 +91,7 @@ class SnapshotFiles:
 
     def serialize(self, data, id):
         """Start writing a snapshot of the state as of entry ``id`` (pysyncobj's data: ``data[1:]``)."""
-        if self._writing is not None or self._installing is not None or self._clock() < self._not_before:
-            # (While one is installed, the databases are being replaced.)
+        if not self.may_begin():  # (while one is installed, the databases are being replaced)
             return
         try:
             pending = self._begin(data[1:])
@@ -125,6 +124,10 @@ class SnapshotFiles:
             if job.outcome != SERIALIZER_STATE.SUCCESS:
                 remove_if_present(job.path)
             job.done.set()
+
+    def may_begin(self):
+        """Whether ``serialize`` would begin a snapshot now."""
+        return self._writing is None and self._installing is None and self._clock() >= self._not_before
 
     def checkSerializing(self):
         """pysyncobj's question at every tick: (state, id of the entry the snapshot is at)."""

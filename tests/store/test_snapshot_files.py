@@ -522,3 +522,46 @@ def test_a_follower_tells_the_leader_where_its_log_ends_once_the_snapshot_is_ins
     assert log_of(engine) == [(19, 2), (20, 2)]
     assert engine._SyncObj__raftLastApplied == 20
     assert replies(engine)[-1] == {"type": "next_node_idx", "next_node_idx": 21, "reset": False, "success": True}
+
+
+# -- compacting a log that grew large ------------------------------------------------------
+
+
+def node_with_a_log_of(tmp_path, entries, entry_bytes, max_log_bytes):
+    conf = SyncObjConf(autoTick=False, appendEntriesUseBatch=False, journalFile=str(tmp_path / "raft.journal"),
+                       fullDumpFile=str(tmp_path / "raft.snapshot"), serializer=lambda filename, data: None,
+                       deserializer=lambda filename: RAFT_DATA)
+    engine = SafeSyncObj("127.0.0.1:2", ["127.0.0.1:3"], conf, SnapshotAt(), durable=False,
+                         transportClass=RecordingTransport, max_log_bytes=max_log_bytes)
+    engine._SyncObj__serializer = engine._snapshot_files  # as its first tick does
+    for index in range(2, entries + 2):
+        engine._SyncObj__raftLog.add(b"\x01" + b"x" * (entry_bytes - 1), index, 1)
+    return engine
+
+
+def test_a_log_past_its_size_limit_is_compacted_however_few_its_entries(tmp_path):
+    """pysyncobj waits for 20,000 entries or 10 minutes, with the whole log in memory (670 MB after 300 MB)."""
+    engine = node_with_a_log_of(tmp_path, entries=100, entry_bytes=1000, max_log_bytes=50_000)
+    engine._compact_a_large_log()
+    assert engine._SyncObj__forceLogCompaction
+    engine.destroy()
+
+
+def test_a_log_within_its_size_limit_waits_for_pysyncobjs_own_reasons(tmp_path):
+    engine = node_with_a_log_of(tmp_path, entries=10, entry_bytes=1000, max_log_bytes=50_000)
+    engine._compact_a_large_log()
+    assert not engine._SyncObj__forceLogCompaction
+    engine.destroy()
+
+
+def test_no_second_compaction_is_asked_for_while_a_snapshot_is_written(tmp_path):
+    engine = node_with_a_log_of(tmp_path, entries=100, entry_bytes=1000, max_log_bytes=50_000)
+    slow = SlowSnapshot()
+    engine._snapshot_files._begin = lambda data: slow
+    engine._snapshot_files.serialize((None,) + RAFT_DATA, 10)
+
+    engine._compact_a_large_log()
+
+    assert not engine._SyncObj__forceLogCompaction, "the log is cut once it is written; then it is small"
+    slow.release.set()
+    engine.destroy()
