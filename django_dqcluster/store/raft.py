@@ -477,7 +477,13 @@ class FlushingTransport(TCPTransport):
         elif kind == "append_entries" and getattr(engine, "_lease_enabled", False):
             message = dict(message, lease_ts=monotonic())
         sent = super().send(node, message)
-        if kind == "append_entries" and connection is not None and connection.getSendBufferSize() > UNSENT_LIMIT:
+        if (kind == "append_entries" and "serialized" not in message and connection is not None
+                and connection.getSendBufferSize() > UNSENT_LIMIT):
+            # (Not after a snapshot chunk: SnapshotFiles holds those before
+            # reading the next one. pysyncobj's loop goes on while a transfer
+            # is under way whatever the node's next index, and with the index
+            # past the log it sent heartbeats the follower could only refuse,
+            # for the rest of its 0.1 s: a catch-up took 100 s instead of 9.)
             hold = getattr(engine, "_hold_sends", None)
             if hold is not None:
                 hold(node)  # see SafeSyncObj._hold_sends
@@ -694,14 +700,36 @@ class SafeSyncObj(SyncObj):
         if self._collecting_commands:
             self._send_after_collecting = True
             return None
+        members = self._SyncObj__otherNodes
+        backed_up = self._backed_up(members)
+        if backed_up:
+            # Nothing for them in this round, not even the one message
+            # pysyncobj's loop sends every node (sent at every commit, it
+            # would add an entry per commit to what already waits). What
+            # waits carries their heartbeats.
+            self._SyncObj__otherNodes = members - backed_up
         self._sending_round = True
         try:
             return SyncObj._SyncObj__sendAppendEntries(self)
         finally:
             self._sending_round = False
+            self._SyncObj__otherNodes = members
             held, self._held_sends = self._held_sends, {}
             for node, next_index in held.items():
                 self._SyncObj__raftNextIndex[node] = next_index
+
+    def _backed_up(self, members):
+        """Members sent entries (not a snapshot) with more than UNSENT_LIMIT still waiting to leave."""
+        connections = getattr(self._SyncObj__transport, "_connections", None)
+        if not connections:
+            return set()
+        log_start = self._SyncObj__raftLog[0][1]
+        next_index = self._SyncObj__raftNextIndex
+        return {
+            node for node in members
+            if node in connections and connections[node].getSendBufferSize() > UNSENT_LIMIT
+            and next_index.get(node, 0) > log_start  # (a snapshot transfer holds itself, chunk by chunk)
+        }
 
     _sending_round = False
 

@@ -31,6 +31,9 @@ class QueueingConnection:
 
     def send(self, message):
         self.sent.append(message)
+        self.waiting += sum(len(entry[0]) for entry in message.get("entries", []))
+        if message.get("serialized"):
+            self.waiting += len(message["serialized"][0])
 
     def getSendBufferSize(self):
         return self.waiting
@@ -71,16 +74,16 @@ def test_a_follower_with_room_in_its_queue_is_sent_every_entry_it_lacks():
     assert engine._SyncObj__raftNextIndex[follower] == 61
 
 
-def test_a_follower_with_more_than_the_limit_queued_is_sent_one_message_a_round():
-    connection = QueueingConnection(waiting=UNSENT_LIMIT + 1)
+def test_a_follower_whose_queue_passes_the_limit_in_a_round_is_sent_nothing_more_in_it():
+    connection = QueueingConnection(waiting=UNSENT_LIMIT - 10)
     engine, follower = leader_with_a_follower_behind(connection)
 
     engine._SyncObj__sendAppendEntries()
 
-    assert sent_entries(connection) == [50, 51], "the round's first message, as a heartbeat would be"
+    assert sent_entries(connection) == [50, 51], "the message that took it past the limit"
     assert engine._SyncObj__raftNextIndex[follower] == 52, "the next round goes on after what was sent"
 
-    connection.waiting = 0
+    connection.waiting = 0  # it all left
     engine._SyncObj__sendAppendEntries()
     assert sent_entries(connection) == list(range(50, 61))
 
@@ -93,3 +96,37 @@ def test_outside_a_round_of_sends_a_full_queue_holds_nothing_back():
 
     assert engine._SyncObj__raftNextIndex[follower] == 50
     assert engine._held_sends == {}
+
+
+def test_a_follower_with_more_than_the_limit_queued_when_a_round_begins_is_sent_nothing_in_it():
+    """Rounds come with every commit: one message each would add an entry per commit to the queue."""
+    connection = QueueingConnection(waiting=UNSENT_LIMIT - 10)
+    engine, follower = leader_with_a_follower_behind(connection)
+    engine._SyncObj__sendAppendEntries()
+    assert sent_entries(connection) == [50, 51]
+
+    engine._SyncObj__sendAppendEntries()
+    engine._SyncObj__sendAppendEntries()
+
+    assert sent_entries(connection) == [50, 51], "what waits carries its heartbeats"
+    assert engine._SyncObj__raftNextIndex[follower] == 52
+    assert follower in engine._SyncObj__otherNodes, "a member still, counted in every majority"
+
+
+def test_a_snapshot_chunk_that_fills_the_queue_does_not_end_the_transfer_in_a_muddle():
+    """Holding after a chunk, pysyncobj's loop went on sending heartbeats from past the log for 0.1 s."""
+    from django_dqcluster.store.snapshot_files import SnapshotFiles
+
+    connection = QueueingConnection(waiting=UNSENT_LIMIT - 10)
+    engine, follower = leader_with_a_follower_behind(connection)
+    engine._SyncObj__raftNextIndex[follower] = 30  # before the log's start (40): it needs the snapshot
+    engine._SyncObj__serializer = SnapshotFiles(
+        "/dev/zero", 100, begin=None, load=None, link_to=lambda node: connection, hold=engine._hold_sends,
+        durable=False)
+
+    engine._SyncObj__sendAppendEntries()
+
+    kinds = [("chunk" if message["serialized"] else "no chunk") if "serialized" in message else "entries"
+             for message in connection.sent]
+    assert kinds == ["chunk", "no chunk"], "a chunk, then nothing more in this round (the queue is full)"
+    assert engine._SyncObj__raftNextIndex[follower] == 30
