@@ -90,8 +90,7 @@ def run(directory, megabytes, rounds, log=print):
             slowest, failed = writer.during(started, started + took)
             rows.append((round_ + 1, took, before, peak.peak - before, slowest, failed))
             log(rows[-1])
-        writer.stop.set()
-        writer.join(30)
+        writer.finish()
     return rows
 
 

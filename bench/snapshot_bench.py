@@ -74,6 +74,10 @@ class Writer(threading.Thread):
                 conn = self.cluster.leader().connect()
         conn.close()
 
+    def finish(self):
+        self.stop.set()
+        self.join(30)
+
     def during(self, start, end):
         """(slowest write in seconds, failed writes) among those that overlapped [start, end)."""
         overlapping = [(began, took) for began, took in self.writes
@@ -143,8 +147,7 @@ def run(directory, rounds, log=print):
                          said(text, r"stood still for ([\d.]+) s"), slowest, failed,
                          elections(cluster) - before[0], leaders_lost(cluster) - before[1]))
             log(rows[-1])
-        writer.stop.set()
-        writer.join(30)
+        writer.finish()
     return rows
 
 
