@@ -261,6 +261,22 @@ class Database:
                     self._scratch = conn
         return self._scratch
 
+    def replace_scratch_connection(self):
+        """Close the scratch connection (its statements with it); the next use opens a new one.
+
+        For a connection an interrupt may still be pending on: SQLite keeps
+        one while any statement of the connection is open (a result not read
+        to its end) and fails every later statement with it, ROLLBACK
+        included. Called with the write lock and the scratch mutex held.
+        """
+        with self._open_lock:
+            conn, self._scratch, self._scratch_functions = self._scratch, None, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
     @property
     def scratch_functions(self):
         self.scratch_connection()

@@ -216,7 +216,7 @@ class OpenResults:
 
     def drop_owned_by(self, owner, failure):
         """Give up ``owner``'s results unread (its connection is no longer its own); fetching them raises ``failure``."""
-        for result in self._open.values():
+        for result in list(self._open.values()):  # (from an abort's thread too)
             if result.owner is owner:
                 result.fail(failure)
 

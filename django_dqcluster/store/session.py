@@ -41,6 +41,7 @@ from .statements import (
     BEGIN, COMMIT, RELEASE, ROLLBACK, SAVEPOINT, savepoint_name, split_script, transaction_control,
 )
 from .transactions import Transaction
+from .transactions import aborted_error as _aborted
 
 logger = logging.getLogger("django_dqcluster.store")
 
@@ -493,7 +494,7 @@ class Session:
         self._acquire(database, "a transaction")
         try:
             self._catch_up(database)
-            tx = Transaction(database, self.pragmas, started_by_savepoint)
+            tx = Transaction(database, self.pragmas, started_by_savepoint, results=self.results)
             _start_scratch(database, tx.pragmas)
         except BaseException:
             database.write_lock.release()
@@ -505,7 +506,7 @@ class Session:
         """BEGIN DEFERRED: a read snapshot at its first read, the write lock at its first write (see Transaction)."""
         self._require_leader()
         database = self.node.state_machine.databases.get(self.db_name)
-        self.tx = Transaction(database, self.pragmas, deferred=True)
+        self.tx = Transaction(database, self.pragmas, deferred=True, results=self.results)
         self.node.leader_state.register(self.tx)
 
     def _take_snapshot(self, tx):
@@ -975,10 +976,6 @@ def _start_scratch(database, pragmas):
             scratch.execute(f"PRAGMA {name} = {int(value)}")
         scratch.execute("BEGIN")
 
-
-def _aborted(reason):
-    """The error for a statement of a transaction aborted on the leader (``reason``: why)."""
-    return errors.retryable(f"transaction aborted: {reason}; nothing was applied, retry it")
 
 
 def _interrupted_by_abort(tx, exc):

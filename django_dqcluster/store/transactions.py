@@ -12,11 +12,17 @@ import logging
 import threading
 import time
 
+from . import errors
 from .classify import Classifier
 from .determinism import FixedValues
 from .statemachine import rollback_quietly
 
 logger = logging.getLogger("django_dqcluster.store")
+
+
+def aborted_error(reason):
+    """The error for a statement of a transaction aborted on the leader (``reason``: why)."""
+    return errors.retryable(f"transaction aborted: {reason}; nothing was applied, retry it")
 
 
 class Transaction:
@@ -32,8 +38,10 @@ class Transaction:
     no snapshot to go stale); from then on it runs as any other transaction.
     """
 
-    def __init__(self, database, pragmas, started_by_savepoint=None, deferred=False):
+    def __init__(self, database, pragmas, started_by_savepoint=None, deferred=False, results=None):
+        """``results``: its session's open results (an abort ends the ones of this transaction)."""
         self.database = database
+        self._results = results
         self.pragmas = dict(pragmas)
         self.values = FixedValues.fresh()
         self.statements = []  # [ordinal, sql, params, many, expect_error]
@@ -74,6 +82,14 @@ class Transaction:
         """End it from outside its session (``reason``: why, for the client's next statement)."""
         with self.database.scratch_mutex:
             self.aborted = reason
+            if self._holds_lock and self._results is not None:
+                # Its results not read to their end are statements still open
+                # on the scratch connection, and SQLite keeps the abort's
+                # interrupt pending while any is, failing every later
+                # statement, the ROLLBACK below included: the next transaction
+                # got SQLite's bare "interrupted" (found by the chaos run).
+                # Fetching their rows now says the transaction was aborted.
+                self._results.drop_owned_by(self, aborted_error(reason))
             self.end(rollback_scratch=True)
 
     def end(self, rollback_scratch):
@@ -88,7 +104,13 @@ class Transaction:
             if not self._holds_lock:
                 return
             if rollback_scratch:
-                rollback_quietly(self.database.scratch_connection())
+                scratch = self.database.scratch_connection()
+                rollback_quietly(scratch)
+                if scratch.in_transaction:
+                    # Never hand the next transaction this one's writes.
+                    logger.warning("could not roll back an aborted transaction on database %r; "
+                                   "its connection is replaced", self.database.name)
+                    self.database.replace_scratch_connection()
             self._holds_lock = False
             self.database.write_lock.release()
 

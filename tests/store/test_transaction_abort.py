@@ -180,3 +180,25 @@ def test_a_transaction_whose_statement_runs_as_leadership_is_lost_gets_the_abort
     assert values(reader) == []
     conn.execute("INSERT INTO t VALUES ('after')")  # the write lock is free again
     assert values(reader) == ["after"]
+
+
+def test_a_transaction_aborted_between_requests_with_a_result_left_open_leaves_the_next_one_alone(embedded_node):
+    """SQLite keeps an interrupt pending while any statement of the connection is open (a result
+    not read to its end), failing every later statement, ROLLBACK included: the next transaction
+    on the scratch connection got SQLite's bare "interrupted" (found by the chaos run)."""
+    aborted, next_one, reader = connect(embedded_node), connect(embedded_node), connect(embedded_node)
+    aborted.execute("CREATE TABLE t (v TEXT)")
+    aborted.execute("BEGIN")
+    aborted.execute("INSERT INTO t VALUES ('a1')")
+    cursor = aborted.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 2000000) "
+                             "SELECT x, printf('%100d', x) FROM c")
+    cursor.fetchmany(10)  # more than a page: the statement stays open on the node
+
+    embedded_node.leader_state.abort_all("leadership was lost (test)")  # no statement of it runs now
+
+    next_one.execute("BEGIN")
+    next_one.execute("INSERT INTO t VALUES ('b1')")
+    next_one.execute("COMMIT")
+    assert values(reader) == ["b1"]
+    with pytest.raises(dbapi.OperationalError, match="transaction aborted"):
+        cursor.fetchall()
