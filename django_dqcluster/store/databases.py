@@ -262,12 +262,13 @@ class Database:
         return self._scratch
 
     def replace_scratch_connection(self):
-        """Close the scratch connection (its statements with it); the next use opens a new one.
+        """Close the scratch connection; the next use opens a new one.
 
-        For a connection an interrupt may still be pending on: SQLite keeps
-        one while any statement of the connection is open (a result not read
-        to its end) and fails every later statement with it, ROLLBACK
-        included. Called with the write lock and the scratch mutex held.
+        The last resort for a connection that could not be rolled back. (It
+        frees the database only once every statement of it has ended: SQLite
+        keeps a connection with open statements, and its locks, until then;
+        an abort ends its transaction's results first.) Called with the
+        write lock and the scratch mutex held.
         """
         with self._open_lock:
             conn, self._scratch, self._scratch_functions = self._scratch, None, None
