@@ -582,7 +582,7 @@ class SafeSyncObj(SyncObj):
         # messages per commit and raised 1-client commits/s by ~50% here.
         # Except when a follower waits for it (announce_commit).
         stall = self.apply_stall
-        if not stall.may_retry() or self._installing_snapshot():
+        if not stall.may_retry() or self.installing_snapshot:
             return False
         waiting = self._SyncObj__commandsWaitingCommit
         callbacks = dict(waiting) if waiting else None
@@ -640,9 +640,6 @@ class SafeSyncObj(SyncObj):
                         and tuple(log[entry1[1] - first]) == tuple(entry1)):
                     self._SyncObj__deleteEntriesTo(entry0[1])
         return entry1, entry0, cluster
-
-    def _installing_snapshot(self):
-        return self._snapshot_files is not None and self._snapshot_files.installing
 
     def _take_installed_snapshot(self):
         """On the Raft thread: once a received snapshot is installed, take it up and tell the leader.
@@ -1033,7 +1030,7 @@ class SafeSyncObj(SyncObj):
             if "lease_ts" in message:
                 self._lease_echo = message["lease_ts"]
             received = message
-            if self._installing_snapshot():
+            if self.installing_snapshot:
                 # Heard as a heartbeat (the election timer, the leader, the
                 # term), not as entries or chunks: nothing is added to a log
                 # the installed snapshot replaces, and no reply says where it
@@ -1154,7 +1151,8 @@ class SafeSyncObj(SyncObj):
 
     @property
     def installing_snapshot(self):
-        return self._installing_snapshot()
+        """A snapshot received from the leader is being installed (see _take_installed_snapshot)."""
+        return self._snapshot_files is not None and self._snapshot_files.installing
 
     # -- leader lease ---------------------------------------------------------------------
 
