@@ -58,6 +58,10 @@ class Transaction:
         self.idle_since = time.monotonic()
         #: Held while a statement of it runs: the scratch mutex, then a new idle_since.
         self.running = _Running(self)
+        # How many of its statements run now (a fetch may run inside one), and
+        # the lock that makes "one runs" and interrupting it a single step.
+        self._statements_running = 0
+        self._interrupt_lock = threading.Lock()
         self.committing = False  # its COMMIT is under way: never idle again
 
     @property
@@ -91,6 +95,29 @@ class Transaction:
                 # Fetching their rows now says the transaction was aborted.
                 self._results.drop_owned_by(self, aborted_error(reason))
             self.end(rollback_scratch=True)
+
+    def interrupt_running_statement(self, reason):
+        """Interrupt its statement if one runs now; its session reports the abort (``reason``).
+
+        Only while one of its statements runs is the scratch connection surely
+        its own: interrupting on the strength of "it holds the lock" hit the
+        next transaction's statement when this one ended in between, and that
+        client got SQLite's bare "interrupted", which is not retryable.
+        """
+        with self._interrupt_lock:
+            if not self._statements_running:
+                return False
+            self.interrupted_because = reason
+            self.database.scratch_connection().interrupt()
+            return True
+
+    def _statement_started(self):
+        with self._interrupt_lock:
+            self._statements_running += 1
+
+    def _statement_ended(self):
+        with self._interrupt_lock:
+            self._statements_running -= 1
 
     def end(self, rollback_scratch):
         """Give the write lock back, once, rolling back its scratch work first if asked.
@@ -128,9 +155,11 @@ class _Running:
 
     def __enter__(self):
         self._tx.database.scratch_mutex.acquire()
+        self._tx._statement_started()
         return self
 
     def __exit__(self, *exc_info):
+        self._tx._statement_ended()
         self._tx.idle_since = time.monotonic()
         self._tx.database.scratch_mutex.release()
         return False
@@ -183,12 +212,9 @@ class LeaderState:
                 tx.aborted = reason
                 self.unregister(tx)
                 continue
-            database = tx.database
-            if tx.holds_lock:
-                # A statement it runs now fails with SQLITE_INTERRUPT; its
-                # session reports it as this abort (retryable), not as the SQL's error.
-                tx.interrupted_because = reason
-                database.scratch_connection().interrupt()
+            # A statement it runs now fails with SQLITE_INTERRUPT; its session
+            # reports it as this abort (retryable), not as the SQL's error.
+            tx.interrupt_running_statement(reason)
             # Its client may never come back: free the database now so this
             # node can take transactions again when it leads again.
             tx.abort(reason)

@@ -153,6 +153,9 @@ SLOW_READ = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMI
 #: Five thousand rows at once, then one every hundred million numbers: its later pages take seconds.
 THINNING_READ = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 500000000) "
                  "SELECT x, zeroblob(2000) FROM c WHERE x <= 5000 OR x % 100000000 = 0")
+#: A fraction of a second of SQLite work, and its answer.
+MEDIUM_READ = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 2000000) SELECT sum(x) FROM c"
+MEDIUM_READ_SUM = 2000000 * 2000001 // 2
 
 
 @pytest.mark.parametrize("running", ["a statement", "a fetch of the next page"])
@@ -202,3 +205,45 @@ def test_a_transaction_aborted_between_requests_with_a_result_left_open_leaves_t
     assert values(reader) == ["b1"]
     with pytest.raises(dbapi.OperationalError, match="transaction aborted"):
         cursor.fetchall()
+
+
+def test_an_abort_interrupts_a_statement_of_its_own_transaction_only(embedded_node, monkeypatch):
+    """Aborting looked at whether the transaction held the write lock, then interrupted the scratch
+    connection. If the transaction ended in between and the next one began a statement, that
+    statement was interrupted instead, and its client got SQLite's bare "interrupted", which is
+    not retryable. Here any interrupt the abort sends waits for exactly that moment."""
+    aborted, next_one = connect(embedded_node), connect(embedded_node)
+    aborted.execute("CREATE TABLE t (v TEXT)")
+    aborted.execute("BEGIN")
+    aborted.execute("INSERT INTO t VALUES ('a1')")  # holds the lock, runs nothing now
+    database = embedded_node.state_machine.databases.get("default")
+    outcome = {}
+
+    def next_transactions_read():
+        try:
+            outcome["sum"] = next_one.execute(MEDIUM_READ).fetchone()[0]
+        except dbapi.Error as exc:
+            outcome["error"] = exc
+
+    reader = threading.Thread(target=next_transactions_read)
+    real_interrupt = type(database.scratch_connection()).interrupt
+
+    def interrupt_once_the_next_transactions_statement_runs(conn):
+        if not reader.is_alive() and "sum" not in outcome and "error" not in outcome:
+            aborted.rollback()  # its client ends it meanwhile: the lock is free
+            next_one.execute("BEGIN")
+            reader.start()
+            while database.scratch_mutex.acquire(blocking=False):  # free until the read runs
+                database.scratch_mutex.release()
+                time.sleep(0.001)
+        real_interrupt(conn)
+
+    monkeypatch.setattr(type(database.scratch_connection()), "interrupt",
+                        interrupt_once_the_next_transactions_statement_runs)
+    embedded_node.leader_state.abort_all("leadership was lost (test)")
+    if not reader.is_alive() and not outcome:  # the abort interrupted nothing
+        next_one.execute("BEGIN")
+        reader.start()
+    reader.join()
+    assert outcome == {"sum": MEDIUM_READ_SUM}
+    next_one.execute("COMMIT")
