@@ -48,6 +48,7 @@ KNOWN_OPTIONS = {
     "allow_remote": False,   # let the node listen beyond loopback
     "idle_transaction_timeout": None,  # seconds; the node aborts transactions idle this long (whoever runs it)
     "max_statement_steps": None,  # the node stops a statement after this many SQLite steps (None: its default)
+    "max_log_mb": None,      # MiB of Raft log the node holds before compacting it (None: its default)
     "transaction_mode": None,  # as Django's sqlite3 backend: DEFERRED/IMMEDIATE/EXCLUSIVE
     "init_command": "",      # as Django's sqlite3 backend: statements run on each new connection
 }
@@ -79,6 +80,7 @@ class BackendOptions:
     allow_remote: bool
     idle_transaction_timeout: float
     max_statement_steps: int  # None: the node's default
+    max_log_mb: int  # None: the node's default
     transaction_mode: str
     init_command: str
 
@@ -108,6 +110,7 @@ class BackendOptions:
                 allow_remote=self.allow_remote,
                 idle_transaction_timeout=self.idle_transaction_timeout,
                 **({} if self.max_statement_steps is None else {"max_statement_steps": self.max_statement_steps}),
+                **({} if self.max_log_mb is None else {"max_log_mb": self.max_log_mb}),
                 connection_hooks=list(connection_hooks),
             )
         except ConfigError as exc:
@@ -302,6 +305,17 @@ def parse(alias, settings_dict):
         if steps < 0:
             raise _error(alias, "max_statement_steps", f"must be 0 (no limit) or more, not {steps!r}")
 
+    log_mb = opts["max_log_mb"]
+    if log_mb is not None:
+        try:
+            if isinstance(log_mb, (bool, float)):
+                raise TypeError
+            log_mb = int(log_mb)  # a URL gives a string
+        except (TypeError, ValueError):
+            raise _error(alias, "max_log_mb", f"must be a whole number of MiB, not {log_mb!r}") from None
+        if log_mb < 1:
+            raise _error(alias, "max_log_mb", f"must be 1 or more (MiB), not {log_mb!r}")
+
     transaction_mode = opts["transaction_mode"]
     if transaction_mode is not None:
         if transaction_mode.upper() not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
@@ -338,6 +352,6 @@ def parse(alias, settings_dict):
         secret_file=os.fspath(opts["secret_file"]) if opts["secret_file"] else None, token=token,
         token_file=os.fspath(opts["token_file"]) if opts["token_file"] else None, consistency=consistency,
         durability=durability, timeout=timeout, allow_remote=allow_remote, local_reads=local_reads, seal=seal,
-        idle_transaction_timeout=idle, max_statement_steps=steps,
+        idle_transaction_timeout=idle, max_statement_steps=steps, max_log_mb=log_mb,
         transaction_mode=transaction_mode, init_command=opts["init_command"] or "",
     )

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 
-from .config import FSYNC, PROCESS, ConfigError, NodeConfig, read_secrets, readable_by_others
+from .config import DEFAULT_MAX_LOG_MB, FSYNC, PROCESS, ConfigError, NodeConfig, read_secrets, readable_by_others
 from .statement_steps import DEFAULT_MAX_STATEMENT_STEPS
 
 
@@ -70,6 +70,9 @@ def build_parser():
                         help="stop a statement after this many SQLite steps, on every node alike, so that one that "
                              f"never ends cannot hold up the cluster (default {DEFAULT_MAX_STATEMENT_STEPS:,}; "
                              "0: no limit)")
+    parser.add_argument("--max-log-mb", type=int, default=DEFAULT_MAX_LOG_MB, metavar="MIB",
+                        help="compact the Raft log once its entries take this many MiB, which this node also "
+                             f"holds in memory (default {DEFAULT_MAX_LOG_MB})")
     parser.add_argument("--drain-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="on SIGTERM/SIGINT, how long clients' running requests and open transactions "
                              "may take to finish before the node stops (default 5)")
@@ -99,6 +102,7 @@ def main(argv=None):
             drain_timeout=args.drain_timeout,
             idle_transaction_timeout=args.idle_transaction_timeout,
             max_statement_steps=args.max_statement_steps,
+            max_log_mb=args.max_log_mb,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -158,7 +158,8 @@ class Node:
         self.engine = self._engine_class(
             self.config.bind, peers, conf, self.state_machine, secret=self.secret,
             secret_fallbacks=self.secret_fallbacks, durable=self.config.durable,
-            catching_up_file=self.config.catching_up_file, fresh_member=fresh_member, **extra
+            catching_up_file=self.config.catching_up_file, fresh_member=fresh_member,
+            max_log_bytes=self.config.max_log_bytes, **extra
         )
         self.engine.command_source = self.commit_queue.take
         return peers

@@ -56,6 +56,7 @@ from pysyncobj.transport import TCPTransport
 
 from .apply_stall import ApplyStall, EntryNotApplied
 from .cipher import RaftCipher
+from .config import DEFAULT_MAX_LOG_MB
 from .files import flush_directory
 from .journal_compaction import cut_through_a_new_file
 from .send_queue import UNSENT_LIMIT, SendQueue
@@ -126,11 +127,8 @@ REQUIRED_JOURNAL_FILE_ATTRIBUTES = ("_ResizableFile__f", "_ResizableFile__mm", "
 # an fsync of the mapped range), and os.fdatasync releases the GIL.
 FDATASYNC_COVERS_MMAP = sys.platform.startswith("linux")
 
-# Bytes of entries in the log above which a node compacts it (a snapshot, then
-# the log cut to it). pysyncobj compacts after 20,000 entries or 10 minutes
-# and holds every entry of the log in memory: 300 MB written in large
-# transactions took each node from 35 MB to 670 MB resident, for ten minutes.
-MAX_LOG_BYTES = 256 * 2 ** 20
+# Bytes of entries in the log above which a node compacts it (config.py says why).
+MAX_LOG_BYTES = DEFAULT_MAX_LOG_MB * 2 ** 20
 
 MEMBERSHIP_COMMAND = 2  # pysyncobj _COMMAND_TYPE.MEMBERSHIP
 _REGULAR_COMMAND = bytes([0])  # pysyncobj _COMMAND_TYPE.REGULAR: a replicated method call

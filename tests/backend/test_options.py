@@ -47,6 +47,16 @@ def test_the_statement_step_limit_reaches_the_node_that_the_entry_runs(tmp_path)
     assert parse("default", settings_dict).node_config().max_statement_steps == DEFAULT_MAX_STATEMENT_STEPS
 
 
+def test_the_raft_log_limit_reaches_the_node(tmp_path):
+    from django_dqcluster.store.config import DEFAULT_MAX_LOG_MB
+
+    settings_dict = {"NAME": "app", "OPTIONS": {"embedded": True, "data_dir": str(tmp_path), "bind": "127.0.0.1:7001",
+                                                "max_log_mb": "64"}}  # a URL's string
+    assert parse("default", settings_dict).node_config().max_log_bytes == 64 * 2 ** 20
+    del settings_dict["OPTIONS"]["max_log_mb"]
+    assert parse("default", settings_dict).node_config().max_log_mb == DEFAULT_MAX_LOG_MB
+
+
 @pytest.mark.parametrize("secret_option", ["secret_file", "secret"])
 def test_while_the_secret_rotates_the_node_gets_the_fallbacks_and_the_client_the_secret(tmp_path, secret_option):
     path = tmp_path / "secret"
@@ -93,6 +103,9 @@ def test_a_client_given_a_file_hands_it_to_the_driver_which_reads_it_again_to_re
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_statement_steps": "lots"}}, "max_statement_steps"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_statement_steps": -1}}, "max_statement_steps"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_statement_steps": 2.5}}, "max_statement_steps"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_log_mb": "a lot"}}, "max_log_mb"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_log_mb": 0}}, "max_log_mb"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_log_mb": 0.5}}, "max_log_mb"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "peers": "a,b"}}, "peers"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "bogus": 1}}, "bogus"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "secret_file": "/nonexistent"}}, "secret"),

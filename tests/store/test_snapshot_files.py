@@ -10,17 +10,23 @@ the disk allowed (see django_dqcluster/store/snapshot_files.py).
 import os
 import sqlite3
 import threading
+import time
 
+import pytest
 from pysyncobj import SyncObjConf
 from pysyncobj.config import SERIALIZER_STATE
 
-from django_dqcluster.store import snapshot_files
+from django_dqcluster import dbapi
+from django_dqcluster.store import NodeConfig, snapshot_files
+from django_dqcluster.store.config import ConfigError
 from django_dqcluster.store.databases import record_applied
+from django_dqcluster.store.local_cluster import LocalCluster
 from django_dqcluster.store.raft import SafeSyncObj
 from django_dqcluster.store.send_queue import SendQueue
 from django_dqcluster.store.snapshot_files import SnapshotFiles
 from django_dqcluster.store.statemachine import SnapshotCancelled, StateMachine
 
+from .conftest import EMBEDDED_SECRET, start_embedded_node
 from .test_raft_safety import NoStateMachine, RecordingTransport
 
 RAFT_DATA = ((b"", 11, 1), (b"", 10, 1), [])
@@ -565,3 +571,40 @@ def test_no_second_compaction_is_asked_for_while_a_snapshot_is_written(tmp_path)
     assert not engine._SyncObj__forceLogCompaction, "the log is cut once it is written; then it is small"
     slow.release.set()
     engine.destroy()
+
+
+@pytest.mark.parametrize("value", [0, -5, 1.5, "64", True])
+def test_a_raft_log_limit_that_is_not_a_whole_number_of_mib_is_refused(tmp_path, value):
+    with pytest.raises(ConfigError, match=r"^max_log_mb: need a whole number of MiB >= 1"):
+        NodeConfig(bind="127.0.0.1:7100", data_dir=str(tmp_path), max_log_mb=value)
+
+
+def test_a_node_process_takes_its_raft_log_limit_from_its_command_line(tmp_path):
+    with LocalCluster(str(tmp_path / "cluster"), 1, extra_args=["--max-log-mb", "1"]) as cluster:
+        node = cluster.leader()
+        conn = node.connect()
+        conn.execute("CREATE TABLE t (v BLOB)")
+        for _ in range(8):
+            conn.execute("INSERT INTO t VALUES (?)", (os.urandom(400_000),))
+        cluster.wait_for(lambda: node.status()["log_length"] < 8, 15, "the log compacted at 1 MiB")
+        conn.close()
+
+
+@pytest.mark.parametrize("max_log_mb, compacted", [(1, True), (None, False)])
+def test_a_node_compacts_its_log_once_its_entries_take_max_log_mb(tmp_path, max_log_mb, compacted):
+    """The limit is the node's setting (--max-log-mb, OPTIONS max_log_mb): a host short of memory lowers it."""
+    settings = {} if max_log_mb is None else {"max_log_mb": max_log_mb}
+    node = start_embedded_node(tmp_path / "node", **settings)
+    try:
+        conn = dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, isolation_level=None, timeout=5)
+        conn.execute("CREATE TABLE t (v BLOB)")
+        for _ in range(8):  # 8 entries of 400 KB: 3.2 MB of log
+            conn.execute("INSERT INTO t VALUES (?)", (os.urandom(400_000),))
+        deadline = time.monotonic() + (15 if compacted else 2)  # a compaction takes well under 1 s
+        while node.status()["log_length"] >= 8 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (node.status()["log_length"] < 8) == compacted, node.status()["log_length"]
+        assert conn.execute("SELECT count(*), sum(length(v)) FROM t").fetchone() == (8, 3_200_000)
+        conn.close()
+    finally:
+        node.stop()
