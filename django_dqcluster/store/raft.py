@@ -131,6 +131,9 @@ FDATASYNC_COVERS_MMAP = sys.platform.startswith("linux")
 MAX_LOG_BYTES = DEFAULT_MAX_LOG_MB * 2 ** 20
 
 MEMBERSHIP_COMMAND = 2  # pysyncobj _COMMAND_TYPE.MEMBERSHIP
+# The leader's message to a follower whose log ends below what it acknowledged
+# (SafeSyncObj._notice_lost_entries); a node of an older release ignores it.
+LOST_ENTRIES = "lost_entries"
 _REGULAR_COMMAND = bytes([0])  # pysyncobj _COMMAND_TYPE.REGULAR: a replicated method call
 # pysyncobj pickles with protocol 2, which has no opcode for bytes: each one
 # (an entry's payload) goes through latin-1 text and a _codecs.encode call,
@@ -545,6 +548,9 @@ class SafeSyncObj(SyncObj):
             )
         self._loading_at_start = False
         self.max_log_bytes = max_log_bytes
+        # While leading: the highest index each follower acknowledged to this
+        # leader (see _notice_lost_entries).
+        self._acknowledged = {}
         super().__init__(self_address, peers, conf, **kwargs)
         check_instance(self)
         self._apply_entry_id = self._methodToID[self._getFuncName("apply_entry")]
@@ -1014,6 +1020,8 @@ class SafeSyncObj(SyncObj):
         if not isinstance(message, dict):
             return SyncObj._SyncObj__onMessageReceived(self, node, message)
         kind = message.get("type")
+        if kind == LOST_ENTRIES:
+            return self._told_it_lost_entries(node, message)
         if kind == "request_vote" and self._sticky():
             # Leader stickiness (Raft thesis §4.2.3): while a leader is known
             # to be alive, neither grant a vote nor adopt the candidate's term.
@@ -1060,6 +1068,8 @@ class SafeSyncObj(SyncObj):
                     self._lease_acks[node] = echoed
             if message.get("success") and not message.get("reset"):
                 return self._accept_acknowledgement(node, message)
+            if message.get("reset") and self._isLeader():
+                self._notice_lost_entries(node, message)
         return SyncObj._SyncObj__onMessageReceived(self, node, message)
 
     def _accept_acknowledgement(self, node, message):
@@ -1077,6 +1087,57 @@ class SafeSyncObj(SyncObj):
         SyncObj._SyncObj__onMessageReceived(self, node, message)
         if before is not None and self._isLeader() and next_index.get(node, before) < before:
             next_index[node] = before
+        if self._isLeader():
+            self._acknowledged[node] = max(self._acknowledged.get(node, 0), message["next_node_idx"] - 1)
+
+    def _notice_lost_entries(self, node, message):
+        """Does a follower's log end below what it acknowledged to this leader? Tell it so.
+
+        Within one leader's term a follower's log never loses an entry it
+        acknowledged (only a later leader may replace entries, and those it
+        acknowledged match this one's log). A refusal that says its log ends
+        below one means it lost them: its data directory was restored from an
+        older copy, or its disk dropped flushed writes. As a voter it could
+        then elect a candidate lacking entries committed with its copy, so it
+        is told to catch up first, as a node that lost its whole disk does;
+        and its old acknowledgements no longer count toward a commit.
+        """
+        log_end = message.get("next_node_idx", 0) - 1
+        acknowledged = self._acknowledged.get(node, 0)
+        if log_end >= acknowledged:
+            return
+        # Known to hold nothing now; success replies build it up again (and
+        # the refusals walking its log back find nothing more to report).
+        self._acknowledged[node] = 0
+        match_index = self._SyncObj__raftMatchIndex
+        if match_index.get(node, 0) > log_end:
+            match_index[node] = log_end
+        catch_up_to = max(self._SyncObj__raftCommitIndex, acknowledged)
+        logger.warning("member %s no longer holds entries it acknowledged (its log ends at %d, it had acknowledged "
+                       "%d): a data directory restored from an older copy, or a disk that lost flushed writes; "
+                       "it votes again once it holds the entries up to %d", node, log_end, acknowledged, catch_up_to)
+        self._SyncObj__transport.send(node, {"type": LOST_ENTRIES, "term": self._SyncObj__raftCurrentTerm,
+                                             "log_end": log_end, "acknowledged": acknowledged,
+                                             "catch_up_to": catch_up_to})
+
+    def _told_it_lost_entries(self, node, message):
+        """The leader says this node lost entries it acknowledged: it catches up before it votes."""
+        if (self._catching_up_file is None or node != self._SyncObj__raftLeader
+                or message.get("term") != self._SyncObj__raftCurrentTerm):
+            return None
+        catch_up_to = message.get("catch_up_to")
+        if not isinstance(catch_up_to, int):
+            return None
+        logger.warning("node %s no longer holds entries it acknowledged (its log ended at %s, it had acknowledged "
+                       "%s, the leader %s says): a data directory restored from an older copy, or a disk that "
+                       "lost flushed writes; it votes again once it holds the entries up to %d",
+                       self._SyncObj__selfNode, message.get("log_end"), message.get("acknowledged"), node,
+                       catch_up_to)
+        self._catching_up = True
+        self._catch_up_term = message["term"]
+        self._catch_up_to = max(self._catch_up_to or 0, catch_up_to)
+        _write_durably(self._catching_up_file, str(self._catch_up_to))
+        return None
 
     # -- a node that lost its disk ----------------------------------------------------------
 
@@ -1156,6 +1217,7 @@ class SafeSyncObj(SyncObj):
 
     def _SyncObj__onBecomeLeader(self):
         self._lease_acks = {}
+        self._acknowledged = {}
         self._leader_since = monotonic()
         if self._catching_up:
             # Elected with an empty log by members with empty logs: a cluster

@@ -12,12 +12,14 @@ while its own log is empty, until it holds everything the leader it hears from
 for waits: unavailable rather than lossy.
 """
 
+import shutil
 import time
 
 import pytest
 from pysyncobj import SyncObjConf
+from pysyncobj.node import TCPNode
 
-from django_dqcluster.store.raft import SafeSyncObj
+from django_dqcluster.store.raft import LOST_ENTRIES, SafeSyncObj
 
 from .conftest import followers, rows_on_every_node
 from .test_raft_safety import LEADER, NoStateMachine, RecordingTransport, append_entries, deliver, entries
@@ -76,6 +78,37 @@ def test_a_later_leader_raises_the_mark(tmp_path):
     assert node.catching_up and marker.read_text() == "20"
     deliver(node, append_entries(4, 1, entries(5, 12), term=5, commit=12))  # the deposed one, still sending
     assert node.catching_up and marker.read_text() == "20"
+
+
+def lost_entries(node, catch_up_to, term=5):
+    return {"type": LOST_ENTRIES, "term": term, "log_end": 3, "acknowledged": catch_up_to, "catch_up_to": catch_up_to}
+
+
+def caught_up_node(marker):
+    node = engine(marker)
+    deliver(node, append_entries(1, 0, entries(2, 11), term=5, commit=11))
+    assert not node.catching_up and not marker.exists()
+    return node
+
+
+def test_a_node_its_leader_says_lost_acknowledged_entries_catches_up_before_it_votes(tmp_path):
+    """A data directory restored from an older copy is not empty: the leader notices what it lacks."""
+    marker = tmp_path / "raft.catching-up"
+    node = caught_up_node(marker)
+    deliver(node, lost_entries(node, catch_up_to=20))
+    assert node.catching_up and marker.read_text() == "20"
+    assert not votes_for(node, last_log_index=11)
+    deliver(node, append_entries(11, 1, entries(12, 20, term=5), term=5, commit=20))
+    assert not node.catching_up and not marker.exists()
+    assert votes_for(node, last_log_index=20, last_log_term=5)
+
+
+@pytest.mark.parametrize("sender, term", [("another member", 5), ("its leader", 4)])
+def test_only_the_current_leader_can_say_so(tmp_path, sender, term):
+    node = caught_up_node(tmp_path / "raft.catching-up")
+    other = TCPNode("127.0.0.1:3") if sender == "another member" else LEADER
+    node._SyncObj__onMessageReceived(other, lost_entries(node, catch_up_to=20, term=term))
+    assert not node.catching_up
 
 
 def test_a_node_asking_to_join_for_the_first_time_lost_nothing_and_votes_at_once(tmp_path):
@@ -147,3 +180,35 @@ def test_a_wiped_follower_catches_up_and_votes_again(cluster):
     assert new_leader in (wiped, other)
     assert {index: rows for index, rows in rows_on_every_node(cluster, "SELECT count(*) FROM t").items()} == {
         wiped.index: [(ROWS,)], other.index: [(ROWS,)]}
+
+
+@pytest.mark.cluster
+def test_a_follower_restored_from_an_older_copy_is_told_so_and_catches_up_while_a_killed_one_is_not(
+        cluster, tmp_path):
+    leader = cluster.leader()
+    conn = leader.connect()
+    conn.execute("CREATE TABLE t (n INTEGER)")
+    cluster.wait_converged()
+    restored, _ = followers(cluster, leader)
+    restored.stop()
+    shutil.copytree(restored.data_dir, tmp_path / "older copy")
+    restored.start(peers=cluster.peers_of(restored))
+    for n in range(ROWS):
+        conn.execute("INSERT INTO t VALUES (?)", (n,))
+    cluster.wait_converged()  # every node acknowledged every row
+
+    restored.kill()  # a crash: what it acknowledged was flushed first
+    restored.start(peers=cluster.peers_of(restored))
+    cluster.wait_converged()
+    assert "no longer holds entries" not in leader.log() + restored.log()
+
+    restored.kill()
+    shutil.rmtree(restored.data_dir)
+    shutil.copytree(tmp_path / "older copy", restored.data_dir)  # the rows are gone from its log
+    restored.start(peers=cluster.peers_of(restored))
+    cluster.wait_for(lambda: "no longer holds entries it acknowledged" in restored.log(), 15, "the leader telling it")
+    assert f"member {restored.raft} no longer holds entries it acknowledged" in leader.log()
+    counts = rows_on_every_node(cluster, "SELECT count(*) FROM t")
+    assert counts == {0: [(ROWS,)], 1: [(ROWS,)], 2: [(ROWS,)]}
+    assert not restored.status()["catching_up"]  # caught up: an ordinary member again
+    conn.close()

@@ -10,7 +10,7 @@ from pysyncobj import SyncObj
 from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import _RAFT_STATE
 
-from django_dqcluster.store.raft import SafeSyncObj
+from django_dqcluster.store.raft import LOST_ENTRIES, SafeSyncObj
 
 from .test_raft_safety import NoStateMachine, RecordingTransport, _conf
 
@@ -61,3 +61,42 @@ def test_a_stale_reply_never_lowers_the_match_index():
     engine = leader()
     reply(engine, 9)
     assert reply(engine, 6) == (9, 8)
+
+
+# -- a follower that lost entries it acknowledged ------------------------------------------------
+
+
+def lost_entries_notices(engine):
+    return [message for _, message in engine._SyncObj__transport.sent if message["type"] == LOST_ENTRIES]
+
+
+def test_stock_pysyncobj_counts_acknowledgements_a_follower_no_longer_holds():
+    engine = leader(SyncObj)
+    reply(engine, 9)
+    assert reply(engine, 4, success=False, reset=True) == (4, 8)  # entries 4-8 still count toward a commit
+
+
+def test_a_follower_whose_log_ends_below_what_it_acknowledged_is_told_to_catch_up_and_its_acks_stop_counting():
+    """Its data directory was restored from an older copy, or its disk lost flushed writes."""
+    engine = leader()
+    engine._SyncObj__raftCommitIndex = 6
+    reply(engine, 9)  # it holds entries up to 8
+    assert reply(engine, 4, success=False, reset=True) == (4, 3)  # ... and now only up to 3
+    assert lost_entries_notices(engine) == [{"type": LOST_ENTRIES, "term": engine._SyncObj__raftCurrentTerm,
+                                             "log_end": 3, "acknowledged": 8, "catch_up_to": 8}]
+
+
+def test_it_is_told_once_while_the_leader_walks_its_log_back():
+    engine = leader()
+    reply(engine, 9)
+    reply(engine, 6, success=False, reset=True)
+    reply(engine, 5, success=False, reset=True)  # a conflicting entry at 5: further back
+    assert len(lost_entries_notices(engine)) == 1
+
+
+def test_a_follower_refusing_entries_past_what_it_acknowledged_lost_nothing():
+    """It lags, or holds another leader's entries there: ordinary Raft, nothing to tell."""
+    engine = leader()
+    reply(engine, 6)  # acknowledged up to 5
+    assert reply(engine, 6, success=False, reset=True) == (6, 5)  # its log ends at 5: all it acknowledged
+    assert lost_entries_notices(engine) == []
