@@ -548,9 +548,6 @@ class SafeSyncObj(SyncObj):
             )
         self._loading_at_start = False
         self.max_log_bytes = max_log_bytes
-        # While leading: the highest index each follower acknowledged to this
-        # leader (see _notice_lost_entries).
-        self._acknowledged = {}
         super().__init__(self_address, peers, conf, **kwargs)
         check_instance(self)
         self._apply_entry_id = self._methodToID[self._getFuncName("apply_entry")]
@@ -1087,8 +1084,6 @@ class SafeSyncObj(SyncObj):
         SyncObj._SyncObj__onMessageReceived(self, node, message)
         if before is not None and self._isLeader() and next_index.get(node, before) < before:
             next_index[node] = before
-        if self._isLeader():
-            self._acknowledged[node] = max(self._acknowledged.get(node, 0), message["next_node_idx"] - 1)
 
     def _notice_lost_entries(self, node, message):
         """Does a follower's log end below what it acknowledged to this leader? Tell it so.
@@ -1102,16 +1097,18 @@ class SafeSyncObj(SyncObj):
         is told to catch up first, as a node that lost its whole disk does;
         and its old acknowledgements no longer count toward a commit.
         """
+        # The match index is what it acknowledged to this leader: pysyncobj
+        # sets it to 0 when a leader begins and when a member is added (a new
+        # data directory under a removed member's address lost nothing), and
+        # only success replies raise it.
+        match_index = self._SyncObj__raftMatchIndex
         log_end = message.get("next_node_idx", 0) - 1
-        acknowledged = self._acknowledged.get(node, 0)
+        acknowledged = match_index.get(node, 0)
         if log_end >= acknowledged:
             return
-        # Known to hold nothing now; success replies build it up again (and
-        # the refusals walking its log back find nothing more to report).
-        self._acknowledged[node] = 0
-        match_index = self._SyncObj__raftMatchIndex
-        if match_index.get(node, 0) > log_end:
-            match_index[node] = log_end
+        # Known to hold nothing now: success replies raise it again (and the
+        # refusals that walk its log back have nothing more to report).
+        match_index[node] = 0
         catch_up_to = max(self._SyncObj__raftCommitIndex, acknowledged)
         logger.warning("member %s no longer holds entries it acknowledged (its log ends at %d, it had acknowledged "
                        "%d): a data directory restored from an older copy, or a disk that lost flushed writes; "
@@ -1217,7 +1214,6 @@ class SafeSyncObj(SyncObj):
 
     def _SyncObj__onBecomeLeader(self):
         self._lease_acks = {}
-        self._acknowledged = {}
         self._leader_since = monotonic()
         if self._catching_up:
             # Elected with an empty log by members with empty logs: a cluster

@@ -81,7 +81,7 @@ def test_a_follower_whose_log_ends_below_what_it_acknowledged_is_told_to_catch_u
     engine = leader()
     engine._SyncObj__raftCommitIndex = 6
     reply(engine, 9)  # it holds entries up to 8
-    assert reply(engine, 4, success=False, reset=True) == (4, 3)  # ... and now only up to 3
+    assert reply(engine, 4, success=False, reset=True) == (4, 0)  # ... and now only up to 3: counts for nothing
     assert lost_entries_notices(engine) == [{"type": LOST_ENTRIES, "term": engine._SyncObj__raftCurrentTerm,
                                              "log_end": 3, "acknowledged": 8, "catch_up_to": 8}]
 
@@ -99,4 +99,14 @@ def test_a_follower_refusing_entries_past_what_it_acknowledged_lost_nothing():
     engine = leader()
     reply(engine, 6)  # acknowledged up to 5
     assert reply(engine, 6, success=False, reset=True) == (6, 5)  # its log ends at 5: all it acknowledged
+    assert lost_entries_notices(engine) == []
+
+
+def test_a_member_added_again_under_the_same_address_lost_nothing():
+    """Removed, then added with a new data directory: its empty log is no loss."""
+    engine = leader()
+    reply(engine, 9)
+    engine._SyncObj__doChangeCluster(["rem", FOLLOWER.id, FOLLOWER])
+    engine._SyncObj__doChangeCluster(["add", FOLLOWER.id, FOLLOWER])
+    reply(engine, 1, success=False, reset=True)
     assert lost_entries_notices(engine) == []
