@@ -21,6 +21,14 @@ DEFAULT_MAX_LAG = 1000  # entries: a follower that far behind serves stale `none
 DEFAULT_TIMEOUT = 2.0  # seconds to reach the node
 
 
+def lost_entries_state(status):
+    """What a node catching up (its status says ``catching_up``) is doing, and until when."""
+    until = status.get("catching_up_to")
+    return ("lost entries it had acknowledged (its data directory was emptied, or restored from an older copy) "
+            "and is catching up with the leader; it does not vote until it holds "
+            + (f"entry {until:,}" if isinstance(until, int) else "what the leader had committed"))
+
+
 def judge(status, max_lag=DEFAULT_MAX_LAG):
     """(healthy, what a load balancer and its operator should know) from a node's status."""
     report = {"role": status.get("role")}
@@ -32,8 +40,7 @@ def judge(status, max_lag=DEFAULT_MAX_LAG):
     if status.get("diverged"):
         return False, {**report, "problem": "the node's replica diverged from the others; it serves nothing"}
     if status.get("catching_up"):
-        return False, {**report, "problem": "the node started with an empty data directory and is still catching "
-                                            "up with the leader"}
+        return False, {**report, "problem": f"the node {lost_entries_state(status)}"}
     if status.get("installing_snapshot"):
         return False, {**report, "problem": "the node fell behind the leader's log and is installing the leader's "
                                             "snapshot; its reads are of its older state meanwhile"}

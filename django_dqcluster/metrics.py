@@ -31,7 +31,8 @@ FAMILIES = {
     "dqcluster_node_is_leader": "1 when this host's node leads the cluster.",
     "dqcluster_node_has_quorum": "1 when the node reaches a majority of the members.",
     "dqcluster_node_diverged": "1 when the node's replica diverged from the others (it then serves nothing).",
-    "dqcluster_node_catching_up": "1 while a node that started with an empty log catches up (it does not vote yet).",
+    "dqcluster_node_catching_up": "1 while a node that lost entries it had acknowledged (an emptied or restored data "
+                                  "directory) catches up (it does not vote yet).",
     "dqcluster_node_installing_snapshot": "1 while a node that fell behind the leader's log installs its snapshot.",
     "dqcluster_node_uptime_seconds": "Seconds since the node started.",
     "dqcluster_node_secret_fallbacks": "Fallback secrets the node accepts besides its secret (a rotation under way).",

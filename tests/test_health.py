@@ -54,10 +54,14 @@ def test_a_diverged_or_failed_node_is_unhealthy_whatever_else_it_says():
     assert not healthy and report["problem"] == "the node stopped serving: disk full"
 
 
-def test_a_node_catching_up_after_an_empty_start_is_unhealthy_until_it_holds_what_was_committed():
-    healthy, report = judge({**FOLLOWER, "catching_up": True})
+def test_a_node_catching_up_after_losing_entries_is_unhealthy_until_it_holds_what_was_committed():
+    healthy, report = judge({**FOLLOWER, "catching_up": True, "catching_up_to": 12345})
     assert not healthy
-    assert report["problem"] == "the node started with an empty data directory and is still catching up with the leader"
+    assert report["problem"] == ("the node lost entries it had acknowledged (its data directory was emptied, or "
+                                 "restored from an older copy) and is catching up with the leader; it does not vote "
+                                 "until it holds entry 12,345")
+    assert judge({**FOLLOWER, "catching_up": True, "catching_up_to": None})[1]["problem"].endswith(
+        "until it holds what the leader had committed")  # no leader heard from yet
     assert judge({**FOLLOWER, "catching_up": False})[0]
 
 

@@ -469,6 +469,7 @@ class Node:
             "has_quorum": raw.get("has_quorum"),
             # Started with an empty log: no vote until it holds what the leader had committed.
             "catching_up": engine.catching_up,
+            "catching_up_to": engine.catching_up_to,
             # Sent the leader's snapshot (it fell behind the leader's log): its databases are being replaced.
             "installing_snapshot": engine.installing_snapshot,
             "durability": self.config.durability,

@@ -1206,6 +1206,11 @@ class SafeSyncObj(SyncObj):
         return self._catching_up
 
     @property
+    def catching_up_to(self):
+        """The entry a node catching up must hold before it votes again (None: not known yet, or not catching up)."""
+        return self._catch_up_to if self._catching_up else None
+
+    @property
     def installing_snapshot(self):
         """A snapshot received from the leader is being installed (see _take_installed_snapshot)."""
         return self._snapshot_files is not None and self._snapshot_files.installing

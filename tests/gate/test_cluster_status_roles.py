@@ -101,4 +101,6 @@ def test_a_node_serving_older_data_for_now_says_why():
     assert describe_node_state({"installing_snapshot": False, "catching_up": False}) is None
     assert describe_node_state({"installing_snapshot": True}).startswith(
         "This host's node fell behind the leader's log and is installing the leader's snapshot")
-    assert "catching up with the leader" in describe_node_state({"catching_up": True})
+    assert describe_node_state({"catching_up": True, "catching_up_to": 80}) == (
+        "This host's node lost entries it had acknowledged (its data directory was emptied, or restored from an "
+        "older copy) and is catching up with the leader; it does not vote until it holds entry 80")

@@ -96,10 +96,10 @@ def test_a_node_its_leader_says_lost_acknowledged_entries_catches_up_before_it_v
     marker = tmp_path / "raft.catching-up"
     node = caught_up_node(marker)
     deliver(node, lost_entries(node, catch_up_to=20))
-    assert node.catching_up and marker.read_text() == "20"
+    assert node.catching_up and marker.read_text() == "20" and node.catching_up_to == 20
     assert not votes_for(node, last_log_index=11)
     deliver(node, append_entries(11, 1, entries(12, 20, term=5), term=5, commit=20))
-    assert not node.catching_up and not marker.exists()
+    assert not node.catching_up and not marker.exists() and node.catching_up_to is None
     assert votes_for(node, last_log_index=20, last_log_term=5)
 
 

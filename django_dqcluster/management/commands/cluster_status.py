@@ -28,6 +28,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db import Error as DBError  # DatabaseError and InterfaceError (a client the store refused)
 
 from ... import gate
+from ...health import lost_entries_state
 from ...cluster import ClusterError, Member, decide
 from ...cluster.versions import GateState
 from ...member_status import member_role, store_status
@@ -87,8 +88,7 @@ def describe_node_state(store):
         return ("This host's node fell behind the leader's log and is installing the leader's snapshot: "
                 "it reads as of its older state until that is in")
     if store.get("catching_up"):
-        return ("This host's node started with an empty data directory and is catching up with the leader "
-                "(it does not vote until it holds what was committed)")
+        return f"This host's node {lost_entries_state(store)}"
     return None
 
 
