@@ -14,6 +14,7 @@ import re
 import sqlite3
 import threading
 
+from .databases import INTERNAL_TABLE_PREFIX
 from .determinism import REFUSED_FUNCTIONS
 from .statements import strip_leading_comments
 
@@ -30,6 +31,15 @@ _TEMP_ACTIONS = {
     sqlite3.SQLITE_CREATE_TEMP_VIEW, sqlite3.SQLITE_DROP_TEMP_INDEX, sqlite3.SQLITE_DROP_TEMP_TABLE,
     sqlite3.SQLITE_DROP_TEMP_TRIGGER, sqlite3.SQLITE_DROP_TEMP_VIEW,
 }
+
+#: Write actions whose second argument names the table they change (the first
+#: names the table itself for the others, or the database for ALTER TABLE).
+_ON_TABLE_ACTIONS = {
+    sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_CREATE_TRIGGER, sqlite3.SQLITE_DROP_INDEX,
+    sqlite3.SQLITE_DROP_TRIGGER, sqlite3.SQLITE_ALTER_TABLE,
+}
+#: Write actions that leave the store's bookkeeping as it was (statistics, an index rebuilt).
+_HARMLESS_TO_BOOKKEEPING = {sqlite3.SQLITE_ANALYZE, sqlite3.SQLITE_REINDEX}
 
 #: The temp schema's catalog, which ALTER TABLE updates alongside sqlite_master.
 _TEMP_SCHEMA_TABLES = {"sqlite_temp_master", "sqlite_temp_schema"}
@@ -145,6 +155,10 @@ class Classifier:
                     info.problem = "temporary tables exist per connection and cannot be replicated"
                 else:
                     info.writes = True
+                    internal = _internal_table(action, arg1, arg2)
+                    if internal:
+                        info.problem = (f"{internal} is the store's own bookkeeping (the tables named "
+                                        f"{INTERNAL_TABLE_PREFIX}*): clients may read it, not change it")
             elif action in _TEMP_ACTIONS:
                 info.problem = "temporary tables exist per connection and cannot be replicated"
             elif action == sqlite3.SQLITE_FUNCTION and arg2 and arg2.lower() in _PROCESS_FUNCTIONS:
@@ -161,6 +175,14 @@ class Classifier:
         if _VACUUM.match(text):
             info.problem = _VACUUM_PROBLEM
             return info
+        # EXPLAIN compiles against the schema the connection parsed last, and
+        # never runs the check that would notice another connection changed
+        # it (PRAGMA schema_version reads the cookie and reloads nothing): a
+        # trigger created since was left out of the program, and what its
+        # body does (a node-dependent function, the store's bookkeeping) went
+        # unseen. A read of the catalog reloads it; this runs once per
+        # statement text and schema version (the cache above).
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         # EXPLAIN compiles a statement without running it; an EXPLAIN (QUERY
         # PLAN) statement is already one, and "EXPLAIN EXPLAIN" is a syntax error.
         explained = bool(_EXPLAIN.match(text))
@@ -200,16 +222,7 @@ class Classifier:
         self._local.params = params if params is not None else ()
         schema_version = conn.execute("PRAGMA schema_version").fetchone()[0]
         try:
-            try:
-                info = self.classify(sql, shape, scope, schema_version)
-            except sqlite3.OperationalError:
-                # PRAGMA schema_version reads the cookie but does not reload
-                # the parsed schema: compiling may still see tables another
-                # connection (the apply connection) dropped or renamed, e.g.
-                # "table x already exists". A read that runs against the
-                # catalog reloads it; then compile once more.
-                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-                info = self.classify(sql, shape, scope, schema_version)
+            info = self.classify(sql, shape, scope, schema_version)
         finally:
             self._local.conn = None
             self._local.params = None
@@ -218,6 +231,22 @@ class Classifier:
                 self._known_reads.clear()
             self._known_reads[key] = info
         return info
+
+
+def _internal_table(action, arg1, arg2):
+    """The store's own table (or a name in its namespace) that a write action would change, or None.
+
+    Each database keeps the index and ids of the entries applied to it in
+    its own file; a client that rewrote them made every node skip the writes
+    that followed (acknowledged, then lost at the next start), or apply an
+    entry twice.
+    """
+    if action in _HARMLESS_TO_BOOKKEEPING:
+        return None
+    name = arg2 if action in _ON_TABLE_ACTIONS else arg1
+    if name and name.lower().startswith(INTERNAL_TABLE_PREFIX):
+        return name
+    return None
 
 
 def _classify_pragma(info, name, value):

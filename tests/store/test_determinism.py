@@ -198,6 +198,19 @@ def test_an_update_calling_a_node_dependent_function_is_refused_and_changes_noth
     assert identical_everywhere(cluster, f"SELECT v FROM {table}") == [("original",)]
 
 
+def test_a_write_firing_a_trigger_that_calls_one_is_refused_even_right_after_the_trigger_is_made(
+        cluster, writer, table):
+    """The leader compiled each statement against the schema its connection parsed last: a trigger
+    created since (its statement applied on another connection) was left out, and what it called went
+    unseen, so every node counted its own total_changes() into the row."""
+    writer.execute(f"INSERT INTO {table} (v) VALUES ('before')")  # compiled before the trigger exists
+    writer.execute(f"CREATE TRIGGER {table}_tr AFTER INSERT ON {table} "
+                   f"BEGIN UPDATE {table} SET v = total_changes() WHERE id = new.id; END")
+    with pytest.raises(dbapi.OperationalError, match=r"total_changes\(\)"):
+        writer.execute(f"INSERT INTO {table} (v) VALUES ('before')")
+    assert identical_everywhere(cluster, f"SELECT v FROM {table}") == [("before",)]
+
+
 def test_a_refused_statement_inside_a_transaction_is_not_applied_but_the_rest_commits(cluster, writer, table):
     writer.execute("BEGIN")
     writer.execute(f"INSERT INTO {table} (v) VALUES ('kept')")

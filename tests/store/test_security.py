@@ -311,6 +311,50 @@ def test_fts3_tokenizer_is_refused_in_writes_and_nothing_is_written(node, own_ta
     assert row_count(node, own_table) == 0
 
 
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO _dqcluster_applied_entries VALUES (1000000000, 'x')",  # every later entry skipped at a restart
+    "UPDATE _dqcluster_applied_entries SET raft_index = raft_index + 1000000",
+    "DELETE FROM _dqcluster_applied_entries",  # an unknown commit outcome then read as "not applied"
+    "DROP TABLE _dqcluster_applied_entries",
+    "ALTER TABLE _dqcluster_applied_entries RENAME TO mine",
+    "CREATE INDEX mine ON _dqcluster_applied_entries (entry_id)",
+    "CREATE TRIGGER mine AFTER INSERT ON _DQCLUSTER_APPLIED_ENTRIES BEGIN DELETE FROM {own}; END",
+    "CREATE TABLE _dqcluster_mine (v)",
+    ["BEGIN", "INSERT INTO {own} SELECT raft_index FROM _dqcluster_applied_entries",  # reading it is fine
+     "UPDATE _dqcluster_applied_entries SET entry_id = ''"],
+])
+def test_the_stores_bookkeeping_tables_can_be_read_but_not_changed(node, own_table, statement):
+    """Each database's applied index and entry ids live in its own file, in tables a client could
+    write: one INSERT made the node skip every later write after its next start (acknowledged, lost)."""
+    conn = client(node)
+    applied = conn.execute("SELECT max(raft_index), count(*) FROM _dqcluster_applied_entries").fetchone()
+    try:
+        with pytest.raises(dbapi.OperationalError, match=r"is the store's own bookkeeping \(the tables named "
+                                                         r"_dqcluster_\*\): clients may read it, not change it"):
+            for part in [statement] if isinstance(statement, str) else statement:
+                conn.execute(part.format(own=own_table))
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        assert conn.execute("SELECT max(raft_index) >= ?, count(*) > 0 FROM _dqcluster_applied_entries",
+                            (applied[0],)).fetchone() == (1, 1)
+    finally:
+        conn.close()
+    assert_still_serves(node)
+
+
+def test_a_trigger_that_would_change_the_bookkeeping_refuses_the_writes_that_fire_it(node, own_table):
+    conn = client(node)
+    try:
+        conn.execute(f"CREATE TRIGGER {own_table}_t AFTER INSERT ON {own_table} "
+                     "BEGIN DELETE FROM _dqcluster_applied_entries; END")  # its body runs only when fired
+        with pytest.raises(dbapi.OperationalError, match="is the store's own bookkeeping"):
+            conn.execute(f"INSERT INTO {own_table} VALUES (1)")
+    finally:
+        conn.close()
+    assert row_count(node, own_table) == 0
+    assert_still_serves(node)
+
+
 def test_load_extension_is_refused_even_in_a_read(node):
     conn = client(node)
     try:
