@@ -259,8 +259,10 @@ def test_gate_on_our_engine_with_one_embedded_node(tmp_path):
     assert admin["rows"] == [[f"127.0.0.1:{port}", "leader"]], admin
     # Above the list, what the operator should know about this host's node: nothing, for a healthy one.
     assert admin["messages_shown"] == [] and admin["healthy"] == [], admin
-    assert admin["catching_up"] == [("warning", "This host's node is not fit to serve: the node started with an "
-                                                "empty data directory and is still catching up with the leader.")]
+    assert admin["catching_up"] == [("warning", "This host's node is not fit to serve: the node lost entries it had "
+                                                "acknowledged (its data directory was emptied, or restored from an "
+                                                "older copy) and is catching up with the leader; it does not vote "
+                                                "until it holds what the leader had committed.")]
     assert [level for level, _ in admin["rotating"]] == ["info", "warning"]
     assert admin["rotating"][0][1].startswith("Secret rotation: this host's node accepts 1 fallback secret(s)")
     assert admin["rotating"][1][1].startswith("Secret file: /etc/dq/secret holds no secret; this host's node keeps")
