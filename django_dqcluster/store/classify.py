@@ -52,6 +52,24 @@ _INSPECTING_PRAGMAS = {
     "foreign_key_check", "integrity_check", "quick_check", "table_list", "collation_list",
     "function_list", "pragma_list", "module_list", "database_list", "compile_options",
 }
+#: Pragmas whose table-valued form (``SELECT ... FROM pragma_table_info('t')``) reads
+#: what follows from the schema and the rows alone, the same on every replica.
+_REPLICA_INDEPENDENT_PRAGMAS = {
+    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+    "foreign_key_list", "foreign_key_check", "user_version", "application_id",
+}
+
+
+def _known_pragmas():
+    conn = sqlite3.connect(":memory:")
+    try:
+        return frozenset(row[0] for row in conn.execute("PRAGMA pragma_list"))
+    finally:
+        conn.close()
+
+
+#: Every pragma this SQLite knows (a table named pragma_<one of them> is its table-valued form).
+_KNOWN_PRAGMAS = _known_pragmas()
 #: Pragmas that change the database file and are replicated like writes.
 _REPLICATED_PRAGMAS = {"user_version", "application_id"}
 #: Pragmas that would make one replica's file differ from the others.
@@ -88,11 +106,12 @@ _PRAGMA_VALUES = {"on": 1, "true": 1, "yes": 1, "1": 1, "off": 0, "false": 0, "n
 
 
 class Info:
-    __slots__ = ("writes", "refused", "problem")
+    __slots__ = ("writes", "refused", "local_pragma", "problem")
 
     def __init__(self):
         self.writes = False
         self.refused = None  # name of a node-dependent function
+        self.local_pragma = None  # name of a pragma read in table form whose answer is the node's own
         self.problem = None  # why the statement cannot run through the cluster at all
 
     def refusal(self):
@@ -103,6 +122,10 @@ class Info:
             from .determinism import refusal_message
 
             return refusal_message(self.refused)
+        if self.writes and self.local_pragma:
+            return (f"pragma_{self.local_pragma} cannot be used in a statement that writes: it reads the node's "
+                    "own file or connection (its path, page counts, caches, settings), which differ between "
+                    "replicas, so replicas would diverge")
         return None
 
 
@@ -165,6 +188,10 @@ class Classifier:
                 info.problem = f"{_PROCESS_FUNCTIONS[arg2.lower()]}; it is not allowed"
             elif action == sqlite3.SQLITE_FUNCTION and arg2 and arg2.lower() in REFUSED_FUNCTIONS:
                 info.refused = arg2.lower()
+            elif action == sqlite3.SQLITE_READ and arg1 and arg1[:7].lower() == "pragma_":
+                name = arg1[7:].lower()
+                if name in _KNOWN_PRAGMAS and name not in _REPLICA_INDEPENDENT_PRAGMAS:
+                    info.local_pragma = name
             elif action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
                 info.problem = "ATTACH and DETACH are not supported: each database is replicated on its own"
             elif action == sqlite3.SQLITE_PRAGMA:

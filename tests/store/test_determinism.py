@@ -198,6 +198,26 @@ def test_an_update_calling_a_node_dependent_function_is_refused_and_changes_noth
     assert identical_everywhere(cluster, f"SELECT v FROM {table}") == [("original",)]
 
 
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO {t} (v) SELECT file FROM pragma_database_list",  # the node's own path
+    "INSERT INTO {t} (v) SELECT page_count FROM pragma_page_count",
+    "UPDATE {t} SET v = (SELECT data_version FROM pragma_data_version())",
+    "INSERT INTO {t} (v) SELECT cache_size FROM pragma_cache_size",
+])
+def test_a_write_reading_a_pragma_of_the_nodes_own_file_or_connection_is_refused(cluster, writer, table, sql):
+    """Each node ran it on its own file: every replica stored its own path, and they diverged."""
+    pragma = sql.split("pragma_")[1].split()[0].rstrip("()")
+    with pytest.raises(dbapi.OperationalError, match=rf"pragma_{pragma} cannot be used in a statement that writes"):
+        writer.execute(sql.format(t=table))
+    assert_nothing_applied(cluster, table)
+    assert writer.execute("SELECT count(*) FROM pragma_database_list").fetchone() == (1,)  # reading it is fine
+
+
+def test_a_write_reading_a_pragma_of_the_schema_is_replicated_like_any_other(cluster, writer, table):
+    writer.execute(f"INSERT INTO {table} (v) SELECT name FROM pragma_table_info('{table}') ORDER BY cid")
+    assert identical_everywhere(cluster, f"SELECT v FROM {table} ORDER BY id") == [("id",), ("v",)]
+
+
 def test_a_write_firing_a_trigger_that_calls_one_is_refused_even_right_after_the_trigger_is_made(
         cluster, writer, table):
     """The leader compiled each statement against the schema its connection parsed last: a trigger
