@@ -58,6 +58,10 @@ _REPLICA_INDEPENDENT_PRAGMAS = {
     "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
     "foreign_key_list", "foreign_key_check", "user_version", "application_id",
 }
+#: Pragmas that change the database file and are replicated like writes.
+_REPLICATED_PRAGMAS = {"user_version", "application_id"}
+#: Pragmas that would make one replica's file differ from the others.
+_REFUSED_PRAGMAS = {"incremental_vacuum", "optimize", "writable_schema"}
 
 
 def _known_pragmas():
@@ -70,10 +74,6 @@ def _known_pragmas():
 
 #: Every pragma this SQLite knows (a table named pragma_<one of them> is its table-valued form).
 _KNOWN_PRAGMAS = _known_pragmas()
-#: Pragmas that change the database file and are replicated like writes.
-_REPLICATED_PRAGMAS = {"user_version", "application_id"}
-#: Pragmas that would make one replica's file differ from the others.
-_REFUSED_PRAGMAS = {"incremental_vacuum", "optimize", "writable_schema"}
 
 # The pragma's name, then the rest, taken apart by hand: a pattern with a "\\s*"
 # on each side of every optional piece backtracked polynomially on a long run

@@ -467,7 +467,8 @@ class Node:
             "applied_index": engine.raftLastApplied,
             "log_length": raw.get("log_len"),
             "has_quorum": raw.get("has_quorum"),
-            # Started with an empty log: no vote until it holds what the leader had committed.
+            # Lost entries it had acknowledged (an emptied or restored data
+            # directory): no vote until it holds what the leader had committed.
             "catching_up": engine.catching_up,
             "catching_up_to": engine.catching_up_to,
             # Sent the leader's snapshot (it fell behind the leader's log): its databases are being replaced.

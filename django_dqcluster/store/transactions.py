@@ -105,11 +105,9 @@ class Transaction:
         client got SQLite's bare "interrupted", which is not retryable.
         """
         with self._interrupt_lock:
-            if not self._statements_running:
-                return False
-            self.interrupted_because = reason
-            self.database.scratch_connection().interrupt()
-            return True
+            if self._statements_running:
+                self.interrupted_because = reason
+                self.database.scratch_connection().interrupt()
 
     def _statement_started(self):
         with self._interrupt_lock:

@@ -28,9 +28,9 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db import Error as DBError  # DatabaseError and InterfaceError (a client the store refused)
 
 from ... import gate
-from ...health import lost_entries_state
 from ...cluster import ClusterError, Member, decide
 from ...cluster.versions import GateState
+from ...health import lost_entries_state
 from ...member_status import member_role, store_status
 from .ensure_cluster_schema import check_alias, format_age
 
