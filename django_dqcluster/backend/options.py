@@ -205,6 +205,22 @@ def _read_token(alias, token, token_file):
     return token
 
 
+def _whole_number(alias, opts, key, unit, least, least_text):
+    """OPTIONS[key] as an int of at least ``least`` (a URL gives a string), or None when not given."""
+    value = opts[key]
+    if value is None:
+        return None
+    try:
+        if isinstance(value, (bool, float)):
+            raise TypeError
+        number = int(value)
+    except (TypeError, ValueError):
+        raise _error(alias, key, f"must be a whole number of {unit}, not {value!r}") from None
+    if number < least:
+        raise _error(alias, key, f"must be {least_text}, not {value!r}")
+    return number
+
+
 def parse(alias, settings_dict):
     """Validate ``settings_dict`` (one DATABASES entry) and return :class:`BackendOptions`."""
     name = settings_dict.get("NAME")
@@ -294,27 +310,8 @@ def parse(alias, settings_dict):
         if not idle > 0:
             raise _error(alias, "idle_transaction_timeout", f"must be positive (or None: never), not {idle!r}")
 
-    steps = opts["max_statement_steps"]
-    if steps is not None:
-        try:
-            if isinstance(steps, bool) or isinstance(steps, float):
-                raise TypeError
-            steps = int(steps)  # a URL gives a string
-        except (TypeError, ValueError):
-            raise _error(alias, "max_statement_steps", f"must be a whole number of steps, not {steps!r}") from None
-        if steps < 0:
-            raise _error(alias, "max_statement_steps", f"must be 0 (no limit) or more, not {steps!r}")
-
-    log_mb = opts["max_log_mb"]
-    if log_mb is not None:
-        try:
-            if isinstance(log_mb, (bool, float)):
-                raise TypeError
-            log_mb = int(log_mb)  # a URL gives a string
-        except (TypeError, ValueError):
-            raise _error(alias, "max_log_mb", f"must be a whole number of MiB, not {log_mb!r}") from None
-        if log_mb < 1:
-            raise _error(alias, "max_log_mb", f"must be 1 or more (MiB), not {log_mb!r}")
+    steps = _whole_number(alias, opts, "max_statement_steps", "steps", 0, "0 (no limit) or more")
+    log_mb = _whole_number(alias, opts, "max_log_mb", "MiB", 1, "1 or more (MiB)")
 
     transaction_mode = opts["transaction_mode"]
     if transaction_mode is not None:
