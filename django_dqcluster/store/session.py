@@ -40,8 +40,7 @@ from .statement_steps import cancel_statement_of
 from .statements import (
     BEGIN, COMMIT, RELEASE, ROLLBACK, SAVEPOINT, savepoint_name, split_script, transaction_control,
 )
-from .transactions import Transaction
-from .transactions import aborted_error as _aborted
+from .transactions import Transaction, aborted_error as _aborted
 
 logger = logging.getLogger("django_dqcluster.store")
 
@@ -975,7 +974,6 @@ def _start_scratch(database, pragmas):
         for name, value in pragmas.items():
             scratch.execute(f"PRAGMA {name} = {int(value)}")
         scratch.execute("BEGIN")
-
 
 
 def _interrupted_by_abort(tx, exc):
