@@ -27,6 +27,7 @@ import time
 from .declared_types import DeclaredTypes
 from .determinism import DeterministicFunctions
 from .statement_steps import LimitedConnection
+from .value_size import limit_values
 
 # One row per applied entry: the highest raft_index is the applied index, and
 # entry_id answers "was my commit applied?" (a group entry's row lists the ids
@@ -98,11 +99,14 @@ class WriteLock:
 class Database:
     """One named SQLite file and the node's connections to it."""
 
-    def __init__(self, name, path, configure_connection, busy_timeout):
+    def __init__(self, name, path, configure_connection, busy_timeout, max_value_bytes=None):
         self.name = name
         self.path = path
         self._configure = configure_connection
         self._busy_timeout = busy_timeout
+        # The size limit of the values clients' statements make here (value_size.py);
+        # the apply connection takes each entry's own.
+        self._max_value_bytes = max_value_bytes
         self._apply = None
         self._apply_functions = None
         self._scratch = None
@@ -257,6 +261,7 @@ class Database:
             with self._open_lock:
                 if self._scratch is None:
                     conn = self._connect()
+                    limit_values(conn, self._max_value_bytes)
                     self._scratch_functions = DeterministicFunctions(conn)
                     self._scratch = conn
         return self._scratch
@@ -297,6 +302,7 @@ class Database:
                 return self._idle_readers.pop()
         self.apply_connection()
         conn = self._connect()
+        limit_values(conn, self._max_value_bytes)
         # Only the apply connection writes this file, in log order. A statement
         # the classifier took for a read runs here: if it ever wrote, this
         # node's file would silently differ from the others; with query_only
@@ -338,11 +344,12 @@ class Database:
 class DatabaseSet:
     """All databases in ``<data_dir>/db``, created on first use."""
 
-    def __init__(self, directory, configure_connection=None, busy_timeout=5.0):
+    def __init__(self, directory, configure_connection=None, busy_timeout=5.0, max_value_bytes=None):
         self.directory = directory
         os.makedirs(directory, exist_ok=True)
         self._configure = configure_connection or (lambda conn: None)
         self._busy_timeout = busy_timeout
+        self._max_value_bytes = max_value_bytes
         self._databases = {}
         self._lock = threading.Lock()
         self.instance = None  # see publish_instance
@@ -385,7 +392,8 @@ class DatabaseSet:
         with self._lock:
             database = self._databases.get(name)
             if database is None:
-                database = Database(name, self.path_for(name), self._configure, self._busy_timeout)
+                database = Database(name, self.path_for(name), self._configure, self._busy_timeout,
+                                    self._max_value_bytes)
                 self._databases[name] = database
             return database
 

@@ -60,6 +60,7 @@ class Node:
             configure_connection=self._configure_connection,
             busy_timeout=config.busy_timeout,
             fsync=config.durable,
+            max_value_bytes=config.max_frame,
         )
         self.state_machine.listeners.append(self._on_applied)
         self.leader_state = LeaderState(self)

@@ -33,7 +33,7 @@ from .determinism import FixedValues
 from .read_only import ReadOnlyClient
 from .result_pages import OpenResult, OpenResults
 from .statemachine import (
-    CLONE_DB, DROP_DB, STEPS_FORMAT, TX, error_to_wire, is_environmental, new_entry_id, rollback_quietly,
+    CLONE_DB, DROP_DB, LENGTH_FORMAT, TX, error_to_wire, is_environmental, new_entry_id, rollback_quietly,
     run_statement,
 )
 from .statement_steps import cancel_statement_of
@@ -414,10 +414,12 @@ class Session:
             "pragmas": dict(self.pragmas),
             "stmts": statements,
             "want_result": want_result,
+            # Every node holds the statements to the leader's limits (value_size.py, statement_steps.py).
+            "length": self.node.config.max_frame,
+            "format": LENGTH_FORMAT,
         }
         if self.node.config.max_statement_steps:
-            # Every node stops a statement at the leader's limit (statement_steps.py).
-            entry.update(steps=self.node.config.max_statement_steps, format=STEPS_FORMAT)
+            entry["steps"] = self.node.config.max_statement_steps
         return entry
 
     def _append(self, database, entry, on_outcome=None):

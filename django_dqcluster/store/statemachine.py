@@ -35,6 +35,7 @@ import msgpack
 from .apply_stall import EntryNotApplied
 from .databases import DatabaseSet, applied_ids_at, record_applied
 from .determinism import FixedValues
+from .value_size import values_limited
 
 logger = logging.getLogger("django_dqcluster.store")
 
@@ -52,9 +53,10 @@ MEMBER = "member"
 KNOWN_KINDS = frozenset({TX, GROUP, BARRIER, CHECKPOINT, DROP_DB, CLONE_DB, MEMBER})
 # Format 2: a transaction entry may carry ``steps``, the most steps each of its
 # statements may take (statement_steps.py); a node that ignored it could
-# finish a statement that the others stopped.
-ENTRY_FORMAT = 2
-STEPS_FORMAT = 2
+# finish a statement that the others stopped. Format 3: it may carry
+# ``length``, the largest value or row its statements may make (value_size.py).
+ENTRY_FORMAT = 3
+LENGTH_FORMAT = 3
 
 HASH_HISTORY = 20000
 SNAPSHOT_FORMAT = 1
@@ -185,25 +187,26 @@ def run_statement(conn, sql, params, many):
 def _run_statements(conn, entry, values, index):
     """Run a transaction's statements; the results the client asked for."""
     results = []
-    for ordinal, sql, params, many, expect_error in entry["stmts"]:
-        values.start_statement(ordinal)
-        try:
-            # The leader's limit (statement_steps.py); older entries carry none.
-            with conn.steps_limited(entry.get("steps")):
-                result = run_statement(conn, sql, params, many)
-        except sqlite3.Error as exc:
-            if expect_error and not is_environmental(exc):
-                continue
-            raise
-        if expect_error:
-            # The leader saw this statement fail; succeeding here
-            # means this replica's data differs from the leader's.
-            raise Diverged(
-                f"replica diverged: a statement failed on the leader but succeeded here "
-                f"at index {index}: {sql[:200]}"
-            )
-        if entry.get("want_result"):
-            results.append(result)
+    # The leader's limits (statement_steps.py, value_size.py); older entries carry none.
+    with values_limited(conn, entry.get("length")):
+        for ordinal, sql, params, many, expect_error in entry["stmts"]:
+            values.start_statement(ordinal)
+            try:
+                with conn.steps_limited(entry.get("steps")):
+                    result = run_statement(conn, sql, params, many)
+            except sqlite3.Error as exc:
+                if expect_error and not is_environmental(exc):
+                    continue
+                raise
+            if expect_error:
+                # The leader saw this statement fail; succeeding here
+                # means this replica's data differs from the leader's.
+                raise Diverged(
+                    f"replica diverged: a statement failed on the leader but succeeded here "
+                    f"at index {index}: {sql[:200]}"
+                )
+            if entry.get("want_result"):
+                results.append(result)
     return results
 
 
@@ -227,10 +230,12 @@ def _runs(parts):
 
 
 class StateMachine:
-    def __init__(self, data_dir, *, configure_connection=None, busy_timeout=5.0, fsync=True):
+    def __init__(self, data_dir, *, configure_connection=None, busy_timeout=5.0, fsync=True, max_value_bytes=None):
+        """``max_value_bytes``: the size limit of values made by clients' statements (value_size.py)."""
         self.data_dir = data_dir
         _remove_scratch_left_behind(data_dir)
-        self.databases = DatabaseSet(os.path.join(data_dir, "db"), configure_connection, busy_timeout)
+        self.databases = DatabaseSet(os.path.join(data_dir, "db"), configure_connection, busy_timeout,
+                                     max_value_bytes)
         self.fsync = fsync
         self.hash = b"\0" * 32
         self.hash_history = collections.OrderedDict()

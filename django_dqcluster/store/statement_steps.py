@@ -48,6 +48,8 @@ import math
 import sqlite3
 import threading
 
+from .value_size import too_big
+
 #: The most steps between two calls of the progress handler: a third of a
 #: second to one second of SQLite work here, against at most a few ms of GIL.
 MAX_STEPS_PER_CHECK = 10_000_000
@@ -78,7 +80,8 @@ def cancel_statement_of(thread_id, reason):
 
 
 class LimitedConnection(sqlite3.Connection):
-    """A node's SQLite connection, whose statements may be held to a number of steps.
+    """A node's SQLite connection, whose statements may be held to a number of steps
+    (and its values to a size: value_size.py).
 
     A client's statement runs inside ``steps_limited(n)``: the node's own
     bookkeeping statements are never stopped, and an error the statement
@@ -89,6 +92,7 @@ class LimitedConnection(sqlite3.Connection):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.step_limit = None
+        self.value_limit = None  # see value_size.py
         self._checks_left = 0
         self._stopped = False
         self._cancelled_because = None
@@ -186,8 +190,11 @@ class LimitedConnection(sqlite3.Connection):
         SQLite reports both as SQLITE_INTERRUPT, which the store otherwise takes
         for a node's own business (a deposed leader's statement interrupted);
         the limit's stop is the statement's outcome on every node.
-        A cancelled statement's error says why it was cancelled.
+        A cancelled statement's error says why it was cancelled, and a value
+        over the connection's size limit names that limit (value_size.py).
         """
+        if self.value_limit is not None:
+            error = too_big(error, self.value_limit)
         interrupted = getattr(error, "sqlite_errorname", None) == "SQLITE_INTERRUPT"
         if self._cancelled_because is not None and interrupted and not self._stopped:
             return sqlite3.OperationalError(f"statement cancelled: {self._cancelled_because}")
