@@ -4,6 +4,7 @@ import sqlite3
 
 import pytest
 
+from django_dqcluster import dbapi
 from django_dqcluster.store.classify import Classifier
 from django_dqcluster.store.databases import APPLIED_TABLE
 
@@ -43,6 +44,43 @@ def test_explain_is_a_read(conn, sql):
     info = Classifier()(conn, sql, None)
     assert not info.writes
     assert info.refusal() is None
+
+
+TABLE_VALUED_READS = [
+    "SELECT value FROM json_each('[1, 2]')",  # Django's JSONField lookups use it
+    "SELECT name FROM pragma_table_info('app_a')",
+    "SELECT count(*) FROM pragma_database_list",
+    "SELECT count(*) FROM dbstat",
+]
+
+
+@pytest.mark.parametrize("sql", TABLE_VALUED_READS)
+def test_a_read_of_a_table_valued_function_is_a_read_the_first_time_a_connection_compiles_one(conn, sql):
+    """SQLite asks to update its catalog as it first sets one up on a connection: the read was taken
+    for a write (a log entry; refused outright for the node-local ones), and the verdict cached."""
+    info = Classifier()(conn, sql, None)
+    assert not info.writes
+    assert info.refusal() is None
+
+
+def test_such_reads_add_nothing_to_the_log(embedded_node):
+    conn = dbapi.connect(node=embedded_node, isolation_level=None)
+    conn.execute('CREATE TABLE "app_a" ("id" integer PRIMARY KEY, "x" integer)')
+    database = embedded_node.state_machine.databases.get("default")
+    before = database.applied_index
+    for sql in TABLE_VALUED_READS:
+        assert conn.execute(sql).fetchall()
+    assert database.applied_index == before
+    conn.close()
+
+
+def test_a_table_of_the_schema_named_like_a_node_local_one_is_an_ordinary_table(conn):
+    """dbstat's name is free to take: a table of the schema by that name hides SQLite's own."""
+    conn.execute("CREATE TABLE dbstat (v)")
+    info = Classifier()(conn, 'INSERT INTO "app_a" (x) SELECT count(*) FROM dbstat', None)
+    assert info.writes and info.refusal() is None
+    refused = Classifier()(conn, 'INSERT INTO "app_a" (x) SELECT count(*) FROM sqlite_stmt', None)
+    assert "sqlite_stmt cannot be used in a statement that writes" in refused.refusal()
 
 
 def test_executemany_without_parameter_sets_does_nothing(embedded_conn):
