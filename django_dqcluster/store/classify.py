@@ -43,13 +43,6 @@ _HARMLESS_TO_BOOKKEEPING = {sqlite3.SQLITE_ANALYZE, sqlite3.SQLITE_REINDEX}
 
 #: The temp schema's catalog, which ALTER TABLE updates alongside sqlite_master.
 _TEMP_SCHEMA_TABLES = {"sqlite_temp_master", "sqlite_temp_schema"}
-#: The catalog. The first time a connection compiles a table-valued function
-#: (json_each, a pragma's table form, dbstat), SQLite asks to update it: a
-#: read, taken for a write, went through the log, or was refused as one, and
-#: its verdict was cached. A statement that does change the schema says so
-#: with an action of its own (CREATE..., DROP..., ALTER TABLE), and a client
-#: cannot update the catalog itself (writable_schema is refused).
-_SCHEMA_TABLES = {"sqlite_master", "sqlite_schema"}
 
 #: Connection-level pragmas a client session may set; they travel with its entries.
 SESSION_PRAGMAS = ("foreign_keys", "legacy_alter_table", "recursive_triggers")
@@ -198,9 +191,7 @@ class Classifier:
         node_local_tables = _node_local_tables(conn)
 
         def observe(action, arg1, arg2, dbname, source):
-            if action == sqlite3.SQLITE_UPDATE and arg1 in _SCHEMA_TABLES:
-                pass
-            elif action in _WRITE_ACTIONS:
+            if action in _WRITE_ACTIONS:
                 if dbname == "temp" and arg1 in _TEMP_SCHEMA_TABLES:
                     # ALTER TABLE ... RENAME rewrites references in the temp
                     # schema too (temp triggers/views); with no temp objects it
@@ -239,9 +230,18 @@ class Classifier:
         # EXPLAIN compiles a statement without running it; an EXPLAIN (QUERY
         # PLAN) statement is already one, and "EXPLAIN EXPLAIN" is a syntax error.
         explained = bool(_EXPLAIN.match(text))
+        explain = sql if explained else "EXPLAIN " + sql
+        # Compiled once before it is watched: the first time a connection
+        # compiles a virtual table, SQLite sets it up, and what that does
+        # reaches the authorizer as if the statement did it (the catalog
+        # updated for json_each, a pragma's table form or dbstat; rtree
+        # preparing its INSERTs and DELETEs). A read was taken for a write:
+        # it went through the log, or was refused as one (a read-only
+        # session, dbstat), and the verdict was cached.
+        conn.execute(explain, self._local.params).close()
         conn.set_authorizer(observe)
         try:
-            conn.execute(sql if explained else "EXPLAIN " + sql, self._local.params).close()
+            conn.execute(explain, self._local.params).close()
         finally:
             conn.set_authorizer(None)
         if explained:

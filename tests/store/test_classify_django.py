@@ -46,29 +46,51 @@ def test_explain_is_a_read(conn, sql):
     assert info.refusal() is None
 
 
-TABLE_VALUED_READS = [
+VIRTUAL_TABLE_SCHEMA = """
+    CREATE TABLE "app_a" ("id" integer PRIMARY KEY, "x" integer);
+    CREATE VIRTUAL TABLE shapes USING rtree(id, lo, hi);
+    CREATE VIRTUAL TABLE docs USING fts5(body);
+"""
+VIRTUAL_TABLE_READS = [
     "SELECT value FROM json_each('[1, 2]')",  # Django's JSONField lookups use it
     "SELECT name FROM pragma_table_info('app_a')",
     "SELECT count(*) FROM pragma_database_list",
     "SELECT count(*) FROM dbstat",
+    "SELECT count(*) FROM shapes WHERE lo < 5",
+    "SELECT count(*) FROM docs WHERE docs MATCH 'word'",
 ]
 
 
-@pytest.mark.parametrize("sql", TABLE_VALUED_READS)
-def test_a_read_of_a_table_valued_function_is_a_read_the_first_time_a_connection_compiles_one(conn, sql):
-    """SQLite asks to update its catalog as it first sets one up on a connection: the read was taken
-    for a write (a log entry; refused outright for the node-local ones), and the verdict cached."""
-    info = Classifier()(conn, sql, None)
+@pytest.fixture
+def unused_conn(tmp_path):
+    """A connection to a database another connection made: it has compiled nothing yet, as a node's."""
+    path = str(tmp_path / "db.sqlite3")
+    maker = sqlite3.connect(path)
+    maker.executescript(VIRTUAL_TABLE_SCHEMA)
+    maker.close()
+    conn = sqlite3.connect(path)
+    yield conn
+    conn.close()
+
+
+@pytest.mark.parametrize("sql", VIRTUAL_TABLE_READS)
+def test_a_read_of_a_virtual_table_is_a_read_the_first_time_a_connection_compiles_one(unused_conn, sql):
+    """SQLite sets a virtual table up as a connection first compiles it, and what that does reached the
+    authorizer as the statement's own actions (the catalog updated; rtree preparing INSERTs and
+    DELETEs): the read was taken for a write (a log entry; refused for dbstat and in read-only
+    sessions), and the verdict cached."""
+    info = Classifier()(unused_conn, sql, None)
     assert not info.writes
     assert info.refusal() is None
 
 
 def test_such_reads_add_nothing_to_the_log(embedded_node):
     conn = dbapi.connect(node=embedded_node, isolation_level=None)
-    conn.execute('CREATE TABLE "app_a" ("id" integer PRIMARY KEY, "x" integer)')
+    for statement in VIRTUAL_TABLE_SCHEMA.split(";")[:-1]:
+        conn.execute(statement)
     database = embedded_node.state_machine.databases.get("default")
     before = database.applied_index
-    for sql in TABLE_VALUED_READS:
+    for sql in VIRTUAL_TABLE_READS:
         assert conn.execute(sql).fetchall()
     assert database.applied_index == before
     conn.close()
