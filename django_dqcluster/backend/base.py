@@ -18,7 +18,7 @@ from .. import dbapi as Database
 from . import options as backend_options
 from .client import DatabaseClient
 from .creation import DatabaseCreation
-from .embedded import django_functions_hook
+from .sql_functions import django_functions_hook
 from .features import DatabaseFeatures
 from .introspection import DatabaseIntrospection
 

@@ -16,16 +16,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.utils import OperationalError
 
 from ..store.datadir import DataDirInUse
+from .sql_functions import django_functions_hook
 
 _nodes = {}  # data_dir -> (Node, NodeConfig)
 _lock = threading.Lock()
-
-
-def django_functions_hook(conn):
-    """Register Django's SQLite functions (django_date_extract, REGEXP, MD5...) on a node connection."""
-    from django.db.backends.sqlite3._functions import register
-
-    register(conn)
 
 
 def get_node(options, wait=True):

@@ -330,6 +330,13 @@ class StateMachine:
         except sqlite3.Error as exc:
             rollback_quietly(conn)
             raise ApplyFailed(f"{exc} (database {entry['db']!r})") from exc
+        except MemoryError:
+            # This node's own trouble, as SQLITE_NOMEM is (a Python function
+            # in the statement ran out of memory): retried like a full disk.
+            # It used to escape the state machine, with the transaction left
+            # open, and pysyncobj logged a traceback ten times a second.
+            rollback_quietly(conn)
+            raise ApplyFailed(f"out of memory applying a transaction (database {entry['db']!r})") from None
         finally:
             functions.values = None
             _reset_pragmas(conn, pragmas)
@@ -436,7 +443,7 @@ class StateMachine:
             rollback_quietly(conn)
             self._mark_diverged(str(exc))
             raise ApplyFailed(str(exc)) from None
-        except sqlite3.Error:
+        except (sqlite3.Error, MemoryError):
             return None
         finally:
             rollback_quietly(conn)  # a no-op after COMMIT

@@ -21,6 +21,7 @@ snapshots) are not limited.
 
 import contextlib
 import sqlite3
+import weakref
 
 
 def limit_values(conn, limit):
@@ -48,6 +49,27 @@ def values_limited(conn, limit):
     finally:
         conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, previous)
         conn.value_limit = previous_named
+
+
+def length_limit_of(conn):
+    """A function giving ``conn``'s length limit as it is when called (it changes per entry).
+
+    For Python functions registered on ``conn`` that could make a value over
+    it: SQLite only sees a value's size once Python has made it.
+    """
+    try:
+        # The function belongs to the connection: no cycle through it.
+        ref = weakref.ref(conn)
+    except TypeError:
+        # A plain sqlite3.Connection takes no weak reference; closing it frees its functions.
+        def ref():
+            return conn
+
+    def limit():
+        conn = ref()
+        return conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) if conn is not None else 0
+
+    return limit
 
 
 def too_big(error, limit):

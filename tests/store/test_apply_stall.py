@@ -8,13 +8,16 @@ The engine tests drive one engine by hand (no network); the clock is a fake.
 
 import logging
 
+import pytest
 from pysyncobj import FAIL_REASON, SyncObjConf
 from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import _RAFT_STATE
 
 from django_dqcluster.store.apply_stall import ApplyStall, EntryNotApplied
 from django_dqcluster.store.raft import SafeSyncObj
+from django_dqcluster.store.statemachine import ApplyFailed, StateMachine, encode_entry
 
+from .test_group_commit import rows, tx
 from .test_raft_safety import RecordingTransport
 
 OTHER = TCPNode("127.0.0.1:3")
@@ -195,3 +198,34 @@ def test_a_stuck_node_alone_stays_leader():
     engine._keep_a_stalled_node_from_leading()
 
     assert not engine._handover_requested
+
+
+# -- the store's state machine ------------------------------------------------------------------
+
+
+def test_a_statement_out_of_memory_leaves_nothing_applied_and_its_entry_is_offered_again(tmp_path):
+    """A Python function in the statement ran out of memory: the node's own trouble, as a full disk.
+
+    The MemoryError used to escape the state machine with the SQLite transaction left open, and
+    pysyncobj logged its traceback ten times a second."""
+    calls = []
+
+    def short_of_memory_once(conn):
+        def value():
+            calls.append(1)
+            if len(calls) == 1:
+                raise MemoryError
+            return 7
+        conn.create_function("value", 0, value)
+
+    machine = StateMachine(str(tmp_path / "data"), fsync=False, configure_connection=short_of_memory_once)
+    try:
+        machine.apply(encode_entry(tx("CREATE TABLE t (v)")), 1)
+        entry = encode_entry(tx("INSERT INTO t VALUES (1), (value())"))
+        with pytest.raises(ApplyFailed, match=r"out of memory applying a transaction \(database 'app'\)"):
+            machine.apply(entry, 2)
+        assert rows(machine, "SELECT v FROM t") == []
+        assert "error" not in machine.apply(entry, 2)  # offered again, with memory to spare
+        assert rows(machine, "SELECT v FROM t ORDER BY v") == [(1,), (7,)]
+    finally:
+        machine.close()

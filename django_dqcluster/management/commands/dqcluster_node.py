@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from ...backend import options as backend_options
-from ...backend.embedded import django_functions_hook
+from ...backend.sql_functions import django_functions_hook
 
 ENGINE = "django_dqcluster.backend"
 

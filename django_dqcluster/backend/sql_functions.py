@@ -1,0 +1,75 @@
+"""Django's SQLite functions on the store's connections, with results no larger than SQLite allows.
+
+Every node registers the functions Django's sqlite3 backend adds to SQLite
+(django_date_extract, REGEXP, MD5, LPAD...), on every connection it opens,
+so that the ORM's SQL runs on the store as on plain SQLite; clients reading
+this host's replica file register them too.
+
+Three of them build their result in Python, where SQLite's length limit
+(value_size.py: ``max_frame`` for clients' statements) cannot see it until
+it is made: ``REPEAT('x', 10**11)`` (Django's ``Repeat``) asked Python for
+100 GB, a MemoryError on every node applying the entry, again at every
+attempt; ``LPAD`` and ``RPAD`` repeat their fill ``length`` times before
+cutting it. Here each gives SQLite's own "string or blob too big" instead,
+before making anything longer than the connection's limit, and otherwise
+returns exactly what Django's returns.
+"""
+
+from ..store.value_size import length_limit_of
+
+
+def django_functions_hook(conn):
+    """Register Django's SQLite functions on ``conn`` (a node's connection, or a replica reader's)."""
+    from django.db.backends.sqlite3._functions import register
+
+    register(conn)
+    limit = length_limit_of(conn)
+    conn.create_function("LPAD", 3, lambda text, length, fill: lpad(text, length, fill, limit()), deterministic=True)
+    conn.create_function("RPAD", 3, lambda text, length, fill: rpad(text, length, fill, limit()), deterministic=True)
+    conn.create_function("REPEAT", 2, lambda text, count: repeat(text, count, limit()), deterministic=True)
+
+
+def _too_big(length, limit):
+    if length > limit:
+        # Python's sqlite3 reports an OverflowError as SQLITE_TOOBIG.
+        raise OverflowError(f"a result of {length:,} characters, over the limit of {limit:,} bytes")
+
+
+def lpad(text, length, fill, limit):
+    """Django's LPAD: ``text`` cut or left-padded with ``fill`` to ``length`` characters."""
+    from django.db.backends.sqlite3._functions import _sqlite_lpad
+
+    if _pads(text, length, fill):
+        _too_big(length, limit)
+        missing = length - len(text)
+        return (fill * -(-missing // len(fill)))[:missing] + text
+    return _sqlite_lpad(text, length, fill)
+
+
+def rpad(text, length, fill, limit):
+    """Django's RPAD: ``text`` cut or right-padded with ``fill`` to ``length`` characters."""
+    from django.db.backends.sqlite3._functions import _sqlite_rpad
+
+    if _pads(text, length, fill):
+        _too_big(length, limit)
+        missing = length - len(text)
+        return (text + fill * -(-missing // len(fill)))[:length]
+    return _sqlite_rpad(text, length, fill)
+
+
+def _pads(text, length, fill):
+    """Would LPAD/RPAD pad ``text`` (strings and a whole number, as the ORM passes them)?
+
+    Anything else goes to Django's own function, whatever it makes of it.
+    """
+    return (isinstance(text, str) and isinstance(fill, str) and fill and isinstance(length, int)
+            and length > len(text))
+
+
+def repeat(text, count, limit):
+    """Django's REPEAT: ``text`` ``count`` times."""
+    from django.db.backends.sqlite3._functions import _sqlite_repeat
+
+    if isinstance(text, (str, bytes)) and isinstance(count, int):
+        _too_big(len(text) * max(count, 0), limit)
+    return _sqlite_repeat(text, count)

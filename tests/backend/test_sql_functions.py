@@ -1,0 +1,84 @@
+"""Django's SQLite functions on the store: Django's results, and nothing larger than SQLite allows.
+
+``REPEAT('x', 10**11)`` (Django's ``Repeat``) asked Python for 100 GB on every
+node applying the entry: a MemoryError, again at each attempt, and the
+cluster wrote nothing more. LPAD and RPAD repeated their fill ``length``
+times before cutting it.
+"""
+
+import itertools
+import sqlite3
+
+import pytest
+from django.db.backends.sqlite3._functions import _sqlite_lpad, _sqlite_repeat, _sqlite_rpad
+
+from django_dqcluster import dbapi
+from django_dqcluster.backend.sql_functions import django_functions_hook, lpad, repeat, rpad
+
+from ..store.conftest import start_embedded_node
+
+LIMIT = 1000
+TEXTS = ["", "a", "abc", "ünïcode", None]
+LENGTHS = [-3, 0, 1, 2, 3, 5, 10, 1000, None]
+FILLS = ["", "x", "xy", "αβγ", "0123456789", None]
+
+
+@pytest.mark.parametrize("text, length, fill", list(itertools.product(TEXTS, LENGTHS, FILLS)))
+def test_lpad_and_rpad_return_what_djangos_return(text, length, fill):
+    assert lpad(text, length, fill, LIMIT) == _sqlite_lpad(text, length, fill)
+    assert rpad(text, length, fill, LIMIT) == _sqlite_rpad(text, length, fill)
+
+
+@pytest.mark.parametrize("text, count", list(itertools.product(TEXTS + [b"\x00\x01"], [-2, 0, 1, 3, 100, None])))
+def test_repeat_returns_what_djangos_returns(text, count):
+    assert repeat(text, count, LIMIT) == _sqlite_repeat(text, count)
+
+
+def test_other_arguments_go_to_djangos_functions_whatever_they_make_of_them():
+    assert repeat(5, 3, LIMIT) == _sqlite_repeat(5, 3) == 15
+    with pytest.raises(TypeError):
+        lpad("a", 2.5, "x", LIMIT)
+
+
+@pytest.fixture
+def conn():
+    conn = sqlite3.connect(":memory:")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, LIMIT)
+    django_functions_hook(conn)
+    yield conn
+    conn.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT REPEAT('x', 100000000000)",
+    "SELECT REPEAT('abc', 334)",  # 1,002 characters
+    "SELECT LPAD('x', 100000000000, 'ab')",
+    "SELECT RPAD('x', 1001, 'ab')",
+])
+def test_a_result_over_the_connections_limit_is_sqlites_too_big_before_it_is_made(conn, sql):
+    with pytest.raises(sqlite3.DataError, match="string or blob too big"):
+        conn.execute(sql).fetchone()
+
+
+def test_a_result_within_it_is_made(conn):
+    assert conn.execute("SELECT length(REPEAT('abc', 333)), LPAD('7', 3, '0'), RPAD('ab', 1000, 'c') = "
+                        "'ab' || REPEAT('c', 998)").fetchone() == (999, "007", 1)
+    assert conn.execute("SELECT LPAD('abc', 1000000, '')").fetchone() == ("abc",)  # no fill: nothing made
+
+
+def test_on_a_node_such_a_write_fails_naming_the_limit_and_the_next_one_commits(tmp_path):
+    node = start_embedded_node(tmp_path / "node", connection_hooks=[django_functions_hook])
+    try:
+        conn = dbapi.connect(node=node, isolation_level=None)
+        conn.execute("CREATE TABLE t (v)")
+        for sql in ["INSERT INTO t VALUES (REPEAT('x', 100000000000))",
+                    "INSERT INTO t VALUES (LPAD('x', 100000000, 'abcdefghij'))",
+                    "INSERT INTO t VALUES (randomblob(200000000))"]:
+            with pytest.raises(dbapi.DataError, match="over 67,108,864 bytes, the store's limit"):
+                conn.execute(sql)
+        conn.execute("INSERT INTO t VALUES (REPEAT('ab', 3))")
+        assert conn.execute("SELECT v FROM t").fetchall() == [("ababab",)]
+        assert node.state_machine.fatal is None
+        conn.close()
+    finally:
+        node.stop()
