@@ -30,6 +30,7 @@ from . import errors
 from .classify import SESSION_PRAGMAS, session_pragma
 from .databases import InvalidDatabaseName, applied_index_of
 from .determinism import FixedValues
+from .parameters import unbindable
 from .read_only import ReadOnlyClient
 from .result_pages import OpenResult, OpenResults
 from .statemachine import (
@@ -236,6 +237,9 @@ class Session:
             raise errors.programming("exec needs the SQL text as a string")
         params = request.get("params")
         many = bool(request.get("many"))
+        problem = unbindable(params, many)
+        if problem:
+            raise errors.programming(problem)
         if many and not params:
             # As sqlite3: executemany() over no parameter sets runs nothing
             # (and there is nothing to bind when classifying the statement).

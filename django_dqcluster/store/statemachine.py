@@ -171,10 +171,16 @@ def run_statement(conn, sql, params, many):
     SQLite's own last-insert rowid is per connection, and on a node's
     connection it may belong to the store's bookkeeping rows.
     """
-    if many:
-        cursor = conn.executemany(sql, params or [])
-    else:
-        cursor = conn.execute(sql, params if params is not None else ())
+    try:
+        if many:
+            cursor = conn.executemany(sql, params or [])
+        else:
+            cursor = conn.execute(sql, params if params is not None else ())
+    except OverflowError as exc:
+        # An integer over 64 bits (parameters.py), raised as the sqlite3
+        # module binds it: the same on every node, so an outcome like an SQL
+        # error's, not an exception that stops the apply.
+        raise sqlite3.ProgrammingError(str(exc)) from None
     rows = cursor.fetchall() if cursor.description is not None else []
     return {
         "columns": [d[0] for d in cursor.description] if cursor.description is not None else None,
