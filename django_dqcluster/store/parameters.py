@@ -3,7 +3,8 @@
 Python's sqlite3 module refuses most unbindable values with its own
 ProgrammingError, the same on every node, which the store reports like any
 SQL error. An integer over 64 bits is the exception: it raises OverflowError,
-which is no SQL error. The driver never sends one (it raises OverflowError
+which is no SQL error (and executemany() over something that is not a list
+of parameter sets raises TypeError). The driver never sends one (it raises OverflowError
 itself, as sqlite3 does), but any client speaking the protocol could, and in
 a later parameter set of an executemany, which the leader does not bind
 before the entry is in the log, it escaped every node's apply, again at each
@@ -21,8 +22,10 @@ def unbindable(params, many):
     if not many:
         return _unbindable_in(params, "")
     if not isinstance(params, (list, tuple)):
-        return None  # sqlite3 says what is wrong with it
+        return f"executemany needs a list of parameter sets, not {type(params).__name__}"
     for number, one in enumerate(params, 1):
+        if not isinstance(one, (list, tuple, dict)):
+            return f"parameter set {number} must be a list or a mapping of parameters, not {type(one).__name__}"
         problem = _unbindable_in(one, f"parameter set {number}, ")
         if problem:
             return problem

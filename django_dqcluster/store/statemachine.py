@@ -176,10 +176,11 @@ def run_statement(conn, sql, params, many):
             cursor = conn.executemany(sql, params or [])
         else:
             cursor = conn.execute(sql, params if params is not None else ())
-    except OverflowError as exc:
-        # An integer over 64 bits (parameters.py), raised as the sqlite3
-        # module binds it: the same on every node, so an outcome like an SQL
-        # error's, not an exception that stops the apply.
+    except (OverflowError, TypeError) as exc:
+        # An integer over 64 bits, parameter sets that are not a list
+        # (parameters.py), raised as the sqlite3 module binds them: the same
+        # on every node, so an outcome like an SQL error's, not an exception
+        # that stops the apply.
         raise sqlite3.ProgrammingError(str(exc)) from None
     rows = cursor.fetchall() if cursor.description is not None else []
     return {

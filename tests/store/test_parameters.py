@@ -25,7 +25,8 @@ HUGE = 2 ** 64 - 1  # msgpack carries it; SQLite's INTEGER does not
     ([[1], [2], [HUGE]], True, "parameter set 3, parameter 1: Python int too large"),
     ([{"v": 1}, {"v": HUGE}], True, "parameter set 2, parameter v: Python int too large"),
     (None, False, None),
-    ("not a sequence", True, None),  # sqlite3 says what is wrong with that
+    (5, True, "executemany needs a list of parameter sets, not int"),
+    ([[1], 5], True, "parameter set 2 must be a list or a mapping of parameters, not int"),
 ])
 def test_what_cannot_be_bound_is_named(params, many, problem):
     found = unbindable(params, many)
