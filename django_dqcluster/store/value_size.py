@@ -61,9 +61,10 @@ def length_limit_of(conn):
         # The function belongs to the connection: no cycle through it.
         ref = weakref.ref(conn)
     except TypeError:
-        # A plain sqlite3.Connection takes no weak reference; closing it frees its functions.
-        def ref():
-            return conn
+        # A plain sqlite3.Connection (a client's replica reader) takes no weak
+        # reference, and nothing changes its limit: the one it has now.
+        fixed = conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        return lambda: fixed
 
     def limit():
         conn = ref()
