@@ -186,8 +186,9 @@ class Classifier:
         # it (PRAGMA schema_version reads the cookie and reloads nothing): a
         # trigger created since was left out of the program, and what its
         # body does (a node-dependent function, the store's bookkeeping) went
-        # unseen. A read of the catalog reloads it; this runs once per
-        # statement text and schema version (the cache above).
+        # unseen. A read of the catalog reloads it (this one also finds the
+        # tables whose rows are the node's own); it runs once per statement
+        # text and schema version (the cache above).
         node_local_tables = _node_local_tables(conn)
 
         def observe(action, arg1, arg2, dbname, source):
