@@ -470,7 +470,7 @@ def deferred_transactions(workdir):
     started = time.monotonic()
     with transaction.atomic():  # another request writes meanwhile, without waiting
         Item.objects.create(name="b", value=2)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 4.5  # kept waiting, it would fail after the 5 s busy timeout
     may_finish.set()
     view.join(30)
     assert outcome == {"seen": 1, "seen again": 1}, outcome  # its snapshot

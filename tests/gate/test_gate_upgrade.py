@@ -7,8 +7,11 @@ with MIGRATION_MODULES, so the gate sees the real migration counts of two code v
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import json
+import os
+import select
 import time
 
 import pytest
@@ -22,6 +25,20 @@ pytestmark = pytest.mark.slow
 
 def applied_0002(db):
     return db.query("SELECT host FROM gateapp_applylog WHERE migration = '0002'")
+
+
+def read_until(process, text, timeout):
+    """What ``process`` printed on stdout up to ``text`` (its line may go on); fail if not within ``timeout`` s."""
+    fd, decoder = process.stdout.fileno(), codecs.getincrementaldecoder("utf-8")()
+    deadline = time.monotonic() + timeout
+    printed = ""
+    while text not in printed:
+        remaining = deadline - time.monotonic()
+        chunk = os.read(fd, 65536) if remaining > 0 and select.select([fd], [], [], remaining)[0] else None
+        if not chunk:  # the deadline passed, or the process closed its stdout
+            raise AssertionError(f"no {text!r} within {timeout} s; stdout so far:\n{printed}")
+        printed += decoder.decode(chunk)
+    return printed
 
 
 def test_rolling_upgrade_waits_refuses_and_the_last_host_migrates_once(shared_db):
@@ -128,10 +145,11 @@ def test_migrate_wait_rechecks_until_the_lagging_member_upgrades(sqlite_db):
     a.run("migrate", "-v0")
     b.run("migrate", "-v0")
     waiter = a.upgraded().start("migrate", "--wait", "--timeout", "30")
-    time.sleep(2.5)  # let it check (and wait) at least twice
-    assert waiter.poll() is None, waiter.communicate()
+    before = read_until(waiter, "Check 2 after", timeout=25)  # it checked (and waited) twice
+    assert waiter.poll() is None, (before, waiter.communicate())
     b.upgraded().run("ensure_cluster_schema")  # host-b upgraded, but does not migrate
-    out, err = waiter.communicate(timeout=30)
+    after, err = waiter.communicate(timeout=30)
+    out = before + after
     assert waiter.returncode == 0, (out, err)
     assert "Waiting for host-b (schema" in out
     assert "still waiting; next check in" in out

@@ -76,6 +76,20 @@ def cluster(tmp_path):
         yield running
 
 
+#: Election timeouts for tests that assert no election happens. With the default
+#: 0.4-1.4 s, a follower that hears no heartbeat for 0.4 s, its leader or itself
+#: held up by a loaded CI machine (or a busy disk), calls an election whatever
+#: the code under test does. Heartbeats still go every 0.1 s.
+STEADY_ELECTION_TIMEOUT = (1.0, 2.0)
+
+
+@pytest.fixture
+def steady_cluster(tmp_path):
+    """A ``cluster`` with STEADY_ELECTION_TIMEOUT, for tests that count on its leader and term staying put."""
+    with LocalCluster(str(tmp_path / "cluster"), 3, election_timeout=STEADY_ELECTION_TIMEOUT) as running:
+        yield running
+
+
 def rows_on_every_node(cluster, sql, database="default", converge=True):
     """The result of ``sql`` read from each live node's own replica."""
     if converge:

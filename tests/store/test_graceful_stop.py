@@ -10,28 +10,35 @@ import pytest
 from django_dqcluster import dbapi
 from django_dqcluster.store.local_cluster import LocalCluster
 
-from .conftest import Writer, followers, rows_on_every_node
+from .conftest import STEADY_ELECTION_TIMEOUT, Writer, followers, rows_on_every_node
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    # INFO: the node logs its handover there.
-    with LocalCluster(str(tmp_path / "cluster"), 3, log_level="INFO") as running:
+    # INFO: the node logs its handover there. Longer election timeouts: the tests count
+    # elections (the handover's only). A drain of 20 s (5 by default): what the clients
+    # finish during it may be slow on a loaded machine; stop() waits 30 s for the node.
+    with LocalCluster(str(tmp_path / "cluster"), 3, log_level="INFO", election_timeout=STEADY_ELECTION_TIMEOUT,
+                      extra_args=["--drain-timeout", "20"]) as running:
         yield running
 
 
 def write_through(cluster, stopping_node, connect_to=None, rows=30):
-    """Stop ``stopping_node`` while a Writer inserts rows; return the writer once it wrote ``rows`` more."""
+    """Stop ``stopping_node`` while a Writer inserts rows.
+
+    Returns the writer once it wrote ``rows`` more, and the term just before the stop.
+    """
     writer = Writer(cluster, connect_to=connect_to)
     writer.start()
     cluster.wait_for(lambda: len(writer.acked) >= rows, 20, f"{rows} rows before the stop")
     stopped_after = len(writer.acked)
+    term = cluster.leader().status()["term"]
     stopping_node.stop()
     cluster.wait_for(lambda: len(writer.acked) >= stopped_after + rows or writer.errors, 20,
                      f"{rows} rows after the stop")
     writer.stop.set()
     writer.join(30)
-    return writer
+    return writer, term
 
 
 def assert_every_acknowledged_row_once(cluster, writer):
@@ -51,10 +58,9 @@ def listening(address):
 
 def test_a_stopping_leader_hands_leadership_over_and_its_clients_see_no_error(cluster):
     leader = cluster.leader()
-    term = leader.status()["term"]
     leader.connect().execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
 
-    writer = write_through(cluster, leader)
+    writer, term = write_through(cluster, leader)
 
     # Before the drain, the stop cut the writer's running INSERT: "outcome unknown".
     assert (writer.errors, writer.unknown, writer.retried) == ([], [], [])
@@ -66,13 +72,12 @@ def test_a_stopping_leader_hands_leadership_over_and_its_clients_see_no_error(cl
 
 def test_a_stopping_follower_sends_its_clients_to_another_node_without_an_error(cluster):
     leader = cluster.leader()
-    term = leader.status()["term"]
     leader.connect().execute("CREATE TABLE log (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
     follower = followers(cluster, leader)[0]
     # The writer's driver reaches the follower first, which forwards its writes.
     addresses = ",".join([follower.client] + [node.client for node in cluster.nodes if node is not follower])
 
-    writer = write_through(cluster, follower, connect_to=addresses)
+    writer, term = write_through(cluster, follower, connect_to=addresses)
 
     assert (writer.errors, writer.unknown, writer.retried) == ([], [], [])
     assert leader.status()["term"] == term  # a follower's stop costs no election

@@ -88,4 +88,5 @@ def test_after_a_failover_to_a_node_that_lags_a_connection_still_never_misses_it
 
     leader.start(peers=cluster.peers_of(leader))
     cluster.wait_for_leader()
+    cluster.wait_converged()  # it has caught up (the connection retries for 1 s only)
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (20,)

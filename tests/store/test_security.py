@@ -638,15 +638,19 @@ def test_a_node_given_another_secret_stays_out_and_says_so_once_not_at_every_red
     wrong_secret = tmp_path / "wrong.secret"
     wrong_secret.write_text("not-the-cluster-secret-" + "x" * 20)
     try:
+        started = time.monotonic()
         for node in cluster.nodes:
             extra = ["--secret-file", str(wrong_secret)] if node is outsider else []
             node.start(peers=cluster.peers_of(node), extra_args=extra)
         assert cluster.wait_for_leader() in members
         time.sleep(3.0)  # some 30 redials of the outsider by each member
         warnings = [line for line in outsider.log().splitlines() if "unreadable message" in line]
-        assert len(warnings) == 1, warnings
+        # Once, then once per 10 s with a count of the others (a slow start can take 10 s).
+        assert 1 <= len(warnings) <= 1 + (time.monotonic() - started) // 10, warnings
         assert "does every node have the same cluster secret?" in warnings[0]
+        assert all(" more like it in the last " in line for line in warnings[1:]), warnings
         assert outsider.alive
-        assert all(m.status()["term"] == members[0].status()["term"] for m in members)
+        # The members agree on their term (read one after the other, they may see an election in between).
+        cluster.wait_for(lambda: len({m.status()["term"] for m in members}) == 1, 10, "the members to agree on a term")
     finally:
         cluster.kill()

@@ -19,6 +19,7 @@ from django_dqcluster import dbapi
 from django_dqcluster.store import NodeConfig
 from django_dqcluster.store.config import ConfigError
 from django_dqcluster.store.local_cluster import LocalCluster
+from tests.waiting import wait_for
 
 from .conftest import EMBEDDED_SECRET, start_embedded_node
 
@@ -64,8 +65,13 @@ def test_a_deferred_transaction_aborted_while_it_takes_the_lock_gives_it_back(em
 
 
 @pytest.fixture
-def node_with_idle_timeout(tmp_path):
-    node = start_embedded_node(tmp_path / "node", idle_transaction_timeout=0.6, busy_timeout=5.0)
+def idle_timeout():
+    return 0.6
+
+
+@pytest.fixture
+def node_with_idle_timeout(tmp_path, idle_timeout):
+    node = start_embedded_node(tmp_path / "node", idle_transaction_timeout=idle_timeout, busy_timeout=5.0)
     yield node
     node.stop()
 
@@ -78,7 +84,7 @@ def test_a_transaction_idle_longer_than_the_idle_timeout_is_aborted_and_frees_it
     idle.execute("INSERT INTO t VALUES ('never')")
     started = time.monotonic()
     writer.execute("INSERT INTO t VALUES ('w')")  # waits for the lock, not for the 5 s busy timeout
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 4.0  # the idle timeout, not the busy timeout, let it through
     with pytest.raises(dbapi.OperationalError, match=r"transaction aborted: it ran nothing for 0\.6 s "
                                                      r"\(the node's idle transaction timeout\)") as info:
         idle.execute("INSERT INTO t VALUES ('late')")
@@ -86,15 +92,16 @@ def test_a_transaction_idle_longer_than_the_idle_timeout_is_aborted_and_frees_it
     assert values(writer) == ["w"]
 
 
+@pytest.mark.parametrize("idle_timeout", [2.0])  # far from the 0.25 s between statements on a loaded machine
 def test_a_transaction_that_keeps_running_statements_is_not_idle(node_with_idle_timeout):
     conn = connect(node_with_idle_timeout)
     conn.execute("CREATE TABLE t (v TEXT)")
     conn.execute("BEGIN")
-    for n in range(6):  # 1.5 s in all, never 0.6 s without a statement
+    for n in range(10):  # 2.5 s in all, never 2 s without a statement
         conn.execute("INSERT INTO t VALUES (?)", (str(n),))
         time.sleep(0.25)
     conn.execute("COMMIT")
-    assert values(conn) == [str(n) for n in range(6)]
+    assert values(conn) == [str(n) for n in range(10)]
 
 
 def test_a_deferred_transaction_that_only_reads_holds_no_lock_so_is_never_idle(node_with_idle_timeout):
@@ -141,8 +148,10 @@ def test_a_node_process_takes_the_idle_timeout_from_its_command_line(tmp_path):
         conn.execute("CREATE TABLE t (v TEXT)")
         conn.execute("BEGIN")
         conn.execute("INSERT INTO t VALUES ('x')")
-        time.sleep(1.2)
-        with pytest.raises(dbapi.OperationalError, match="idle transaction timeout"):
+        (node,) = cluster.nodes
+        # Without the option, the node never aborts it: the wait would time out.
+        wait_for(lambda: "(idle transaction timeout 0.5 s)" in node.log(), 20, "the node to abort it")
+        with pytest.raises(dbapi.OperationalError, match=r"it ran nothing for 0\.5 s \(the node's idle transaction"):
             conn.execute("INSERT INTO t VALUES ('y')")
         assert values(conn) == []
         conn.close()
