@@ -253,6 +253,7 @@ class StateMachine:
         self.fatal = None
         self.listeners = []  # called with (kind, entry) after an entry is applied
         self._deferred_constraints = {}  # database name -> (schema_version, has deferred constraints)
+        self._failed_unexpectedly_at = None  # the entry whose unforeseen error was logged
 
     # -- applying ------------------------------------------------------------------------
 
@@ -280,6 +281,16 @@ class StateMachine:
             # lock left by a deposed leader needs) and logs why, rate-limited.
             self.fatal = str(exc)
             raise
+        except Exception as exc:
+            # What nobody foresaw (a bug; an error Python raised where SQLite's
+            # was expected): as for a full disk, the entry is offered again and
+            # the node says why (its status, the health check), where
+            # pysyncobj logged a traceback at every tick. The traceback once.
+            if self._failed_unexpectedly_at != index:
+                self._failed_unexpectedly_at = index
+                logger.exception("applying entry %d failed", index)
+            self.fatal = f"applying entry {index} failed: {type(exc).__name__}: {exc}"
+            raise ApplyFailed(self.fatal) from exc
         self.fatal = None
         self._chain(index, entry.get("id", ""))
         for listener in self.listeners:
@@ -344,6 +355,9 @@ class StateMachine:
             # open, and pysyncobj logged a traceback ten times a second.
             rollback_quietly(conn)
             raise ApplyFailed(f"out of memory applying a transaction (database {entry['db']!r})") from None
+        except Exception:
+            rollback_quietly(conn)  # nothing of the entry stays, whatever apply() makes of the error
+            raise
         finally:
             functions.values = None
             _reset_pragmas(conn, pragmas)

@@ -14,6 +14,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import _RAFT_STATE
 
 from django_dqcluster.store.apply_stall import ApplyStall, EntryNotApplied
+from django_dqcluster.store import statemachine
 from django_dqcluster.store.raft import SafeSyncObj
 from django_dqcluster.store.statemachine import ApplyFailed, StateMachine, encode_entry
 
@@ -227,5 +228,37 @@ def test_a_statement_out_of_memory_leaves_nothing_applied_and_its_entry_is_offer
         assert rows(machine, "SELECT v FROM t") == []
         assert "error" not in machine.apply(entry, 2)  # offered again, with memory to spare
         assert rows(machine, "SELECT v FROM t ORDER BY v") == [(1,), (7,)]
+    finally:
+        machine.close()
+
+
+def test_an_error_nobody_foresaw_leaves_nothing_applied_and_is_logged_once_and_the_entry_offered_again(
+        tmp_path, monkeypatch, caplog):
+    """What no branch expects (a bug, a Python error where SQLite's was expected) is handled like a full
+    disk: pysyncobj used to log its traceback at every tick, with the transaction left open."""
+    machine = StateMachine(str(tmp_path / "data"), fsync=False)
+    try:
+        machine.apply(encode_entry(tx("CREATE TABLE t (v)")), 1)
+        bugs = [KeyError("a bug"), KeyError("a bug")]
+        recorded = statemachine.record_applied
+
+        def record_applied(conn, entry_ids, index):
+            if bugs:
+                raise bugs.pop()
+            recorded(conn, entry_ids, index)
+
+        monkeypatch.setattr(statemachine, "record_applied", record_applied)
+        entry = encode_entry(tx("INSERT INTO t VALUES (1)"))  # inserted, then its bookkeeping fails
+        with caplog.at_level(logging.ERROR, logger="django_dqcluster.store"):
+            for attempt in range(2):
+                with pytest.raises(ApplyFailed, match=r"applying entry 2 failed: KeyError: 'a bug'"):
+                    machine.apply(entry, 2)
+                assert not machine.databases.get("app").apply_connection().in_transaction
+                assert rows(machine, "SELECT v FROM t") == []
+                assert machine.fatal == "applying entry 2 failed: KeyError: 'a bug'"
+        assert caplog.text.count("applying entry 2 failed") == 1
+        machine.apply(entry, 2)
+        assert rows(machine, "SELECT v FROM t") == [(1,)]
+        assert machine.fatal is None
     finally:
         machine.close()
