@@ -16,7 +16,7 @@ import threading
 
 from .databases import INTERNAL_TABLE_PREFIX
 from .determinism import REFUSED_FUNCTIONS
-from .statements import strip_leading_comments
+from .statements import MAX_CACHED_SQL, cached_per_text, strip_leading_comments
 
 _WRITE_ACTIONS = {
     sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_CREATE_TABLE, sqlite3.SQLITE_CREATE_TRIGGER,
@@ -144,7 +144,7 @@ class Info:
         return None
 
 
-@functools.lru_cache(maxsize=4096)  # a pure function of the text, asked for every statement
+@cached_per_text  # a pure function of the text, asked for every statement
 def session_pragma(sql):
     """``PRAGMA foreign_keys = OFF`` -> ('foreign_keys', 0); a read -> ('foreign_keys', None); else None."""
     match = _SESSION_PRAGMA_TEXT.match(sql.strip())
@@ -268,19 +268,21 @@ class Classifier:
         # any schema it still compiles against (a SELECT cannot fire a
         # trigger), so its verdict needs no schema version: this skips a
         # PRAGMA, i.e. a read transaction and its file locks, on every read.
+        kept = len(sql) <= MAX_CACHED_SQL
         key = (sql, shape, scope)
-        info = self._known_reads.get(key)
+        info = self._known_reads.get(key) if kept else None
         if info is not None:
             return info
         self._local.conn = conn
         self._local.params = params if params is not None else ()
         schema_version = conn.execute("PRAGMA schema_version").fetchone()[0]
         try:
-            info = self.classify(sql, shape, scope, schema_version)
+            classify = self.classify if kept else self._classify_uncached
+            info = classify(sql, shape, scope, schema_version)
         finally:
             self._local.conn = None
             self._local.params = None
-        if not info.writes and info.problem is None:
+        if kept and not info.writes and info.problem is None:
             if len(self._known_reads) >= self._cache_size:
                 self._known_reads.clear()
             self._known_reads[key] = info

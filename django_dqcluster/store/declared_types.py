@@ -26,6 +26,8 @@ import os
 import threading
 from collections import OrderedDict
 
+from .statements import MAX_CACHED_SQL
+
 logger = logging.getLogger("django_dqcluster.store")
 
 #: Statements whose column types a database remembers.
@@ -105,7 +107,7 @@ class DeclaredTypes:
                 self._cache.move_to_end(key)
                 return types or None
             types = self._prepare(sql, schema_version)
-            if types is not None:
+            if types is not None and len(sql) <= MAX_CACHED_SQL:
                 self._cache[key] = types
                 if len(self._cache) > CACHE_SIZE:
                     self._cache.popitem(last=False)
