@@ -20,6 +20,8 @@ INT_TOO_LARGE = "Python int too large to convert to SQLite INTEGER"
 def unbindable(params, many):
     """Why ``params`` (one parameter set, or with ``many`` a list of them) cannot be bound, or None."""
     if not many:
+        if params is not None and not isinstance(params, (list, tuple, dict)):
+            return f"parameters must be a list or a mapping, not {type(params).__name__}"
         return _unbindable_in(params, "")
     if not isinstance(params, (list, tuple)):
         return f"executemany needs a list of parameter sets, not {type(params).__name__}"

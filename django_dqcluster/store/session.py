@@ -273,7 +273,10 @@ class Session:
 
     def _op_script(self, request):
         """Several statements in one string: one transaction unless the script manages its own."""
-        statements = split_script(request.get("sql") or "")
+        script = request.get("sql") or ""
+        if not isinstance(script, str):
+            raise errors.programming("script needs the SQL text as a string")
+        statements = split_script(script)
         manages_own = any(transaction_control(s) for s in statements)
         wrap = not manages_own and not self.in_transaction and len(statements) > 1
         if wrap:

@@ -25,6 +25,7 @@ HUGE = 2 ** 64 - 1  # msgpack carries it; SQLite's INTEGER does not
     ([[1], [2], [HUGE]], True, "parameter set 3, parameter 1: Python int too large"),
     ([{"v": 1}, {"v": HUGE}], True, "parameter set 2, parameter v: Python int too large"),
     (None, False, None),
+    (True, False, "parameters must be a list or a mapping, not bool"),
     (5, True, "executemany needs a list of parameter sets, not int"),
     ([[1], 5], True, "parameter set 2 must be a list or a mapping of parameters, not int"),
 ])
@@ -75,3 +76,15 @@ def test_an_entry_already_in_a_log_with_one_records_an_error_and_the_next_applie
         assert rows(machine, "SELECT v FROM t") == [(7,)]
     finally:
         machine.close()
+
+
+@pytest.mark.parametrize("request_, refused", [
+    ({"op": "exec", "sql": "SELECT ?", "params": True}, "parameters must be a list or a mapping, not bool"),
+    ({"op": "exec", "sql": "INSERT INTO t VALUES (?)", "params": 7, "many": True},
+     "executemany needs a list of parameter sets, not int"),
+    ({"op": "script", "sql": 1.5}, "script needs the SQL text as a string"),
+])
+def test_a_request_of_another_shape_is_refused_naming_what_is_wrong(raw_client, request_, refused):
+    """Not an "internal error in the node" with a traceback in its log."""
+    with pytest.raises(dbapi.ProgrammingError, match=refused):
+        raw_client.conn._request(request_, may_write=True)
