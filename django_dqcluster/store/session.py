@@ -179,8 +179,14 @@ class Session:
         if self.in_transaction and name != self.db_name:
             raise errors.programming("cannot switch databases inside a transaction")
         self.db_name, self.consistency = name, consistency
-        self.pragmas.update({k: int(v) for k, v in (request.get("pragmas") or {}).items() if k in SESSION_PRAGMAS})
-        self.hops = int(request.get("hops", 0))
+        pragmas = request.get("pragmas") or {}
+        if not isinstance(pragmas, dict) or not all(isinstance(v, int) for v in pragmas.values()):
+            raise errors.programming("open needs pragmas as a mapping of names to 0 or 1")
+        self.pragmas.update({k: int(v) for k, v in pragmas.items() if k in SESSION_PRAGMAS})
+        hops = request.get("hops", 0)
+        if isinstance(hops, bool) or not isinstance(hops, int):
+            raise errors.programming(f"open needs hops as a whole number, not {hops!r}"[:200])
+        self.hops = hops
         origin = request.get("client")
         if self.hops and isinstance(origin, str):
             self.client = origin[:300]  # the client a follower forwards for
@@ -756,7 +762,7 @@ class Session:
 
     def _op_fetch(self, request):
         """The next page of an open result (its answer has ``more`` while rows are left)."""
-        result_id = request.get("result")
+        result_id = _text(request, "result")
         if result_id not in self.results and self.forward is not None:
             return self._forwarded(request)  # the leader ran the statement
         if self.tx is not None and self.tx.aborted:
@@ -804,7 +810,7 @@ class Session:
     def _op_drop_database(self, request):
         if not self.node.is_leader():
             return self._forwarded(request)
-        database = self.node.state_machine.databases.get(request["db"])
+        database = self.node.state_machine.databases.get(_text(request, "db"))
         pending = self._append(database, {"kind": DROP_DB, "db": database.name})
         return {"ok": True, "index": pending.index}
 
@@ -812,7 +818,7 @@ class Session:
         if not self.node.is_leader():
             return self._forwarded(request)
         databases = self.node.state_machine.databases
-        source, target = databases.get(request["src"]), databases.get(request["dst"])
+        source, target = databases.get(_text(request, "src")), databases.get(_text(request, "dst"))
         pending = self._append(source, {"kind": CLONE_DB, "src": source.name, "dst": target.name})
         return {"ok": True, "index": pending.index}
 
@@ -824,8 +830,8 @@ class Session:
             return self._forwarded(request)
         from .databases import entry_was_applied
 
-        database = self.node.state_machine.databases.get(request["db"])
-        return {"ok": True, "applied": entry_was_applied(self._reader(database), request["entry_id"])}
+        database = self.node.state_machine.databases.get(_text(request, "db"))
+        return {"ok": True, "applied": entry_was_applied(self._reader(database), _text(request, "entry_id"))}
 
     def _op_compact(self, request):
         """Take a snapshot now and drop the journal before it (tests, operators)."""
@@ -837,13 +843,13 @@ class Session:
     def _op_add_member(self, request):
         if not self.node.is_leader():
             return self._forwarded(request)
-        self.node.add_member(request["raft"], request["client"])
+        self.node.add_member(_text(request, "raft"), _text(request, "client"))
         return {"ok": True, "servers": self.node.servers()}
 
     def _op_remove_member(self, request):
         if not self.node.is_leader():
             return self._forwarded(request)
-        self.node.remove_member(request["raft"])
+        self.node.remove_member(_text(request, "raft"))
         return {"ok": True, "servers": self.node.servers()}
 
     # -- forwarding to the leader ---------------------------------------------------------------
@@ -1021,3 +1027,11 @@ def _may_commit(request, in_transaction):
         # Inside a transaction nothing commits before COMMIT.
         return not in_transaction and not _READ_ONLY_SQL.match(sql)
     return True  # script, commit, drop/clone, membership
+
+
+def _text(request, name):
+    """The request's ``name`` field, which must be a string (a client speaking the protocol may send anything)."""
+    value = request.get(name)
+    if not isinstance(value, str):
+        raise errors.programming(f"{request.get('op')} needs {name} as a string, not {value!r}"[:200])
+    return value
