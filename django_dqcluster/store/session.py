@@ -818,7 +818,13 @@ class Session:
         if not self.node.is_leader():
             return self._forwarded(request)
         databases = self.node.state_machine.databases
-        source, target = databases.get(_text(request, "src")), databases.get(_text(request, "dst"))
+        source_name, target = _text(request, "src"), databases.get(_text(request, "dst"))
+        if source_name == target.name:
+            # The clone replaces its target's files: it wiped the database.
+            raise errors.programming(f"cannot clone database {source_name!r} onto itself")
+        if not databases.exists(source_name):
+            raise errors.programming(f"cannot clone database {source_name!r}: there is no such database")
+        source = databases.get(source_name)
         pending = self._append(source, {"kind": CLONE_DB, "src": source.name, "dst": target.name})
         return {"ok": True, "index": pending.index}
 

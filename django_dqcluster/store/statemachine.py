@@ -503,6 +503,10 @@ class StateMachine:
 
     def _apply_clone(self, entry, index):
         source, target = entry["src"], entry["dst"]
+        if source == target:
+            # Refused by leaders since this check; one in an older log must not
+            # remove the database's files before copying them onto themselves.
+            return {"error": error_to_wire(sqlite3.ProgrammingError(f"cannot clone database {source!r} onto itself"))}
         if self.databases.exists(target):
             existing = self.databases.get(target)
             if existing.read_applied_index() >= index:

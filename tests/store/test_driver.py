@@ -18,8 +18,10 @@ import pytest
 from django_dqcluster import dbapi
 from django_dqcluster.store.databases import APPLIED_TABLE
 from django_dqcluster.store.local_cluster import free_ports
+from django_dqcluster.store.statemachine import CLONE_DB, StateMachine, encode_entry
 
 from .conftest import connections_to, start_embedded_node
+from .test_group_commit import rows, tx
 
 SECRET = "embedded-test-secret"
 
@@ -491,6 +493,33 @@ def test_clone_database_copies_it_and_the_copies_then_diverge(conn, connect):
     source_conn.execute("DELETE FROM x WHERE a = 1")
     assert source_conn.execute("SELECT a FROM x ORDER BY a").fetchall() == [(2,)]
     assert target_conn.execute("SELECT a FROM x ORDER BY a").fetchall() == [(1,), (2,), (3,)]
+
+
+def test_a_database_cannot_be_cloned_onto_itself_or_from_nothing(conn, connect):
+    """Onto itself, the clone removed the database's files before copying them: every row was lost."""
+    name = unique_name("kept")
+    kept = connect(database=name)
+    kept.execute("CREATE TABLE x (a)")
+    kept.execute("INSERT INTO x VALUES (1)")
+    with pytest.raises(dbapi.ProgrammingError, match=rf"cannot clone database '{name}' onto itself"):
+        conn.clone_database(name, name)
+    missing = unique_name("missing")
+    with pytest.raises(dbapi.ProgrammingError, match=rf"cannot clone database '{missing}': there is no such database"):
+        conn.clone_database(missing, unique_name("copy"))
+    assert missing not in conn.list_databases()
+    assert kept.execute("SELECT a FROM x").fetchall() == [(1,)]
+
+
+def test_a_clone_onto_itself_already_in_a_log_changes_nothing(tmp_path):
+    machine = StateMachine(str(tmp_path / "data"), fsync=False)
+    try:
+        machine.apply(encode_entry(tx("CREATE TABLE x (a)", db="kept")), 1)
+        machine.apply(encode_entry(tx("INSERT INTO x VALUES (1)", db="kept")), 2)
+        outcome = machine.apply(encode_entry({"kind": CLONE_DB, "id": "c1", "src": "kept", "dst": "kept"}), 3)
+        assert "onto itself" in outcome["error"]["message"]
+        assert rows(machine, "SELECT a FROM x", db="kept") == [(1,)]
+    finally:
+        machine.close()
 
 
 @pytest.mark.parametrize("operation", [
