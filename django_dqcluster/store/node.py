@@ -369,6 +369,13 @@ class Node:
         self.submit({"kind": MEMBER, "raft": raft_address, "client": client_address})
 
     def remove_member(self, raft_address, timeout=30.0):
+        if raft_address == self.config.bind and self.is_leader():
+            # pysyncobj's leader refuses its own removal: the request was
+            # retried for 30 s and ended "refused by the leader until the
+            # timeout (is it a member already, or not one any more?)".
+            raise errors.programming(
+                f"{raft_address} is the leader: stop its node first (another member takes over), then remove it"
+            )
         self._membership_change(self.engine.removeNodeFromCluster, raft_address, timeout)
         self.submit({"kind": MEMBER, "raft": raft_address, "remove": True})
 

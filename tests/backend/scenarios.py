@@ -866,6 +866,7 @@ def member_removal(workdir):
         assert f"{here.raft}  client {here.client}  follower, connected [this host's node]" in listing, listing
 
         refused("is this host's own node", remove=here.raft, interactive=False)
+        refused(f"{leader.raft} is the leader: stop its node first", remove=leader.raft, interactive=False)
         refused("the leader still hears from " + victim.raft, remove=victim.client, interactive=False)
         refused("127.0.0.9:1 is not a member of the store", remove="127.0.0.9:1", interactive=False)
         assert len(json.loads(members(json=True))["members"]) == 3  # nothing changed

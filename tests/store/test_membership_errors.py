@@ -5,9 +5,10 @@ error 2)", not retryable, where nothing had been applied and a retry through the
 new leader would do.
 """
 
+import pytest
 from pysyncobj import FAIL_REASON
 
-from django_dqcluster import wire
+from django_dqcluster import dbapi, wire
 from django_dqcluster.store.node import _membership_failure
 
 
@@ -31,3 +32,14 @@ def test_a_change_the_leader_kept_refusing_is_not_retried_and_says_what_to_check
 
     assert not error.retryable and not error.unknown_outcome
     assert "refused by the leader" in error.message and "dqcluster_members" in error.message
+
+
+def test_the_leader_cannot_remove_itself_and_says_so_at_once(embedded_node):
+    """pysyncobj's leader refuses its own removal: the request was retried for 30 s and ended
+    "refused by the leader until the timeout (is it a member already, or not one any more?)"."""
+    conn = dbapi.connect(node=embedded_node, isolation_level=None)
+    with pytest.raises(dbapi.ProgrammingError, match=rf"^{embedded_node.config.bind} is the leader: stop its node "
+                                                     r"first \(another member takes over\), then remove it$"):
+        conn.remove_member(embedded_node.config.bind)
+    assert [server["raft"] for server in conn.servers()] == [embedded_node.config.bind]
+    conn.close()

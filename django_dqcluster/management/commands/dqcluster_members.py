@@ -128,6 +128,8 @@ class Command(BaseCommand):
         raft = member["raft"]
         if raft == status.get("node"):
             raise CommandError(f"{raft} is this host's own node: remove it from another host")
+        if member.get("role") == "leader":
+            raise CommandError(f"{raft} is the leader: stop its node first (another member takes over), then remove it")
         heard = next((m.get("connected") for m in view.get("members", []) if m["raft"] == raft), False)
         if heard and not options["force"]:
             raise CommandError(
