@@ -15,13 +15,13 @@ before making anything longer than the connection's limit, and otherwise
 returns exactly what Django's returns.
 """
 
+from django.db.backends.sqlite3._functions import _sqlite_lpad, _sqlite_repeat, _sqlite_rpad, register
+
 from ..store.value_size import length_limit_of
 
 
 def django_functions_hook(conn):
     """Register Django's SQLite functions on ``conn`` (a node's connection, or a replica reader's)."""
-    from django.db.backends.sqlite3._functions import register
-
     register(conn)
     limit = length_limit_of(conn)
     conn.create_function("LPAD", 3, lambda text, length, fill: lpad(text, length, fill, limit()), deterministic=True)
@@ -37,8 +37,6 @@ def _too_big(length, limit):
 
 def lpad(text, length, fill, limit):
     """Django's LPAD: ``text`` cut or left-padded with ``fill`` to ``length`` characters."""
-    from django.db.backends.sqlite3._functions import _sqlite_lpad
-
     if _pads(text, length, fill):
         _too_big(length, limit)
         missing = length - len(text)
@@ -48,8 +46,6 @@ def lpad(text, length, fill, limit):
 
 def rpad(text, length, fill, limit):
     """Django's RPAD: ``text`` cut or right-padded with ``fill`` to ``length`` characters."""
-    from django.db.backends.sqlite3._functions import _sqlite_rpad
-
     if _pads(text, length, fill):
         _too_big(length, limit)
         missing = length - len(text)
@@ -62,14 +58,12 @@ def _pads(text, length, fill):
 
     Anything else goes to Django's own function, whatever it makes of it.
     """
-    return (isinstance(text, str) and isinstance(fill, str) and fill and isinstance(length, int)
+    return (isinstance(text, str) and isinstance(fill, str) and fill != "" and isinstance(length, int)
             and length > len(text))
 
 
 def repeat(text, count, limit):
     """Django's REPEAT: ``text`` ``count`` times."""
-    from django.db.backends.sqlite3._functions import _sqlite_repeat
-
     if isinstance(text, (str, bytes)) and isinstance(count, int):
         _too_big(len(text) * max(count, 0), limit)
     return _sqlite_repeat(text, count)

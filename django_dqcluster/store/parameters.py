@@ -4,13 +4,13 @@ Python's sqlite3 module refuses most unbindable values with its own
 ProgrammingError, the same on every node, which the store reports like any
 SQL error. An integer over 64 bits is the exception: it raises OverflowError,
 which is no SQL error (and executemany() over something that is not a list
-of parameter sets raises TypeError). The driver never sends one (it raises OverflowError
-itself, as sqlite3 does), but any client speaking the protocol could, and in
-a later parameter set of an executemany, which the leader does not bind
-before the entry is in the log, it escaped every node's apply, again at each
-attempt: the cluster wrote nothing more. Such a request is refused here,
-naming the parameter, and one already in a log records a ProgrammingError
-(statemachine.run_statement).
+of parameter sets raises TypeError). The driver never sends one (it raises
+OverflowError itself, as sqlite3 does), but any client speaking the protocol
+could, and in a later parameter set of an executemany, which the leader does
+not bind before the entry is in the log, it escaped every node's apply, again
+at each attempt: the cluster wrote nothing more. Such a request is refused
+here, naming the parameter, and one already in a log records a
+ProgrammingError (statemachine.run_statement).
 """
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
