@@ -48,6 +48,7 @@ KNOWN_OPTIONS = {
     "allow_remote": False,   # let the node listen beyond loopback
     "idle_transaction_timeout": None,  # seconds; the node aborts transactions idle this long (whoever runs it)
     "max_statement_steps": None,  # the node stops a statement after this many SQLite steps (None: its default)
+    "max_regexp_seconds": None,  # the node stops a statement whose REGEXP matching takes longer (None: its default)
     "max_log_mb": None,      # MiB of Raft log the node holds before compacting it (None: its default)
     "transaction_mode": None,  # as Django's sqlite3 backend: DEFERRED/IMMEDIATE/EXCLUSIVE
     "init_command": "",      # as Django's sqlite3 backend: statements run on each new connection
@@ -80,6 +81,7 @@ class BackendOptions:
     allow_remote: bool
     idle_transaction_timeout: float
     max_statement_steps: int  # None: the node's default
+    max_regexp_seconds: float  # None: the node's default
     max_log_mb: int  # None: the node's default
     transaction_mode: str
     init_command: str
@@ -110,6 +112,7 @@ class BackendOptions:
                 allow_remote=self.allow_remote,
                 idle_transaction_timeout=self.idle_transaction_timeout,
                 **({} if self.max_statement_steps is None else {"max_statement_steps": self.max_statement_steps}),
+                **({} if self.max_regexp_seconds is None else {"max_regexp_seconds": self.max_regexp_seconds}),
                 **({} if self.max_log_mb is None else {"max_log_mb": self.max_log_mb}),
                 connection_hooks=list(connection_hooks),
             )
@@ -311,6 +314,17 @@ def parse(alias, settings_dict):
             raise _error(alias, "idle_transaction_timeout", f"must be positive (or None: never), not {idle!r}")
 
     steps = _whole_number(alias, opts, "max_statement_steps", "steps", 0, "0 (no limit) or more")
+    regexp_seconds = opts["max_regexp_seconds"]
+    if regexp_seconds is not None:
+        try:
+            if isinstance(regexp_seconds, bool):
+                raise TypeError
+            regexp_seconds = float(regexp_seconds)
+        except (TypeError, ValueError):
+            raise _error(alias, "max_regexp_seconds",
+                         f"must be a number of seconds, not {regexp_seconds!r}") from None
+        if not regexp_seconds >= 0:
+            raise _error(alias, "max_regexp_seconds", f"must be 0 (no limit) or more, not {regexp_seconds!r}")
     log_mb = _whole_number(alias, opts, "max_log_mb", "MiB", 1, "1 or more (MiB)")
 
     transaction_mode = opts["transaction_mode"]
@@ -349,6 +363,7 @@ def parse(alias, settings_dict):
         secret_file=os.fspath(opts["secret_file"]) if opts["secret_file"] else None, token=token,
         token_file=os.fspath(opts["token_file"]) if opts["token_file"] else None, consistency=consistency,
         durability=durability, timeout=timeout, allow_remote=allow_remote, local_reads=local_reads, seal=seal,
-        idle_transaction_timeout=idle, max_statement_steps=steps, max_log_mb=log_mb,
+        idle_transaction_timeout=idle, max_statement_steps=steps,
+        max_regexp_seconds=regexp_seconds, max_log_mb=log_mb,
         transaction_mode=transaction_mode, init_command=opts["init_command"] or "",
     )

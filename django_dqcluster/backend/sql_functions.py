@@ -1,4 +1,4 @@
-"""Django's SQLite functions on the store's connections, with results no larger than SQLite allows.
+"""Django's SQLite functions on the store's connections: results no larger than SQLite allows, REGEXP timed.
 
 Every node registers the functions Django's sqlite3 backend adds to SQLite
 (django_date_extract, REGEXP, MD5, LPAD...), on every connection it opens,
@@ -13,10 +13,23 @@ attempt; ``LPAD`` and ``RPAD`` repeat their fill ``length`` times before
 cutting it. Here each gives SQLite's own "string or blob too big" instead,
 before making anything longer than the connection's limit, and otherwise
 returns exactly what Django's returns.
+
+REGEXP (the ``__regex`` and ``__iregex`` lookups) matches with the ``regex``
+package instead of ``re`` (the same syntax and results for ``re``'s patterns),
+for two things ``re`` cannot do: release the GIL while it matches, so that a
+node's Raft thread and its other clients run on, and stop at a timeout, which
+store/regexp_time.py sets to what is left of the statement's limit
+(``max_regexp_seconds``) on the connections where clients' statements first
+run, and leaves unset where the log's entries are applied. ``re`` held a
+node's GIL for minutes on ``(a|aa)+$`` against 40 characters.
 """
 
+import functools
+
+import regex
 from django.db.backends.sqlite3._functions import _sqlite_lpad, _sqlite_repeat, _sqlite_rpad, register
 
+from ..store.regexp_time import regexp_clock_of
 from ..store.value_size import length_limit_of
 
 
@@ -27,6 +40,8 @@ def django_functions_hook(conn):
     conn.create_function("LPAD", 3, lambda text, length, fill: lpad(text, length, fill, limit()), deterministic=True)
     conn.create_function("RPAD", 3, lambda text, length, fill: rpad(text, length, fill, limit()), deterministic=True)
     conn.create_function("REPEAT", 2, lambda text, count: repeat(text, count, limit()), deterministic=True)
+    clock = regexp_clock_of(conn)
+    conn.create_function("REGEXP", 2, lambda pattern, string: regexp(pattern, string, clock), deterministic=True)
 
 
 def _too_big(length, limit):
@@ -67,3 +82,17 @@ def repeat(text, count, limit):
     if isinstance(text, (str, bytes)) and isinstance(count, int):
         _too_big(len(text) * max(count, 0), limit)
     return _sqlite_repeat(text, count)
+
+
+# As Django's REGEXP, which compiles through re's own cache.
+_compiled = functools.lru_cache(maxsize=512)(regex.compile)
+
+
+def regexp(pattern, string, clock):
+    """Django's REGEXP: does ``pattern`` match anywhere in ``string``? Timed by ``clock`` (a RegexpClock)."""
+    if pattern is None or string is None:
+        return None
+    if not isinstance(string, str):
+        string = str(string)
+    compiled = _compiled(pattern)
+    return bool(clock.timed(lambda timeout: compiled.search(string, concurrent=True, timeout=timeout)))

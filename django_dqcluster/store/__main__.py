@@ -22,6 +22,7 @@ import sys
 import threading
 
 from .config import DEFAULT_MAX_LOG_MB, FSYNC, PROCESS, ConfigError, NodeConfig, read_secrets, readable_by_others
+from .regexp_time import DEFAULT_MAX_REGEXP_SECONDS
 from .statement_steps import DEFAULT_MAX_STATEMENT_STEPS
 
 
@@ -70,6 +71,9 @@ def build_parser():
                         help="stop a statement after this many SQLite steps, on every node alike, so that one that "
                              f"never ends cannot hold up the cluster (default {DEFAULT_MAX_STATEMENT_STEPS:,}; "
                              "0: no limit)")
+    parser.add_argument("--max-regexp-seconds", type=float, default=DEFAULT_MAX_REGEXP_SECONDS, metavar="SECONDS",
+                        help="stop a client statement whose REGEXP matching takes longer, before it reaches the log "
+                             f"(default {DEFAULT_MAX_REGEXP_SECONDS:g}; 0: no limit)")
     parser.add_argument("--max-log-mb", type=int, default=DEFAULT_MAX_LOG_MB, metavar="MIB",
                         help="compact the Raft log once its entries take this many MiB, which this node also "
                              f"holds in memory (default {DEFAULT_MAX_LOG_MB})")
@@ -102,6 +106,7 @@ def main(argv=None):
             drain_timeout=args.drain_timeout,
             idle_transaction_timeout=args.idle_transaction_timeout,
             max_statement_steps=args.max_statement_steps,
+            max_regexp_seconds=args.max_regexp_seconds,
             max_log_mb=args.max_log_mb,
         )
     except ConfigError as exc:

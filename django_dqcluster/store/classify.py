@@ -16,6 +16,7 @@ import threading
 
 from .databases import INTERNAL_TABLE_PREFIX
 from .determinism import REFUSED_FUNCTIONS
+from .regexp_time import TIMED_FUNCTIONS
 from .statements import MAX_CACHED_SQL, cached_per_text, strip_leading_comments
 
 _WRITE_ACTIONS = {
@@ -118,10 +119,14 @@ _PRAGMA_VALUES = {"on": 1, "true": 1, "yes": 1, "1": 1, "off": 0, "false": 0, "n
 
 
 class Info:
-    __slots__ = ("writes", "refused", "node_local", "problem")
+    __slots__ = ("writes", "refused", "node_local", "problem", "timed")
 
     def __init__(self):
         self.writes = False
+        # It may call a function whose time only the node that runs it first
+        # can hold to a limit (regexp_time.py): the leader must run such a
+        # write before it goes to the log.
+        self.timed = False
         self.refused = None  # name of a node-dependent function
         # (table, what it reads) for a table whose rows are the node's own: a
         # pragma's table form, dbstat, sqlite_stmt
@@ -190,9 +195,14 @@ class Classifier:
         # tables whose rows are the node's own); it runs once per statement
         # text and schema version (the cache above).
         node_local_tables = _node_local_tables(conn)
+        timed_tables = _tables_calling_timed_functions(conn)
 
         def observe(action, arg1, arg2, dbname, source):
             if action in _WRITE_ACTIONS:
+                if ((arg2 if action in _ON_TABLE_ACTIONS else arg1) or "").lower() in timed_tables:
+                    # Its CHECK constraints, generated columns and indexes
+                    # call the function with no word to the authorizer.
+                    info.timed = True
                 if dbname == "temp" and arg1 in _TEMP_SCHEMA_TABLES:
                     # ALTER TABLE ... RENAME rewrites references in the temp
                     # schema too (temp triggers/views); with no temp objects it
@@ -212,6 +222,8 @@ class Classifier:
                 info.problem = f"{_PROCESS_FUNCTIONS[arg2.lower()]}; it is not allowed"
             elif action == sqlite3.SQLITE_FUNCTION and arg2 and arg2.lower() in REFUSED_FUNCTIONS:
                 info.refused = arg2.lower()
+            elif action == sqlite3.SQLITE_FUNCTION and arg2 and arg2.lower() in TIMED_FUNCTIONS:
+                info.timed = True
             elif action == sqlite3.SQLITE_READ and arg1 and arg1[:7].lower() == "pragma_":
                 name = arg1[7:].lower()
                 if name in _KNOWN_PRAGMAS and name not in _REPLICA_INDEPENDENT_PRAGMAS:
@@ -305,6 +317,21 @@ def _node_local_tables(conn):
         if module and module.group(1).lower() in _NODE_LOCAL_MODULES:
             tables[name] = _NODE_LOCAL_MODULES[module.group(1).lower()]
     return tables
+
+
+def _tables_calling_timed_functions(conn):
+    """The tables (by lower-case name) whose definition or indexes may call a TIMED_FUNCTIONS function.
+
+    Found by the name in the schema's text, so a column or table named after
+    one counts too: its writes are only run first on the leader.
+    """
+    mentions = " OR ".join("sql LIKE ?" for _ in TIMED_FUNCTIONS)
+    return {
+        name for (name,) in conn.execute(
+            f"SELECT DISTINCT lower(tbl_name) FROM sqlite_master WHERE type IN ('table', 'index') AND ({mentions})",
+            [f"%{function}%" for function in sorted(TIMED_FUNCTIONS)],
+        )
+    }
 
 
 def _internal_table(action, arg1, arg2):

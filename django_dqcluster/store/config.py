@@ -5,6 +5,7 @@ import ipaddress
 import os
 
 from .. import wire
+from .regexp_time import DEFAULT_MAX_REGEXP_SECONDS
 from .statement_steps import DEFAULT_MAX_STATEMENT_STEPS
 
 FSYNC = "fsync"
@@ -68,6 +69,9 @@ class NodeConfig:
     #: The most SQLite steps one statement may take (statement_steps.py); 0: no limit.
     #: The leader's value travels in each entry, so every node stops a statement alike.
     max_statement_steps: int = DEFAULT_MAX_STATEMENT_STEPS
+    #: Seconds of REGEXP matching one client statement may take, held by the
+    #: node that runs it first (the leader, for writes: regexp_time.py); 0: no limit.
+    max_regexp_seconds: float = DEFAULT_MAX_REGEXP_SECONDS
     #: MiB of entries the Raft log (in memory and on disk) may hold before it is
     #: compacted, however few its entries: about the memory a node needs beyond its data.
     max_log_mb: int = DEFAULT_MAX_LOG_MB
@@ -102,6 +106,9 @@ class NodeConfig:
         steps = self.max_statement_steps
         if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0):
             raise ConfigError(f"max_statement_steps: need a whole number of steps >= 0 (0: no limit), got {steps!r}")
+        regexp = self.max_regexp_seconds
+        if not (isinstance(regexp, (int, float)) and not isinstance(regexp, bool) and regexp >= 0):
+            raise ConfigError(f"max_regexp_seconds: need a number of seconds >= 0 (0: no limit), got {regexp!r}")
         log_mb = self.max_log_mb
         if not (isinstance(log_mb, int) and not isinstance(log_mb, bool) and log_mb >= 1):
             raise ConfigError(f"max_log_mb: need a whole number of MiB >= 1, got {log_mb!r}")

@@ -27,6 +27,7 @@ import time
 from .declared_types import DeclaredTypes
 from .determinism import DeterministicFunctions
 from .statement_steps import LimitedConnection
+from .regexp_time import limit_regexp_time
 from .value_size import limit_values
 
 # One row per applied entry: the highest raft_index is the applied index, and
@@ -99,7 +100,8 @@ class WriteLock:
 class Database:
     """One named SQLite file and the node's connections to it."""
 
-    def __init__(self, name, path, configure_connection, busy_timeout, max_value_bytes=None):
+    def __init__(self, name, path, configure_connection, busy_timeout, max_value_bytes=None,
+                 max_regexp_seconds=None):
         self.name = name
         self.path = path
         self._configure = configure_connection
@@ -107,6 +109,9 @@ class Database:
         # The size limit of the values clients' statements make here (value_size.py);
         # the apply connection takes each entry's own.
         self._max_value_bytes = max_value_bytes
+        # The time a client's statement may spend matching REGEXP here
+        # (regexp_time.py); the apply connection has no limit.
+        self._max_regexp_seconds = max_regexp_seconds
         self._apply = None
         self._apply_functions = None
         self._scratch = None
@@ -262,6 +267,7 @@ class Database:
                 if self._scratch is None:
                     conn = self._connect()
                     limit_values(conn, self._max_value_bytes)
+                    limit_regexp_time(conn, self._max_regexp_seconds)
                     self._scratch_functions = DeterministicFunctions(conn)
                     self._scratch = conn
         return self._scratch
@@ -303,6 +309,7 @@ class Database:
         self.apply_connection()
         conn = self._connect()
         limit_values(conn, self._max_value_bytes)
+        limit_regexp_time(conn, self._max_regexp_seconds)
         # Only the apply connection writes this file, in log order. A statement
         # the classifier took for a read runs here: if it ever wrote, this
         # node's file would silently differ from the others; with query_only
@@ -344,12 +351,14 @@ class Database:
 class DatabaseSet:
     """All databases in ``<data_dir>/db``, created on first use."""
 
-    def __init__(self, directory, configure_connection=None, busy_timeout=5.0, max_value_bytes=None):
+    def __init__(self, directory, configure_connection=None, busy_timeout=5.0, max_value_bytes=None,
+                 max_regexp_seconds=None):
         self.directory = directory
         os.makedirs(directory, exist_ok=True)
         self._configure = configure_connection or (lambda conn: None)
         self._busy_timeout = busy_timeout
         self._max_value_bytes = max_value_bytes
+        self._max_regexp_seconds = max_regexp_seconds
         self._databases = {}
         self._lock = threading.Lock()
         self.instance = None  # see publish_instance
@@ -393,7 +402,7 @@ class DatabaseSet:
             database = self._databases.get(name)
             if database is None:
                 database = Database(name, self.path_for(name), self._configure, self._busy_timeout,
-                                    self._max_value_bytes)
+                                    self._max_value_bytes, self._max_regexp_seconds)
                 self._databases[name] = database
             return database
 

@@ -61,6 +61,7 @@ class Node:
             busy_timeout=config.busy_timeout,
             fsync=config.durable,
             max_value_bytes=config.max_frame,
+            max_regexp_seconds=config.max_regexp_seconds,
         )
         self.state_machine.listeners.append(self._on_applied)
         self.leader_state = LeaderState(self)

@@ -372,10 +372,38 @@ class Session:
             if self.node.is_leader() and self.consistency == STRONG:
                 self.node.barrier()
             return self._result(self._read(database, reader, sql, params))
+        if info.timed and self.node.config.max_regexp_seconds:
+            return self._run_first(sql, params, many)
         entry = self._entry(database, [[0, sql, params, many, False]], FixedValues.fresh(), want_result=True)
         if self._answer_later is not None:
             return self._append(database, entry, on_outcome=self._answer_with(self._statement_outcome))
         return self._applied(self._statement_outcome, self._append(database, entry))
+
+    def _run_first(self, sql, params, many):
+        """An autocommit write that may call REGEXP: run here first, as a transaction of its own.
+
+        Applied straight from the log, its matching could not be held to
+        max_regexp_seconds (regexp_time.py). Run on the scratch connection
+        first, a statement over the limit fails before anything reaches the
+        log; one within it is committed as a transaction's statements are,
+        and answered with what it returned here (what every node's apply
+        returns too).
+        """
+        self._begin()
+        try:
+            response = self._in_transaction(sql, params, many)
+        except BaseException:
+            self._end_local(rollback=True)
+            raise
+        # Committed from this thread: the answer is the statement's, not the COMMIT's.
+        answer_later, self._answer_later = self._answer_later, None
+        try:
+            committed = self._commit()
+        finally:
+            self._answer_later = answer_later
+        response["in_tx"] = False
+        response["index"] = committed.get("index")
+        return response
 
     def _statement_outcome(self, result):
         _raise_entry_error(result)

@@ -237,12 +237,14 @@ def _runs(parts):
 
 
 class StateMachine:
-    def __init__(self, data_dir, *, configure_connection=None, busy_timeout=5.0, fsync=True, max_value_bytes=None):
-        """``max_value_bytes``: the size limit of values made by clients' statements (value_size.py)."""
+    def __init__(self, data_dir, *, configure_connection=None, busy_timeout=5.0, fsync=True, max_value_bytes=None,
+                 max_regexp_seconds=None):
+        """``max_value_bytes``: the size limit of values made by clients' statements (value_size.py);
+        ``max_regexp_seconds``: the time their REGEXP matching may take (regexp_time.py)."""
         self.data_dir = data_dir
         _remove_scratch_left_behind(data_dir)
         self.databases = DatabaseSet(os.path.join(data_dir, "db"), configure_connection, busy_timeout,
-                                     max_value_bytes)
+                                     max_value_bytes, max_regexp_seconds)
         self.fsync = fsync
         self.hash = b"\0" * 32
         self.hash_history = collections.OrderedDict()

@@ -48,6 +48,7 @@ import math
 import sqlite3
 import threading
 
+from .regexp_time import RegexpClock, over_the_limit
 from .value_size import too_big
 
 #: The most steps between two calls of the progress handler: a third of a
@@ -81,7 +82,7 @@ def cancel_statement_of(thread_id, reason):
 
 class LimitedConnection(sqlite3.Connection):
     """A node's SQLite connection, whose statements may be held to a number of steps
-    (and its values to a size: value_size.py).
+    (its values to a size: value_size.py; its REGEXP matching to a time: regexp_time.py).
 
     A client's statement runs inside ``steps_limited(n)``: the node's own
     bookkeeping statements are never stopped, and an error the statement
@@ -93,6 +94,7 @@ class LimitedConnection(sqlite3.Connection):
         super().__init__(*args, **kwargs)
         self.step_limit = None
         self.value_limit = None  # see value_size.py
+        self.regexp_clock = RegexpClock(None)  # no limit until one is set (regexp_time.py)
         self._checks_left = 0
         self._stopped = False
         self._cancelled_because = None
@@ -112,6 +114,7 @@ class LimitedConnection(sqlite3.Connection):
             outer = _running.get(thread_id)
             _running[thread_id] = self
         self.limit_steps(limit)
+        self.regexp_clock.start_statement()
         try:
             yield
             self._raise_what_a_signal_raised()
@@ -195,6 +198,9 @@ class LimitedConnection(sqlite3.Connection):
         """
         if self.value_limit is not None:
             error = too_big(error, self.value_limit)
+        clock = self.regexp_clock
+        if clock.exceeded:
+            return over_the_limit(clock.limit)
         interrupted = getattr(error, "sqlite_errorname", None) == "SQLITE_INTERRUPT"
         if self._cancelled_because is not None and interrupted and not self._stopped:
             return sqlite3.OperationalError(f"statement cancelled: {self._cancelled_because}")

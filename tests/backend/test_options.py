@@ -47,6 +47,18 @@ def test_the_statement_step_limit_reaches_the_node_that_the_entry_runs(tmp_path)
     assert parse("default", settings_dict).node_config().max_statement_steps == DEFAULT_MAX_STATEMENT_STEPS
 
 
+def test_the_regexp_time_limit_reaches_the_node(tmp_path):
+    from django_dqcluster.store.regexp_time import DEFAULT_MAX_REGEXP_SECONDS
+
+    settings_dict = {"NAME": "app", "OPTIONS": {"embedded": True, "data_dir": str(tmp_path), "bind": "127.0.0.1:7001",
+                                                "max_regexp_seconds": "2.5"}}  # a URL's string
+    assert parse("default", settings_dict).node_config().max_regexp_seconds == 2.5
+    settings_dict["OPTIONS"]["max_regexp_seconds"] = 0
+    assert parse("default", settings_dict).node_config().max_regexp_seconds == 0  # no limit
+    del settings_dict["OPTIONS"]["max_regexp_seconds"]
+    assert parse("default", settings_dict).node_config().max_regexp_seconds == DEFAULT_MAX_REGEXP_SECONDS
+
+
 def test_the_raft_log_limit_reaches_the_node(tmp_path):
     from django_dqcluster.store.config import DEFAULT_MAX_LOG_MB
 
@@ -103,6 +115,9 @@ def test_a_client_given_a_file_hands_it_to_the_driver_which_reads_it_again_to_re
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_statement_steps": "lots"}}, "max_statement_steps"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_statement_steps": -1}}, "max_statement_steps"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_statement_steps": 2.5}}, "max_statement_steps"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_regexp_seconds": "long"}}, "max_regexp_seconds"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_regexp_seconds": -1}}, "max_regexp_seconds"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_regexp_seconds": True}}, "max_regexp_seconds"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_log_mb": "a lot"}}, "max_log_mb"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_log_mb": 0}}, "max_log_mb"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_log_mb": 0.5}}, "max_log_mb"),
