@@ -30,6 +30,7 @@ import regex
 from django.db.backends.sqlite3._functions import _sqlite_lpad, _sqlite_repeat, _sqlite_rpad, register
 
 from ..store.regexp_time import regexp_clock_of
+from ..store.statements import MAX_CACHED_SQL
 from ..store.value_size import length_limit_of
 
 
@@ -94,5 +95,8 @@ def regexp(pattern, string, clock):
         return None
     if not isinstance(string, str):
         string = str(string)
-    compiled = _compiled(pattern)
+    clock.check_pattern(pattern)
+    # Long patterns are compiled each time rather than kept (see store/statements.py).
+    long = isinstance(pattern, (str, bytes)) and len(pattern) > MAX_CACHED_SQL
+    compiled = regex.compile(pattern) if long else _compiled(pattern)
     return bool(clock.timed(lambda timeout: compiled.search(string, concurrent=True, timeout=timeout)))

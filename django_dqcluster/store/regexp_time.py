@@ -40,6 +40,11 @@ import time
 #: reaches any limit within a few dozen characters.
 DEFAULT_MAX_REGEXP_SECONDS = 10.0
 
+#: The longest pattern a limited statement may match with. Compiling one takes
+#: 3-6 us per character here, in code that holds the GIL and that no timeout
+#: stops (a 1 MB pattern: 3-5 s; SQLite lets a client send 64 MiB).
+MAX_PATTERN_CHARS = 32_768
+
 #: The functions whose time the leader must see before their statement reaches the log.
 TIMED_FUNCTIONS = frozenset({"regexp"})
 
@@ -56,10 +61,22 @@ class RegexpClock:
         self.per_call = per_call
         self.spent = 0.0
         self.exceeded = False
+        self.too_long = None  # the length of a pattern refused in this statement
 
     def start_statement(self):
         self.spent = 0.0
         self.exceeded = False
+        self.too_long = None
+
+    def check_pattern(self, pattern):
+        """Refuse (ValueError) a pattern over MAX_PATTERN_CHARS where matching is limited.
+
+        Where entries are applied there is no limit: what the leader let
+        through is applied as it was, by members of every release.
+        """
+        if self.limit is not None and isinstance(pattern, (str, bytes)) and len(pattern) > MAX_PATTERN_CHARS:
+            self.too_long = len(pattern)
+            raise ValueError(f"a REGEXP pattern of {len(pattern):,} characters")
 
     def remaining(self):
         """Seconds the next call may take (None: no limit)."""
@@ -99,6 +116,14 @@ def regexp_clock_of(conn):
     if clock is None:
         clock = RegexpClock(DEFAULT_MAX_REGEXP_SECONDS, per_call=True)
     return clock
+
+
+def pattern_too_long(length):
+    """The error of a statement whose REGEXP pattern was over MAX_PATTERN_CHARS."""
+    return sqlite3.OperationalError(
+        f"a REGEXP pattern of {length:,} characters, over the store's limit of {MAX_PATTERN_CHARS:,}: compiling it "
+        "would hold up the node"
+    )
 
 
 def over_the_limit(limit):

@@ -48,7 +48,7 @@ import math
 import sqlite3
 import threading
 
-from .regexp_time import RegexpClock, over_the_limit
+from .regexp_time import RegexpClock, over_the_limit, pattern_too_long
 from .value_size import too_big
 
 #: The most steps between two calls of the progress handler: a third of a
@@ -201,6 +201,8 @@ class LimitedConnection(sqlite3.Connection):
         clock = self.regexp_clock
         if clock.exceeded:
             return over_the_limit(clock.limit)
+        if clock.too_long is not None:
+            return pattern_too_long(clock.too_long)
         interrupted = getattr(error, "sqlite_errorname", None) == "SQLITE_INTERRUPT"
         if self._cancelled_because is not None and interrupted and not self._stopped:
             return sqlite3.OperationalError(f"statement cancelled: {self._cancelled_because}")

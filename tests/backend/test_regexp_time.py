@@ -18,7 +18,7 @@ from django_dqcluster.backend.sql_functions import django_functions_hook, regexp
 from django_dqcluster.store import NodeConfig
 from django_dqcluster.store.config import ConfigError
 from django_dqcluster.store.local_cluster import LocalCluster
-from django_dqcluster.store.regexp_time import RegexpClock
+from django_dqcluster.store.regexp_time import MAX_PATTERN_CHARS, RegexpClock
 
 from ..store.conftest import EMBEDDED_SECRET, STEADY_ELECTION_TIMEOUT, rows_on_every_node, start_embedded_node
 
@@ -52,6 +52,14 @@ def test_a_match_over_the_clocks_limit_stops_and_marks_the_statement():
     assert clock.exceeded
     clock.start_statement()
     assert not clock.exceeded and regexp("a+$", HARD_INPUT[:-1], clock) is True
+
+
+@pytest.mark.parametrize("pattern", [5, b"a"])
+def test_a_pattern_django_could_not_use_fails_as_there(pattern):
+    with pytest.raises(TypeError):
+        _sqlite_regexp(pattern, "abc")
+    with pytest.raises(TypeError):
+        regexp(pattern, "abc", RegexpClock(LIMIT))
 
 
 def test_a_statements_matches_share_its_limit():
@@ -120,6 +128,18 @@ def test_an_autocommit_write_over_the_limit_fails_on_the_leader_and_never_reache
         assert conn.execute("SELECT name FROM t ORDER BY id").fetchall() == [(HARD_INPUT,), ("abc",)]
         conn.execute("INSERT INTO t (name) VALUES ('next')")  # the database's write lock is free
         assert applied == ["INSERT INTO t (name) VALUES ('next')"]
+    finally:
+        conn.close()
+
+
+def test_a_pattern_too_long_to_compile_quickly_is_refused_naming_the_limit(node):
+    conn = client(node)
+    try:
+        with pytest.raises(dbapi.OperationalError, match=r"a REGEXP pattern of 32,769 characters, over the store's "
+                                                         r"limit of 32,768"):
+            conn.execute("SELECT count(*) FROM t WHERE name REGEXP ?", ("a" * (MAX_PATTERN_CHARS + 1),)).fetchall()
+        assert conn.execute("SELECT count(*) FROM t WHERE name REGEXP ?",
+                            ("a" * MAX_PATTERN_CHARS,)).fetchone() == (0,)
     finally:
         conn.close()
 
