@@ -22,12 +22,18 @@ store/regexp_time.py sets to what is left of the statement's limit
 (``max_regexp_seconds``) on the connections where clients' statements first
 run, and leaves unset where the log's entries are applied. ``re`` held a
 node's GIL for minutes on ``(a|aa)+$`` against 40 characters.
+
+Where SQLite lacks its own math functions, Django registers a Python POWER,
+which computed ``POWER(3, 1000000000)`` as a Python integer: an hour of one
+node's CPU holding the GIL (``3 ** 10**7`` took 2.2 s here), for a value no
+SQLite INTEGER holds. Here an integer result over 64 bits fails before it is
+made, as Django's fails once it is made.
 """
 
 import functools
 
 import regex
-from django.db.backends.sqlite3._functions import _sqlite_lpad, _sqlite_repeat, _sqlite_rpad, register
+from django.db.backends.sqlite3._functions import _sqlite_lpad, _sqlite_power, _sqlite_repeat, _sqlite_rpad, register
 
 from ..store.regexp_time import regexp_clock_of
 from ..store.statements import MAX_CACHED_SQL
@@ -41,8 +47,18 @@ def django_functions_hook(conn):
     conn.create_function("LPAD", 3, lambda text, length, fill: lpad(text, length, fill, limit()), deterministic=True)
     conn.create_function("RPAD", 3, lambda text, length, fill: rpad(text, length, fill, limit()), deterministic=True)
     conn.create_function("REPEAT", 2, lambda text, count: repeat(text, count, limit()), deterministic=True)
+    if not conn.execute("SELECT sqlite_compileoption_used('ENABLE_MATH_FUNCTIONS')").fetchone()[0]:
+        conn.create_function("POWER", 2, power, deterministic=True)  # in place of Django's (above)
     clock = regexp_clock_of(conn)
     conn.create_function("REGEXP", 2, lambda pattern, string: regexp(pattern, string, clock), deterministic=True)
+
+
+def power(x, y):
+    """Django's POWER: ``x ** y``; for whole numbers, none over 64 bits (which SQLite could not take)."""
+    if type(x) is int and type(y) is int and y > 0 and abs(x) > 1 and y * (abs(x).bit_length() - 1) >= 64:
+        # |x| ** y is at least 2 ** (y * (bits - 1)), past any SQLite INTEGER.
+        raise OverflowError(f"POWER({x}, {y}) is over 64 bits, more than a SQLite INTEGER holds")
+    return _sqlite_power(x, y)
 
 
 def _too_big(length, limit):

@@ -1,5 +1,8 @@
 """Django's SQLite functions on the store: Django's results, and nothing larger than SQLite allows.
 
+Where SQLite lacks its math functions, Django's POWER made ``3 ** 10**9`` as a Python integer
+(an hour of CPU, holding the GIL) for a value no SQLite INTEGER holds.
+
 ``REPEAT('x', 10**11)`` (Django's ``Repeat``) asked Python for 100 GB on every
 node applying the entry: a MemoryError, again at each attempt, and the
 cluster wrote nothing more. LPAD and RPAD repeated their fill ``length``
@@ -10,10 +13,10 @@ import itertools
 import sqlite3
 
 import pytest
-from django.db.backends.sqlite3._functions import _sqlite_lpad, _sqlite_repeat, _sqlite_rpad
+from django.db.backends.sqlite3._functions import _sqlite_lpad, _sqlite_power, _sqlite_repeat, _sqlite_rpad, register
 
 from django_dqcluster import dbapi
-from django_dqcluster.backend.sql_functions import django_functions_hook, lpad, repeat, rpad
+from django_dqcluster.backend.sql_functions import django_functions_hook, lpad, power, repeat, rpad
 
 from ..store.conftest import start_embedded_node
 
@@ -82,3 +85,51 @@ def test_on_a_node_such_a_write_fails_naming_the_limit_and_the_next_one_commits(
         conn.close()
     finally:
         node.stop()
+
+
+class WithoutMathFunctions(sqlite3.Connection):
+    """A connection to a SQLite built without its math functions, where Django registers its own POWER."""
+
+    def execute(self, sql, *args):
+        if "ENABLE_MATH_FUNCTIONS" in sql:
+            sql = "SELECT 0"
+        return super().execute(sql, *args)
+
+
+def outcome(conn, sql, params):
+    try:
+        return conn.execute(sql, params).fetchone()
+    except sqlite3.Error as error:
+        return type(error), str(error)
+
+
+@pytest.mark.parametrize("x, y", list(itertools.product([-3, -2, -1, 0, 1, 2, 7, 2.5, None], [-2, 0, 1, 2, 10, 40, 62, 63, 0.5, None])))
+def test_power_gives_sqlite_what_djangos_gives(x, y):
+    ours, djangos = (sqlite3.connect(":memory:", factory=WithoutMathFunctions) for _ in range(2))
+    django_functions_hook(ours)
+    register(djangos)
+    assert outcome(ours, "SELECT POWER(?, ?)", (x, y)) == outcome(djangos, "SELECT POWER(?, ?)", (x, y))
+
+
+@pytest.mark.parametrize("x, y", [(3, 1_000_000_000), (2, 64), (-2, 64), (10, 22), (3, 9_223_372_036_854_775_807)])
+def test_a_whole_power_over_64_bits_fails_before_it_is_made_as_djangos_fails_once_made(x, y):
+    conn = sqlite3.connect(":memory:", factory=WithoutMathFunctions)
+    django_functions_hook(conn)
+    with pytest.raises(OverflowError, match="over 64 bits"):
+        power(x, y)
+    # Python's sqlite3 reports an OverflowError as SQLITE_TOOBIG, Django's too.
+    too_big = (sqlite3.DataError, "string or blob too big")
+    assert outcome(conn, "SELECT POWER(?, ?)", (x, y)) == too_big
+    if y < 100:  # Django's makes the number first
+        django = sqlite3.connect(":memory:", factory=WithoutMathFunctions)
+        register(django)
+        assert outcome(django, "SELECT POWER(?, ?)", (x, y)) == too_big
+
+
+def test_where_sqlite_has_its_math_functions_its_own_power_stays():
+    conn = sqlite3.connect(":memory:")
+    django_functions_hook(conn)
+    if conn.execute("SELECT sqlite_compileoption_used('ENABLE_MATH_FUNCTIONS')").fetchone()[0]:
+        assert conn.execute("SELECT POWER(2, 62)").fetchone() == (2.0 ** 62,)  # SQLite's: a REAL
+    else:
+        assert conn.execute("SELECT POWER(2, 62)").fetchone() == (2 ** 62,)
