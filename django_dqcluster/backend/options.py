@@ -224,6 +224,22 @@ def _whole_number(alias, opts, key, unit, least, least_text):
     return number
 
 
+def _seconds(alias, opts, key, least_text, zero):
+    """OPTIONS[key] as a number of seconds, above 0 (or 0 too, given ``zero``), or None when not given."""
+    value = opts[key]
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        seconds = float(value)  # a URL gives a string
+    except (TypeError, ValueError):
+        raise _error(alias, key, f"must be a number of seconds, not {value!r}") from None
+    if not (seconds >= 0 if zero else seconds > 0):
+        raise _error(alias, key, f"must be {least_text}, not {value!r}")
+    return seconds
+
+
 def parse(alias, settings_dict):
     """Validate ``settings_dict`` (one DATABASES entry) and return :class:`BackendOptions`."""
     name = settings_dict.get("NAME")
@@ -302,29 +318,9 @@ def parse(alias, settings_dict):
     if not timeout > 0:
         raise _error(alias, "timeout", f"must be positive, not {opts['timeout']!r}")
 
-    idle = opts["idle_transaction_timeout"]
-    if idle is not None:
-        try:
-            if isinstance(idle, bool):
-                raise TypeError
-            idle = float(idle)
-        except (TypeError, ValueError):
-            raise _error(alias, "idle_transaction_timeout", f"must be a number of seconds, not {idle!r}") from None
-        if not idle > 0:
-            raise _error(alias, "idle_transaction_timeout", f"must be positive (or None: never), not {idle!r}")
-
+    idle = _seconds(alias, opts, "idle_transaction_timeout", "positive (or None: never)", zero=False)
     steps = _whole_number(alias, opts, "max_statement_steps", "steps", 0, "0 (no limit) or more")
-    regexp_seconds = opts["max_regexp_seconds"]
-    if regexp_seconds is not None:
-        try:
-            if isinstance(regexp_seconds, bool):
-                raise TypeError
-            regexp_seconds = float(regexp_seconds)
-        except (TypeError, ValueError):
-            raise _error(alias, "max_regexp_seconds",
-                         f"must be a number of seconds, not {regexp_seconds!r}") from None
-        if not regexp_seconds >= 0:
-            raise _error(alias, "max_regexp_seconds", f"must be 0 (no limit) or more, not {regexp_seconds!r}")
+    regexp_seconds = _seconds(alias, opts, "max_regexp_seconds", "0 (no limit) or more", zero=True)
     log_mb = _whole_number(alias, opts, "max_log_mb", "MiB", 1, "1 or more (MiB)")
 
     transaction_mode = opts["transaction_mode"]

@@ -6,6 +6,8 @@ from django.core.exceptions import ImproperlyConfigured
 import django_dqcluster  # noqa: F401  (registers the environ scheme)
 from django_dqcluster.backend.options import parse
 from django_dqcluster.conf import parse_url
+from django_dqcluster.store.regexp_time import DEFAULT_MAX_REGEXP_SECONDS
+from django_dqcluster.store.statement_steps import DEFAULT_MAX_STATEMENT_STEPS
 
 
 @pytest.fixture
@@ -35,28 +37,18 @@ def test_the_idle_transaction_timeout_reaches_the_node_that_the_entry_runs(tmp_p
     assert parse("default", settings_dict).node_config().idle_transaction_timeout is None  # never, by default
 
 
-def test_the_statement_step_limit_reaches_the_node_that_the_entry_runs(tmp_path):
-    from django_dqcluster.store.statement_steps import DEFAULT_MAX_STATEMENT_STEPS
-
+@pytest.mark.parametrize("key, given, expected, default", [
+    ("max_statement_steps", "5000000", 5_000_000, DEFAULT_MAX_STATEMENT_STEPS),
+    ("max_regexp_seconds", "2.5", 2.5, DEFAULT_MAX_REGEXP_SECONDS),
+])
+def test_a_statement_limit_reaches_the_node_that_runs_the_statement_first(tmp_path, key, given, expected, default):
     settings_dict = {"NAME": "app", "OPTIONS": {"embedded": True, "data_dir": str(tmp_path), "bind": "127.0.0.1:7001",
-                                                "max_statement_steps": "5000000"}}  # a URL's string
-    assert parse("default", settings_dict).node_config().max_statement_steps == 5_000_000
-    settings_dict["OPTIONS"]["max_statement_steps"] = 0
-    assert parse("default", settings_dict).node_config().max_statement_steps == 0  # no limit
-    del settings_dict["OPTIONS"]["max_statement_steps"]
-    assert parse("default", settings_dict).node_config().max_statement_steps == DEFAULT_MAX_STATEMENT_STEPS
-
-
-def test_the_regexp_time_limit_reaches_the_node(tmp_path):
-    from django_dqcluster.store.regexp_time import DEFAULT_MAX_REGEXP_SECONDS
-
-    settings_dict = {"NAME": "app", "OPTIONS": {"embedded": True, "data_dir": str(tmp_path), "bind": "127.0.0.1:7001",
-                                                "max_regexp_seconds": "2.5"}}  # a URL's string
-    assert parse("default", settings_dict).node_config().max_regexp_seconds == 2.5
-    settings_dict["OPTIONS"]["max_regexp_seconds"] = 0
-    assert parse("default", settings_dict).node_config().max_regexp_seconds == 0  # no limit
-    del settings_dict["OPTIONS"]["max_regexp_seconds"]
-    assert parse("default", settings_dict).node_config().max_regexp_seconds == DEFAULT_MAX_REGEXP_SECONDS
+                                                key: given}}  # a URL's string
+    assert getattr(parse("default", settings_dict).node_config(), key) == expected
+    settings_dict["OPTIONS"][key] = 0
+    assert getattr(parse("default", settings_dict).node_config(), key) == 0  # no limit
+    del settings_dict["OPTIONS"][key]
+    assert getattr(parse("default", settings_dict).node_config(), key) == default
 
 
 def test_the_raft_log_limit_reaches_the_node(tmp_path):
