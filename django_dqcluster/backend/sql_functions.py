@@ -113,6 +113,6 @@ def regexp(pattern, string, clock):
         string = str(string)
     clock.check_pattern(pattern)
     # Long patterns are compiled each time rather than kept (see store/statements.py).
-    long = isinstance(pattern, (str, bytes)) and len(pattern) > MAX_CACHED_SQL
-    compiled = regex.compile(pattern) if long else _compiled(pattern)
+    kept = not isinstance(pattern, (str, bytes)) or len(pattern) <= MAX_CACHED_SQL
+    compiled = _compiled(pattern) if kept else regex.compile(pattern)
     return bool(clock.timed(lambda timeout: compiled.search(string, concurrent=True, timeout=timeout)))

@@ -26,8 +26,8 @@ import time
 
 from .declared_types import DeclaredTypes
 from .determinism import DeterministicFunctions
-from .statement_steps import LimitedConnection
 from .regexp_time import limit_regexp_time
+from .statement_steps import LimitedConnection
 from .value_size import limit_values
 
 # One row per applied entry: the highest raft_index is the applied index, and
