@@ -119,24 +119,31 @@ def regexp_clock_of(conn):
 
 
 def pattern_too_long(length):
-    """The error of a statement whose REGEXP pattern was over MAX_PATTERN_CHARS."""
-    return sqlite3.OperationalError(
+    """The error of a statement whose REGEXP pattern was over MAX_PATTERN_CHARS (see _node_local)."""
+    return _node_local(
         f"a REGEXP pattern of {length:,} characters, over the store's limit of {MAX_PATTERN_CHARS:,}: compiling it "
         "would hold up the node"
     )
 
 
 def over_the_limit(limit):
-    """The error of a statement the limit stopped.
-
-    Its code is SQLITE_INTERRUPT, as for a statement a node stopped for its
-    own reasons: the outcome of this node's clock, never written to the log
-    as the statement's outcome (statemachine.is_environmental).
-    """
-    error = sqlite3.OperationalError(
+    """The error of a statement the limit stopped (see _node_local)."""
+    return _node_local(
         f"REGEXP matching took {limit:g} s in this statement, the store's limit (max_regexp_seconds), "
         "so that a pattern that backtracks cannot hold the cluster up: simplify the pattern (no nested or "
         "overlapping repetition such as (a|aa)+), or match fewer or shorter values"
     )
+
+
+def _node_local(message):
+    """An error only the connections where clients' statements first run give.
+
+    Its code is SQLITE_INTERRUPT, as for a statement a node stopped for its
+    own reasons: never written to the log as a statement's outcome
+    (statemachine.is_environmental), since the apply connection, which has
+    no limit, would not fail the statement again: a transaction's entry
+    replayed to a different end, and its commit never came.
+    """
+    error = sqlite3.OperationalError(message)
     error.sqlite_errorname = "SQLITE_INTERRUPT"
     return error

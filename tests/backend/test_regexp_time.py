@@ -190,6 +190,21 @@ def test_in_a_transaction_the_statement_fails_alone_and_the_rest_commits(node):
         conn.close()
 
 
+def test_in_a_transaction_a_refused_pattern_is_not_replayed_where_patterns_are_not_refused(node):
+    conn = client(node)
+    try:
+        applied = applied_statements(node)
+        conn.execute("BEGIN")
+        with pytest.raises(dbapi.OperationalError, match="over the store's limit of 32,768"):
+            conn.execute("UPDATE t SET name = 'long' WHERE name REGEXP ?", ("a" * (MAX_PATTERN_CHARS + 1),))
+        conn.execute("INSERT INTO t (name) VALUES ('after')")
+        conn.execute("COMMIT")
+        assert applied == ["INSERT INTO t (name) VALUES ('after')"]
+        assert node.state_machine.fatal is None and node.state_machine.diverged is None
+    finally:
+        conn.close()
+
+
 def test_with_no_limit_a_write_goes_to_the_log_as_before(tmp_path):
     node = start_embedded_node(tmp_path / "node", connection_hooks=[django_functions_hook], max_regexp_seconds=0)
     try:
