@@ -50,6 +50,7 @@ KNOWN_OPTIONS = {
     "max_statement_steps": None,  # the node stops a statement after this many SQLite steps (None: its default)
     "max_regexp_seconds": None,  # the node stops a statement whose REGEXP matching takes longer (None: its default)
     "max_log_mb": None,      # MiB of Raft log the node holds before compacting it (None: its default)
+    "max_transaction_mb": None,  # MiB of statements one transaction may write (None: the node's default)
     "transaction_mode": None,  # as Django's sqlite3 backend: DEFERRED/IMMEDIATE/EXCLUSIVE
     "init_command": "",      # as Django's sqlite3 backend: statements run on each new connection
 }
@@ -83,6 +84,7 @@ class BackendOptions:
     max_statement_steps: int  # None: the node's default
     max_regexp_seconds: float  # None: the node's default
     max_log_mb: int  # None: the node's default
+    max_transaction_mb: int  # None: the node's default
     transaction_mode: str
     init_command: str
 
@@ -114,6 +116,7 @@ class BackendOptions:
                 **({} if self.max_statement_steps is None else {"max_statement_steps": self.max_statement_steps}),
                 **({} if self.max_regexp_seconds is None else {"max_regexp_seconds": self.max_regexp_seconds}),
                 **({} if self.max_log_mb is None else {"max_log_mb": self.max_log_mb}),
+                **({} if self.max_transaction_mb is None else {"max_transaction_mb": self.max_transaction_mb}),
                 connection_hooks=list(connection_hooks),
             )
         except ConfigError as exc:
@@ -322,6 +325,7 @@ def parse(alias, settings_dict):
     steps = _whole_number(alias, opts, "max_statement_steps", "steps", 0, "0 (no limit) or more")
     regexp_seconds = _seconds(alias, opts, "max_regexp_seconds", "0 (no limit) or more", zero=True)
     log_mb = _whole_number(alias, opts, "max_log_mb", "MiB", 1, "1 or more (MiB)")
+    transaction_mb = _whole_number(alias, opts, "max_transaction_mb", "MiB", 1, "1 or more (MiB)")
 
     transaction_mode = opts["transaction_mode"]
     if transaction_mode is not None:
@@ -360,6 +364,6 @@ def parse(alias, settings_dict):
         token_file=os.fspath(opts["token_file"]) if opts["token_file"] else None, consistency=consistency,
         durability=durability, timeout=timeout, allow_remote=allow_remote, local_reads=local_reads, seal=seal,
         idle_transaction_timeout=idle, max_statement_steps=steps,
-        max_regexp_seconds=regexp_seconds, max_log_mb=log_mb,
+        max_regexp_seconds=regexp_seconds, max_log_mb=log_mb, max_transaction_mb=transaction_mb,
         transaction_mode=transaction_mode, init_command=opts["init_command"] or "",
     )

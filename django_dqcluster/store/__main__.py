@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 
-from .config import DEFAULT_MAX_LOG_MB, FSYNC, PROCESS, ConfigError, NodeConfig, read_secrets, readable_by_others
+from .config import DEFAULT_MAX_LOG_MB, DEFAULT_MAX_TRANSACTION_MB, FSYNC, PROCESS, ConfigError, NodeConfig, read_secrets, readable_by_others
 from .regexp_time import DEFAULT_MAX_REGEXP_SECONDS
 from .statement_steps import DEFAULT_MAX_STATEMENT_STEPS
 
@@ -77,6 +77,9 @@ def build_parser():
     parser.add_argument("--max-log-mb", type=int, default=DEFAULT_MAX_LOG_MB, metavar="MIB",
                         help="compact the Raft log once its entries take this many MiB, which this node also "
                              f"holds in memory (default {DEFAULT_MAX_LOG_MB})")
+    parser.add_argument("--max-transaction-mb", type=int, default=DEFAULT_MAX_TRANSACTION_MB, metavar="MIB",
+                        help="refuse the statement that would take a transaction's statements and parameters "
+                             f"past this many MiB (default {DEFAULT_MAX_TRANSACTION_MB})")
     parser.add_argument("--drain-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="on SIGTERM/SIGINT, how long clients' running requests and open transactions "
                              "may take to finish before the node stops (default 5)")
@@ -108,6 +111,7 @@ def main(argv=None):
             max_statement_steps=args.max_statement_steps,
             max_regexp_seconds=args.max_regexp_seconds,
             max_log_mb=args.max_log_mb,
+            max_transaction_mb=args.max_transaction_mb,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,6 +18,12 @@ DURABILITY_MODES = (FSYNC, PROCESS)
 # transactions took each node from 35 MB to 670 MB resident, for ten minutes.
 DEFAULT_MAX_LOG_MB = 256
 
+# MiB of statements and parameters one transaction may write (its log entry).
+# Every node holds an entry several times over while it takes it in (256 MB
+# took each node here to ~1.7 GB at its peak) and its Raft thread stands
+# still for seconds over it (large_entries.py); a commit of 256 MB took 14 s.
+DEFAULT_MAX_TRANSACTION_MB = 256
+
 
 class ConfigError(ValueError):
     """A node setting is missing or wrong; the message names it."""
@@ -75,6 +81,8 @@ class NodeConfig:
     #: MiB of entries the Raft log (in memory and on disk) may hold before it is
     #: compacted, however few its entries: about the memory a node needs beyond its data.
     max_log_mb: int = DEFAULT_MAX_LOG_MB
+    #: MiB of statements and parameters one transaction (or one statement outside any) may write.
+    max_transaction_mb: int = DEFAULT_MAX_TRANSACTION_MB
 
     def __post_init__(self):
         self.peers = [p for p in (self.peers or []) if p and p != self.bind]
@@ -112,6 +120,9 @@ class NodeConfig:
         log_mb = self.max_log_mb
         if not (isinstance(log_mb, int) and not isinstance(log_mb, bool) and log_mb >= 1):
             raise ConfigError(f"max_log_mb: need a whole number of MiB >= 1, got {log_mb!r}")
+        transaction_mb = self.max_transaction_mb
+        if not (isinstance(transaction_mb, int) and not isinstance(transaction_mb, bool) and transaction_mb >= 1):
+            raise ConfigError(f"max_transaction_mb: need a whole number of MiB >= 1, got {transaction_mb!r}")
         if self.secret_file:
             self.secret_file = os.path.abspath(os.fspath(self.secret_file))
             if not self.secret:
@@ -138,6 +149,10 @@ class NodeConfig:
     @property
     def max_log_bytes(self):
         return self.max_log_mb * 2 ** 20
+
+    @property
+    def max_transaction_bytes(self):
+        return self.max_transaction_mb * 2 ** 20
 
     @property
     def durable(self):

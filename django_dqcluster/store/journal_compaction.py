@@ -12,16 +12,13 @@ journal whole. The file also shrinks back (pysyncobj's never did).
 
 import logging
 import os
-import struct
 
 from pysyncobj.journal import FIRST_RECORD_OFFSET, LAST_RECORD_OFFSET_OFFSET, ResizableFile
 
 from .files import flush_directory, remove_if_present
+from .journal_records import RECORD_HEAD, record_size, write_record
 
 logger = logging.getLogger(__name__)
-
-_RECORD_HEAD = struct.Struct("<I")
-_INDEX_TERM = struct.Struct("<QQ")
 
 
 def cut_through_a_new_file(journal, path, *, durable, reopened=lambda journal: None):
@@ -35,14 +32,14 @@ def cut_through_a_new_file(journal, path, *, durable, reopened=lambda journal: N
         kept = journal._FileJournal__journal[position:]
         old_file = journal._FileJournal__journalFile
         header = bytearray(old_file.read(0, FIRST_RECORD_OFFSET))
-        records = b"".join(_record(entry) for entry in kept)
-        end = FIRST_RECORD_OFFSET + len(records)
-        header[LAST_RECORD_OFFSET_OFFSET:LAST_RECORD_OFFSET_OFFSET + 4] = _RECORD_HEAD.pack(end)
+        end = FIRST_RECORD_OFFSET + sum(record_size(entry[0]) for entry in kept)
+        header[LAST_RECORD_OFFSET_OFFSET:LAST_RECORD_OFFSET_OFFSET + 4] = RECORD_HEAD.pack(end)
         new_path = path + ".cut"
         try:
             with open(new_path, "wb") as handle:
                 handle.write(header)
-                handle.write(records)
+                for entry in kept:
+                    write_record(handle, entry)
                 handle.flush()
                 if durable:
                     os.fsync(handle.fileno())
@@ -67,10 +64,3 @@ def cut_through_a_new_file(journal, path, *, durable, reopened=lambda journal: N
         reopened(journal)
 
     journal.deleteEntriesTo = delete_entries_to
-
-
-def _record(entry):
-    command, index, term = entry
-    data = _INDEX_TERM.pack(index, term) + bytes(command)
-    size = _RECORD_HEAD.pack(len(data))
-    return size + data + size

@@ -331,7 +331,7 @@ class Node:
         """Append ``entry`` to the log and wait until it is committed and applied here."""
         return self.enqueue(entry).wait(timeout)
 
-    def enqueue(self, entry, on_done=None, on_outcome=None, announce=False):
+    def enqueue(self, entry, on_done=None, on_outcome=None, announce=False, patience=0.0):
         """Hand ``entry`` to Raft and return at once; entries are appended in the order enqueued.
 
         That order is what lets a session release its database's write lock
@@ -341,9 +341,11 @@ class Node:
         (or the commit timeout passed), instead of a thread waiting for it.
         ``announce``: tell the followers it is committed as soon as it is
         (a follower that forwarded it waits for that, see wait_applied).
+        ``patience``: seconds to wait for its outcome beyond the commit
+        timeout (a large entry takes every node longer: .large_entries).
         """
         entry.setdefault("id", new_entry_id())
-        pending = PendingEntry(self, entry["id"], on_done, on_outcome, announce)
+        pending = PendingEntry(self, entry["id"], on_done, on_outcome, announce, patience)
         if on_outcome is not None:
             self._deadlines.watch(pending)
         if self.commit_queue.put(entry, pending):
@@ -604,9 +606,11 @@ class PendingEntry:
     the node's deadline watch when none arrived within the commit timeout.
     """
 
-    def __init__(self, node, entry_id, on_done=None, on_outcome=None, announce=False):
+    def __init__(self, node, entry_id, on_done=None, on_outcome=None, announce=False, patience=0.0):
         self._node = node
         self.entry_id = entry_id
+        #: Seconds its outcome is waited for.
+        self.timeout = node.config.commit_timeout + patience
         self._announce = announce
         self.index = None  # the Raft index it was applied at
         self._on_done = on_done
@@ -657,7 +661,7 @@ class PendingEntry:
             self._on_outcome = self.result = None
 
     def wait(self, timeout=None):
-        timeout = self._node.config.commit_timeout if timeout is None else timeout
+        timeout = self.timeout if timeout is None else timeout
         if self._done is None:
             raise RuntimeError("an entry answered by on_outcome cannot be waited for")
         if not self._done.wait(timeout):
@@ -667,7 +671,7 @@ class PendingEntry:
     def outcome(self):
         """The entry's result; raises if it failed or its outcome is not known (yet)."""
         if not self._resolved:
-            raise self._no_answer(self._node.config.commit_timeout)
+            raise self._no_answer(self.timeout)
         if self.error == FAIL_REASON.SUCCESS:
             return self.result
         if self.error in raft.NOT_APPLIED:
@@ -689,12 +693,16 @@ class _DeadlineWatch:
 
     def __init__(self, node):
         self._node = node
-        self._watched = collections.deque()  # (deadline, pending), deadlines in increasing order
+        # (deadline, pending): entries with the commit timeout, in increasing
+        # order; those given more (rare: large entries), in any order.
+        self._watched = collections.deque()
+        self._patient = collections.deque()
         self._thread = None
 
     def watch(self, pending):
         # deque.append is atomic: no lock on the commit path.
-        self._watched.append((time.monotonic() + self._node.config.commit_timeout, pending))
+        watched = self._watched if pending.timeout == self._node.config.commit_timeout else self._patient
+        watched.append((time.monotonic() + pending.timeout, pending))
 
     def start(self):
         self._thread = threading.Thread(target=self._run, name="dqcluster-commit-deadlines", daemon=True)
@@ -707,6 +715,12 @@ class _DeadlineWatch:
             while watched and watched[0][0] <= now:
                 _, pending = watched.popleft()
                 pending.expire()  # logs, never raises
+            for _ in range(len(self._patient)):
+                deadline, pending = self._patient.popleft()
+                if deadline <= now:
+                    pending.expire()
+                else:
+                    self._patient.append((deadline, pending))
 
 
 class _AppliedWatch:

@@ -34,6 +34,7 @@ the library fails loudly instead of silently losing the fix.
 """
 
 import errno
+import io
 import logging
 import os
 import pickle
@@ -59,6 +60,10 @@ from .cipher import RaftCipher
 from .config import DEFAULT_MAX_LOG_MB
 from .files import flush_directory
 from .journal_compaction import cut_through_a_new_file
+from .journal_records import add_in_place
+from .large_entries import (
+    BUSY_FROM, LEADER_BUSY, MAX_BUSY_SECONDS, IncomingEntry, IncompleteEntry, LargeEntrySender, leader_busy_seconds,
+)
 from .send_queue import UNSENT_LIMIT, SendQueue
 from .snapshot_files import SnapshotFiles
 
@@ -96,6 +101,7 @@ REQUIRED_INSTANCE_ATTRIBUTES = (
     "_SyncObj__commandsQueue",
     "_methodToID",
     "_SyncObj__raftElectionDeadline",
+    "_SyncObj__lastResponseTime",
     "_SyncObj__connectedNodes",
     "_SyncObj__selfNode",
     "_SyncObj__votedForNodeId",
@@ -539,6 +545,12 @@ class SafeSyncObj(SyncObj):
         kwargs.setdefault("transportClass", FlushingTransport)
         self._snapshot_files = None
         self._held_sends = {}  # node -> its next index, during one round of sends
+        self._large_entries = LargeEntrySender(conf.appendEntriesBatchSizeBytes)  # the leader's (.large_entries)
+        self._incoming_entry = IncomingEntry()  # a follower's
+        # A follower's: till when (raft_clock()) its leader of term _leader_busy_term said it is busy (LEADER_BUSY).
+        self._leader_busy_until, self._leader_busy_term = 0.0, -1
+        self._busy_lock = threading.Lock()
+        self._busy_requests = []  # (size, threading.Event): see announce_large_entry
         if conf.fullDumpFile and conf.serializer and hasattr(state_machine, "begin_snapshot"):
             # Put in place of pysyncobj's by the Raft thread (see _onTick).
             self._snapshot_files = SnapshotFiles(
@@ -553,6 +565,7 @@ class SafeSyncObj(SyncObj):
         self._apply_entry_id = self._methodToID[self._getFuncName("apply_entry")]
         self.failed = None  # why this node stopped (see _stop_for_journal_write), or None
         if isinstance(self._SyncObj__raftLog, FileJournal):
+            add_in_place(self._SyncObj__raftLog)
             reserve_before_growing(self._SyncObj__raftLog, conf.journalFile)
             cut_through_a_new_file(self._SyncObj__raftLog, conf.journalFile, durable=durable,
                                    reopened=lambda journal: reserve_before_growing(journal, conf.journalFile))
@@ -692,6 +705,7 @@ class SafeSyncObj(SyncObj):
         # a file with a hole (found by the chaos run: "snapshot file is
         # truncated"). The next transfer starts from the first chunk.
         self._SyncObj__serializer.cancelTransmisstion(node)
+        self._large_entries.forget(node)  # (the next connection's transfer starts over)
         SyncObj._SyncObj__onNodeDisconnected(self, node)
 
     def _SyncObj__sendAppendEntries(self):
@@ -700,12 +714,15 @@ class SafeSyncObj(SyncObj):
             return None
         members = self._SyncObj__otherNodes
         backed_up = self._backed_up(members)
-        if backed_up:
+        # Followers whose next entry is a large one get its chunks from
+        # _send_large_entries, not from pysyncobj's loop.
+        skipped = backed_up | self._send_large_entries(members - backed_up)
+        if skipped:
             # Nothing for them in this round, not even the one message
             # pysyncobj's loop sends every node (sent at every commit, it
             # would add an entry per commit to what already waits). What
             # waits carries their heartbeats.
-            self._SyncObj__otherNodes = members - backed_up
+            self._SyncObj__otherNodes = members - skipped
         self._sending_round = True
         try:
             return SyncObj._SyncObj__sendAppendEntries(self)
@@ -731,6 +748,66 @@ class SafeSyncObj(SyncObj):
 
     _sending_round = False
 
+    def _send_large_entries(self, members):
+        """Send the ``members`` with a large entry ahead of them what they lack up to it, then its chunks.
+
+        See .large_entries. The entries before it go as pysyncobj sends
+        entries (whose loop would then have met the large one); the large
+        one's chunks are queued until more than UNSENT_LIMIT waits unsent for
+        the follower, and the tick queues more as its socket drains (_onTick).
+        Once the last chunk is queued its next index moves past the entry.
+        Returns the members handled so: pysyncobj's loop sends them nothing
+        in this round (what is queued carries their heartbeats).
+        """
+        sender = self._large_entries
+        if self._SyncObj__raftState != _RAFT_STATE.LEADER:
+            sender.forget_all()
+            return set()
+        handled = set()
+        log = self._SyncObj__raftLog
+        first, last = log[0][1], log[-1][1]
+        next_index = self._SyncObj__raftNextIndex
+        connected = self._SyncObj__connectedNodes
+        for node in members:
+            index, link = next_index.get(node), self._link_to(node)
+            ahead = sender.next_large(index, first + 1) if index is not None and index > first else None
+            if ahead is None or ahead > last or node not in connected or link is None:
+                sender.forget(node)
+                continue
+            handled.add(node)
+            while index < ahead and link.getSendBufferSize() <= UNSENT_LIMIT and node in connected:
+                entries = self._entries_from(index, ahead, sender.chunk_size)
+                self._SyncObj__transport.send(node, dict(self._append_entries_header(index), entries=entries))
+                index = next_index[node] = entries[-1][1] + 1
+            if index != ahead:
+                continue
+            transfer = sender.transfer_to(node, self._local_entry(index), link)
+            header = self._append_entries_header(index)
+            while not transfer.done and link.getSendBufferSize() <= UNSENT_LIMIT and node in connected:
+                self._SyncObj__transport.send(node, transfer.next_message(header, sender.chunk_size))
+            if transfer.done:
+                next_index[node] = index + 1
+                sender.forget(node)
+        return handled
+
+    def _append_entries_header(self, index):
+        """An AppendEntries for the entries from ``index`` on, but for them."""
+        return {
+            "type": "append_entries", "term": self._SyncObj__raftCurrentTerm,
+            "commit_index": self._SyncObj__raftCommitIndex,
+            "prevLogIdx": index - 1, "prevLogTerm": self._local_entry(index - 1)[2],
+        }
+
+    def _entries_from(self, index, end, max_bytes):
+        """The entries from ``index`` on, before ``end``: one, then more while they take under ``max_bytes``."""
+        entries, size = [], 0
+        while index < end and (not entries or size < max_bytes):
+            entry = self._local_entry(index)
+            entries.append(entry)
+            size += len(entry[0])
+            index += 1
+        return entries
+
     def _hold_sends(self, node):
         """Nothing more for ``node`` in this round of sends: what is queued for it is enough.
 
@@ -755,13 +832,16 @@ class SafeSyncObj(SyncObj):
     # -- the tick ---------------------------------------------------------------------------
 
     def _onTick(self, timeToWait=0.0):
+        if self._busy_requests:
+            self._send_requested_busy_notices()
         if self._snapshot_files is not None and self._SyncObj__serializer is not self._snapshot_files:
             # Every use of the serializer is on this thread: swapped here, no
             # other thread can be half way through pysyncobj's.
             self._SyncObj__serializer = self._snapshot_files
         self._take_installed_snapshot()
         self._compact_a_large_log()
-        self._give_the_leader_time_after_a_stall()
+        if self._give_the_leader_time_after_a_stall() and self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            self._give_the_followers_time_after_a_stall()
         if (self._catching_up and self._SyncObj__raftState != _RAFT_STATE.LEADER
                 and self._SyncObj__getCurrentLogIndex() > 1):
             # Part way through catching up, its log may be longer than another
@@ -787,6 +867,12 @@ class SafeSyncObj(SyncObj):
         except JournalWriteFailed as exc:
             self._stop_for_journal_write(exc)
             return None
+        sending = self._large_entries.nodes
+        if sending:
+            # Followers part way through a large entry get more of it as their
+            # queues drain (the poll above woke for that), not only at the
+            # next round of sends, up to a heartbeat period away.
+            self._send_large_entries(sending & self._SyncObj__otherNodes)
         # A new term with this node's own vote: it called an election (maybe
         # already won, if the votes arrived within the same tick).
         if (self._SyncObj__raftCurrentTerm > term and self._SyncObj__selfNode is not None
@@ -825,12 +911,26 @@ class SafeSyncObj(SyncObj):
         stalled = last is not None and now - last > self.conf.raftMaxTimeout
         if stalled:
             logger.warning("node %s stood still for %.1f s, longer than an election timeout (a paused process, "
-                           "a starved CPU, a slow disk)", self._SyncObj__selfNode, now - last)
+                           "a starved CPU, a slow disk, a large transaction)", self._SyncObj__selfNode, now - last)
         leading = self._SyncObj__raftState == _RAFT_STATE.LEADER
         stepped_down, self._led_at_last_tick = self._led_at_last_tick and not leading, leading
         if (stalled or stepped_down) and not leading:
             self._SyncObj__raftElectionDeadline = max(
                 self._SyncObj__raftElectionDeadline, now + self._SyncObj__generateRaftTimeout())
+        return stalled
+
+    def _give_the_followers_time_after_a_stall(self):
+        # pysyncobj's tick steps a leader down when no majority answered
+        # within leaderFallbackTimeout, and counts before it reads messages.
+        # A leader that stood still that long (a large entry pickled,
+        # written, applied: see .large_entries) sent nothing meanwhile, so
+        # its followers had nothing to answer: it stepped down from a
+        # healthy cluster. It gives them an election timeout to answer, from
+        # now; a partitioned leader still steps down, that much later.
+        last_response = self._SyncObj__lastResponseTime
+        since = raft_clock() - self.conf.leaderFallbackTimeout + self.conf.raftMaxTimeout
+        for node in self._SyncObj__otherNodes:
+            last_response[node] = max(last_response.get(node, 0.0), since)
 
     def _stop_for_journal_write(self, exc):
         if self.failed is None:
@@ -878,7 +978,15 @@ class SafeSyncObj(SyncObj):
     def _queue_entry(self, payload, callback):
         # What calling apply_entry(payload, callback=...) queues, minus its
         # wake-up write: this runs on the Raft thread, which takes it next.
-        command = _REGULAR_COMMAND + pickle.dumps((self._apply_entry_id, (payload,)), _PICKLE_PROTOCOL)
+        call = (self._apply_entry_id, (payload,))
+        if len(payload) < BUSY_FROM:
+            command = _REGULAR_COMMAND + pickle.dumps(call, _PICKLE_PROTOCOL)
+        else:
+            # One copy of a large payload, not two (see .large_entries).
+            buffer = io.BytesIO()
+            buffer.write(_REGULAR_COMMAND)
+            pickle.dump(call, buffer, _PICKLE_PROTOCOL)
+            command = buffer.getvalue()
         try:
             self._SyncObj__commandsQueue.put_nowait((command, callback))
         except queue.Full:
@@ -935,6 +1043,8 @@ class SafeSyncObj(SyncObj):
         source = self.command_source
         if source is not None:
             for payload, callback in source():
+                if len(payload) >= BUSY_FROM:
+                    self._tell_followers_busy(len(payload))  # before this thread pickles and writes it
                 self._queue_entry(payload, callback)
         if not self._isLeader():
             self._refuse_leader_only_commands()
@@ -948,6 +1058,8 @@ class SafeSyncObj(SyncObj):
             super()._checkCommandsToApply()
         finally:
             self._collecting_commands = False
+        if log[-1][1] != before:
+            self._large_entries.note(self._local_entry(index) for index in range(before + 1, log[-1][1] + 1))
         if self._send_after_collecting:
             self._SyncObj__sendAppendEntries()
         if log[-1][1] != before and self._durable:
@@ -1011,6 +1123,58 @@ class SafeSyncObj(SyncObj):
                 journal.flush()
             self._flushed_upto = last
 
+    # -- a leader busy with a large entry (see .large_entries) -------------------------------
+
+    def announce_large_entry(self, size, wait=0.2):
+        """Have the followers told, if this node leads, that it is about to work on an entry of ``size`` bytes.
+
+        For a session thread about to encode one: that holds the GIL, and
+        the Raft thread with it, for a while. Waits up to ``wait`` seconds
+        for the Raft thread to have sent the notice.
+        """
+        if size < BUSY_FROM or not self._isLeader() or not self._SyncObj__otherNodes:
+            return
+        sent = threading.Event()
+        with self._busy_lock:
+            self._busy_requests.append((size, sent))
+        self.wake()
+        sent.wait(wait)
+
+    def _send_requested_busy_notices(self):
+        with self._busy_lock:
+            requests, self._busy_requests = self._busy_requests, []
+        if requests:
+            self._tell_followers_busy(max(size for size, _ in requests))
+        for _, sent in requests:
+            sent.set()
+
+    def _tell_followers_busy(self, size):
+        if self._SyncObj__raftState != _RAFT_STATE.LEADER:
+            return
+        notice = {"type": LEADER_BUSY, "term": self._SyncObj__raftCurrentTerm, "seconds": leader_busy_seconds(size)}
+        for node in self._SyncObj__otherNodes & self._SyncObj__connectedNodes:
+            self._SyncObj__transport.send(node, notice)
+
+    def _told_leader_is_busy(self, node, message):
+        seconds = message.get("seconds")
+        if (node != self._SyncObj__raftLeader or message.get("term") != self._SyncObj__raftCurrentTerm
+                or isinstance(seconds, bool) or not isinstance(seconds, (int, float))):
+            return None
+        self._leader_busy_term = message["term"]
+        self._leader_busy_until = max(self._leader_busy_until, raft_clock() + min(max(seconds, 0.0), MAX_BUSY_SECONDS))
+        self._wait_for_a_busy_leader()
+        return None
+
+    def _leader_is_busy(self):
+        return self._leader_busy_term == self._SyncObj__raftCurrentTerm and raft_clock() < self._leader_busy_until
+
+    def _wait_for_a_busy_leader(self):
+        # Its election timeout runs from the end of the leader's busy time
+        # (pysyncobj sets it from now at each AppendEntries: called after).
+        if self._leader_is_busy():
+            self._SyncObj__raftElectionDeadline = max(
+                self._SyncObj__raftElectionDeadline, self._leader_busy_until + self._SyncObj__generateRaftTimeout())
+
     # -- Raft §5.3 ------------------------------------------------------------------------
 
     def _SyncObj__onMessageReceived(self, node, message):
@@ -1019,6 +1183,8 @@ class SafeSyncObj(SyncObj):
         kind = message.get("type")
         if kind == LOST_ENTRIES:
             return self._told_it_lost_entries(node, message)
+        if kind == LEADER_BUSY:
+            return self._told_leader_is_busy(node, message)
         if kind == "request_vote" and self._sticky():
             # Leader stickiness (Raft thesis §4.2.3): while a leader is known
             # to be alive, neither grant a vote nor adopt the candidate's term.
@@ -1040,7 +1206,7 @@ class SafeSyncObj(SyncObj):
                 # ends (_take_installed_snapshot does once it is in).
                 message = {"type": kind, "term": message["term"], "commit_index": self._SyncObj__raftCommitIndex}
             elif "prevLogIdx" in message:
-                message = self._keep_matching_entries(message)
+                message = self._keep_matching_entries(message, node)
             else:
                 # A snapshot chunk. pysyncobj raised the commit index to the
                 # end of this node's log on each one; that log is the one the
@@ -1055,6 +1221,7 @@ class SafeSyncObj(SyncObj):
             # The leader's own commit index, as pysyncobj keeps it (its
             # status); what was rewritten above only holds back this node's.
             self._SyncObj__leaderCommitIndex = received.get("commit_index")
+            self._wait_for_a_busy_leader()
             if catching_up:
                 self._check_caught_up()
             return result
@@ -1224,6 +1391,9 @@ class SafeSyncObj(SyncObj):
             # Elected with an empty log by members with empty logs: a cluster
             # forming, with nothing committed that it could lack.
             self._caught_up()
+        # Its log may hold large entries its followers lack (appended as a follower).
+        self._large_entries.forget_all()
+        self._large_entries.note(self._SyncObj__raftLog)
         SyncObj._SyncObj__onBecomeLeader(self)
 
     def _sticky(self):
@@ -1240,7 +1410,7 @@ class SafeSyncObj(SyncObj):
         if self._isLeader():
             return False
         return (self._SyncObj__raftLeader is not None
-                and monotonic() - self._heard_from_leader_at < self.conf.raftMinTimeout)
+                and (monotonic() - self._heard_from_leader_at < self.conf.raftMinTimeout or self._leader_is_busy()))
 
     def lease_valid(self):
         """May this leader answer a read from its own state, with no log round trip?
@@ -1280,7 +1450,7 @@ class SafeSyncObj(SyncObj):
             return None
         return log[index - first]
 
-    def _keep_matching_entries(self, message):
+    def _keep_matching_entries(self, message, node=None):
         """Rewrite an AppendEntries so that pysyncobj deletes only conflicting entries.
 
         Returns the message to hand to the library (possibly the same object).
@@ -1291,32 +1461,11 @@ class SafeSyncObj(SyncObj):
         if term != self._matched_term:
             self._matched_term, self._matched_upto = term, 0
 
-        transmission = message.get("transmission")
-        if transmission in ("start", "process"):
-            return message
-        if transmission == "finish":
-            assembled = self._SyncObj__recvTransmission + message["data"]
-            entries = None
-            # Every pickle ends with its STOP opcode: anything else is not
-            # whole yet, and trying it costs a failed parse in C and then
-            # another in pure Python (pysyncobj's fallback), seconds for an
-            # entry of a few MB.
-            if assembled[-1:] == pickle.STOP:
-                try:
-                    entries = [raft_pickle.loads(assembled)]
-                except Exception:
-                    pass
-            if entries is None:
-                # The leader marks a chunk "finish" once it passes the
-                # command's length, but what it splits is the pickled entry,
-                # which is longer (protocol 2 writes bytes as latin-1 text:
-                # up to twice as long), so "finish" can come before the last
-                # chunk. Keep collecting; the real last chunk completes it.
-                # Failing here instead failed again at every re-send: a
-                # large enough transaction wedged the cluster.
-                return dict(message, transmission="process")
-        else:
-            entries = message.get("entries") or []
+        if "transmission" in message:
+            message = self._collect_large_entry(message, node)
+            if "transmission" in message:
+                return message  # a chunk collected: pysyncobj answers "not yet"
+        entries = message.get("entries") or []
 
         log = self._SyncObj__raftLog
         last_index = log[-1][1]
@@ -1345,13 +1494,11 @@ class SafeSyncObj(SyncObj):
                 # A real conflict: Raft deletes from here on.
                 self._delete_allowed_from = new_entries[0][1]
             self._matched_upto = max(self._matched_upto, new_entries[-1][1])
-            if not kept and transmission is None:
+            if not kept:
                 return message  # the common case, appending new entries: nothing to rewrite
-        rewritten = {key: value for key, value in message.items() if key not in ("transmission", "data")}
+        rewritten = dict(message)
         if new_entries:
             rewritten.update(prevLogIdx=prev_index, prevLogTerm=prev_term, entries=new_entries)
-            if transmission == "finish":
-                self._SyncObj__recvTransmission = ""
             return rewritten
 
         # Every entry of the message is already here.
@@ -1383,9 +1530,32 @@ class SafeSyncObj(SyncObj):
             commit_index=min(message["commit_index"], known),
         )
         self._matched_upto = max(self._matched_upto, known)
-        if transmission == "finish":
-            self._SyncObj__recvTransmission = ""
         return rewritten
+
+    def _collect_large_entry(self, message, node):
+        """One chunk of a large entry (see .large_entries): a regular AppendEntries once the entry is whole.
+
+        Until then, a chunk pysyncobj answers "not yet" to and does nothing
+        else with (a "start" with no data: what it would collect, in a
+        ``bytes`` it grows by copying, is collected here instead).
+        """
+        regular = {key: value for key, value in message.items() if key not in ("transmission", "data", "size")}
+        try:
+            entry = self._incoming_entry.add(message)
+        except IncompleteEntry as exc:
+            prev_index = message["prevLogIdx"]
+            logger.warning("node %s missed part of entry %d from %s (%s): it asks for it again",
+                           self._SyncObj__selfNode, prev_index + 1, node, exc)
+            if node is not None and self._SyncObj__getCurrentLogIndex() == prev_index:
+                # Its log ends right before that entry, which the leader sent
+                # in full as far as it knows: a refusal saying where its log
+                # ends makes it send the entry again, from its first chunk.
+                self._SyncObj__transport.send(node, {"type": "next_node_idx", "next_node_idx": prev_index + 1,
+                                                     "reset": True, "success": False})
+            return dict(regular, entries=[])  # heard as a heartbeat
+        if entry is None:
+            return dict(regular, transmission="start", data=b"")
+        return dict(regular, entries=[entry])
 
 
 def make_conf(*, journal_file, dump_file, serializer, deserializer, on_state_changed,

@@ -30,6 +30,7 @@ from . import errors
 from .classify import SESSION_PRAGMAS, session_pragma
 from .databases import InvalidDatabaseName, applied_index_of
 from .determinism import FixedValues
+from .large_entries import BUSY_FROM, leader_busy_seconds, over_the_limit, statement_bytes
 from .parameters import unbindable
 from .read_only import ReadOnlyClient
 from .result_pages import OpenResult, OpenResults
@@ -372,6 +373,9 @@ class Session:
             if self.node.is_leader() and self.consistency == STRONG:
                 self.node.barrier()
             return self._result(self._read(database, reader, sql, params))
+        problem = over_the_limit(0, statement_bytes(sql, params, many), self.node.config.max_transaction_bytes, False)
+        if problem:
+            raise errors.operational(problem)
         if info.timed and self.node.config.max_regexp_seconds:
             return self._run_first(sql, params, many)
         entry = self._entry(database, [[0, sql, params, many, False]], FixedValues.fresh(), want_result=True)
@@ -478,12 +482,14 @@ class Session:
         pending.wait()
         return pending
 
-    def _enqueue_locked(self, database, entry, on_outcome=None):
+    def _enqueue_locked(self, database, entry, on_outcome=None, size=0):
+        """``size``: about how many bytes the entry's statements take (a large one is waited for longer)."""
         # Called with the database's write lock held: enqueue order is log order.
         database.entry_started()
         try:
             return self.node.enqueue(entry, on_done=database.entry_finished, on_outcome=on_outcome,
-                                     announce=self._follower_waits)
+                                     announce=self._follower_waits,
+                                     patience=leader_busy_seconds(size) if size >= BUSY_FROM else 0.0)
         except BaseException:
             database.entry_finished()
             raise
@@ -669,8 +675,13 @@ class Session:
                 if problem:
                     raise errors.operational(problem)
                 writes = info.writes
+                added = statement_bytes(sql, params, many) if writes else 0
+                problem = over_the_limit(tx.entry_bytes, added, self.node.config.max_transaction_bytes, True)
+                if problem:
+                    raise errors.operational(problem)
             else:
                 writes = True  # savepoints must be replayed to reproduce partial rollbacks
+                added = len(sql)
             ordinal = tx.ordinal
             tx.ordinal += 1
             tx.values.start_statement(ordinal)
@@ -689,6 +700,7 @@ class Session:
             except sqlite3.Error as exc:
                 if writes and not is_environmental(exc):
                     tx.statements.append([ordinal, sql, params, many, True])
+                    tx.entry_bytes += added
                 if not scratch.in_transaction:
                     # Some errors make SQLite roll the whole transaction back.
                     self._end_local(rollback=True)
@@ -702,6 +714,7 @@ class Session:
             if writes:
                 tx.writes = tx.writes or control is None
                 tx.statements.append([ordinal, sql, params, many, False])
+                tx.entry_bytes += added
         return self._result(result)
 
     def _commit(self):
@@ -733,7 +746,10 @@ class Session:
             on_outcome = self._answer_with(self._commit_outcome)
         try:
             self._require_leader()
-            pending = self._enqueue_locked(database, self._entry(database, tx.statements, tx.values), on_outcome)
+            # Encoding a large entry holds up the Raft thread (large_entries.LEADER_BUSY).
+            self.node.engine.announce_large_entry(tx.entry_bytes)
+            pending = self._enqueue_locked(database, self._entry(database, tx.statements, tx.values), on_outcome,
+                                           tx.entry_bytes)
         finally:
             self._end_local(rollback=False)
         if on_outcome is not None:

@@ -45,6 +45,7 @@ class Transaction:
         self.pragmas = dict(pragmas)
         self.values = FixedValues.fresh()
         self.statements = []  # [ordinal, sql, params, many, expect_error]
+        self.entry_bytes = 0  # about the size of its statements and parameters (large_entries.statement_bytes)
         self.ordinal = 0
         self.writes = False
         self.aborted = None

@@ -51,14 +51,18 @@ def test_a_statement_limit_reaches_the_node_that_runs_the_statement_first(tmp_pa
     assert getattr(parse("default", settings_dict).node_config(), key) == default
 
 
-def test_the_raft_log_limit_reaches_the_node(tmp_path):
-    from django_dqcluster.store.config import DEFAULT_MAX_LOG_MB
+@pytest.mark.parametrize("key, default", [
+    ("max_log_mb", "DEFAULT_MAX_LOG_MB"),
+    ("max_transaction_mb", "DEFAULT_MAX_TRANSACTION_MB"),
+])
+def test_the_mib_limits_reach_the_node(tmp_path, key, default):
+    from django_dqcluster.store import config
 
     settings_dict = {"NAME": "app", "OPTIONS": {"embedded": True, "data_dir": str(tmp_path), "bind": "127.0.0.1:7001",
-                                                "max_log_mb": "64"}}  # a URL's string
-    assert parse("default", settings_dict).node_config().max_log_bytes == 64 * 2 ** 20
-    del settings_dict["OPTIONS"]["max_log_mb"]
-    assert parse("default", settings_dict).node_config().max_log_mb == DEFAULT_MAX_LOG_MB
+                                                key: "64"}}  # a URL's string
+    assert getattr(parse("default", settings_dict).node_config(), key) == 64
+    del settings_dict["OPTIONS"][key]
+    assert getattr(parse("default", settings_dict).node_config(), key) == getattr(config, default)
 
 
 @pytest.mark.parametrize("secret_option", ["secret_file", "secret"])
@@ -113,6 +117,8 @@ def test_a_client_given_a_file_hands_it_to_the_driver_which_reads_it_again_to_re
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_log_mb": "a lot"}}, "max_log_mb"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_log_mb": 0}}, "max_log_mb"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_log_mb": 0.5}}, "max_log_mb"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_transaction_mb": "huge"}}, "max_transaction_mb"),
+    ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "max_transaction_mb": 0}}, "max_transaction_mb"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "peers": "a,b"}}, "peers"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "bogus": 1}}, "bogus"),
     ({"OPTIONS": {"address": "127.0.0.1:1", "secret": "x", "secret_file": "/nonexistent"}}, "secret"),

@@ -13,8 +13,9 @@ connections that name every node:
 * *transfers*: threads move money between accounts, each move one transaction
   (BEGIN, read the balance, two UPDATEs, COMMIT), never below zero; one thread
   begins DEFERRED and rolls back a savepoint in each transaction;
-* *batches*: 200 rows (100 KB) in one transaction, again and again:
-  each must be on every node whole or not at all;
+* *batches*: 200 rows (100 KB; ``--batch-row-bytes`` for larger ones, which
+  travel in chunks: 25000 makes 5 MB, which the leader announces) in one
+  transaction, again and again: each must be on every node whole or not at all;
 * an *appender* inserts 1, 2, 3... one autocommit INSERT each, and remembers
   which inserts were acknowledged and which had an unknown outcome;
 * *auditors* read the accounts in one statement (every other time inside a
@@ -184,20 +185,23 @@ class Batches(Client):
     all, and there if its COMMIT was acknowledged.
     """
 
-    def __init__(self, cluster, name):
+    def __init__(self, cluster, name, row_bytes=BATCH_ROW_BYTES):
         super().__init__(cluster, name)
         self.batch = 0
         self.acked = []
         self.unknown = []
+        self.row_bytes = row_bytes
+        # The same bytes per second whatever the batch's size.
+        self.pause = BATCH_PAUSE * row_bytes / BATCH_ROW_BYTES
 
     def step(self, conn):
         self.batch += 1
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO batches (batch, payload) VALUES (?, ?)",
-                         [(self.batch, os.urandom(BATCH_ROW_BYTES)) for _ in range(BATCH_ROWS)])
+                         [(self.batch, os.urandom(self.row_bytes)) for _ in range(BATCH_ROWS)])
         conn.commit()
         self.acked.append(self.batch)
-        time.sleep(BATCH_PAUSE)
+        time.sleep(self.pause)
 
     def failed(self, error):
         if error.unknown_outcome:
@@ -398,7 +402,7 @@ class Report:
         return "\n".join(lines)
 
 
-def run(directory, seconds, seed, log=print, pause_between=(0.5, 2.0)):
+def run(directory, seconds, seed, log=print, pause_between=(0.5, 2.0), batch_row_bytes=BATCH_ROW_BYTES):
     rng = random.Random(seed)
     report = Report(seed)
     with LocalCluster(directory, 3) as cluster:
@@ -413,7 +417,7 @@ def run(directory, seconds, seed, log=print, pause_between=(0.5, 2.0)):
         conn.close()
 
         appender = Appender(cluster, "appender")
-        batches = Batches(cluster, "batches")
+        batches = Batches(cluster, "batches", batch_row_bytes)
         clients = [
             batches,
             Transfers(cluster, "transfers-1", random.Random(rng.random())),
@@ -519,12 +523,15 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--dir", default=None, help="where the nodes' data and logs go (default: a temp dir)")
+    parser.add_argument("--batch-row-bytes", type=int, default=BATCH_ROW_BYTES,
+                        help=f"bytes of each of a batch's {BATCH_ROWS} rows (default {BATCH_ROW_BYTES})")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     directory = args.dir or tempfile.mkdtemp(prefix="dqcluster-chaos-")
     started = time.monotonic()
     report = run(directory, args.seconds, seed, log=lambda line: print(f"[{time.monotonic() - started:7.1f}] {line}",
-                                                                         flush=True))
+                                                                         flush=True),
+                 batch_row_bytes=args.batch_row_bytes)
     print(report)
     print(f"node logs: {directory}")
     return 1 if report.violations else 0

@@ -114,3 +114,46 @@ def test_a_leader_that_steps_down_waits_a_fresh_timeout_before_calling_an_electi
 
     assert (node._SyncObj__raftState, node._SyncObj__raftCurrentTerm) == (_RAFT_STATE.FOLLOWER, 1)
     assert node._SyncObj__raftElectionDeadline >= started + node.conf.raftMinTimeout
+
+
+class Silence:
+    """A poller with nothing to read."""
+
+    def poll(self, timeout):
+        return None
+
+
+def a_leader_whose_follower_last_answered(seconds_ago, stood_still_for):
+    leader = safe_follower()
+    leader._SyncObj__raftCurrentTerm = 1
+    leader._SyncObj__raftState = _RAFT_STATE.LEADER
+    leader._SyncObj__connectedNodes.add(LEADER)  # (here the follower)
+    leader._poller = Silence()
+    last = leader._SyncObj__raftLog[-1][1]
+    leader._SyncObj__raftNextIndex[LEADER], leader._SyncObj__raftMatchIndex[LEADER] = last + 1, last
+    leader._SyncObj__lastResponseTime[LEADER] = raft_clock() - seconds_ago
+    leader._last_tick_at = raft_clock() - stood_still_for
+    leader._led_at_last_tick = True
+    return leader
+
+
+def test_a_leader_that_stood_still_gives_its_followers_an_election_timeout_to_answer_before_it_steps_down():
+    """A large entry written and applied: it sent nothing, so nobody answered; the cluster was healthy."""
+    fallback = safe_follower().conf.leaderFallbackTimeout
+    leader = a_leader_whose_follower_last_answered(fallback + 5.0, stood_still_for=fallback + 5.0)
+
+    leader.doTick(0)
+    assert leader._SyncObj__raftState == _RAFT_STATE.LEADER
+
+    # Still nobody answering an election timeout later: it steps down, as a partitioned leader must.
+    leader._SyncObj__lastResponseTime[LEADER] -= leader.conf.raftMaxTimeout + 0.1
+    leader._last_tick_at = raft_clock()
+    leader.doTick(0)
+    assert leader._SyncObj__raftState == _RAFT_STATE.FOLLOWER
+
+
+def test_a_leader_that_ticked_on_time_with_no_follower_answering_steps_down():
+    fallback = safe_follower().conf.leaderFallbackTimeout
+    leader = a_leader_whose_follower_last_answered(fallback + 5.0, stood_still_for=0.0)
+    leader.doTick(0)
+    assert leader._SyncObj__raftState == _RAFT_STATE.FOLLOWER
