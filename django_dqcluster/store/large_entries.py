@@ -19,8 +19,9 @@ Here the leader pickles an entry once (shared by its followers, and with
 its command not copied: :func:`pickle_parts`) and queues a follower chunks only while less than ``UNSENT_LIMIT`` waits
 unsent for it, going on as the socket drains; the chunks keep the follower's
 election timer reset. Every chunk carries the pickle's ``size``, and only
-the last one says "finish". A follower collects the chunks in one bytearray
-and parses them once, when it holds ``size`` bytes. Messages keep
+the last one says "finish", and each says where it goes (``offset``). A
+follower collects the chunks in one bytearray, leaving out any that does not
+continue it, and parses them once, when it holds ``size`` bytes. Messages keep
 pysyncobj's shape, so a node of an older release still understands them,
 and this one still reads an older leader's chunks (no ``size``, early
 "finish": parsed only once the pickle can be whole).
@@ -124,7 +125,7 @@ class OutgoingEntry:
         start, end = self.offset, min(self.offset + chunk_size, self.size)
         self.offset = end
         transmission = "start" if start == 0 else "finish" if end == self.size else "process"
-        return dict(header, transmission=transmission, data=self._bytes(start, end), size=self.size)
+        return dict(header, transmission=transmission, data=self._bytes(start, end), size=self.size, offset=start)
 
     def _bytes(self, start, end):
         pieces, position = [], 0
@@ -206,7 +207,8 @@ class IncomingEntry:
 
     def __init__(self):
         self._data = None  # a bytearray while chunks arrive
-        self._broken = False
+        self._key = None  # (leader's term, previous index, size) of the entry collected
+        self._sized = False  # chunks of this release (a size, an offset) or of an older one
 
     @property
     def collecting(self):
@@ -215,26 +217,44 @@ class IncomingEntry:
     def add(self, message):
         """Take one chunk; the entry ``(command, index, term)`` once it is whole, else None.
 
-        Raises :class:`IncompleteEntry` when a chunk said "finish" (with a
-        ``size``) and the chunks collected do not make that size: some were
-        missed (this node restarted, or a transfer began before it joined).
+        A chunk of this release says which entry it belongs to (the leader's
+        term and the previous index: one entry per leader) and where it goes
+        (``offset``); one that does not continue the entry collected is left
+        out: a chunk still waiting on a connection the leader has replaced,
+        read after the new connection's first ones (the same entry, pickled
+        the same, so nothing collected is lost). Raises :class:`IncompleteEntry`
+        when a last chunk comes that does not complete the entry collected:
+        chunks were missed (this node restarted or joined part way through).
         """
-        transmission, data = message["transmission"], message["data"]
-        if transmission == "start":
-            self._data, self._broken = bytearray(data), False
-        elif self._data is None:
-            self._data, self._broken = bytearray(data), True  # its start went to an earlier connection
+        transmission, data, size = message["transmission"], message["data"], message.get("size")
+        if size is None:
+            return self._add_unsized(transmission, data)
+        key = (message.get("term"), message.get("prevLogIdx"), size)
+        offset = message.get("offset", 0 if transmission == "start" else None)
+        if offset == 0:
+            self._data, self._key, self._sized = bytearray(data), key, True
+        elif self._data is not None and self._sized and key == self._key and offset == len(self._data):
+            self._data += data
+        elif transmission != "finish":
+            return None  # not a continuation: left out
+        else:
+            collected = 0 if self._data is None or key != self._key else len(self._data)
+            raise IncompleteEntry(f"collected {collected:,} of a {size:,}-byte entry")
+        if transmission != "finish":
+            return None
+        collected, self._data = self._data, None
+        if len(collected) != size:
+            raise IncompleteEntry(f"collected {len(collected):,} of a {size:,}-byte entry")
+        return pickle.loads(collected)
+
+    def _add_unsized(self, transmission, data):
+        # A chunk from a leader of an older release.
+        if transmission == "start" or self._data is None or self._sized:
+            self._data, self._key, self._sized = bytearray(data), None, False
         else:
             self._data += data
         if transmission != "finish":
             return None
-        size = message.get("size")
-        if size is not None:
-            collected, broken = self._data, self._broken or len(self._data) != size
-            self._data = None
-            if broken:
-                raise IncompleteEntry(f"collected {len(collected):,} of a {size:,}-byte entry")
-            return pickle.loads(collected)
         # An older leader's "finish" may come before the last chunk (see the
         # module docstring). Every pickle ends with its STOP opcode, so a
         # collection ending otherwise is not whole yet; one that ends with it
@@ -247,9 +267,6 @@ class IncomingEntry:
             return None
         self._data = None
         return entry
-
-    def clear(self):
-        self._data = None
 
 
 class IncompleteEntry(ValueError):

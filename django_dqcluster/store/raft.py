@@ -1539,7 +1539,8 @@ class SafeSyncObj(SyncObj):
         else with (a "start" with no data: what it would collect, in a
         ``bytes`` it grows by copying, is collected here instead).
         """
-        regular = {key: value for key, value in message.items() if key not in ("transmission", "data", "size")}
+        regular = {key: value for key, value in message.items()
+                   if key not in ("transmission", "data", "size", "offset")}
         try:
             entry = self._incoming_entry.add(message)
         except IncompleteEntry as exc:

@@ -205,12 +205,45 @@ def test_a_follower_that_missed_the_first_chunks_asks_for_the_entry_again():
         deliver(follower, message)
 
     assert log_of(follower)[-1] == (11, 1)
-    refusals = [m for _, m in follower._SyncObj__transport.sent if m["type"] == "next_node_idx" and m["reset"]]
-    assert [m["next_node_idx"] for m in refusals] == [12], "its log ends at 11: the leader goes back to 12"
+    assert resends_asked(follower) == [12], "its log ends at 11: the leader goes back to 12"
 
     for message in messages:
         deliver(follower, message)
     assert log_of(follower)[-1] == (12, 1)
+
+
+def test_a_chunk_that_does_not_continue_the_entry_is_left_out():
+    """One still waiting on a connection the leader replaced, read after the new connection's chunks."""
+    follower = safe_follower()
+    holds_ten_entries(follower)
+    entry = (NO_OP + os.urandom(5000), 12, 1)
+    messages = transfer_messages(entry)
+
+    for message in messages[:3] + [messages[1]] + messages[3:]:  # chunk 1 again, after chunk 2
+        deliver(follower, message)
+
+    assert log_of(follower)[-1] == (12, 1)
+    assert follower._SyncObj__raftLog[-1][0] == entry[0]
+
+
+def test_a_repeated_chunk_in_place_of_a_missed_one_is_never_taken_for_the_entry():
+    """Same size, wrong bytes: without offsets the follower parsed it, and appended an entry the leader never had."""
+    follower = safe_follower()
+    holds_ten_entries(follower)
+    entry = (NO_OP + os.urandom(5000), 12, 1)
+    messages = transfer_messages(entry)
+
+    for message in messages[:2] + [messages[1]] + messages[3:]:  # chunk 2 missed, chunk 1 twice
+        deliver(follower, message)
+
+    assert log_of(follower)[-1] == (11, 1)
+    assert resends_asked(follower) == [12]
+
+
+def resends_asked(follower):
+    """The indexes the follower's refusals ask the leader to send again from."""
+    replies = [m for _, m in follower._SyncObj__transport.sent if m["type"] == "next_node_idx"]
+    return [m["next_node_idx"] for m in replies if m["reset"]]
 
 
 def test_the_journal_written_in_place_holds_the_same_bytes_as_pysyncobjs(tmp_path):
