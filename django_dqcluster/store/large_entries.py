@@ -16,12 +16,14 @@ while sending it, and the client told the outcome was unknown):
   pickle's, so the follower tried to parse every chunk of the second half.
 
 Here the leader pickles an entry once (shared by its followers, and with
-its command not copied: :func:`pickle_parts`) and queues a follower chunks only while less than ``UNSENT_LIMIT`` waits
-unsent for it, going on as the socket drains; the chunks keep the follower's
-election timer reset. Every chunk carries the pickle's ``size``, and only
-the last one says "finish", and each says where it goes (``offset``). A
-follower collects the chunks in one bytearray, leaving out any that does not
-continue it, and parses them once, when it holds ``size`` bytes. Messages keep
+its command not copied: :func:`pickle_parts`) and queues a follower chunks
+only while less than ``UNSENT_LIMIT`` waits unsent for it, going on as the
+socket drains; the chunks keep the follower's election timer reset. Every
+chunk carries the pickle's ``size`` and where it goes (``offset``), and only
+the last one says "finish". A follower collects the chunks in one bytearray,
+leaving out any that does not continue it, and parses them once, when it
+holds ``size`` bytes. What the leader still does holding the GIL, it
+announces first (LEADER_BUSY, below). Messages keep
 pysyncobj's shape, so a node of an older release still understands them,
 and this one still reads an older leader's chunks (no ``size``, early
 "finish": parsed only once the pickle can be whole).

@@ -1545,14 +1545,19 @@ class SafeSyncObj(SyncObj):
             entry = self._incoming_entry.add(message)
         except IncompleteEntry as exc:
             prev_index = message["prevLogIdx"]
-            logger.warning("node %s missed part of entry %d from %s (%s): it asks for it again",
-                           self._SyncObj__selfNode, prev_index + 1, node, exc)
             if node is not None and self._SyncObj__getCurrentLogIndex() == prev_index:
                 # Its log ends right before that entry, which the leader sent
                 # in full as far as it knows: a refusal saying where its log
                 # ends makes it send the entry again, from its first chunk.
+                logger.info("node %s missed part of entry %d from %s (%s): it asks for it again",
+                            self._SyncObj__selfNode, prev_index + 1, node, exc)
                 self._SyncObj__transport.send(node, {"type": "next_node_idx", "next_node_idx": prev_index + 1,
                                                      "reset": True, "success": False})
+            else:
+                # A last chunk left over from a transfer that started over (a
+                # replaced connection): what it was for is here, or asked for.
+                logger.debug("node %s left out the last chunk of entry %d from %s (%s)",
+                             self._SyncObj__selfNode, prev_index + 1, node, exc)
             return dict(regular, entries=[])  # heard as a heartbeat
         if entry is None:
             return dict(regular, transmission="start", data=b"")

@@ -59,6 +59,34 @@ def test_an_entry_with_no_outcome_within_the_commit_timeout_is_answered_outcome_
     assert len(answers) == 1
 
 
+def test_a_large_entry_given_more_time_neither_expires_at_the_commit_timeout_nor_holds_up_the_others():
+    """A large transaction takes every node longer (store/large_entries.py); the others' deadlines stay in order."""
+    node = fake_node(commit_timeout=0.2)
+    answers = {}
+
+    def deliver(pending):
+        try:
+            answers[pending.entry_id] = pending.outcome()
+        except errors.StoreError as exc:
+            answers[pending.entry_id] = exc
+
+    watch = _DeadlineWatch(node)
+    watch.start()
+    large = PendingEntry(node, "large", on_outcome=deliver, patience=30.0)
+    small = PendingEntry(node, "small", on_outcome=deliver)
+    watch.watch(large)
+    watch.watch(small)
+    deadline = time.monotonic() + 10
+    while "small" not in answers and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # past the commit timeout for the large one too
+    node._stopping.set()
+
+    assert answers["small"].unknown_outcome
+    assert "large" not in answers, "still waited for"
+    assert large.timeout == 30.2
+
+
 def test_a_client_that_stops_reading_never_blocks_the_thread_that_answers_it():
     server_side, client_side = socket.socketpair()
     sender = ResponseSender(server_side)
