@@ -11,10 +11,8 @@ import os
 import pickle
 
 import pytest
-from pysyncobj import SyncObjConf
 from pysyncobj.journal import FileJournal
 from pysyncobj.monotonic import monotonic as raft_clock
-from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.tcp_connection import CONNECTION_STATE
 
 from django_dqcluster import dbapi
@@ -22,14 +20,13 @@ from django_dqcluster.store import large_entries
 from django_dqcluster.store.config import ConfigError, NodeConfig
 from django_dqcluster.store.journal_records import add_in_place
 from django_dqcluster.store.large_entries import LEADER_BUSY, LargeEntrySender, pickle_parts
-from django_dqcluster.store.raft import FlushingTransport, SafeSyncObj
 from django_dqcluster.store.send_queue import UNSENT_LIMIT
 
 from .conftest import open_connection, start_embedded_node
 from .test_raft_safety import (
-    LEADER, NO_OP, NoStateMachine, RecordingTransport, append_entries, deliver, holds_ten_entries, last_reply,
-    log_of, safe_follower, stock_follower,
+    LEADER, NO_OP, append_entries, deliver, holds_ten_entries, last_reply, log_of, safe_follower, stock_follower,
 )
+from .test_send_flow import leader_of_one_follower
 
 MIB = 2 ** 20
 CHUNK = MIB  # the leader's message size in these tests (the node's is 256 KiB)
@@ -56,21 +53,10 @@ class Link:
 
 def leader_with_a_large_entry(size=20 * MIB, follower_next=11):
     """A leader whose follower lacks entries from ``follower_next`` on; entry 11 is of ``size`` bytes."""
-    conf = SyncObjConf(autoTick=False, appendEntriesUseBatch=False, appendEntriesBatchSizeBytes=CHUNK)
-    engine = SafeSyncObj("127.0.0.1:2", ["127.0.0.1:3"], conf, NoStateMachine(), durable=False,
-                         transportClass=RecordingTransport)
-    follower = next(iter(engine._SyncObj__otherNodes))
     link = Link()
-    transport = object.__new__(FlushingTransport)
-    transport._syncObj = engine
-    transport._connections = {follower: link}
-    transport._send_random_sleep_duration = 0
-    engine._SyncObj__transport = transport
-    engine._SyncObj__raftState = _RAFT_STATE.LEADER
+    engine, follower = leader_of_one_follower(link, batch_bytes=CHUNK)
     engine._SyncObj__raftCurrentTerm = 1
-    engine._SyncObj__connectedNodes.add(follower)
     log = engine._SyncObj__raftLog
-    log.clear()
     for index in range(1, 11):
         log.add(NO_OP + f"entry {index}".encode(), index, 1)
     large = (NO_OP + os.urandom(size), 11, 1)

@@ -39,9 +39,9 @@ class QueueingConnection:
         return self.waiting
 
 
-def leader_with_a_follower_behind(connection):
-    """A leader holding entries 40-60; its follower needs them from 50 on."""
-    conf = SyncObjConf(autoTick=False, appendEntriesUseBatch=False, appendEntriesBatchSizeBytes=1000)
+def leader_of_one_follower(connection, batch_bytes=1000):
+    """A leader whose one follower, connected, is reached through ``connection``; its log is empty."""
+    conf = SyncObjConf(autoTick=False, appendEntriesUseBatch=False, appendEntriesBatchSizeBytes=batch_bytes)
     engine = SafeSyncObj("127.0.0.1:2", ["127.0.0.1:3"], conf, NoStateMachine(), durable=False,
                          transportClass=RecordingTransport)
     follower = next(iter(engine._SyncObj__otherNodes))
@@ -52,8 +52,14 @@ def leader_with_a_follower_behind(connection):
     engine._SyncObj__transport = transport
     engine._SyncObj__raftState = _RAFT_STATE.LEADER
     engine._SyncObj__connectedNodes.add(follower)
+    engine._SyncObj__raftLog.clear()
+    return engine, follower
+
+
+def leader_with_a_follower_behind(connection):
+    """A leader holding entries 40-60; its follower needs them from 50 on."""
+    engine, follower = leader_of_one_follower(connection)
     log = engine._SyncObj__raftLog
-    log.clear()
     for index in range(40, 61):
         log.add(b"\x00" + b"x" * (ENTRY - 1), index, 1)
     engine._SyncObj__raftNextIndex[follower] = 50
