@@ -93,6 +93,14 @@ def client(node):
     return dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, isolation_level=None, timeout=5)
 
 
+@pytest.fixture
+def conn(node):
+    """A client of ``node``, autocommit."""
+    connection = client(node)
+    yield connection
+    connection.close()
+
+
 def test_the_limit_holds_where_clients_statements_first_run_and_never_where_entries_are_applied(node):
     database = node.state_machine.databases.get("default")
     assert database.apply_connection().regexp_clock.limit is None
@@ -104,14 +112,10 @@ def test_the_limit_holds_where_clients_statements_first_run_and_never_where_entr
         database.return_reader(reader)
 
 
-def test_a_read_over_the_limit_fails_naming_it(node):
-    conn = client(node)
-    try:
-        with pytest.raises(dbapi.OperationalError, match=OVER_THE_LIMIT):
-            conn.execute("SELECT id FROM t WHERE name REGEXP ?", (BACKTRACKING,)).fetchall()
-        assert conn.execute("SELECT name FROM t WHERE name REGEXP '^a.c$'").fetchall() == [("abc",)]
-    finally:
-        conn.close()
+def test_a_read_over_the_limit_fails_naming_it(conn):
+    with pytest.raises(dbapi.OperationalError, match=OVER_THE_LIMIT):
+        conn.execute("SELECT id FROM t WHERE name REGEXP ?", (BACKTRACKING,)).fetchall()
+    assert conn.execute("SELECT name FROM t WHERE name REGEXP '^a.c$'").fetchall() == [("abc",)]
 
 
 @pytest.mark.parametrize("sql", [
@@ -119,90 +123,66 @@ def test_a_read_over_the_limit_fails_naming_it(node):
     f"DELETE FROM t WHERE name REGEXP '{BACKTRACKING}'",
     f"INSERT INTO t (name) SELECT 'copy' FROM t WHERE name REGEXP '{BACKTRACKING}'",
 ])
-def test_an_autocommit_write_over_the_limit_fails_on_the_leader_and_never_reaches_the_log(node, sql):
-    conn = client(node)
-    try:
-        applied = applied_statements(node)
-        with pytest.raises(dbapi.OperationalError, match=OVER_THE_LIMIT):
-            conn.execute(sql)
-        assert conn.execute("SELECT name FROM t ORDER BY id").fetchall() == [(HARD_INPUT,), ("abc",)]
-        conn.execute("INSERT INTO t (name) VALUES ('next')")  # the database's write lock is free
-        assert applied == ["INSERT INTO t (name) VALUES ('next')"]
-    finally:
-        conn.close()
+def test_an_autocommit_write_over_the_limit_fails_on_the_leader_and_never_reaches_the_log(node, sql, conn):
+    applied = applied_statements(node)
+    with pytest.raises(dbapi.OperationalError, match=OVER_THE_LIMIT):
+        conn.execute(sql)
+    assert conn.execute("SELECT name FROM t ORDER BY id").fetchall() == [(HARD_INPUT,), ("abc",)]
+    conn.execute("INSERT INTO t (name) VALUES ('next')")  # the database's write lock is free
+    assert applied == ["INSERT INTO t (name) VALUES ('next')"]
 
 
-def test_a_pattern_too_long_to_compile_quickly_is_refused_naming_the_limit(node):
-    conn = client(node)
-    try:
-        with pytest.raises(dbapi.OperationalError, match=r"a REGEXP pattern of 32,769 characters, over the store's "
-                                                         r"limit of 32,768"):
-            conn.execute("SELECT count(*) FROM t WHERE name REGEXP ?", ("a" * (MAX_PATTERN_CHARS + 1),)).fetchall()
-        assert conn.execute("SELECT count(*) FROM t WHERE name REGEXP ?",
-                            ("a" * MAX_PATTERN_CHARS,)).fetchone() == (0,)
-    finally:
-        conn.close()
+def test_a_pattern_too_long_to_compile_quickly_is_refused_naming_the_limit(conn):
+    with pytest.raises(dbapi.OperationalError, match=r"a REGEXP pattern of 32,769 characters, over the store's "
+                                                     r"limit of 32,768"):
+        conn.execute("SELECT count(*) FROM t WHERE name REGEXP ?", ("a" * (MAX_PATTERN_CHARS + 1),)).fetchall()
+    assert conn.execute("SELECT count(*) FROM t WHERE name REGEXP ?",
+                        ("a" * MAX_PATTERN_CHARS,)).fetchone() == (0,)
 
 
-def test_an_autocommit_write_within_it_is_answered_as_one_from_the_log(node):
-    conn = client(node)
-    try:
-        cursor = conn.execute("UPDATE t SET name = upper(name) WHERE name REGEXP '^a.c$' RETURNING id, name")
-        assert cursor.fetchall() == [(2, "ABC")]
-        cursor = conn.execute("INSERT INTO t (name) SELECT name || '!' FROM t WHERE name REGEXP 'B'")
-        assert (cursor.rowcount, cursor.lastrowid) == (1, 3)
-        assert not conn.in_transaction
-        assert node.state_machine.fatal is None
-    finally:
-        conn.close()
+def test_an_autocommit_write_within_it_is_answered_as_one_from_the_log(node, conn):
+    cursor = conn.execute("UPDATE t SET name = upper(name) WHERE name REGEXP '^a.c$' RETURNING id, name")
+    assert cursor.fetchall() == [(2, "ABC")]
+    cursor = conn.execute("INSERT INTO t (name) SELECT name || '!' FROM t WHERE name REGEXP 'B'")
+    assert (cursor.rowcount, cursor.lastrowid) == (1, 3)
+    assert not conn.in_transaction
+    assert node.state_machine.fatal is None
 
 
-def test_a_write_a_check_constraint_times_is_run_first_too(node):
-    conn = client(node)
-    try:
-        conn.execute(f"CREATE TABLE checked (name TEXT CHECK (NOT name REGEXP '{BACKTRACKING}'))")
-        conn.execute("INSERT INTO checked VALUES ('fine')")
-        applied = applied_statements(node)
-        with pytest.raises(dbapi.OperationalError, match=OVER_THE_LIMIT):
-            conn.execute("INSERT INTO checked VALUES (?)", (HARD_INPUT,))
-        assert applied == []
-        assert conn.execute("SELECT name FROM checked").fetchall() == [("fine",)]
-    finally:
-        conn.close()
+def test_a_write_a_check_constraint_times_is_run_first_too(node, conn):
+    conn.execute(f"CREATE TABLE checked (name TEXT CHECK (NOT name REGEXP '{BACKTRACKING}'))")
+    conn.execute("INSERT INTO checked VALUES ('fine')")
+    applied = applied_statements(node)
+    with pytest.raises(dbapi.OperationalError, match=OVER_THE_LIMIT):
+        conn.execute("INSERT INTO checked VALUES (?)", (HARD_INPUT,))
+    assert applied == []
+    assert conn.execute("SELECT name FROM checked").fetchall() == [("fine",)]
 
 
-def test_in_a_transaction_the_statement_fails_alone_and_the_rest_commits(node):
-    conn = client(node)
-    try:
-        applied = applied_statements(node)
-        conn.execute("BEGIN")
-        conn.execute("INSERT INTO t (name) VALUES ('before')")
-        with pytest.raises(dbapi.OperationalError, match=OVER_THE_LIMIT):
-            conn.execute(f"UPDATE t SET name = 'matched' WHERE name REGEXP '{BACKTRACKING}'")
-        assert conn.in_transaction  # as any statement's error in SQLite: the transaction goes on
-        conn.execute("INSERT INTO t (name) VALUES ('after')")
-        conn.execute("COMMIT")
-        assert conn.execute("SELECT name FROM t ORDER BY id").fetchall() == \
-            [(HARD_INPUT,), ("abc",), ("before",), ("after",)]
-        assert applied == ["INSERT INTO t (name) VALUES ('before')", "INSERT INTO t (name) VALUES ('after')"]
-        assert node.state_machine.fatal is None and node.state_machine.diverged is None
-    finally:
-        conn.close()
+def test_in_a_transaction_the_statement_fails_alone_and_the_rest_commits(node, conn):
+    applied = applied_statements(node)
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO t (name) VALUES ('before')")
+    with pytest.raises(dbapi.OperationalError, match=OVER_THE_LIMIT):
+        conn.execute(f"UPDATE t SET name = 'matched' WHERE name REGEXP '{BACKTRACKING}'")
+    assert conn.in_transaction  # as any statement's error in SQLite: the transaction goes on
+    conn.execute("INSERT INTO t (name) VALUES ('after')")
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT name FROM t ORDER BY id").fetchall() == \
+        [(HARD_INPUT,), ("abc",), ("before",), ("after",)]
+    assert applied == ["INSERT INTO t (name) VALUES ('before')", "INSERT INTO t (name) VALUES ('after')"]
+    assert node.state_machine.fatal is None and node.state_machine.diverged is None
 
 
-def test_in_a_transaction_a_refused_pattern_is_not_replayed_where_patterns_are_not_refused(node):
-    conn = client(node)
-    try:
-        applied = applied_statements(node)
-        conn.execute("BEGIN")
-        with pytest.raises(dbapi.OperationalError, match="over the store's limit of 32,768"):
-            conn.execute("UPDATE t SET name = 'long' WHERE name REGEXP ?", ("a" * (MAX_PATTERN_CHARS + 1),))
-        conn.execute("INSERT INTO t (name) VALUES ('after')")
-        conn.execute("COMMIT")
-        assert applied == ["INSERT INTO t (name) VALUES ('after')"]
-        assert node.state_machine.fatal is None and node.state_machine.diverged is None
-    finally:
-        conn.close()
+def test_in_a_transaction_a_refused_pattern_is_not_replayed_where_patterns_are_not_refused(node, conn):
+    applied = applied_statements(node)
+    conn.execute("BEGIN")
+    with pytest.raises(dbapi.OperationalError, match="over the store's limit of 32,768"):
+        conn.execute("UPDATE t SET name = 'long' WHERE name REGEXP ?", ("a" * (MAX_PATTERN_CHARS + 1),))
+    conn.execute("INSERT INTO t (name) VALUES ('after')")
+    conn.execute("COMMIT")
+    assert applied == ["INSERT INTO t (name) VALUES ('after')"]
+    assert node.state_machine.fatal is None and node.state_machine.diverged is None
 
 
 def test_with_no_limit_a_write_goes_to_the_log_as_before(tmp_path):
