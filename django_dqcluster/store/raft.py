@@ -122,7 +122,7 @@ REQUIRED_CONNECTION_ATTRIBUTES = (
 )
 REQUIRED_COMMAND_QUEUE_ATTRIBUTES = ("_FastQueue__lock", "_FastQueue__queue")
 REQUIRED_JOURNAL_ATTRIBUTES = ("_FileJournal__metaStorer", "_FileJournal__journalFile", "_FileJournal__journal",
-                               "_FileJournal__currentOffset")
+                               "_FileJournal__currentOffset", "_FileJournal__setLastRecordOffset")
 REQUIRED_JOURNAL_FILE_ATTRIBUTES = ("_ResizableFile__f", "_ResizableFile__mm", "_ResizableFile__resizeFactor",
                                     "_ResizableFile__extand")
 

@@ -373,9 +373,11 @@ class Session:
             if self.node.is_leader() and self.consistency == STRONG:
                 self.node.barrier()
             return self._result(self._read(database, reader, sql, params))
-        problem = over_the_limit(0, statement_bytes(sql, params, many), self.node.config.max_transaction_bytes, False)
-        if problem:
-            raise errors.operational(problem)
+        limit = self.node.config.max_transaction_bytes
+        if limit < self.node.config.max_frame:  # (else the frame it came in kept it within the limit)
+            problem = over_the_limit(0, statement_bytes(sql, params, many), limit, False)
+            if problem:
+                raise errors.operational(problem)
         if info.timed and self.node.config.max_regexp_seconds:
             return self._run_first(sql, params, many)
         entry = self._entry(database, [[0, sql, params, many, False]], FixedValues.fresh(), want_result=True)
