@@ -117,12 +117,10 @@ class NodeConfig:
         regexp = self.max_regexp_seconds
         if not (isinstance(regexp, (int, float)) and not isinstance(regexp, bool) and regexp >= 0):
             raise ConfigError(f"max_regexp_seconds: need a number of seconds >= 0 (0: no limit), got {regexp!r}")
-        log_mb = self.max_log_mb
-        if not (isinstance(log_mb, int) and not isinstance(log_mb, bool) and log_mb >= 1):
-            raise ConfigError(f"max_log_mb: need a whole number of MiB >= 1, got {log_mb!r}")
-        transaction_mb = self.max_transaction_mb
-        if not (isinstance(transaction_mb, int) and not isinstance(transaction_mb, bool) and transaction_mb >= 1):
-            raise ConfigError(f"max_transaction_mb: need a whole number of MiB >= 1, got {transaction_mb!r}")
+        for name in ("max_log_mb", "max_transaction_mb"):
+            mib = getattr(self, name)
+            if not (isinstance(mib, int) and not isinstance(mib, bool) and mib >= 1):
+                raise ConfigError(f"{name}: need a whole number of MiB >= 1, got {mib!r}")
         if self.secret_file:
             self.secret_file = os.path.abspath(os.fspath(self.secret_file))
             if not self.secret:

@@ -168,6 +168,11 @@ class LargeEntrySender:
         return len(entry[0]) >= self.chunk_size
 
     @property
+    def sending(self):
+        """Is a transfer under way? (Asked at every tick: no set built for it.)"""
+        return bool(self._outgoing)
+
+    @property
     def nodes(self):
         """The followers with a transfer under way."""
         return set(self._outgoing)
@@ -211,10 +216,6 @@ class IncomingEntry:
         self._data = None  # a bytearray while chunks arrive
         self._key = None  # (leader's term, previous index, size) of the entry collected
         self._sized = False  # chunks of this release (a size, an offset) or of an older one
-
-    @property
-    def collecting(self):
-        return self._data is not None
 
     def add(self, message):
         """Take one chunk; the entry ``(command, index, term)`` once it is whole, else None.

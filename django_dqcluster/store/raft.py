@@ -867,12 +867,11 @@ class SafeSyncObj(SyncObj):
         except JournalWriteFailed as exc:
             self._stop_for_journal_write(exc)
             return None
-        sending = self._large_entries.nodes
-        if sending:
+        if self._large_entries.sending:
             # Followers part way through a large entry get more of it as their
             # queues drain (the poll above woke for that), not only at the
             # next round of sends, up to a heartbeat period away.
-            self._send_large_entries(sending & self._SyncObj__otherNodes)
+            self._send_large_entries(self._large_entries.nodes & self._SyncObj__otherNodes)
         # A new term with this node's own vote: it called an election (maybe
         # already won, if the votes arrived within the same tick).
         if (self._SyncObj__raftCurrentTerm > term and self._SyncObj__selfNode is not None
