@@ -168,6 +168,11 @@ class LargeEntrySender:
         return len(entry[0]) >= self.chunk_size
 
     @property
+    def knows_any(self):
+        """Is a large entry in the log (as far as :meth:`note` was told), or a transfer under way?"""
+        return bool(self._large or self._outgoing)
+
+    @property
     def sending(self):
         """Is a transfer under way? (Asked at every tick: no set built for it.)"""
         return bool(self._outgoing)

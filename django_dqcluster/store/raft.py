@@ -48,8 +48,6 @@ from time import monotonic
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj import pickle as raft_pickle
 from pysyncobj.journal import FileJournal, MetaStorer
-from pysyncobj.monotonic import monotonic as raft_clock
-from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
@@ -58,6 +56,7 @@ from pysyncobj.transport import TCPTransport
 from .apply_stall import ApplyStall, EntryNotApplied
 from .cipher import RaftCipher
 from .config import DEFAULT_MAX_LOG_MB
+from .engine_calls import RaftMember, raft_clock, use_c_level_clock
 from .files import flush_directory
 from .journal_compaction import cut_through_a_new_file
 from .journal_records import add_in_place
@@ -253,18 +252,24 @@ def reserve_before_growing(journal, path):
 
     def write_within_reserved_space(offset, values):
         mapping = journal_file._ResizableFile__mm
+        end = offset + len(values)
+        if end <= len(mapping):
+            # Within the map, whose blocks are reserved: copied in directly.
+            # ResizableFile.write asks the file for its size first (an fstat
+            # per call, four per appended entry, on every node).
+            mapping[offset:end] = values
+            return
         mapped = len(mapping)
         size = mapped
-        while offset + len(values) > size:  # the size ResizableFile.write would grow the file to
-            size = max(int(size * journal_file._ResizableFile__resizeFactor), offset + len(values))
-        if size > mapped:
-            reserve(mapped, size)
-            # The file has its new size already, so ResizableFile.write (which
-            # compares with the file's size) would not grow the map: grow it here.
-            try:
-                mapping.resize(size)
-            except (SystemError, OSError):
-                journal_file._ResizableFile__extand(0)  # pysyncobj's own fallback: map the whole file again
+        while end > size:  # the size ResizableFile.write would grow the file to
+            size = max(int(size * journal_file._ResizableFile__resizeFactor), end)
+        reserve(mapped, size)
+        # The file has its new size already, so ResizableFile.write (which
+        # compares with the file's size) would not grow the map: grow it here.
+        try:
+            mapping.resize(size)
+        except (SystemError, OSError):
+            journal_file._ResizableFile__extand(0)  # pysyncobj's own fallback: map the whole file again
         write(offset, values)
 
     journal_file.write = write_within_reserved_space
@@ -543,6 +548,8 @@ class SafeSyncObj(SyncObj):
         self.apply_stall = ApplyStall()
         self._handing_over_for_stall = False
         kwargs.setdefault("transportClass", FlushingTransport)
+        kwargs.setdefault("nodeClass", RaftMember)
+        use_c_level_clock()
         self._snapshot_files = None
         self._held_sends = {}  # node -> its next index, during one round of sends
         self._large_entries = LargeEntrySender(conf.appendEntriesBatchSizeBytes)  # the leader's (.large_entries)
@@ -763,6 +770,8 @@ class SafeSyncObj(SyncObj):
         if self._SyncObj__raftState != _RAFT_STATE.LEADER:
             sender.forget_all()
             return set()
+        if not sender.knows_any:
+            return set()  # no large entry in the log, none being sent: every commit's case
         handled = set()
         log = self._SyncObj__raftLog
         first, last = log[0][1], log[-1][1]
@@ -1057,16 +1066,17 @@ class SafeSyncObj(SyncObj):
             super()._checkCommandsToApply()
         finally:
             self._collecting_commands = False
-        if log[-1][1] != before:
+        appended = log[-1][1] != before
+        if appended:
             self._large_entries.note(self._local_entry(index) for index in range(before + 1, log[-1][1] + 1))
         if self._send_after_collecting:
             self._SyncObj__sendAppendEntries()
-        if log[-1][1] != before and self._durable:
+        if appended and self._durable:
             # The new entries are already on their way to the followers:
             # flush our own copy while they flush theirs, so the flush before
             # the client's acknowledgement finds nothing left to do.
             self.flush_journal()
-        if log[-1][1] != before and not self._SyncObj__otherNodes:
+        if appended and not self._SyncObj__otherNodes:
             # Alone, nobody's reply wakes the poller, so the new entry would be
             # committed only at the next periodic tick (50 ms): wake it now.
             notifier = getattr(self, "_SyncObj__pipeNotifier", None)
@@ -1615,4 +1625,4 @@ def make_conf(*, journal_file, dump_file, serializer, deserializer, on_state_cha
 
 
 def make_node(address):
-    return TCPNode(address)
+    return RaftMember(address)
