@@ -23,12 +23,16 @@ checkpoint) read nothing and may be forwarded.
 
 import threading
 
+from .entry_parts import pack_in_parts
 from .statemachine import GROUP, TX, encode_entry, new_entry_id
 
 # Bounds of one group entry: a follower applies it in one go, and an entry
 # over pysyncobj's appendEntriesBatchSizeBytes (256 KiB here) is sent in pieces.
 MAX_GROUP_ENTRIES = 64
 MAX_GROUP_BYTES = 128 * 1024
+# Entries whose statements take this many bytes or more are encoded in parts
+# (.entry_parts): below it msgpack in one call is quicker, and its hold of the GIL short.
+LARGE_ENTRY = 1024 * 1024
 
 
 class CommitQueue:
@@ -40,13 +44,15 @@ class CommitQueue:
         self._lock = threading.Lock()
         self._waiting = []  # (may_group, payload, pending)
 
-    def put(self, entry, pending):
+    def put(self, entry, pending, size=0):
         """Add an entry; True if the Raft thread must be woken for it.
 
         Only the first entry after a take needs a wake-up: the take that
-        wake-up causes collects every entry put before it.
+        wake-up causes collects every entry put before it. ``size``: about
+        how many bytes its statements take; from LARGE_ENTRY on, its large
+        values are copied with the GIL released (.entry_parts).
         """
-        payload = encode_entry(entry)
+        payload = encode_entry(entry) if size < LARGE_ENTRY else pack_in_parts(entry)
         is_transaction = entry.get("kind") == TX
         # Only transactions group; a large one travels alone.
         may_group = is_transaction and len(payload) <= self.max_bytes // 4

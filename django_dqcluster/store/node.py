@@ -331,7 +331,7 @@ class Node:
         """Append ``entry`` to the log and wait until it is committed and applied here."""
         return self.enqueue(entry).wait(timeout)
 
-    def enqueue(self, entry, on_done=None, on_outcome=None, announce=False, patience=0.0):
+    def enqueue(self, entry, on_done=None, on_outcome=None, announce=False, patience=0.0, size=0):
         """Hand ``entry`` to Raft and return at once; entries are appended in the order enqueued.
 
         That order is what lets a session release its database's write lock
@@ -343,12 +343,13 @@ class Node:
         (a follower that forwarded it waits for that, see wait_applied).
         ``patience``: seconds to wait for its outcome beyond the commit
         timeout (a large entry takes every node longer: .large_entries).
+        ``size``: about how many bytes its statements take (see CommitQueue.put).
         """
         entry.setdefault("id", new_entry_id())
         pending = PendingEntry(self, entry["id"], on_done, on_outcome, announce, patience)
         if on_outcome is not None:
             self._deadlines.watch(pending)
-        if self.commit_queue.put(entry, pending):
+        if self.commit_queue.put(entry, pending, size):
             self.engine.wake()
         return pending
 

@@ -491,7 +491,7 @@ class Session:
         try:
             return self.node.enqueue(entry, on_done=database.entry_finished, on_outcome=on_outcome,
                                      announce=self._follower_waits,
-                                     patience=leader_busy_seconds(size) if size >= BUSY_FROM else 0.0)
+                                     patience=leader_busy_seconds(size) if size >= BUSY_FROM else 0.0, size=size)
         except BaseException:
             database.entry_finished()
             raise

@@ -2,7 +2,8 @@
 
 Members hash in C (the engine keys its per-member state by node), the clock
 is a C-level callable, and an entry appended within the journal's memory
-map is copied in without asking the file its size (an fstat per write).
+map is copied in without asking the file its size (an fstat per write); a
+large command is written through the file, whose copy releases the GIL.
 """
 
 import pickle
@@ -14,7 +15,7 @@ from pysyncobj.journal import FileJournal
 from pysyncobj.node import Node, TCPNode
 
 from django_dqcluster.store.engine_calls import RaftMember, raft_clock, use_c_level_clock
-from django_dqcluster.store.raft import SafeSyncObj, make_node
+from django_dqcluster.store.raft import WRITTEN_WITHOUT_THE_GIL, SafeSyncObj, make_node
 
 from .test_raft_safety import LEADER, NO_OP, RecordingTransport, append_entries, deliver, log_of
 
@@ -81,7 +82,7 @@ class CountingMap:
     """The journal's memory map, counting the times it is asked the file's size."""
 
     def __init__(self, mapping):
-        self.mapping, self.size_asked = mapping, 0
+        self.mapping, self.size_asked, self.copied_in = mapping, 0, []
 
     def size(self):
         self.size_asked += 1
@@ -91,6 +92,7 @@ class CountingMap:
         return len(self.mapping)
 
     def __setitem__(self, key, value):
+        self.copied_in.append(len(value))
         self.mapping[key] = value
 
     def __getitem__(self, key):
@@ -105,14 +107,26 @@ def journal_engine(path):
     return SafeSyncObj("127.0.0.1:2", [], conf, NoApply(), durable=False, transportClass=RecordingTransport)
 
 
+def watched_journal(path, room):
+    """An engine's journal with ``room`` bytes free in its map, and the map, watched from now on."""
+    journal = journal_engine(path)._SyncObj__raftLog
+    journal_file = journal._FileJournal__journalFile
+    while len(journal_file._ResizableFile__mm) - journal._FileJournal__currentOffset < room:
+        journal.add(NO_OP + bytes(room // 2), journal[-1][1] + 1, 1)  # (grown as it goes: asked then)
+    counting = journal_file._ResizableFile__mm = CountingMap(journal_file._ResizableFile__mm)
+    return journal, counting
+
+
+def read_back(journal, counting, path):
+    """The entries in the journal's file, as a node starting again reads them."""
+    journal._FileJournal__journalFile._ResizableFile__mm = counting.mapping
+    journal._destroy()
+    return list(FileJournal(path))
+
+
 def test_entries_appended_within_the_journals_map_never_ask_the_file_its_size(tmp_path):
     path = str(tmp_path / "raft.journal")
-    engine = journal_engine(path)
-    journal = engine._SyncObj__raftLog
-    journal_file = journal._FileJournal__journalFile
-    while len(journal_file._ResizableFile__mm) - journal._FileJournal__currentOffset < 10_000:
-        journal.add(NO_OP + bytes(4_000), journal[-1][1] + 1, 1)  # (grown as it goes: asked then)
-    counting = journal_file._ResizableFile__mm = CountingMap(journal_file._ResizableFile__mm)
+    journal, counting = watched_journal(path, room=10_000)
     first = journal[-1][1] + 1
     written = [(NO_OP + f"entry {index}".encode() * 3, index, 1) for index in range(first, first + 50)]
 
@@ -120,9 +134,7 @@ def test_entries_appended_within_the_journals_map_never_ask_the_file_its_size(tm
         journal.add(*entry)
 
     assert counting.size_asked == 0
-    journal_file._ResizableFile__mm = counting.mapping
-    journal._destroy()
-    assert list(FileJournal(path))[-50:] == written
+    assert read_back(journal, counting, path)[-50:] == written
 
 
 def test_an_entry_past_the_journals_map_grows_the_file_and_is_read_back(tmp_path):
@@ -139,3 +151,17 @@ def test_an_entry_past_the_journals_map_grows_the_file_and_is_read_back(tmp_path
     assert len(journal._FileJournal__journalFile._ResizableFile__mm) > mapped
     journal._destroy()
     assert list(FileJournal(path))[-4:] == written
+
+
+def test_a_large_command_reaches_the_journal_through_the_file_with_the_gil_released(tmp_path):
+    path = str(tmp_path / "raft.journal")
+    command = NO_OP + bytes(range(256)) * (WRITTEN_WITHOUT_THE_GIL // 256)
+    journal, counting = watched_journal(path, room=2 * len(command))
+    entry = (command, journal[-1][1] + 1, 1)
+
+    journal.add(*entry)
+
+    assert counting.copied_in and max(counting.copied_in) < WRITTEN_WITHOUT_THE_GIL  # only its small parts
+    offset = journal._FileJournal__currentOffset - len(command) - 4
+    assert counting.mapping[offset:offset + len(command)] == command  # seen through the map at once
+    assert read_back(journal, counting, path)[-1] == entry
