@@ -261,7 +261,11 @@ def reserve_before_growing(journal, path):
             # 128 MiB here, when no other thread of the node ran. The file
             # and its shared map are the same pages (Linux's page cache), so
             # a pwrite, which releases the GIL, puts the bytes in the same place.
-            _write_all(journal_file._ResizableFile__f.fileno(), values, offset)
+            try:
+                _write_all(journal_file._ResizableFile__f.fileno(), values, offset)
+            except OSError as exc:  # (its blocks are reserved: an I/O error, not a full disk)
+                raise JournalWriteFailed(exc.errno, f"cannot write the Raft journal {path}: "
+                                                    f"{exc.strerror or exc}") from exc
             return
         if end <= len(mapping):
             # Within the map, whose blocks are reserved: copied in directly.

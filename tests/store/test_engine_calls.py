@@ -6,16 +6,20 @@ map is copied in without asking the file its size (an fstat per write); a
 large command is written through the file, whose copy releases the GIL.
 """
 
+import errno
 import pickle
 import time
 import types
+
+import pytest
 
 from pysyncobj import SyncObjConf, monotonic, syncobj, tcp_connection, transport
 from pysyncobj.journal import FileJournal
 from pysyncobj.node import Node, TCPNode
 
 from django_dqcluster.store.engine_calls import RaftMember, raft_clock, use_c_level_clock
-from django_dqcluster.store.raft import WRITTEN_WITHOUT_THE_GIL, SafeSyncObj, make_node
+from django_dqcluster.store import raft
+from django_dqcluster.store.raft import WRITTEN_WITHOUT_THE_GIL, JournalWriteFailed, SafeSyncObj, make_node
 
 from .test_raft_safety import LEADER, NO_OP, RecordingTransport, append_entries, deliver, log_of
 
@@ -165,3 +169,16 @@ def test_a_large_command_reaches_the_journal_through_the_file_with_the_gil_relea
     offset = journal._FileJournal__currentOffset - len(command) - 4
     assert counting.mapping[offset:offset + len(command)] == command  # seen through the map at once
     assert read_back(journal, counting, path)[-1] == entry
+
+
+def test_a_large_write_the_disk_fails_stops_the_node_naming_the_journal(tmp_path, monkeypatch):
+    path = str(tmp_path / "raft.journal")
+    command = NO_OP + bytes(WRITTEN_WITHOUT_THE_GIL)
+    journal, counting = watched_journal(path, room=2 * len(command))
+
+    def failing(fd, data, offset):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(raft.os, "pwrite", failing)
+    with pytest.raises(JournalWriteFailed, match="cannot write the Raft journal .*raft.journal: Input/output error"):
+        journal.add(command, journal[-1][1] + 1, 1)
