@@ -32,11 +32,8 @@ class RaftMember(TCPNode, str):
     with the very object it holds (the engine's own) then runs no Python.
     """
 
+    # (Node's __eq__, __ne__, __str__ and __repr__ come before str's in the MRO.)
     __hash__ = str.__hash__
-    __eq__ = TCPNode.__eq__
-    __ne__ = TCPNode.__ne__
-    __str__ = TCPNode.__str__
-    __repr__ = TCPNode.__repr__
 
     def __new__(cls, address, **kwargs):
         return str.__new__(cls, address)
