@@ -256,7 +256,13 @@ def reserve_before_growing(journal, path):
     def write_within_reserved_space(offset, values):
         mapping = journal_file._ResizableFile__mm
         end = offset + len(values)
-        if end <= len(mapping) and len(values) >= WRITTEN_WITHOUT_THE_GIL:
+        if end <= len(mapping):
+            # Within the map, whose blocks are reserved: copied in directly.
+            # ResizableFile.write asks the file for its size first (an fstat
+            # per call, four per appended entry, on every node).
+            if len(values) < WRITTEN_WITHOUT_THE_GIL:
+                mapping[offset:end] = values
+                return
             # Copied into the map, a large command held the GIL: 0.4 s for
             # 128 MiB here, when no other thread of the node ran. The file
             # and its shared map are the same pages (Linux's page cache), so
@@ -266,12 +272,6 @@ def reserve_before_growing(journal, path):
             except OSError as exc:  # (its blocks are reserved: an I/O error, not a full disk)
                 raise JournalWriteFailed(exc.errno, f"cannot write the Raft journal {path}: "
                                                     f"{exc.strerror or exc}") from exc
-            return
-        if end <= len(mapping):
-            # Within the map, whose blocks are reserved: copied in directly.
-            # ResizableFile.write asks the file for its size first (an fstat
-            # per call, four per appended entry, on every node).
-            mapping[offset:end] = values
             return
         mapped = len(mapping)
         size = mapped
