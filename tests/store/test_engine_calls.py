@@ -21,7 +21,7 @@ from django_dqcluster.store.engine_calls import RaftMember, raft_clock, use_c_le
 from django_dqcluster.store import raft
 from django_dqcluster.store.raft import WRITTEN_WITHOUT_THE_GIL, JournalWriteFailed, SafeSyncObj, make_node
 
-from .test_raft_safety import LEADER, NO_OP, RecordingTransport, append_entries, deliver, log_of
+from .test_raft_safety import LEADER, NO_OP, NoStateMachine, RecordingTransport, append_entries, deliver, log_of
 
 ADDRESS = "127.0.0.1:7001"
 
@@ -53,7 +53,7 @@ def test_a_pickled_member_reads_as_pysyncobjs_own_node():
 
 def test_the_engine_keys_its_members_by_members_and_still_hears_a_node_of_the_same_address():
     follower = SafeSyncObj("127.0.0.1:2", [LEADER.address], SyncObjConf(autoTick=False, appendEntriesUseBatch=False),
-                           NoApply(), durable=False, transportClass=RecordingTransport)
+                           NoStateMachine(), durable=False, transportClass=RecordingTransport)
 
     assert all(type(node) is RaftMember for node in follower._SyncObj__otherNodes)
     assert type(follower._SyncObj__selfNode) is RaftMember
@@ -75,11 +75,6 @@ def test_pysyncobjs_clock_is_the_same_clock_read_without_a_python_frame():
     reading = syncobj.monotonicTime()
     after = monotonic.monotonic()
     assert before <= reading <= after
-
-
-class NoApply:
-    def apply(self, payload, index):
-        raise AssertionError("nothing is committed here")
 
 
 class CountingMap:
@@ -108,7 +103,7 @@ class CountingMap:
 
 def journal_engine(path):
     conf = SyncObjConf(autoTick=False, appendEntriesUseBatch=False, journalFile=path)
-    return SafeSyncObj("127.0.0.1:2", [], conf, NoApply(), durable=False, transportClass=RecordingTransport)
+    return SafeSyncObj("127.0.0.1:2", [], conf, NoStateMachine(), durable=False, transportClass=RecordingTransport)
 
 
 def watched_journal(path, room):

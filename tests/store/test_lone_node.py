@@ -61,7 +61,7 @@ def test_an_entry_is_committed_and_applied_in_the_tick_that_appends_it(tmp_path)
     engine._SyncObj__raftLog._destroy()
 
 
-def test_without_fsync_too(tmp_path):
+def test_without_fsync_an_entry_is_committed_in_that_tick_too(tmp_path):
     engine, machine = lone_leader(tmp_path, durable=False)
     outcomes = queue(engine, b"the payload")
 
