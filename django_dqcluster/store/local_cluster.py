@@ -46,7 +46,9 @@ class NodeProcess:
         self.log_path = os.path.join(cluster.directory, f"node{index}.log")
         self.process = None
 
-    def start(self, peers=None, join=None, extra_args=()):
+    def start(self, peers=None, join=None, extra_args=(), command=None):
+        """Start the node's process; ``command`` (default: the cluster's) runs other code in its
+        place, as a member of another release does in a rolling upgrade."""
         if self.alive:
             # Starting again would orphan the running process: it would keep
             # its ports and data dir, unknown to kill() and stop().
@@ -56,7 +58,7 @@ class NodeProcess:
             )
         os.makedirs(self.data_dir, exist_ok=True)
         args = [
-            self.cluster.python, *self.cluster.command,
+            self.cluster.python, *(self.cluster.command if command is None else command),
             "--bind", self.raft, "--client", self.client, "--data-dir", self.data_dir,
             "--secret-file", self.cluster.secret_file, "--durability", self.cluster.durability,
             "--election-timeout", ",".join(str(t) for t in self.cluster.election_timeout),

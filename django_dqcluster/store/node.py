@@ -18,7 +18,7 @@ import typing
 from pysyncobj import FAIL_REASON
 
 from .. import wire
-from . import errors, raft
+from . import errors, raft, statemachine
 from .config import NodeConfig
 from .datadir import DataDirLock
 from .group_commit import CommitQueue
@@ -282,6 +282,11 @@ class Node:
             return self.config.client
         return self.state_machine.members.get(leader)
 
+    def writable_entry_format(self):
+        """The entry format this node writes as leader: the newest every member applies (see statemachine)."""
+        return statemachine.writable_entry_format(self.state_machine.entry_formats,
+                                                  self.engine.other_member_addresses())
+
     def servers(self):
         """The known servers (the seed's ServerStore): Raft and client addresses of every member.
 
@@ -458,7 +463,9 @@ class Node:
         members = []
         for server in self.servers():
             address = server["raft"]
-            entry = {"raft": address, "client": server["client"]}
+            entry = {"raft": address, "client": server["client"],
+                     # The newest entry format its code applies (None: not said; UNANNOUNCED_FORMAT then).
+                     "applies": self.state_machine.entry_formats.get(address)}
             if address == self.config.bind:
                 entry["role"] = self.role()
                 entry["connected"] = True
@@ -495,6 +502,8 @@ class Node:
             "write_locks": {name: {"holder": holder, "seconds": round(seconds, 1)}
                             for name, (holder, seconds) in self.state_machine.databases.write_lock_holders().items()},
             "members": members,
+            # What it would write as leader: below its own format while a member runs an older release.
+            "entry_format": self.writable_entry_format(),
             "uptime": time.time() - self.started_at if self.started_at else 0,
             "secret_fallbacks": self._fallback_status(),
             # Started from a secret file: whether its content is in use, and when it last changed.
@@ -568,8 +577,9 @@ class Node:
                 self._write_servers_file()
                 if self.engine.raftLastApplied < self.engine.raftCommitIndex:
                     continue
-                if self.state_machine.members.get(self.config.bind) != self.config.client and self.leader_address():
-                    self.submit({"kind": MEMBER, "raft": self.config.bind, "client": self.config.client}, timeout=5)
+                if self._announcement_outdated() and self.leader_address():
+                    self.submit({"kind": MEMBER, "raft": self.config.bind, "client": self.config.client,
+                                 "applies": statemachine.ENTRY_FORMAT}, timeout=5)
                 if self.is_leader() and (
                     self._entries_since_checkpoint >= self.config.checkpoint_every
                     or (self._entries_since_checkpoint and time.monotonic() - self._last_checkpoint > 10)
@@ -582,6 +592,12 @@ class Node:
                 logger.debug("housekeeping: %s", exc)
             except Exception:  # keep the thread alive: it is what makes the node discoverable
                 logger.exception("housekeeping failed")
+
+    def _announcement_outdated(self):
+        """Whether the cluster's record of this member (client address, entry formats it applies) is not what it runs."""
+        machine, bind = self.state_machine, self.config.bind
+        return (machine.members.get(bind) != self.config.client
+                or machine.entry_formats.get(bind) != statemachine.ENTRY_FORMAT)
 
 
 def _membership_failure(raft_address, reason):

@@ -1417,6 +1417,18 @@ class SafeSyncObj(SyncObj):
         """A snapshot received from the leader is being installed (see _take_installed_snapshot)."""
         return self._snapshot_files is not None and self._snapshot_files.installing
 
+    def other_member_addresses(self):
+        """The Raft addresses of the other members, read safely from any thread.
+
+        A sending round replaces pysyncobj's member set with the members it
+        sends to, for its length (_SyncObj__sendAppendEntries), and a leader's
+        per-member indexes are filled just after it becomes leader: a thread
+        reading either alone could miss a member then. Both at once never do.
+        """
+        nodes = set(self._SyncObj__otherNodes)
+        nodes.update(list(self._SyncObj__raftNextIndex))
+        return {node.address for node in nodes}
+
     # -- leader lease ---------------------------------------------------------------------
 
     def _SyncObj__onBecomeLeader(self):

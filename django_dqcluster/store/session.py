@@ -35,8 +35,8 @@ from .parameters import unbindable
 from .read_only import ReadOnlyClient
 from .result_pages import OpenResult, OpenResults
 from .statemachine import (
-    CLONE_DB, DROP_DB, LENGTH_FORMAT, TX, error_to_wire, is_environmental, new_entry_id, rollback_quietly,
-    run_statement,
+    CLONE_DB, DROP_DB, FIRST_FORMAT, LENGTH_FORMAT, STEPS_FORMAT, TX, error_to_wire, is_environmental, new_entry_id,
+    rollback_quietly, run_statement,
 )
 from .statement_steps import cancel_statement_of
 from .statements import (
@@ -461,12 +461,18 @@ class Session:
             "pragmas": dict(self.pragmas),
             "stmts": statements,
             "want_result": want_result,
-            # Every node holds the statements to the leader's limits (value_size.py, statement_steps.py).
-            "length": self.node.config.max_frame,
-            "format": LENGTH_FORMAT,
         }
-        if self.node.config.max_statement_steps:
+        # Every node holds the statements to the leader's limits (value_size.py,
+        # statement_steps.py), those every member's code knows: while one runs
+        # an older release, an entry carrying a limit it does not know would
+        # stop it (see statemachine.writable_entry_format).
+        entry_format = self.node.writable_entry_format()
+        if entry_format >= LENGTH_FORMAT:
+            entry["length"] = self.node.config.max_frame
+        if entry_format >= STEPS_FORMAT and self.node.config.max_statement_steps:
             entry["steps"] = self.node.config.max_statement_steps
+        if entry_format > FIRST_FORMAT:
+            entry["format"] = entry_format
         return entry
 
     def _append(self, database, entry, on_outcome=None):

@@ -56,7 +56,13 @@ KNOWN_KINDS = frozenset({TX, GROUP, BARRIER, CHECKPOINT, DROP_DB, CLONE_DB, MEMB
 # finish a statement that the others stopped. Format 3: it may carry
 # ``length``, the largest value or row its statements may make (value_size.py).
 ENTRY_FORMAT = 3
+STEPS_FORMAT = 2
 LENGTH_FORMAT = 3
+FIRST_FORMAT = 1  # of entries without ``format``
+# A member that has not said which formats it applies (member entries'
+# ``applies``) has not said it yet, or runs code from before members said so,
+# which applies formats up to 3.
+UNANNOUNCED_FORMAT = 3
 
 HASH_HISTORY = 20000
 SNAPSHOT_FORMAT = 1
@@ -93,7 +99,7 @@ def _check_known(entry, index):
     the metrics) and applies the entry, and what follows it, once it runs
     code that knows it; its log keeps the entries meanwhile.
     """
-    kind, entry_format = entry.get("kind"), entry.get("format", 1)
+    kind, entry_format = entry.get("kind"), entry.get("format", FIRST_FORMAT)
     if kind in KNOWN_KINDS and isinstance(entry_format, int) and entry_format <= ENTRY_FORMAT:
         return
     what = f"kind {kind!r}" if kind not in KNOWN_KINDS else f"format {entry_format!r}"
@@ -102,6 +108,19 @@ def _check_known(entry, index):
         f"format {ENTRY_FORMAT}, kinds {', '.join(sorted(KNOWN_KINDS))}): upgrade this node; it goes on "
         "from this entry once upgraded"
     )
+
+
+def writable_entry_format(entry_formats, other_members):
+    """The newest entry format every member applies: the one a leader writes.
+
+    In a rolling upgrade members of two releases run side by side, and any of
+    them may lead. An entry of a format a member does not know stops it there
+    (_check_known) until it is upgraded; so a leader writes the newest format
+    all the others announced (``entry_formats``, by Raft address; unknown:
+    UNANNOUNCED_FORMAT), leaving out what they would not apply (a limit they
+    do not know), and the newer one once the last of them announced it.
+    """
+    return min([ENTRY_FORMAT, *(entry_formats.get(address, UNANNOUNCED_FORMAT) for address in other_members)])
 
 
 # An entry id only has to be unique in the cluster's history. A random prefix
@@ -250,6 +269,9 @@ class StateMachine:
         self.hash_history = collections.OrderedDict()
         self.last_index = 0
         self.members = {}
+        # Raft address -> the newest entry format that member's code applies,
+        # as it announced (member entries' ``applies``); see writable_entry_format.
+        self.entry_formats = {}
         self.diverged = None
         self.last_checkpoint = None  # highest index verified against the leader's hash
         self.fatal = None
@@ -526,10 +548,20 @@ class StateMachine:
         return {}
 
     def _apply_member(self, entry):
+        address = entry["raft"]
         if entry.get("remove"):
-            self.members.pop(entry["raft"], None)
+            self.members.pop(address, None)
+            self.entry_formats.pop(address, None)
+            return {}
+        self.members[address] = entry["client"]
+        applies = entry.get("applies")
+        if isinstance(applies, int) and applies >= FIRST_FORMAT:
+            self.entry_formats[address] = applies
         else:
-            self.members[entry["raft"]] = entry["client"]
+            # Announced by code that does not say (an older release, or the
+            # leader adding a member whose code it cannot know): unknown
+            # again, even if an earlier announcement said more.
+            self.entry_formats.pop(address, None)
         return {}
 
     # -- snapshots (pysyncobj serializer hooks) ----------------------------------------
@@ -551,6 +583,7 @@ class StateMachine:
             "index": self.last_index,
             "hash": self.hash,
             "members": dict(self.members),  # a copy: entries applied while it is written change ours
+            "entry_formats": dict(self.entry_formats),  # (a node of an older release ignores the key)
             "raft": {
                 "entry1": [bytes(entry1[0]), entry1[1], entry1[2]],
                 "entry0": [bytes(entry0[0]), entry0[1], entry0[2]],
@@ -616,6 +649,7 @@ class StateMachine:
         self.hash_history.clear()
         self.hash_history[self.last_index] = self.hash
         self.members = dict(header["members"])
+        self.entry_formats = dict(header.get("entry_formats", {}))  # (absent: written by an older release)
         raft = header["raft"]
         entry1 = (bytes(raft["entry1"][0]), raft["entry1"][1], raft["entry1"][2])
         entry0 = (bytes(raft["entry0"][0]), raft["entry0"][1], raft["entry0"][2])

@@ -104,3 +104,21 @@ def test_a_node_serving_older_data_for_now_says_why():
     assert describe_node_state({"catching_up": True, "catching_up_to": 80}) == (
         "This host's node lost entries it had acknowledged (its data directory was emptied, or restored from an "
         "older copy) and is catching up with the leader; it does not vote until it holds entry 80")
+
+
+def test_members_of_two_releases_are_named_with_the_store_entry_format_each_applies():
+    from django_dqcluster.management.commands.cluster_status import describe_entry_formats
+
+    def status(written, *applies):
+        return {"entry_format": written,
+                "members": [{"raft": f"127.0.0.1:700{i}", "applies": a} for i, a in enumerate(applies, 1)]}
+
+    assert describe_entry_formats(None) is None
+    assert describe_entry_formats(status(3, 3, 3, 3)) is None  # one release
+    assert describe_entry_formats(status(3, 3, 3, None)) is None  # one has not said yet: nothing newer either
+    assert describe_entry_formats(status(3, 4, 4, 3)) == (
+        "Store entries: written in format 3, which every member applies; format 4 once "
+        "127.0.0.1:7003 (format 3) run(s) the newer django-dqcluster")
+    assert describe_entry_formats(status(3, 4, None, 3)) == (
+        "Store entries: written in format 3, which every member applies; format 4 once "
+        "127.0.0.1:7002 (has not said), 127.0.0.1:7003 (format 3) run(s) the newer django-dqcluster")

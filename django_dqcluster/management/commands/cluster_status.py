@@ -92,6 +92,25 @@ def describe_node_state(store):
     return None
 
 
+def describe_entry_formats(store):
+    """Members whose django-dqcluster applies older store entry formats than another member's, or None.
+
+    The leader writes the newest format every member applies (a rolling
+    upgrade of django-dqcluster itself): the newer one follows by itself once
+    the last of them runs the newer release.
+    """
+    store = store or {}
+    written, members = store.get("entry_format"), store.get("members") or []
+    newest = max((member.get("applies") or 0 for member in members), default=0)
+    if written is None or newest <= written:
+        return None
+    older = ", ".join(
+        f"{member['raft']} ({'format ' + str(member['applies']) if member.get('applies') else 'has not said'})"
+        for member in members if (member.get("applies") or 0) < newest)
+    return (f"Store entries: written in format {written}, which every member applies; format {newest} once "
+            f"{older} run(s) the newer django-dqcluster")
+
+
 def leader_write_locks(status):
     """{database: {"holder", "seconds"}} of the write locks the store's leader holds now (best effort)."""
     if not status:
@@ -275,11 +294,14 @@ class Command(BaseCommand):
             write(
                 f"Store: node {store.get('node')} is {store.get('role')}, leader {store.get('leader')}, "
                 f"term {store.get('term')}, commit index {store.get('commit_index')}, "
-                f"quorum {'yes' if store.get('has_quorum') else 'no'}"
+                f"quorum {'yes' if store.get('has_quorum') else 'no'}, entry format {store.get('entry_format')}"
             )
         state = describe_node_state(report["store"])
         if state:
             write(state, style.WARNING)
+        formats = describe_entry_formats(report["store"])
+        if formats:
+            write(formats, style.WARNING)
         fallbacks = (report["store"] or {}).get("secret_fallbacks")
         if fallbacks:
             write(describe_fallbacks(fallbacks))
