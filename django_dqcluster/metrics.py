@@ -49,6 +49,10 @@ FAMILIES = {
     "dqcluster_members": "Members of the store, as this node knows them.",
     "dqcluster_member_connected": "1 when this node has a connection to the member.",
     "dqcluster_member_match_index": "The last log index the leader knows the member holds.",
+    "dqcluster_member_entry_format": "The newest store entry format the member's django-dqcluster applies, as it "
+                                     "announced it.",
+    "dqcluster_store_entry_format": "The store entry format the node writes as leader: the newest every member "
+                                    "applies (lower than a member's while a rolling upgrade is under way).",
     "dqcluster_gate_up": "1 when the version gate's members were read, 0 when reading them failed.",
     "dqcluster_gate_local_schema": "The schema level (applied migrations) of the code this host runs.",
     "dqcluster_gate_local_api_extensions": "The API extensions of the code this host runs.",
@@ -88,6 +92,7 @@ def node_samples(alias, status, max_lag=health.DEFAULT_MAX_LAG):
     commit, applied = status.get("commit_index"), status.get("applied_index")
     if isinstance(commit, int) and isinstance(applied, int):
         numbers["dqcluster_raft_apply_lag_entries"] = max(0, commit - applied)
+    numbers["dqcluster_store_entry_format"] = status.get("entry_format")
     if status.get("role") == "leader":  # only the leader's count means anything
         numbers["dqcluster_write_locks"] = len(status.get("write_locks") or {})
     samples += [(name, database, value) for name, value in numbers.items() if isinstance(value, (int, float))]
@@ -118,6 +123,8 @@ def node_samples(alias, status, max_lag=health.DEFAULT_MAX_LAG):
             index = match.get(entry.get("raft"))
         if isinstance(index, int):
             samples.append(("dqcluster_member_match_index", member, index))
+        if isinstance(entry.get("applies"), int):
+            samples.append(("dqcluster_member_entry_format", member, entry["applies"]))
     return samples
 
 

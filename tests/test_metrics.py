@@ -51,6 +51,16 @@ def test_a_follower_tells_the_members_progress_it_asked_its_leader_for():
     assert not [key for key in alone if key[0] == "dqcluster_member_match_index"]
 
 
+def test_a_rolling_upgrade_of_django_dqcluster_shows_in_the_entry_formats():
+    members = [{**LEADER["members"][0], "applies": 4}, {**LEADER["members"][1], "applies": None},
+               {**LEADER["members"][2], "applies": 3}]
+    values = by_key(node_samples("default", {**LEADER, "entry_format": 3, "members": members}))
+    assert values[("dqcluster_store_entry_format", None)] == 3
+    assert values[("dqcluster_member_entry_format", "10.0.0.2:7001")] == 4
+    assert values[("dqcluster_member_entry_format", "10.0.0.1:7001")] == 3
+    assert ("dqcluster_member_entry_format", "10.0.0.3:7001") not in values  # it has not said
+
+
 def test_a_node_that_does_not_answer_is_down_and_nothing_else_is_said_of_it():
     assert node_samples("default", None) == [("dqcluster_node_up", {"database": "default"}, 0)]
 
