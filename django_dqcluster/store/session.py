@@ -373,17 +373,18 @@ class Session:
             if self.node.is_leader() and self.consistency == STRONG:
                 self.node.barrier()
             return self._result(self._read(database, reader, sql, params))
+        size = statement_bytes(sql, params, many)
         limit = self.node.config.max_transaction_bytes
         if limit < self.node.config.max_frame:  # (else the frame it came in kept it within the limit)
-            problem = over_the_limit(0, statement_bytes(sql, params, many), limit, False)
+            problem = over_the_limit(0, size, limit, False)
             if problem:
                 raise errors.operational(problem)
         if info.timed and self.node.config.max_regexp_seconds:
             return self._run_first(sql, params, many)
         entry = self._entry(database, [[0, sql, params, many, False]], FixedValues.fresh(), want_result=True)
         if self._answer_later is not None:
-            return self._append(database, entry, on_outcome=self._answer_with(self._statement_outcome))
-        return self._applied(self._statement_outcome, self._append(database, entry))
+            return self._append(database, entry, on_outcome=self._answer_with(self._statement_outcome), size=size)
+        return self._applied(self._statement_outcome, self._append(database, entry, size=size))
 
     def _run_first(self, sql, params, many):
         """An autocommit write that may call REGEXP: run here first, as a transaction of its own.
@@ -475,14 +476,16 @@ class Session:
             entry["format"] = entry_format
         return entry
 
-    def _append(self, database, entry, on_outcome=None):
+    def _append(self, database, entry, on_outcome=None, size=0):
         """Append one entry for ``database`` in write-lock order and wait until it is applied
         (its PendingEntry; raises if it failed), or, given ``on_outcome``, return
-        ANSWERED_LATER at once."""
+        ANSWERED_LATER at once. ``size``: as for _enqueue_locked."""
         self._require_leader()
         self._acquire(database, "a write")
         try:
-            pending = self._enqueue_locked(database, entry, on_outcome)
+            # Encoding a large entry holds up the Raft thread (large_entries.LEADER_BUSY).
+            self.node.engine.announce_large_entry(size)
+            pending = self._enqueue_locked(database, entry, on_outcome, size)
         finally:
             database.write_lock.release()
         if on_outcome is not None:

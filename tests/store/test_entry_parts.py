@@ -3,10 +3,14 @@
 import msgpack
 import pytest
 
+from django_dqcluster import dbapi
 from django_dqcluster.store import entry_parts, group_commit
 from django_dqcluster.store.entry_parts import LARGE_VALUE, pack_in_parts
 from django_dqcluster.store.group_commit import LARGE_ENTRY, CommitQueue
+from django_dqcluster.store.large_entries import BUSY_FROM
 from django_dqcluster.store.statemachine import decode_entry, encode_entry
+
+from .conftest import start_embedded_node
 
 BLOB = bytes(range(256)) * (LARGE_VALUE // 256 + 1)
 SHAPES = [
@@ -60,3 +64,28 @@ def test_a_large_transaction_is_encoded_in_parts_and_a_small_one_in_one_call(mon
     payloads = [payload for payload, _ in queue.take()]
     assert payloads == [encode_entry(SHAPES[0]), encode_entry(small)]
     assert decode_entry(payloads[0])["stmts"][0][2][1] == BLOB
+
+
+def test_a_large_autocommit_write_is_announced_and_encoded_in_parts_as_a_large_transaction_is(tmp_path, monkeypatch):
+    encoded, announced = [], []
+    monkeypatch.setattr(group_commit, "pack_in_parts", lambda entry: encoded.append(entry) or pack_in_parts(entry))
+    node = start_embedded_node(tmp_path / "node")
+    try:
+        # (Alone, the node has nobody to tell: what matters is that it is asked to.)
+        monkeypatch.setattr(node.engine, "announce_large_entry", lambda size, wait=0.2: announced.append(size))
+        conn = dbapi.connect(node=node, isolation_level=None)
+        conn.execute("CREATE TABLE t (v BLOB)")
+        insert = "INSERT INTO t VALUES (?)"
+        conn.execute(insert, (b"a" * 10,))
+        conn.execute(insert, (b"b" * BUSY_FROM,))
+        conn.execute("BEGIN")
+        conn.execute(insert, (b"c" * BUSY_FROM,))
+        conn.execute("COMMIT")
+
+        assert [entry["stmts"][0][2][0][:1] for entry in encoded] == [b"b", b"c"]
+        assert [size for size in announced if size >= BUSY_FROM] == [len(insert) + BUSY_FROM] * 2
+        assert conn.execute("SELECT substr(v, 1, 1), length(v) FROM t ORDER BY rowid").fetchall() == [
+            (b"a", 10), (b"b", BUSY_FROM), (b"c", BUSY_FROM)]
+        conn.close()
+    finally:
+        node.stop()
