@@ -20,7 +20,7 @@ from .models import ClusterNode
 
 def node_notices(status, error):
     """[(messages level, text)] about this host's node, from its status (or why there is none)."""
-    from .management.commands.cluster_status import describe_fallbacks, describe_secret_file
+    from .management.commands.cluster_status import describe_entry_formats, describe_fallbacks, describe_secret_file
 
     if error:
         return [(messages.WARNING, f"Store status unavailable: {error}")]
@@ -35,6 +35,9 @@ def node_notices(status, error):
     problem = describe_secret_file(status.get("secret_file"))
     if problem:
         notices.append((messages.WARNING, problem))
+    formats = describe_entry_formats(status)
+    if formats:
+        notices.append((messages.INFO, formats))  # a rolling upgrade of django-dqcluster under way
     return notices
 
 

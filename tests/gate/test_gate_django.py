@@ -230,6 +230,8 @@ print("RESULT", {
                                                          "clients_seconds_ago": 3.0},
                          "secret_file": {"path": "/etc/dq/secret", "error": "/etc/dq/secret holds no secret"}}),
     "unreachable": notices(None, "OperationalError: no store node reachable"),
+    "mixed_releases": notices({**healthy, "entry_format": 3, "members": [{"raft": "127.0.0.1:1", "applies": 4},
+                                                                         {"raft": "127.0.0.1:2", "applies": 3}]}),
 })
 """
 
@@ -267,6 +269,8 @@ def test_gate_on_our_engine_with_one_embedded_node(tmp_path):
     assert admin["rotating"][0][1].startswith("Secret rotation: this host's node accepts 1 fallback secret(s)")
     assert admin["rotating"][1][1].startswith("Secret file: /etc/dq/secret holds no secret; this host's node keeps")
     assert admin["unreachable"] == [("warning", "Store status unavailable: OperationalError: no store node reachable")]
+    assert admin["mixed_releases"] == [("info", "Store entries: written in format 3, which every member applies; "
+                                                "format 4 once 127.0.0.1:2 (format 3) run(s) the newer django-dqcluster")]
     upgraded = host.upgraded().run("migrate")
     assert "Applying gateapp.0002_v2... OK" in upgraded.stdout
     assert host.upgraded().gate_json(expect=0)["members"][0]["schema"] == member["schema"] + 1
