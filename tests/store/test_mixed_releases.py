@@ -10,16 +10,19 @@ member runs the new release, the new format follows by itself. Nobody has to
 upgrade the leader last.
 """
 
-import sys
 import uuid
 
 import pytest
 
+from pysyncobj.syncobj import SyncObj
+
 from django_dqcluster.store import statemachine
 from django_dqcluster.store.local_cluster import LocalCluster
+from django_dqcluster.store.send_queue import UNSENT_LIMIT
 from django_dqcluster.store.statemachine import MEMBER, StateMachine, encode_entry, writable_entry_format
 
 from .conftest import rows_on_every_node
+from .test_send_flow import QueueingConnection, leader_with_a_follower_behind
 
 NEXT = statemachine.ENTRY_FORMAT + 1
 # A node of the next release: the same code, applying (and able to write) one entry format more.
@@ -79,6 +82,21 @@ def test_a_snapshot_carries_the_formats(machine, tmp_path):
 ])
 def test_a_leader_writes_the_newest_format_every_member_applies(formats, others, written):
     assert writable_entry_format(formats, others) == written
+
+
+def test_a_member_left_out_of_a_round_of_sends_still_holds_the_format_back(monkeypatch):
+    """Sessions ask for the members while the Raft thread sends: a round leaves out a backed-up follower."""
+    connection = QueueingConnection(waiting=UNSENT_LIMIT + 1)
+    engine, follower = leader_with_a_follower_behind(connection)
+    seen = []
+    stock_round = SyncObj._SyncObj__sendAppendEntries
+    monkeypatch.setattr(SyncObj, "_SyncObj__sendAppendEntries", lambda self: (
+        seen.append((set(self._SyncObj__otherNodes), self.other_member_addresses())), stock_round(self))[1])
+
+    engine._SyncObj__sendAppendEntries()
+
+    assert seen == [(set(), {follower.address})]  # out of the round, not out of the cluster
+    assert writable_entry_format({follower.address: 2}, seen[0][1]) == 2
 
 
 @pytest.mark.cluster
