@@ -22,6 +22,7 @@ import time
 import pytest
 
 from django_dqcluster.store.local_cluster import LocalCluster
+from django_dqcluster.store.statemachine import ENTRY_FORMAT
 
 from .conftest import Host
 
@@ -254,7 +255,8 @@ def test_during_a_secret_rotation_cluster_status_says_when_the_old_secret_was_la
     host = store.host(0)
     host.run("ensure_cluster_schema", expect=0)
     text = host.run("cluster_status", "-v", "2").stdout
-    assert "Store: node" in text, text
+    assert re.search(r"Store: node \S+ is \w+, leader \S+, term \d+, commit index \d+, quorum yes, "
+                     rf"entry format {ENTRY_FORMAT}\n", text), text
     assert re.search(r"Secret rotation: this host's node accepts 1 fallback secret\(s\); one was last needed by a "
                      r"member's Raft message not since the node started, by a client session \d+s ago", text), text
     assert "Secret rotation" not in store.host(1).run("cluster_status").stdout  # node1 has no fallback

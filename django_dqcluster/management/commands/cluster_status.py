@@ -294,7 +294,8 @@ class Command(BaseCommand):
             write(
                 f"Store: node {store.get('node')} is {store.get('role')}, leader {store.get('leader')}, "
                 f"term {store.get('term')}, commit index {store.get('commit_index')}, "
-                f"quorum {'yes' if store.get('has_quorum') else 'no'}, entry format {store.get('entry_format')}"
+                f"quorum {'yes' if store.get('has_quorum') else 'no'}"
+                + (f", entry format {store['entry_format']}" if store.get("entry_format") else "")
             )
         state = describe_node_state(report["store"])
         if state:
