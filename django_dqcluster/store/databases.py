@@ -275,7 +275,8 @@ class Database:
     def replace_scratch_connection(self):
         """Close the scratch connection; the next use opens a new one.
 
-        The last resort for a connection that could not be rolled back. (It
+        The last resort for a connection that could not be rolled back, and
+        the way to free the values a large transaction bound (Transaction.end). (It
         frees the database only once every statement of it has ended: SQLite
         keeps a connection with open statements, and its locks, until then;
         an abort ends its transaction's results first.) Called with the

@@ -19,6 +19,10 @@ from .statemachine import rollback_quietly
 
 logger = logging.getLogger("django_dqcluster.store")
 
+# A transaction whose statements and parameters took this many bytes leaves a
+# new scratch connection behind (see Transaction.end).
+LEAVES_A_NEW_CONNECTION = 1024 * 1024
+
 
 def aborted_error(reason):
     """The error for a statement of a transaction aborted on the leader (``reason``: why)."""
@@ -137,6 +141,13 @@ class Transaction:
                     logger.warning("could not roll back an aborted transaction on database %r; "
                                    "its connection is replaced", self.database.name)
                     self.database.replace_scratch_connection()
+            if self.entry_bytes >= LEAVES_A_NEW_CONNECTION:
+                # sqlite3 keeps a connection's last 128 statements prepared,
+                # each holding SQLite's copies of the values last bound to it
+                # until its text runs again: a large transaction's values
+                # stayed in the leader's memory (twice, with the statement its
+                # classification prepared). A new connection holds none.
+                self.database.replace_scratch_connection()
             self._holds_lock = False
             self.database.write_lock.release()
 

@@ -1,0 +1,81 @@
+"""A large transaction leaves none of its values in the leader's memory.
+
+A transaction's statements run first on the leader's scratch connection.
+sqlite3 keeps a connection's last 128 statements prepared, and a prepared
+statement holds SQLite's own copies of the values last bound to it until its
+text runs again: each distinct statement of a bulk load kept its last values
+(a 16 MiB value: 32 MiB more, with the statement its classification
+prepared, for as long as the connection lived).
+"""
+
+import ctypes
+import ctypes.util
+import os
+import sqlite3
+
+import pytest
+
+from django_dqcluster import dbapi
+from django_dqcluster.store.transactions import LEAVES_A_NEW_CONNECTION
+
+from .conftest import start_embedded_node
+
+VALUE = 16 * 2 ** 20
+
+
+@pytest.fixture
+def sqlite_memory_used():
+    """SQLite's count of the bytes it holds, all connections of this process together."""
+    library = ctypes.util.find_library("sqlite3")
+    if library is None:
+        pytest.skip("no shared SQLite library to ask (sqlite3 linked statically)")
+    memory_used = ctypes.CDLL(library).sqlite3_memory_used
+    memory_used.restype = ctypes.c_int64
+    # The count must be the one of the library sqlite3 runs on: a value bound
+    # to a cached statement shows in it.
+    conn = sqlite3.connect(":memory:")
+    before = memory_used()
+    conn.execute("SELECT length(?)", (bytes(VALUE),))
+    if memory_used() - before < VALUE:
+        conn.close()
+        pytest.skip("this SQLite library is not the one sqlite3 runs on, or counts no memory")
+    conn.close()
+    return memory_used
+
+
+def test_large_transactions_leave_their_values_in_no_prepared_statement(tmp_path, sqlite_memory_used):
+    node = start_embedded_node(tmp_path / "node")
+    try:
+        conn = dbapi.connect(node=node, isolation_level=None)
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+        before = sqlite_memory_used()
+        for statement in range(4):  # four statement texts, as a bulk load into four tables has
+            conn.execute("BEGIN")
+            conn.execute(f"INSERT INTO t (v) VALUES (?) /* {statement} */", (os.urandom(VALUE),))
+            conn.execute("COMMIT")
+            conn.execute("DELETE FROM t")
+        held = sqlite_memory_used() - before
+        assert held < VALUE, f"SQLite holds {held:,} bytes more after the transactions"
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+        conn.close()
+    finally:
+        node.stop()
+
+
+def test_a_small_transaction_keeps_its_statements_prepared(tmp_path):
+    node = start_embedded_node(tmp_path / "node")
+    try:
+        conn = dbapi.connect(node=node, isolation_level=None)
+        conn.execute("CREATE TABLE t (v)")
+        database = node.state_machine.databases.get("default")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.execute("COMMIT")
+        scratch = database.scratch_connection()
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (?)", (b"x" * (LEAVES_A_NEW_CONNECTION // 2),))
+        conn.execute("COMMIT")
+        assert database.scratch_connection() is scratch
+        conn.close()
+    finally:
+        node.stop()
