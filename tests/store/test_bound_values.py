@@ -1,11 +1,13 @@
 """A large transaction leaves none of its values in the leader's memory.
 
-A transaction's statements run first on the leader's scratch connection.
-sqlite3 keeps a connection's last 128 statements prepared, and a prepared
-statement holds SQLite's own copies of the values last bound to it until its
-text runs again: each distinct statement of a bulk load kept its last values
-(a 16 MiB value: 32 MiB more, with the statement its classification
-prepared, for as long as the connection lived).
+A transaction's statements run first on the leader's scratch connection,
+and every write is classified (compiled with EXPLAIN) on a connection of the
+node. sqlite3 keeps a connection's last 128 statements prepared, and a
+prepared statement holds SQLite's own copies of the values last bound to it
+until its text runs again: each distinct statement of a bulk load kept its
+last values (a 16 MiB value in a transaction: 32 MiB more, with the EXPLAIN
+of its classification; outside one, 16 MiB on a read connection), for as
+long as the connection lived.
 """
 
 import ctypes
@@ -57,6 +59,24 @@ def test_large_transactions_leave_their_values_in_no_prepared_statement(tmp_path
         held = sqlite_memory_used() - before
         assert held < VALUE, f"SQLite holds {held:,} bytes more after the transactions"
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+        conn.close()
+    finally:
+        node.stop()
+
+
+def test_large_writes_outside_a_transaction_leave_their_values_in_no_prepared_statement(tmp_path, sqlite_memory_used):
+    """Classified on a read connection (EXPLAIN), applied on a connection that keeps no statement prepared."""
+    node = start_embedded_node(tmp_path / "node")
+    try:
+        conn = dbapi.connect(node=node, isolation_level=None)
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB, w TEXT)")
+        before = sqlite_memory_used()
+        for statement in range(3):
+            conn.execute(f"INSERT INTO t (v, w) VALUES (?, ?) /* {statement} */", (os.urandom(VALUE), "é" * VALUE))
+            conn.execute(f"UPDATE t SET w = :w /* {statement} */", {"w": "ü" * VALUE})
+            conn.execute("DELETE FROM t")
+        held = sqlite_memory_used() - before
+        assert held < VALUE, f"SQLite holds {held:,} bytes more after the writes"
         conn.close()
     finally:
         node.stop()
