@@ -118,7 +118,8 @@ def writable_entry_format(entry_formats, other_members):
     (_check_known) until it is upgraded; so a leader writes the newest format
     all the others announced (``entry_formats``, by Raft address; unknown:
     UNANNOUNCED_FORMAT), leaving out what they would not apply (a limit they
-    do not know), and the newer one once the last of them announced it.
+    do not know), and the newer one once the last of them announced it. A new
+    kind of entry comes with a new format, and is written only from it on.
     """
     return min([ENTRY_FORMAT, *(entry_formats.get(address, UNANNOUNCED_FORMAT) for address in other_members)])
 
