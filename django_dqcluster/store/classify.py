@@ -14,6 +14,7 @@ import re
 import sqlite3
 import threading
 
+from .bound_values import emptied
 from .databases import INTERNAL_TABLE_PREFIX
 from .determinism import REFUSED_FUNCTIONS
 from .regexp_time import TIMED_FUNCTIONS
@@ -251,7 +252,7 @@ class Classifier:
         # preparing its INSERTs and DELETEs). A read was taken for a write:
         # it went through the log, or was refused as one (a read-only
         # session, dbstat), and the verdict was cached.
-        params = _without_their_values(self._local.params)
+        params = emptied(self._local.params)  # (what EXPLAIN keeps bound: see .bound_values)
         conn.execute(explain, params).close()
         conn.set_authorizer(observe)
         try:
@@ -300,31 +301,6 @@ class Classifier:
                 self._known_reads.clear()
             self._known_reads[key] = info
         return info
-
-
-# Text and blob parameters longer than this are bound empty to EXPLAIN.
-_LONG_VALUE = 4096
-
-
-def _without_their_values(params):
-    """``params`` with every long text or blob emptied: what EXPLAIN needs of them.
-
-    A statement compiles the same whatever values are bound to it (the
-    authorizer sees it before any is); their types stay, so one sqlite3
-    cannot bind still fails here. But sqlite3 keeps the connection's last
-    statements prepared, each holding SQLite's copies of the values last
-    bound to it until its text runs again: the EXPLAIN of every large write
-    kept its values on a read connection (16 MiB per distinct statement that
-    bound a 16 MiB value), and on the leader's scratch connection.
-    """
-    values = params.values() if isinstance(params, dict) else params
-    if not any(isinstance(value, (str, bytes)) and len(value) > _LONG_VALUE for value in values):
-        return params
-    def emptied(value):
-        return value[:0] if isinstance(value, (str, bytes)) and len(value) > _LONG_VALUE else value
-    if isinstance(params, dict):
-        return {name: emptied(value) for name, value in params.items()}
-    return [emptied(value) for value in params]
 
 
 def _node_local_tables(conn):

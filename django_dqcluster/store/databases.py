@@ -329,6 +329,11 @@ class Database:
             if conn in self._open_readers and len(self._idle_readers) < MAX_IDLE_READERS:
                 self._idle_readers.append(conn)
                 return
+        self.close_reader(conn)
+
+    def close_reader(self, conn):
+        """Close a borrowed read connection instead of keeping it for the next session."""
+        with self._readers_lock:
             self._open_readers.discard(conn)
         try:
             conn.close()

@@ -27,6 +27,7 @@ import time
 
 from .. import wire
 from . import errors
+from .bound_values import READER_CLOSED_FROM, holds_long_values
 from .classify import SESSION_PRAGMAS, session_pragma
 from .databases import InvalidDatabaseName, applied_index_of
 from .determinism import FixedValues
@@ -772,18 +773,35 @@ class Session:
 
     def _read(self, database, reader, sql, params):
         """A read outside a transaction on the session's read connection, paged if the client fetches."""
-        with reader.steps_limited(self.node.config.max_statement_steps):
-            if not self.page_bytes:
-                return run_statement(reader, sql, params, False)
-            cursor = reader.execute(sql, params if params is not None else ())
-        result = OpenResult(cursor, steps=self.node.config.max_statement_steps)
-        response = self._paged(cursor, result, database, sql)
-        if "more" in response:
-            # The statement keeps stepping on this connection, with its read
-            # snapshot: the session's later reads get another connection.
-            self._readers.pop(database.name, None)
-            result.release = database.return_reader
-        return response
+        # One that binds a long value keeps a copy of it as long as the
+        # connection lives (see .bound_values): the connection is closed after it.
+        kept = not holds_long_values(params, READER_CLOSED_FROM)
+        stepping = False
+        try:
+            with reader.steps_limited(self.node.config.max_statement_steps):
+                if not self.page_bytes:
+                    return run_statement(reader, sql, params, False)
+                cursor = reader.execute(sql, params if params is not None else ())
+            result = OpenResult(cursor, steps=self.node.config.max_statement_steps)
+            response = self._paged(cursor, result, database, sql)
+            if result.stepping:
+                # The statement keeps stepping on this connection, with its read
+                # snapshot: the session's later reads get another connection.
+                # (Not when its rows are all read, if more than a page: the
+                # result gave the connection back as it ended, to no one, and
+                # each such read left a connection open for good.)
+                self._readers.pop(database.name, None)
+                result.release = database.return_reader if kept else database.close_reader
+                stepping = True
+            return response
+        finally:
+            if not kept and not stepping:
+                self._close_reader(database, reader)
+
+    def _close_reader(self, database, reader):
+        if self._readers.get(database.name, (None, None))[1] is reader:
+            del self._readers[database.name]
+        database.close_reader(reader)
 
     def _paged(self, cursor, result, database, sql):
         """The answer to a statement ``cursor`` has just run: its first page, and with it,

@@ -142,11 +142,8 @@ class Transaction:
                                    "its connection is replaced", self.database.name)
                     self.database.replace_scratch_connection()
             if self.entry_bytes >= LEAVES_A_NEW_CONNECTION:
-                # sqlite3 keeps a connection's last 128 statements prepared,
-                # each holding SQLite's copies of the values last bound to it
-                # until its text runs again: a large transaction's values
-                # stayed in the leader's memory (twice, with the statement its
-                # classification prepared). A new connection holds none.
+                # Its prepared statements hold SQLite's copies of the values
+                # last bound to them (see .bound_values); a new connection none.
                 self.database.replace_scratch_connection()
             self._holds_lock = False
             self.database.write_lock.release()

@@ -7,7 +7,7 @@ prepared statement holds SQLite's own copies of the values last bound to it
 until its text runs again: each distinct statement of a bulk load kept its
 last values (a 16 MiB value in a transaction: 32 MiB more, with the EXPLAIN
 of its classification; outside one, 16 MiB on a read connection), for as
-long as the connection lived.
+long as the connection lived; and so did a read with such a parameter.
 """
 
 import ctypes
@@ -77,6 +77,27 @@ def test_large_writes_outside_a_transaction_leave_their_values_in_no_prepared_st
             conn.execute("DELETE FROM t")
         held = sqlite_memory_used() - before
         assert held < VALUE, f"SQLite holds {held:,} bytes more after the writes"
+        conn.close()
+    finally:
+        node.stop()
+
+
+def test_a_read_with_a_long_parameter_leaves_it_bound_on_no_connection(tmp_path, sqlite_memory_used):
+    node = start_embedded_node(tmp_path / "node")
+    try:
+        conn = dbapi.connect(node=node, isolation_level=None)
+        conn.execute("CREATE TABLE t (v BLOB)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(bytes([n]) * 30000,) for n in range(100)])
+        before = sqlite_memory_used()
+        for statement in range(3):
+            value = os.urandom(VALUE)
+            assert conn.execute(f"SELECT length(?) /* {statement} */", (value,)).fetchall() == [(VALUE,)]
+            # Paged: 3 MB of rows, more than a page (1 MiB), read to the end.
+            rows = conn.execute(f"SELECT v FROM t WHERE length(?) > 0 /* {statement} */", (value,)).fetchall()
+            assert len(rows) == 100
+        held = sqlite_memory_used() - before
+        assert held < VALUE, f"SQLite holds {held:,} bytes more after the reads"
+        assert conn.execute("SELECT count(*) FROM t WHERE length(?) = 3", ("abc",)).fetchone() == (100,)
         conn.close()
     finally:
         node.stop()

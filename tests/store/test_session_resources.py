@@ -78,3 +78,24 @@ def test_sessions_reading_at_the_same_time_each_have_their_own_connection(embedd
         conn.close()
     wait_for_sessions_to_end(embedded_node)
     assert database._open_readers == set(database._idle_readers)
+
+
+def test_a_result_over_a_page_in_few_rows_gives_its_read_connection_back(embedded_node):
+    """Its rows all read at once, though more than one page: nothing is left stepping on the connection."""
+    setup = dbapi.connect(node=embedded_node, isolation_level=None)
+    setup.execute("CREATE TABLE t (v BLOB)")
+    setup.executemany("INSERT INTO t VALUES (?)", [(bytes([n]) * 30_000,) for n in range(100)])  # 3 MB, 100 rows
+    setup.close()
+    database = embedded_node.state_machine.databases.get("default")
+    sessions_come_and_go(embedded_node, 2, "SELECT count(*) FROM t")
+    before = open_files()
+    sessions_come_and_go(embedded_node, 30, "SELECT v FROM t")
+    conn = dbapi.connect(node=embedded_node, isolation_level=None)
+    for _ in range(30):  # one session
+        assert len(conn.execute("SELECT v FROM t").fetchall()) == 100
+    conn.close()
+    wait_for_sessions_to_end(embedded_node)
+    # Each such read left its connection open, lent to nobody: 60 of them here.
+    assert database._open_readers == set(database._idle_readers)
+    assert len(database._open_readers) <= 2
+    assert open_files() - before <= 4
