@@ -18,6 +18,7 @@ import sqlite3
 import pytest
 
 from django_dqcluster import dbapi
+from django_dqcluster.dbapi.replica import ReplicaFile
 from django_dqcluster.store.transactions import LEAVES_A_NEW_CONNECTION
 
 from .conftest import start_embedded_node
@@ -120,3 +121,24 @@ def test_a_small_transaction_keeps_its_statements_prepared(tmp_path):
         conn.close()
     finally:
         node.stop()
+
+
+def test_a_local_read_with_a_long_parameter_leaves_it_bound_on_no_connection(tmp_path, sqlite_memory_used):
+    """A client reading its node's replica file itself (consistency none) holds no copy of it either."""
+    path = tmp_path / "replica.sqlite3"
+    with sqlite3.connect(path) as setup:
+        setup.execute("CREATE TABLE t (n)")
+        setup.execute("INSERT INTO t VALUES (7)")
+    setup.close()
+    replica = ReplicaFile(str(path), str(tmp_path / ".instance"))
+    try:
+        assert replica.query("SELECT n FROM t", ())["rows"] == [(7,)]
+        before = sqlite_memory_used()
+        for statement in range(3):
+            answer = replica.query(f"SELECT n, length(?) FROM t /* {statement} */", (os.urandom(VALUE),))
+            assert answer["rows"] == [(7, VALUE)] and answer["more"] is None
+        held = sqlite_memory_used() - before
+        assert held < VALUE, f"SQLite holds {held:,} bytes more after the reads"
+        assert replica.query("SELECT n FROM t", ())["rows"] == [(7,)]  # the next read opens the file again
+    finally:
+        replica.close()
