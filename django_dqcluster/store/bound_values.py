@@ -6,11 +6,13 @@ bound to it until its text runs again. A write of a 16 MiB value kept 16 MiB
 per connection it was compiled on, for each distinct statement text, for as
 long as the connection lived: the EXPLAIN that classifies it, the leader's
 scratch connection that runs a transaction's statements first, and a read
-with such a parameter its read connection. So EXPLAIN binds long values
-empty (``emptied``), a read connection that bound one is closed rather than
-kept (``holds_long_values``), and the scratch connection is replaced after a
-large transaction (transactions.Transaction.end). The apply connection keeps
-no statement prepared (databases.Database._open_apply).
+with such a parameter its read connection (the node's, or a client's
+reading the replica file itself). So EXPLAIN binds long values empty
+(``emptied``), a read connection that bound one is closed rather than kept
+(``holds_long_values``: session.Session._read, dbapi.replica), and the
+scratch connection is replaced after a large transaction
+(transactions.Transaction.end). The apply connection keeps no statement
+prepared (databases.Database._open_apply).
 """
 
 #: Text and blob parameters longer than this are bound empty to EXPLAIN.
