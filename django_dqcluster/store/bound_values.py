@@ -19,6 +19,8 @@ prepared (databases.Database._open_apply).
 EXPLAINED_EMPTY_FROM = 4096
 #: A read connection that bound a text or blob this long is closed after the read.
 READER_CLOSED_FROM = 64 * 1024
+#: The scratch connection is replaced after a transaction whose statements and parameters took this many bytes.
+SCRATCH_REPLACED_FROM = 1024 * 1024
 
 
 def _long(value, length):

@@ -13,15 +13,12 @@ import threading
 import time
 
 from . import errors
+from .bound_values import SCRATCH_REPLACED_FROM
 from .classify import Classifier
 from .determinism import FixedValues
 from .statemachine import rollback_quietly
 
 logger = logging.getLogger("django_dqcluster.store")
-
-# A transaction whose statements and parameters took this many bytes leaves a
-# new scratch connection behind (see Transaction.end).
-LEAVES_A_NEW_CONNECTION = 1024 * 1024
 
 
 def aborted_error(reason):
@@ -141,7 +138,7 @@ class Transaction:
                     logger.warning("could not roll back an aborted transaction on database %r; "
                                    "its connection is replaced", self.database.name)
                     self.database.replace_scratch_connection()
-            if self.entry_bytes >= LEAVES_A_NEW_CONNECTION:
+            if self.entry_bytes >= SCRATCH_REPLACED_FROM:
                 # Its prepared statements hold SQLite's copies of the values
                 # last bound to them (see .bound_values); a new connection none.
                 self.database.replace_scratch_connection()

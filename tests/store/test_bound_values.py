@@ -19,7 +19,7 @@ import pytest
 
 from django_dqcluster import dbapi
 from django_dqcluster.dbapi.replica import ReplicaFile
-from django_dqcluster.store.transactions import LEAVES_A_NEW_CONNECTION
+from django_dqcluster.store.bound_values import SCRATCH_REPLACED_FROM
 
 from .conftest import start_embedded_node
 
@@ -115,7 +115,7 @@ def test_a_small_transaction_keeps_its_statements_prepared(tmp_path):
         conn.execute("COMMIT")
         scratch = database.scratch_connection()
         conn.execute("BEGIN")
-        conn.execute("INSERT INTO t VALUES (?)", (b"x" * (LEAVES_A_NEW_CONNECTION // 2),))
+        conn.execute("INSERT INTO t VALUES (?)", (b"x" * (SCRATCH_REPLACED_FROM // 2),))
         conn.execute("COMMIT")
         assert database.scratch_connection() is scratch
         conn.close()
