@@ -787,9 +787,9 @@ class Session:
             if result.stepping:
                 # The statement keeps stepping on this connection, with its read
                 # snapshot: the session's later reads get another connection.
-                # (Not when its rows are all read, if more than a page: the
-                # result gave the connection back as it ended, to no one, and
-                # each such read left a connection open for good.)
+                # (Only while it steps: rows over a page but all read with the
+                # first one have ended their cursor already, and a connection
+                # handed to such a result went to no one, open for good.)
                 self._readers.pop(database.name, None)
                 result.release = database.return_reader if kept else database.close_reader
                 stepping = True
