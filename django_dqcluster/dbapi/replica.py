@@ -41,7 +41,7 @@ import sqlite3
 import time
 import urllib.parse
 
-from ..store.bound_values import READER_CLOSED_FROM, holds_long_values
+from ..store.bound_values import holds_long_values
 
 #: Seconds during which a file that could not be read is left to the node.
 RETRY_AFTER = 1.0
@@ -146,7 +146,7 @@ class ReplicaFile:
             # result takes the connection; the next read opens another.
             more = LocalResult(self._conn, cursor)
             self._conn = self._opened = None
-        elif holds_long_values(params, READER_CLOSED_FROM):
+        elif holds_long_values(params):
             # sqlite3 keeps the statement prepared, with SQLite's copy of the
             # long value, as long as the connection lives (store/bound_values.py).
             cursor.close()

@@ -27,7 +27,7 @@ import time
 
 from .. import wire
 from . import errors
-from .bound_values import READER_CLOSED_FROM, holds_long_values
+from .bound_values import binds_long_values, holds_long_values
 from .classify import SESSION_PRAGMAS, session_pragma
 from .databases import InvalidDatabaseName, applied_index_of
 from .determinism import FixedValues
@@ -603,6 +603,7 @@ class Session:
             if not info.writes:
                 if tx.snapshot is None:
                     conn = self._take_snapshot(tx)
+                tx.bound_long_values = tx.bound_long_values or holds_long_values(params)
                 with conn.steps_limited(self.node.config.max_statement_steps):
                     if not self.page_bytes:
                         return self._result(run_statement(conn, sql, params, False))
@@ -642,7 +643,10 @@ class Session:
         conn = tx.snapshot[0]
         self.results.read_rest_of(tx, _unreadable_after(tx))
         rollback_quietly(conn)
-        tx.database.return_reader(conn)
+        if tx.bound_long_values:  # (see .bound_values)
+            tx.database.close_reader(conn)
+        else:
+            tx.database.return_reader(conn)
 
     def _read_barrier(self):
         """Make this node's state as recent as the session's consistency asks."""
@@ -691,6 +695,9 @@ class Session:
                 problem = over_the_limit(tx.entry_bytes, added, self.node.config.max_transaction_bytes, True)
                 if problem:
                     raise errors.operational(problem)
+                if not tx.bound_long_values:
+                    tx.bound_long_values = (binds_long_values(params, many, added) if writes
+                                            else holds_long_values(params))
             else:
                 writes = True  # savepoints must be replayed to reproduce partial rollbacks
                 added = len(sql)
@@ -775,7 +782,7 @@ class Session:
         """A read outside a transaction on the session's read connection, paged if the client fetches."""
         # One that binds a long value keeps a copy of it as long as the
         # connection lives (see .bound_values): the connection is closed after it.
-        kept = not holds_long_values(params, READER_CLOSED_FROM)
+        kept = not holds_long_values(params)
         stepping = False
         try:
             with reader.steps_limited(self.node.config.max_statement_steps):

@@ -13,7 +13,6 @@ import threading
 import time
 
 from . import errors
-from .bound_values import SCRATCH_REPLACED_FROM
 from .classify import Classifier
 from .determinism import FixedValues
 from .statemachine import rollback_quietly
@@ -47,6 +46,8 @@ class Transaction:
         self.values = FixedValues.fresh()
         self.statements = []  # [ordinal, sql, params, many, expect_error]
         self.entry_bytes = 0  # about the size of its statements and parameters (large_entries.statement_bytes)
+        #: A statement of it bound a long text or blob (see .bound_values).
+        self.bound_long_values = False
         self.ordinal = 0
         self.writes = False
         self.aborted = None
@@ -138,7 +139,7 @@ class Transaction:
                     logger.warning("could not roll back an aborted transaction on database %r; "
                                    "its connection is replaced", self.database.name)
                     self.database.replace_scratch_connection()
-            if self.entry_bytes >= SCRATCH_REPLACED_FROM:
+            if self.bound_long_values:
                 # Its prepared statements hold SQLite's copies of the values
                 # last bound to them (see .bound_values); a new connection none.
                 self.database.replace_scratch_connection()

@@ -19,7 +19,7 @@ import pytest
 
 from django_dqcluster import dbapi
 from django_dqcluster.dbapi.replica import ReplicaFile
-from django_dqcluster.store.bound_values import SCRATCH_REPLACED_FROM
+from django_dqcluster.store.bound_values import LONG_VALUE
 
 from .conftest import start_embedded_node
 
@@ -104,7 +104,27 @@ def test_a_read_with_a_long_parameter_leaves_it_bound_on_no_connection(tmp_path,
         node.stop()
 
 
-def test_a_small_transaction_keeps_its_statements_prepared(tmp_path):
+@pytest.mark.parametrize("begin", ["BEGIN", "BEGIN DEFERRED"])
+def test_reads_of_long_parameters_in_a_transaction_leave_them_bound_on_no_connection(tmp_path, sqlite_memory_used,
+                                                                                     begin):
+    node = start_embedded_node(tmp_path / "node")
+    try:
+        conn = dbapi.connect(node=node, isolation_level=None)
+        conn.execute("CREATE TABLE t (v BLOB)")
+        before = sqlite_memory_used()
+        for statement in range(3):
+            conn.execute(begin)
+            assert conn.execute(f"SELECT length(?) /* {statement} */", (os.urandom(VALUE),)).fetchall() == [(VALUE,)]
+            conn.execute("COMMIT")
+        held = sqlite_memory_used() - before
+        assert held < VALUE, f"SQLite holds {held:,} bytes more after the reads"
+        conn.close()
+    finally:
+        node.stop()
+
+
+def test_a_transaction_of_short_values_keeps_its_statements_prepared(tmp_path):
+    """A bulk load of short rows (here 1.2 MB) leaves only the last row's values bound: nothing to let go."""
     node = start_embedded_node(tmp_path / "node")
     try:
         conn = dbapi.connect(node=node, isolation_level=None)
@@ -115,9 +135,14 @@ def test_a_small_transaction_keeps_its_statements_prepared(tmp_path):
         conn.execute("COMMIT")
         scratch = database.scratch_connection()
         conn.execute("BEGIN")
-        conn.execute("INSERT INTO t VALUES (?)", (b"x" * (SCRATCH_REPLACED_FROM // 2),))
+        conn.executemany("INSERT INTO t VALUES (?)", [(b"x" * 600,)] * 2000)
+        conn.execute("INSERT INTO t VALUES (?)", (b"x" * (LONG_VALUE - 1),))
         conn.execute("COMMIT")
         assert database.scratch_connection() is scratch
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (?)", (b"x" * LONG_VALUE,))
+        conn.execute("COMMIT")
+        assert database.scratch_connection() is not scratch
         conn.close()
     finally:
         node.stop()
