@@ -301,7 +301,7 @@ class Node:
         members[self.config.bind] = self.config.client
         if self.engine is None:
             return [{"raft": r, "client": c} for r, c in sorted(members.items())]
-        raft_members = [self.config.bind] + [n.address for n in self.engine.otherNodes]
+        raft_members = [self.config.bind, *self.engine.other_member_addresses()]  # (all of them, even mid-round)
         return [{"raft": r, "client": members.get(r)} for r in sorted(set(raft_members))]
 
     def serving_problem(self):
