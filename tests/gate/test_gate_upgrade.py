@@ -130,11 +130,14 @@ def test_concurrent_migrate_applies_each_migration_exactly_once(shared_db):
     assert sum("Applying gateapp.0002_v2... OK" in out for out in stdouts) == 1, stdouts
     assert sum("No migrations to apply." in out for out in stdouts) == 1, stdouts
     waits = [line for out in stdouts for line in out.splitlines() if "Waiting for the cluster migration lock" in line]
-    assert all("host-" in line for line in waits), stdouts  # the holder is named
+    # The holder is named, unless it let go between the waiter's try and its look at who
+    # holds the lock ("held by nobody (just released)": a second line, the holder changed).
+    named = [line for line in waits if "held by nobody (just released)" not in line]
+    assert all("host-" in line for line in named), stdouts
     if db.kind == "postgres":
         # On SQLite the second host may instead block on the database's write lock (held
         # by the migration's transaction) and find the work done once it gets through.
-        assert waits, stdouts
+        assert named, stdouts
     assert len(applied_0002(db)) == 1
     assert db.query("SELECT COUNT(*) FROM django_migrations WHERE app = 'gateapp' AND name = '0002_v2'") == [(1,)]
 
