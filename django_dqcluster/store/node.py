@@ -230,7 +230,8 @@ class Node:
 
     def _hand_over_leadership(self, timeout):
         engine = self.engine
-        if not self.is_leader() or not any(engine.isNodeConnected(node) for node in engine.otherNodes):
+        if not self.is_leader() or not any(engine.isNodeConnected(raft.make_node(address))
+                                           for address in engine.other_member_addresses()):
             return  # nobody to hand over to (the last member of a cluster being stopped)
         engine.request_handover()
         deadline = time.monotonic() + timeout
