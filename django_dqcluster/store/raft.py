@@ -16,8 +16,10 @@ design/pysyncobj-safety.md):
   vote metadata are written with fsync.
 * **Leader lease.** Strong reads need proof that no other leader exists.
   Followers stay loyal to a leader they heard from within the election
-  timeout and echo its clock; a majority's echoes give the leader a lease
-  during which it answers reads from its own state (:meth:`SafeSyncObj.lease_valid`).
+  timeout (and every node for that long after it starts: a restart forgets
+  whom it heard from) and echo its clock with that timeout; a majority's
+  echoes give the leader a lease during which it answers reads from its own
+  state (:meth:`SafeSyncObj.lease_valid`).
 * **Throughput.** Commands queued in one tick leave in one AppendEntries
   (group commit), the extra AppendEntries pysyncobj sends after every
   apply is skipped unless a follower waits for it (``announce_commit``),
@@ -506,7 +508,9 @@ class FlushingTransport(TCPTransport):
                 self.flush_journal()
             echo = getattr(engine, "_lease_echo", None)
             if echo is not None:
-                message = dict(message, lease_echo=echo)
+                # With how long this node then votes for no one (_sticky):
+                # members may run with different election timeouts.
+                message = dict(message, lease_echo=echo, lease_window=engine.conf.raftMinTimeout)
         elif kind == "append_entries" and getattr(engine, "_lease_enabled", False):
             message = dict(message, lease_ts=monotonic())
         sent = super().send(node, message)
@@ -560,9 +564,12 @@ class SafeSyncObj(SyncObj):
         # Leader lease (see lease_valid): timestamps of the leader's own clock.
         self._lease_enabled = True
         self._lease_echo = None  # follower: lease_ts of the last AppendEntries it accepted
-        self._lease_acks = {}  # leader: node -> newest lease_ts a follower echoed
+        self._lease_acks = {}  # leader: node -> till when it votes for no one else (_extend_lease)
         self._leader_since = None
         self._heard_from_leader_at = 0.0
+        # Before the restart this process may have confirmed a leader's lease
+        # it no longer remembers (see _sticky).
+        self._started_at = monotonic()
         self._collecting_commands = False
         self._send_after_collecting = False
         self._catching_up = False
@@ -1262,14 +1269,31 @@ class SafeSyncObj(SyncObj):
             return result
         elif kind == "next_node_idx":
             if "lease_echo" in message and self._leader_since is not None:
-                echoed = message["lease_echo"]
-                if echoed >= self._leader_since and echoed > self._lease_acks.get(node, 0.0):
-                    self._lease_acks[node] = echoed
+                self._extend_lease(node, message)
             if message.get("success") and not message.get("reset"):
                 return self._accept_acknowledgement(node, message)
             if message.get("reset") and self._isLeader():
                 self._notice_lost_entries(node, message)
         return SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _extend_lease(self, node, message):
+        """Note till when (this node's clock) ``node`` promised to vote for no one else.
+
+        It echoed the send time of the newest AppendEntries it accepted, and
+        it votes for no one for ``lease_window`` seconds (its own election
+        timeout; a release before this says nothing: the same as ours, as
+        was required then) after it received it, and as long after it
+        restarts. The lease keeps 80% of that, for clocks running at
+        slightly different rates.
+        """
+        echoed, window = message["lease_echo"], message.get("lease_window", self.conf.raftMinTimeout)
+        if not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (echoed, window)):
+            return
+        if echoed < self._leader_since:
+            return  # sent before this node led
+        ends = echoed + 0.8 * max(window, 0.0)
+        if ends > self._lease_acks.get(node, 0.0):
+            self._lease_acks[node] = ends
 
     def _accept_acknowledgement(self, node, message):
         """Let a follower's success reply advance its next index, never rewind it.
@@ -1444,7 +1468,8 @@ class SafeSyncObj(SyncObj):
         SyncObj._SyncObj__onBecomeLeader(self)
 
     def _sticky(self):
-        """A follower that heard from its leader within the election timeout ignores candidates.
+        """A follower that heard from its leader within the election timeout ignores candidates,
+        and so does a node for the election timeout after it started.
 
         The leader itself is not sticky: a higher-term candidate (a restarted
         node whose term ran ahead) makes it step down, and with it its lease,
@@ -1456,6 +1481,13 @@ class SafeSyncObj(SyncObj):
         """
         if self._isLeader():
             return False
+        if monotonic() - self._started_at < self.conf.raftMinTimeout:
+            # Just started: the process before it may have echoed a leader's
+            # lease time moments before it stopped, and its stickiness went
+            # with it. Voting now could elect a second leader while the first
+            # still answers strong reads from its lease. (Its own election
+            # timeout, at least this long, keeps it from standing meanwhile.)
+            return True
         return (self._SyncObj__raftLeader is not None
                 and (monotonic() - self._heard_from_leader_at < self.conf.raftMinTimeout or self._leader_is_busy()))
 
@@ -1463,24 +1495,24 @@ class SafeSyncObj(SyncObj):
         """May this leader answer a read from its own state, with no log round trip?
 
         Every AppendEntries carries the leader's clock; followers echo the
-        newest one they accepted. A follower that accepted a message sent at
-        ``t`` will not vote for anyone before ``t + raftMinTimeout`` (by its own
-        clock; stickiness above), so no other leader can exist before then
-        once a majority echoed ``t``. The lease ends at 80% of that, leaving
-        room for clock-rate differences; all members must share raftMinTimeout.
-        A new leader must also have committed an entry of its own term.
+        newest one they accepted, with their election timeout ``w``. A follower
+        that accepted a message sent at ``t`` will not vote for anyone before
+        ``t + w`` (by its own clock; stickiness above, which a restart does not
+        shorten), so no other leader can exist before then once a majority
+        echoed. The lease ends at 80% of that, leaving room for clock-rate
+        differences (_extend_lease). A new leader must also have committed an
+        entry of its own term.
         """
         if not self._isLeader() or self._leader_since is None:
             return False
         noop = self._SyncObj__noopIDx
         if noop is None or self._SyncObj__raftCommitIndex < noop:
             return False
-        others = [self._lease_acks.get(node, 0.0) for node in self._SyncObj__otherNodes]
-        needed = (len(others) + 1) // 2  # followers that, with this node, form a majority
+        promised = [self._lease_acks.get(node, 0.0) for node in self._SyncObj__otherNodes]
+        needed = (len(promised) + 1) // 2  # followers that, with this node, form a majority
         if needed == 0:
             return True
-        confirmed = sorted(others, reverse=True)[needed - 1]
-        return monotonic() < confirmed + 0.8 * self.conf.raftMinTimeout
+        return monotonic() < sorted(promised, reverse=True)[needed - 1]
 
     def _SyncObj__deleteEntriesFrom(self, fromIDx):
         allowed = getattr(self, "_delete_allowed_from", None)
