@@ -9,6 +9,7 @@ Each "host" of the gate tests is its own process (``python -m django …``) with
 * ``DQ_GATE_API``      comma-separated API extension names (``DQCLUSTER_API_EXTENSIONS``)
 * ``DQ_GATE_REDIS``    broker / result backend URL for the Celery tests (optional)
 * ``DQ_GATE_RESULT_BACKEND``  a result backend other than ``DQ_GATE_REDIS`` (optional)
+* ``DQ_GATE_CLOCK_AHEAD``  seconds this host's wall clock runs fast (optional)
 
 so two processes with different values are two hosts running different code versions
 against one shared database, the honest way to simulate a rolling upgrade.
@@ -87,6 +88,13 @@ MIGRATION_MODULES = {"gateapp": "tests.gate.gateapp.migrations_" + os.environ.ge
 if _kind != "dqcluster":  # our ENGINE names the host after its node (OPTIONS["bind"])
     DQCLUSTER_NODE_ADDRESS = os.environ.get("DQ_GATE_NODE", "host-a")
 DQCLUSTER_API_EXTENSIONS = [name for name in os.environ.get("DQ_GATE_API", "").split(",") if name]
+
+if os.environ.get("DQ_GATE_CLOCK_AHEAD"):
+    # A host whose clock is wrong: this process's wall clock runs that many seconds fast.
+    import time as _time
+
+    _wall_clock, _ahead = _time.time, float(os.environ["DQ_GATE_CLOCK_AHEAD"])
+    _time.time = lambda: _wall_clock() + _ahead
 
 DQCLUSTER_WAIT_MAX_INTERVAL = float(os.environ.get("DQ_GATE_MAX_INTERVAL", "2"))
 

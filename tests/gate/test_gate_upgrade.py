@@ -142,6 +142,25 @@ def test_concurrent_migrate_applies_each_migration_exactly_once(shared_db):
     assert db.query("SELECT COUNT(*) FROM django_migrations WHERE app = 'gateapp' AND name = '0002_v2'") == [(1,)]
 
 
+def test_a_host_whose_clock_runs_ahead_does_not_take_the_migration_lock_another_holds(sqlite_db):
+    db = sqlite_db
+    a, b = Host(db, "host-a"), Host(db, "host-b")
+    a.run("migrate", "-v0")
+    b.run("migrate", "-v0")
+    a.upgraded().run("ensure_cluster_schema", expect=3)
+    # host-a's migration holds the lock, for ten more minutes by the database's clock.
+    now_ms = int(time.time() * 1000)
+    db.query("INSERT INTO dqcluster_lock (name, holder, acquired_at, expires_at) VALUES ('migrate', ?, ?, ?)",
+             ("host-a (pid 1, 0123abcd)", now_ms, now_ms + 600_000))
+
+    ahead = Host(db, "host-b", "v2", extra_env={"DQ_GATE_CLOCK_AHEAD": "3600"})  # an hour fast
+    process = ahead.run("migrate", "--lock-timeout", "2", expect=1)
+
+    assert "waiting for the cluster migration lock" in process.stderr
+    assert "held by host-a (pid 1, 0123abcd), lease expires in" in process.stderr
+    assert applied_0002(db) == []
+
+
 def test_migrate_wait_rechecks_until_the_lagging_member_upgrades(sqlite_db):
     db = sqlite_db
     a, b = Host(db, "host-a"), Host(db, "host-b")

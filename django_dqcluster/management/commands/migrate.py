@@ -19,7 +19,10 @@ transaction cannot simply be held across the whole run there: Django runs each
 migration in its own transaction on the same connection, and SQLite's schema editor
 must toggle foreign keys outside any transaction. The lease has a TTL
 (``DQCLUSTER_MIGRATION_LOCK_TTL``, default 600 s) and is renewed before each migration,
-so a crashed holder blocks the others for at most one TTL.
+so a crashed holder blocks the others for at most one TTL. Its times are the
+database's (SQLite's ``julianday('now')``, which the store fixes per entry from its
+leader's clock), not each host's: a host whose clock ran ahead would otherwise take
+a lease still held, and run the same migrations a second time.
 
 When Django's test runner builds a test database (it calls ``migrate``), the gate and
 the lock are skipped: that database is private to the run. ``--plan`` and ``--check``
@@ -54,8 +57,8 @@ class LockLost(CommandError):
     pass
 
 
-def _now_ms():
-    return int(time.time() * 1000)
+# Milliseconds since the epoch by the database's clock, as one SQL expression.
+SQLITE_NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
 
 class MigrationLock:
@@ -78,6 +81,14 @@ class MigrationLock:
         self.clock = clock
         self.held = False
         self.advisory = self.connection.vendor == "postgresql"
+        self._ttl_ms = int(self.ttl * 1000)
+
+    @property
+    def now(self):
+        """The lease's clock, as SQL: the database's where it has one we know, else this host's."""
+        if self.connection.vendor == "sqlite":
+            return SQLITE_NOW_MS
+        return str(int(time.time() * 1000))
 
     # -- public ----------------------------------------------------------------------------
 
@@ -120,11 +131,10 @@ class MigrationLock:
         """Push the lease's expiry forward; raise ``LockLost`` if another host took it."""
         if not self.held or self.advisory:
             return
-        now = _now_ms()
         with self.connection.cursor() as cursor:
             cursor.execute(
-                "UPDATE dqcluster_lock SET expires_at = %s WHERE name = %s AND holder = %s",
-                [now + int(self.ttl * 1000), LOCK_NAME, self.holder],
+                f"UPDATE dqcluster_lock SET expires_at = {self.now} + %s WHERE name = %s AND holder = %s",
+                [self._ttl_ms, LOCK_NAME, self.holder],
             )
             if cursor.rowcount != 1:
                 self.held = False
@@ -161,14 +171,15 @@ class MigrationLock:
                         return "nobody (just released)"
                     name, pid, client = row
                     return f"{name or 'an unnamed session'} (server pid {pid}{', from ' + str(client) if client else ''})"
-                cursor.execute("SELECT holder, expires_at FROM dqcluster_lock WHERE name = %s", [LOCK_NAME])
+                cursor.execute(f"SELECT holder, expires_at - {self.now} FROM dqcluster_lock WHERE name = %s",
+                               [LOCK_NAME])
                 row = cursor.fetchone()
         except DatabaseError as error:
             return f"an unknown holder ({error})"
         if row is None:
             return "nobody (just released)"
-        holder, expires_at = row
-        left = (int(expires_at) - _now_ms()) / 1000
+        holder, left_ms = row
+        left = int(left_ms) / 1000
         return f"{holder}, lease {'expires in ' + format_age(left) if left > 0 else 'expired'}"
 
     # -- internals -------------------------------------------------------------------------
@@ -190,22 +201,22 @@ class MigrationLock:
                 cursor.execute("SELECT set_config('application_name', %s, false)", [f"dqcluster migrate {self.holder}"[:63]])
                 cursor.execute("SELECT pg_try_advisory_lock(%s)", [PG_MIGRATE_LOCK_KEY])
                 return bool(cursor.fetchone()[0])
-        now = _now_ms()
-        expires = now + int(self.ttl * 1000)
+        now = self.now
         with self.connection.cursor() as cursor:
             # Each statement is its own write transaction: take the row if it is free
             # (expired, or ours), else create it; a concurrent creator makes ours fail.
             cursor.execute(
-                "UPDATE dqcluster_lock SET holder = %s, acquired_at = %s, expires_at = %s "
-                "WHERE name = %s AND (expires_at < %s OR holder = %s)",
-                [self.holder, now, expires, LOCK_NAME, now, self.holder],
+                f"UPDATE dqcluster_lock SET holder = %s, acquired_at = {now}, expires_at = {now} + %s "
+                f"WHERE name = %s AND (expires_at < {now} OR holder = %s)",
+                [self.holder, self._ttl_ms, LOCK_NAME, self.holder],
             )
             if cursor.rowcount == 1:
                 return True
             try:
                 cursor.execute(
-                    "INSERT INTO dqcluster_lock (name, holder, acquired_at, expires_at) VALUES (%s, %s, %s, %s)",
-                    [LOCK_NAME, self.holder, now, expires],
+                    "INSERT INTO dqcluster_lock (name, holder, acquired_at, expires_at) "
+                    f"VALUES (%s, %s, {now}, {now} + %s)",
+                    [LOCK_NAME, self.holder, self._ttl_ms],
                 )
             except IntegrityError:
                 return False
