@@ -5,7 +5,8 @@
 In ONE run on 3-node loopback clusters, for both durability modes: single-row
 INSERT commits through the driver with 1 and 8 clients, raw pysyncobj
 replicated calls with the same Raft settings, and plain local sqlite3 on the
-same disk; then the time from `kill -9` of the leader of a cluster that has
+same disk; one client's strong reads by primary key next to 0, 1 and 2 writer
+processes; then the time from `kill -9` of the leader of a cluster that has
 been up for a few seconds to the next acknowledged commit, and for a graceful
 stop (SIGTERM: the node drains its clients and hands leadership over) the
 longest pause in a writing client's acknowledged commits. Targets (issue 2):
@@ -60,6 +61,46 @@ def driver_inserts(cluster, clients, ops):
     for worker in workers:
         worker.join()
     return per_client * clients / (time.perf_counter() - started)
+
+
+WRITER = """
+import sys, time
+from django_dqcluster import dbapi
+addresses, secret, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+conn = dbapi.connect(addresses, secret=secret, isolation_level=None)
+end, count = time.monotonic() + seconds, 0
+while time.monotonic() < end:
+    conn.execute("INSERT INTO written (v) VALUES (?)", ("x" * 100,))
+    count += 1
+print(count / seconds)
+"""
+
+
+def strong_reads_next_to_writers(cluster, writers, seconds):
+    """One client's strong reads by primary key while ``writers`` processes each insert rows one at a time.
+
+    Returns (reads/s, median read ms, 90th percentile read ms, writes/s of all writers).
+    """
+    leader = cluster.leader()
+    addresses = ",".join([leader.client] + [n.client for n in cluster.nodes if n is not leader])
+    reader = dbapi.connect(addresses, secret=cluster.secret, isolation_level=None)
+    reader.execute("CREATE TABLE IF NOT EXISTS read (id INTEGER PRIMARY KEY, v TEXT)")
+    reader.execute("CREATE TABLE IF NOT EXISTS written (id INTEGER PRIMARY KEY, v TEXT)")
+    if not reader.execute("SELECT COUNT(*) FROM read").fetchone()[0]:
+        reader.executemany("INSERT INTO read (v) VALUES (?)", [(f"row {i}",) for i in range(1000)])
+    processes = [subprocess.Popen([sys.executable, "-c", WRITER, addresses, cluster.secret, str(seconds)],
+                                  stdout=subprocess.PIPE, text=True) for _ in range(writers)]
+    time.sleep(0.3)  # the writers have connected
+    times, rows = [], iter(range(10 ** 9))
+    end = time.monotonic() + seconds - 0.6
+    while time.monotonic() < end:
+        started = time.perf_counter()
+        reader.execute("SELECT v FROM read WHERE id = ?", (next(rows) % 1000 + 1,)).fetchall()
+        times.append(time.perf_counter() - started)
+    written = sum(float(process.communicate()[0] or 0) for process in processes)
+    reader.close()
+    times.sort()
+    return len(times) / (seconds - 0.6), 1e3 * times[len(times) // 2], 1e3 * times[int(len(times) * 0.9)], written
 
 
 def raw_pysyncobj(directory, ops, durability):
@@ -161,13 +202,18 @@ def main():
     # scheduling hiccup moves the 8 / 1 ratio by a tenth.
     parser.add_argument("--ops", type=int, default=10000)
     parser.add_argument("--failover-trials", type=int, default=5)
+    parser.add_argument("--read-seconds", type=float, default=8.0,
+                        help="how long each row of strong reads next to writers lasts")
     args = parser.parse_args()
-    rows = []
+    rows, mixed = [], []
     with tempfile.TemporaryDirectory(prefix="dqcluster-bench-") as directory:
         for durability in ("fsync", "process"):
             with LocalCluster(os.path.join(directory, f"cluster-{durability}"), 3, durability=durability) as cluster:
                 one = driver_inserts(cluster, 1, args.ops)
                 eight = driver_inserts(cluster, 8, args.ops)
+                if durability == "fsync":
+                    mixed = [(writers, *strong_reads_next_to_writers(cluster, writers, args.read_seconds))
+                             for writers in (0, 1, 2)]
             raw = raw_pysyncobj(directory, args.ops, durability)
             local = local_sqlite(directory, args.ops, durability)
             rows.append((durability, one, eight, raw[1], raw[8], local))
@@ -182,6 +228,12 @@ def main():
               f"| {one / raw1:.0%} | {eight / one:.2f}x |")
     print("\n(raw pysyncobj never flushes its journal, in either row; local sqlite3 uses synchronous=FULL "
           "for the fsync row and NORMAL for the process row)")
+    print("\nOne client's strong reads by primary key next to writer processes (each inserting rows one at "
+          "a time), fsync cluster\n")
+    print("| writers | reads/s | median read ms | 90th percentile ms | writes/s |")
+    print("|---|---|---|---|---|")
+    for writers, reads, median, p90, written in mixed:
+        print(f"| {writers} | {reads:,.0f} | {median:.3f} | {p90:.3f} | {written:,.0f} |")
     print(f"\nkill -9 of the leader -> next acknowledged commit, {len(failovers)} trials: "
           + ", ".join(f"{s:.2f} s" for s in failovers) + f"; median {statistics.median(failovers):.2f} s")
     pauses = [pause for _, pause, _ in graceful]

@@ -46,8 +46,10 @@ def test_commit_floor_prints_every_chain(tmp_path):
 
 
 def test_store_bench_prints_its_table_and_failovers(tmp_path):
-    output = run_bench("store_bench.py", "--ops", "40", "--failover-trials", "1", tmp_path=tmp_path)
+    output = run_bench("store_bench.py", "--ops", "40", "--failover-trials", "1", "--read-seconds", "1.5",
+                       tmp_path=tmp_path)
     assert len(table_rows(output)) > 1
+    assert "strong reads by primary key next to writer processes" in output
     assert "kill -9 of the leader" in output
 
 

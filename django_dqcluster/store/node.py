@@ -364,11 +364,27 @@ class Node:
         return self._applied.wait(index, timeout)
 
     def barrier(self, timeout=None):
-        """Return once everything committed before the call is applied here (linearizable reads)."""
+        """Return once everything committed before the call is applied here.
+
+        What a transaction's start needs: its statements are applied after
+        every committed entry, so it must see them all.
+        """
         engine = self.engine
         if engine.lease_valid() and engine.raftLastApplied >= engine.raftCommitIndex:
             # A leader holding its lease (alone, or confirmed by a majority
             # within the election timeout) has applied every commit: no round trip.
+            return
+        self._barriers.wait(self.config.commit_timeout if timeout is None else timeout)
+
+    def read_barrier(self, timeout=None):
+        """Return once a read here sees every write answered before the call (linearizable reads).
+
+        On a leader holding its lease that is at once, even while it applies
+        entries committed a moment ago (SafeSyncObj.answers_reads_locally):
+        under a steady stream of writes, strong reads used to wait for a log
+        round trip whenever one was being applied.
+        """
+        if self.engine.answers_reads_locally():
             return
         self._barriers.wait(self.config.commit_timeout if timeout is None else timeout)
 

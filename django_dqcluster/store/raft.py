@@ -1514,6 +1514,18 @@ class SafeSyncObj(SyncObj):
             return True
         return monotonic() < sorted(promised, reverse=True)[needed - 1]
 
+    def answers_reads_locally(self):
+        """May this leader answer a strong read from its applied state, with no log round trip?
+
+        It holds its lease, and it applied every write any leader answered: a
+        leader answers a write only once it applied it, and this one's first
+        entry of its term follows everything earlier leaders committed. The
+        entries it is applying meanwhile have not been answered, so a read may
+        come before them. (A transaction's start asks more: Node.barrier.)
+        """
+        noop = self._SyncObj__noopIDx
+        return self.lease_valid() and noop is not None and self._SyncObj__raftLastApplied >= noop
+
     def _SyncObj__deleteEntriesFrom(self, fromIDx):
         allowed = getattr(self, "_delete_allowed_from", None)
         if allowed is None or fromIDx < allowed:

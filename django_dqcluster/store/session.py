@@ -372,7 +372,7 @@ class Session:
             if many:
                 raise errors.programming("executemany() can only run statements that write")
             if self.node.is_leader() and self.consistency == STRONG:
-                self.node.barrier()
+                self.node.read_barrier()
             return self._result(self._read(database, reader, sql, params))
         size = statement_bytes(sql, params, many)
         limit = self.node.config.max_transaction_bytes

@@ -8,7 +8,9 @@ write the first one's reads would miss. A follower remembers hearing from its
 leader; a member that restarted does not, so it waits an election timeout
 after it started before it votes at all. Members may run with different
 election timeouts: each says with its echo how long it will wait, and the
-leader counts on no more than that.
+leader counts on no more than that. Holding its lease, the leader answers a
+strong read from what it applied, once that holds every write any leader
+answered.
 """
 
 import time
@@ -162,3 +164,35 @@ def test_an_echo_of_a_message_sent_before_it_led_extends_nothing():
     engine = leader()
     echo(engine, FOLLOWERS[0], engine._leader_since - 0.01, lease_window=60.0)
     assert not engine.lease_valid()
+
+
+# -- what the lease lets the leader answer ------------------------------------------------------
+
+
+def applying(engine, last_applied, commit_index):
+    engine._SyncObj__raftLastApplied, engine._SyncObj__raftCommitIndex = last_applied, commit_index
+
+
+def test_a_leader_holding_its_lease_answers_strong_reads_while_it_applies_entries_just_committed():
+    # Their writers hear back only once the leader applied them: a read may come before.
+    engine = leader()
+    echo(engine, FOLLOWERS[0], monotonic(), lease_window=ELECTION_TIMEOUT)
+    applying(engine, last_applied=40, commit_index=42)
+    assert engine.answers_reads_locally()
+
+
+def test_a_leader_answers_no_read_locally_before_it_applied_what_earlier_leaders_committed():
+    # Everything before its own first entry (the no-op at 40) may have been answered by them.
+    engine = leader()
+    engine._SyncObj__noopIDx = 40
+    echo(engine, FOLLOWERS[0], monotonic(), lease_window=ELECTION_TIMEOUT)
+    applying(engine, last_applied=39, commit_index=42)
+    assert not engine.answers_reads_locally()
+    applying(engine, last_applied=40, commit_index=42)
+    assert engine.answers_reads_locally()
+
+
+def test_a_leader_without_its_lease_answers_no_read_locally():
+    engine = leader()
+    applying(engine, last_applied=42, commit_index=42)
+    assert not engine.answers_reads_locally()
