@@ -572,6 +572,8 @@ class Session:
     def _take_snapshot(self, tx):
         """A deferred transaction's first read: the state its reads see from now on."""
         database = tx.database
+        # Every write answered before it (Node.read_barrier); should the
+        # transaction write later, _upgrade finds any entry applied since.
         self._read_barrier()
         conn = database.borrow_reader()
         try:
@@ -649,15 +651,18 @@ class Session:
             tx.database.return_reader(conn)
 
     def _read_barrier(self):
-        """Make this node's state as recent as the session's consistency asks."""
+        """Make this node's state hold what a read needs at the session's consistency."""
         if self.consistency == STRONG:
-            self.node.barrier()
+            self.node.read_barrier()
         else:
             self._wait_applied()
 
     def _catch_up(self, database):
         """With ``database``'s write lock: its state holds every commit, ours included."""
-        self._read_barrier()
+        if self.consistency == STRONG:
+            self.node.barrier()  # more than a read needs: what it writes is applied after them all
+        else:
+            self._wait_applied()
         if not database.wait_entries_applied(self.node.config.commit_timeout):
             # A callback that never came (its entry lost with a leader
             # change): a barrier proves everything before it is resolved.
