@@ -973,6 +973,18 @@ def metrics_endpoint(workdir):
                 values[(name, member.group(1) if member else None)] = float(value)
             return values
 
+        def scrape_showing(condition, what):
+            # A scrape reads the gate from this node's own replica (consistency none),
+            # which applies the writes just made a moment after the leader answered them.
+            seen = {}
+
+            def shows():
+                seen["values"] = scrape()
+                return condition(seen["values"])
+
+            wait_for(shows, timeout=10, what=what)
+            return seen["values"]
+
         assert client.get("/dqcluster/metrics").status_code == 401
         assert client.get("/dqcluster/metrics", HTTP_AUTHORIZATION="Bearer scrape-you").status_code == 401
         with override_settings(DQCLUSTER_METRICS_TOKEN=None):
@@ -982,7 +994,8 @@ def metrics_endpoint(workdir):
         for node in cluster.nodes:  # every host registered with the gate, under its node's Raft address
             with override_settings(DQCLUSTER_NODE_ADDRESS=node.raft):
                 call_command("ensure_cluster_schema", stdout=io.StringIO())
-        values = scrape()
+        values = scrape_showing(lambda values: all(("dqcluster_gate_member_schema", node.raft) in values
+                                                   for node in cluster.nodes), "every member in the scrape")
         assert values[("dqcluster_node_up", None)] == 1 and values[("dqcluster_node_healthy", None)] == 1, values
         assert values[("dqcluster_node_is_leader", None)] == 0 and values[("dqcluster_members", None)] == 3, values
         assert values[("dqcluster_raft_commit_index", None)] >= values[("dqcluster_raft_applied_index", None)] > 0
@@ -995,7 +1008,8 @@ def metrics_endpoint(workdir):
 
         with connection.cursor() as cursor:  # a host that has not been upgraded yet
             cursor.execute("INSERT INTO nodes (name, address, schema, api_extensions) VALUES ('old', '10.9.9.9:7001', 1, 0)")
-        values = scrape()
+        values = scrape_showing(lambda values: ("dqcluster_gate_member_schema", "10.9.9.9:7001") in values,
+                                "the old host in the scrape")
         assert values[("dqcluster_gate_members_other_version", None)] == 1, values
         assert values[("dqcluster_gate_member_schema", "10.9.9.9:7001")] == 1, values
 
