@@ -172,6 +172,10 @@ class NodeConfig:
     def catching_up_file(self):
         return os.path.join(self.data_dir, "raft.catching-up")
 
+    @property
+    def vote_promise_file(self):
+        return os.path.join(self.data_dir, "raft.vote-promise")
+
 
 def _check_hostport(name, address):
     if not isinstance(address, str) or address.startswith(("unix:", "/")):

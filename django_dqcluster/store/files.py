@@ -17,3 +17,13 @@ def remove_if_present(path):
         os.remove(path)
     except FileNotFoundError:
         pass
+
+
+def write_durably(path, data):
+    """Replace ``path`` with ``data`` (bytes or text), on disk before this returns (file and directory entry)."""
+    with open(path + ".tmp", "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(path + ".tmp", path)
+    flush_directory(path)

@@ -50,6 +50,13 @@ import struct
 # much longer for it (Session). A node of an older release ignores the
 # message.
 LEADER_BUSY = "leader_busy"
+# A follower of this release answers a notice that carries the leader's clock
+# (``lease_ts``) with ``{"type": LEADER_BUSY_PROMISE, "term": ..., "lease_ts":
+# ..., "seconds": ...}``: it will vote for no one for that long, a promise on
+# disk (.vote_promises). With a majority's promises the leader's lease lasts
+# through the busy time, so strong reads go on being answered from its state
+# while its Raft thread writes and applies the entry.
+LEADER_BUSY_PROMISE = "leader_busy_promise"
 BUSY_FROM = 4 * 2 ** 20
 LEADER_BUSY_BYTES_PER_SECOND = 10 * 2 ** 20
 MAX_BUSY_SECONDS = 300.0

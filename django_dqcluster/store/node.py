@@ -161,6 +161,7 @@ class Node:
             self.config.bind, peers, conf, self.state_machine, secret=self.secret,
             secret_fallbacks=self.secret_fallbacks, durable=self.config.durable,
             catching_up_file=self.config.catching_up_file, fresh_member=fresh_member,
+            vote_promise_file=self.config.vote_promise_file,
             max_log_bytes=self.config.max_log_bytes, **extra
         )
         self.engine.command_source = self.commit_queue.take

@@ -19,7 +19,8 @@ design/pysyncobj-safety.md):
   timeout (and every node for that long after it starts: a restart forgets
   whom it heard from) and echo its clock with that timeout; a majority's
   echoes give the leader a lease during which it answers reads from its own
-  state (:meth:`SafeSyncObj.lease_valid`).
+  state (:meth:`SafeSyncObj.lease_valid`). Told the leader is busy with a
+  large entry, they promise longer, on disk (:mod:`.vote_promises`).
 * **Throughput.** Commands queued in one tick leave in one AppendEntries
   (group commit), the extra AppendEntries pysyncobj sends after every
   apply is skipped unless a follower waits for it (``announce_commit``),
@@ -59,14 +60,16 @@ from .apply_stall import ApplyStall, EntryNotApplied
 from .cipher import RaftCipher
 from .config import DEFAULT_MAX_LOG_MB
 from .engine_calls import RaftMember, raft_clock, use_c_level_clock
-from .files import flush_directory
+from .files import write_durably
 from .journal_compaction import cut_through_a_new_file
 from .journal_records import add_in_place
 from .large_entries import (
-    BUSY_FROM, LEADER_BUSY, MAX_BUSY_SECONDS, IncomingEntry, IncompleteEntry, LargeEntrySender, leader_busy_seconds,
+    BUSY_FROM, LEADER_BUSY, LEADER_BUSY_PROMISE, MAX_BUSY_SECONDS, IncomingEntry, IncompleteEntry, LargeEntrySender,
+    leader_busy_seconds,
 )
 from .send_queue import UNSENT_LIMIT, SendQueue
 from .snapshot_files import SnapshotFiles
+from .vote_promises import VotePromise
 
 logger = logging.getLogger("django_dqcluster.store.raft")
 
@@ -102,6 +105,7 @@ REQUIRED_INSTANCE_ATTRIBUTES = (
     "_SyncObj__commandsQueue",
     "_methodToID",
     "_SyncObj__raftElectionDeadline",
+    "_SyncObj__transferInProgress",
     "_SyncObj__lastResponseTime",
     "_SyncObj__connectedNodes",
     "_SyncObj__selfNode",
@@ -200,16 +204,6 @@ def check_instance(engine):
         raise EngineMismatch(f"pysyncobj lacks the internals the safety fix needs: {', '.join(missing)}")
 
 
-def _write_durably(path, data):
-    """Replace ``path`` with ``data`` (bytes or text), on disk before this returns (file and directory entry)."""
-    with open(path + ".tmp", "wb") as handle:
-        handle.write(data.encode() if isinstance(data, str) else data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(path + ".tmp", path)
-    flush_directory(path)
-
-
 class JournalWriteFailed(OSError):
     """The Raft journal or its term-and-vote file could not be written (a full disk).
 
@@ -225,7 +219,7 @@ class FsyncMetaStorer(MetaStorer):
 
     def storeMeta(self, meta):
         try:
-            _write_durably(self.getPath(), raft_pickle.dumps(meta))
+            write_durably(self.getPath(), raft_pickle.dumps(meta))
         except OSError as exc:
             raise JournalWriteFailed(exc.errno, f"cannot write the Raft term and vote to {self.getPath()}: "
                                                 f"{exc.strerror or exc}") from exc
@@ -536,8 +530,8 @@ class SafeSyncObj(SyncObj):
     """
 
     def __init__(self, self_address, peers, conf, state_machine, *, secret=None, secret_fallbacks=(),
-                 durable=True, catching_up_file=None, fresh_member=False, max_log_bytes=MAX_LOG_BYTES,
-                 **kwargs):
+                 durable=True, catching_up_file=None, fresh_member=False, vote_promise_file=None,
+                 max_log_bytes=MAX_LOG_BYTES, **kwargs):
         """``secret``: the cluster secret every message is sealed with; None only in
         unit tests that drive the engine by hand (the node always passes one).
         ``secret_fallbacks``: secrets of messages also accepted (a rotation under way).
@@ -545,6 +539,8 @@ class SafeSyncObj(SyncObj):
         remembers that it is still catching up (see :meth:`_start_catching_up`);
         None turns that rule off (unit tests). ``fresh_member``: this node is
         joining for the first time, so an empty log is all it ever held.
+        ``vote_promise_file``: where it keeps a promise to vote for no one
+        (:mod:`.vote_promises`); None: it promises nothing (unit tests).
         ``max_log_bytes``: the log's size on disk past which it is compacted
         (and the memory that holds it freed), however few its entries."""
         check_engine()
@@ -564,12 +560,18 @@ class SafeSyncObj(SyncObj):
         # Leader lease (see lease_valid): timestamps of the leader's own clock.
         self._lease_enabled = True
         self._lease_echo = None  # follower: lease_ts of the last AppendEntries it accepted
-        self._lease_acks = {}  # leader: node -> till when it votes for no one else (_extend_lease)
+        self._lease_acks = {}  # leader: node -> till when it votes for no one else (_note_promise)
         self._leader_since = None
         self._heard_from_leader_at = 0.0
-        # Before the restart this process may have confirmed a leader's lease
-        # it no longer remembers (see _sticky).
-        self._started_at = monotonic()
+        # Before this process started, the node may have echoed a leader's
+        # lease time, and its stickiness went with the process; or promised
+        # a busy leader more, which it kept on disk (see _sticky).
+        self._vote_promise = VotePromise(vote_promise_file) if vote_promise_file else None
+        promised = self._vote_promise.seconds_left() if self._vote_promise else 0.0
+        if promised:
+            logger.info("node %s keeps the promise it made a busy leader: no vote for %.1f s", self_address, promised)
+        self._promised_until = monotonic() + promised if promised else 0.0  # (see _onTick)
+        self._votes_refused_until = max(monotonic() + conf.raftMinTimeout, self._promised_until)
         self._collecting_commands = False
         self._send_after_collecting = False
         self._catching_up = False
@@ -885,6 +887,14 @@ class SafeSyncObj(SyncObj):
             # member's and still lack committed entries: it must not lead.
             self._SyncObj__raftElectionDeadline = raft_clock() + self.conf.raftMaxTimeout
         self._keep_a_stalled_node_from_leading()
+        if (self._SyncObj__raftState != _RAFT_STATE.LEADER and not self._SyncObj__transferInProgress
+                and self._SyncObj__raftElectionDeadline < self._promised_until):
+            # Its promise to a busy leader (see _sticky) holds for its own vote
+            # too, unless that leader asks it to take over (then it steps
+            # down before its vote can elect this node). (In the first
+            # election timeout after it started, its timer keeps it from
+            # standing: it was set at least that far ahead.)
+            self._SyncObj__raftElectionDeadline = self._promised_until
         if (self._SyncObj__raftState != _RAFT_STATE.LEADER
                 and self._SyncObj__raftElectionDeadline < raft_clock()
                 and self._SyncObj__transport.ready):
@@ -1193,7 +1203,8 @@ class SafeSyncObj(SyncObj):
     def _tell_followers_busy(self, size):
         if self._SyncObj__raftState != _RAFT_STATE.LEADER:
             return
-        notice = {"type": LEADER_BUSY, "term": self._SyncObj__raftCurrentTerm, "seconds": leader_busy_seconds(size)}
+        notice = {"type": LEADER_BUSY, "term": self._SyncObj__raftCurrentTerm, "seconds": leader_busy_seconds(size),
+                  "lease_ts": monotonic()}
         for node in self._SyncObj__otherNodes & self._SyncObj__connectedNodes:
             self._SyncObj__transport.send(node, notice)
 
@@ -1205,6 +1216,30 @@ class SafeSyncObj(SyncObj):
         self._leader_busy_term = message["term"]
         self._leader_busy_until = max(self._leader_busy_until, raft_clock() + min(max(seconds, 0.0), MAX_BUSY_SECONDS))
         self._wait_for_a_busy_leader()
+        if _is_number(message.get("lease_ts")):  # a leader that counts on promises
+            self._promise_not_to_vote(node, message)
+        return None
+
+    def _promise_not_to_vote(self, node, message):
+        """Promise the busy leader to vote for no one until its busy time ends, on disk first."""
+        if self._vote_promise is None:
+            return
+        promised = self._leader_busy_until - raft_clock()
+        try:
+            self._vote_promise.make(promised)
+        except OSError as exc:  # (a full disk) no promise, so the leader's lease stays as short as ever
+            logger.warning("node %s cannot write its vote promise to %s: %s", self._SyncObj__selfNode,
+                           self._vote_promise.path, exc)
+            return
+        self._promised_until = max(self._promised_until, monotonic() + promised)
+        self._votes_refused_until = max(self._votes_refused_until, self._promised_until)
+        self._SyncObj__transport.send(node, {"type": LEADER_BUSY_PROMISE, "term": message["term"],
+                                             "lease_ts": message["lease_ts"], "seconds": promised})
+
+    def _accept_busy_promise(self, node, message):
+        current = message.get("term") == self._SyncObj__raftCurrentTerm
+        if current and self._isLeader() and self._leader_since is not None:
+            self._note_promise(node, message.get("lease_ts"), message.get("seconds"))
         return None
 
     def _leader_is_busy(self):
@@ -1227,6 +1262,8 @@ class SafeSyncObj(SyncObj):
             return self._told_it_lost_entries(node, message)
         if kind == LEADER_BUSY:
             return self._told_leader_is_busy(node, message)
+        if kind == LEADER_BUSY_PROMISE:
+            return self._accept_busy_promise(node, message)
         if kind == "request_vote" and self._sticky():
             # Leader stickiness (Raft thesis §4.2.3): while a leader is known
             # to be alive, neither grant a vote nor adopt the candidate's term.
@@ -1269,29 +1306,25 @@ class SafeSyncObj(SyncObj):
             return result
         elif kind == "next_node_idx":
             if "lease_echo" in message and self._leader_since is not None:
-                self._extend_lease(node, message)
+                # With how long it then votes for no one: a release before
+                # this says nothing, and shares ours (it was required then).
+                self._note_promise(node, message["lease_echo"], message.get("lease_window", self.conf.raftMinTimeout))
             if message.get("success") and not message.get("reset"):
                 return self._accept_acknowledgement(node, message)
             if message.get("reset") and self._isLeader():
                 self._notice_lost_entries(node, message)
         return SyncObj._SyncObj__onMessageReceived(self, node, message)
 
-    def _extend_lease(self, node, message):
-        """Note till when (this node's clock) ``node`` promised to vote for no one else.
+    def _note_promise(self, node, sent_at, seconds):
+        """``node`` accepted this leader's message sent at ``sent_at`` and votes for no one for ``seconds`` after.
 
-        It echoed the send time of the newest AppendEntries it accepted, and
-        it votes for no one for ``lease_window`` seconds (its own election
-        timeout; a release before this says nothing: the same as ours, as
-        was required then) after it received it, and as long after it
-        restarts. The lease keeps 80% of that, for clocks running at
-        slightly different rates.
+        It counts from the moment it received the message, after
+        ``sent_at``, and as long after a restart (_sticky). The lease keeps
+        80% of it, for clocks running at slightly different rates.
         """
-        echoed, window = message["lease_echo"], message.get("lease_window", self.conf.raftMinTimeout)
-        if not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (echoed, window)):
-            return
-        if echoed < self._leader_since:
-            return  # sent before this node led
-        ends = echoed + 0.8 * max(window, 0.0)
+        if not (_is_number(sent_at) and _is_number(seconds)) or sent_at < self._leader_since:
+            return  # not a number, or sent before this node led
+        ends = sent_at + 0.8 * max(seconds, 0.0)
         if ends > self._lease_acks.get(node, 0.0):
             self._lease_acks[node] = ends
 
@@ -1359,7 +1392,7 @@ class SafeSyncObj(SyncObj):
         self._catching_up = True
         self._catch_up_term = message["term"]
         self._catch_up_to = max(self._catch_up_to or 0, catch_up_to)
-        _write_durably(self._catching_up_file, str(self._catch_up_to))
+        write_durably(self._catching_up_file, str(self._catch_up_to))
         return None
 
     # -- a node that lost its disk ----------------------------------------------------------
@@ -1391,7 +1424,7 @@ class SafeSyncObj(SyncObj):
                 text = handle.read().strip()
             self._catch_up_to = int(text) if text.isdigit() else None
         elif self._SyncObj__getCurrentLogIndex() <= 1 and self._SyncObj__otherNodes and not fresh_member:
-            _write_durably(path, "")
+            write_durably(path, "")
         else:
             return
         self._catching_up = True
@@ -1411,7 +1444,7 @@ class SafeSyncObj(SyncObj):
         self._catch_up_term = term
         if self._catch_up_to is None or commit_index > self._catch_up_to:
             self._catch_up_to = commit_index
-            _write_durably(self._catching_up_file, str(commit_index))
+            write_durably(self._catching_up_file, str(commit_index))
 
     def _check_caught_up(self):
         if self._catch_up_to is not None and self._SyncObj__getCurrentLogIndex() >= self._catch_up_to:
@@ -1469,7 +1502,8 @@ class SafeSyncObj(SyncObj):
 
     def _sticky(self):
         """A follower that heard from its leader within the election timeout ignores candidates,
-        and so does a node for the election timeout after it started.
+        and so does a node for the election timeout after it started, or while it keeps a
+        promise to a busy leader (:mod:`.vote_promises`).
 
         The leader itself is not sticky: a higher-term candidate (a restarted
         node whose term ran ahead) makes it step down, and with it its lease,
@@ -1481,12 +1515,13 @@ class SafeSyncObj(SyncObj):
         """
         if self._isLeader():
             return False
-        if monotonic() - self._started_at < self.conf.raftMinTimeout:
+        if monotonic() < self._votes_refused_until:
             # Just started: the process before it may have echoed a leader's
             # lease time moments before it stopped, and its stickiness went
             # with it. Voting now could elect a second leader while the first
-            # still answers strong reads from its lease. (Its own election
-            # timeout, at least this long, keeps it from standing meanwhile.)
+            # still answers strong reads from its lease. Or it promised a
+            # busy leader (_told_leader_is_busy). It stands for election no
+            # sooner either (_onTick).
             return True
         return (self._SyncObj__raftLeader is not None
                 and (monotonic() - self._heard_from_leader_at < self.conf.raftMinTimeout or self._leader_is_busy()))
@@ -1500,8 +1535,9 @@ class SafeSyncObj(SyncObj):
         ``t + w`` (by its own clock; stickiness above, which a restart does not
         shorten), so no other leader can exist before then once a majority
         echoed. The lease ends at 80% of that, leaving room for clock-rate
-        differences (_extend_lease). A new leader must also have committed an
-        entry of its own term.
+        differences (_note_promise). Followers told the leader is busy with a
+        large entry promise it longer (LEADER_BUSY_PROMISE). A new leader must
+        also have committed an entry of its own term.
         """
         if not self._isLeader() or self._leader_since is None:
             return False
@@ -1653,6 +1689,10 @@ class SafeSyncObj(SyncObj):
         if entry is None:
             return dict(regular, transmission="start", data=b"")
         return dict(regular, entries=[entry])
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def make_conf(*, journal_file, dump_file, serializer, deserializer, on_state_changed,

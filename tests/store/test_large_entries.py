@@ -9,6 +9,8 @@ standing still, was deposed). See django_dqcluster/store/large_entries.py.
 
 import os
 import pickle
+import threading
+import time
 
 import pytest
 from pysyncobj.journal import FileJournal
@@ -351,3 +353,46 @@ def test_a_64_mib_transaction_commits_on_a_cluster_with_no_election(cluster):
         status = node.status()
         assert status["term"] == term, f"node {node.index} saw an election:\n{node.log()}"
     assert cluster.leader() is leader
+
+
+def test_strong_reads_go_on_while_the_leader_commits_a_64_mib_transaction(cluster):
+    """Before: its Raft thread, writing and applying the entry, confirmed no lease for seconds, and the reads waited.
+
+    The followers told it is busy promise to vote for no one meanwhile, so its
+    lease lasts through the commit (store/vote_promises.py).
+    """
+    leader = cluster.leader()
+    writer, reader = leader.connect(), leader.connect(consistency="strong")
+    writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)")
+    writer.execute("CREATE TABLE small (id INTEGER PRIMARY KEY, v TEXT)")
+    writer.execute("INSERT INTO small (v) VALUES ('read me')")
+    blob = os.urandom(8 * MIB)
+    writer.execute("BEGIN")
+    for _ in range(8):
+        writer.execute("INSERT INTO t (b) VALUES (?)", (blob,))
+    committing, committed, failed = threading.Event(), threading.Event(), []
+
+    def commit():
+        committing.set()
+        try:
+            writer.execute("COMMIT")
+        except Exception as error:  # noqa: BLE001 - reported below, in the test's thread
+            failed.append(error)
+        finally:
+            committed.set()
+
+    thread = threading.Thread(target=commit)
+    thread.start()
+    committing.wait()
+    started = time.monotonic()
+    longest, reads = 0.0, 0
+    while not committed.is_set():
+        began = time.monotonic()
+        assert reader.execute("SELECT v FROM small").fetchall() == [("read me",)]
+        longest, reads = max(longest, time.monotonic() - began), reads + 1
+    commit_seconds = time.monotonic() - started
+    thread.join()
+    assert not failed, failed
+    if commit_seconds < 1.0:
+        pytest.skip(f"the commit took {commit_seconds:.2f} s: too short here to tell a read that waits for it")
+    assert longest < commit_seconds / 2, f"{reads} reads, the longest {longest:.2f} s of a {commit_seconds:.2f} s commit"

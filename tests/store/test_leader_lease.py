@@ -21,7 +21,9 @@ from pysyncobj import SyncObjConf
 from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.tcp_connection import CONNECTION_STATE
 
+from django_dqcluster.store.large_entries import LEADER_BUSY, LEADER_BUSY_PROMISE
 from django_dqcluster.store.raft import FlushingTransport, SafeSyncObj
+from django_dqcluster.store.vote_promises import VotePromise
 
 from .test_raft_safety import LEADER, NoStateMachine, RecordingTransport, deliver, holds_ten_entries
 
@@ -29,11 +31,12 @@ ELECTION_TIMEOUT = 0.3
 CANDIDATE = type(LEADER)("127.0.0.1:9")
 
 
-def started_member():
+def started_member(vote_promise_file=None):
     conf = SyncObjConf(autoTick=False, appendEntriesUseBatch=False, appendEntriesPeriod=0.05,
                        raftMinTimeout=ELECTION_TIMEOUT, raftMaxTimeout=2 * ELECTION_TIMEOUT)
     return SafeSyncObj("127.0.0.1:2", [LEADER.address, CANDIDATE.address], conf, NoStateMachine(), durable=False,
-                       transportClass=RecordingTransport)
+                       transportClass=RecordingTransport,
+                       vote_promise_file=str(vote_promise_file) if vote_promise_file else None)
 
 
 def asks_for_its_vote(member, term):
@@ -196,3 +199,79 @@ def test_a_leader_without_its_lease_answers_no_read_locally():
     engine = leader()
     applying(engine, last_applied=42, commit_index=42)
     assert not engine.answers_reads_locally()
+
+
+
+# -- a leader busy with a large entry: a lease as long as the followers' promises ------------------
+
+BUSY_SECONDS = 4 * ELECTION_TIMEOUT
+
+
+def busy_notice(**extra):
+    return {"type": LEADER_BUSY, "term": 1, "seconds": BUSY_SECONDS, **extra}
+
+
+def promises(member):
+    return [message for _, message in member._SyncObj__transport.sent if message["type"] == LEADER_BUSY_PROMISE]
+
+
+def test_a_follower_told_its_leader_is_busy_promises_no_vote_for_that_long_on_disk_first(tmp_path):
+    member = started_member(tmp_path / "raft.vote-promise")
+    time.sleep(ELECTION_TIMEOUT)
+    holds_ten_entries(member)
+
+    deliver(member, busy_notice(lease_ts=50.0))
+
+    [promise] = promises(member)
+    assert (promise["term"], promise["lease_ts"]) == (1, 50.0)
+    assert promise["seconds"] == pytest.approx(BUSY_SECONDS, abs=0.05)
+    assert VotePromise(str(tmp_path / "raft.vote-promise")).seconds_left() == pytest.approx(BUSY_SECONDS, abs=0.1)
+    member._heard_from_leader_at -= 10.0  # long after the leader's last message
+    assert asks_for_its_vote(member, term=2) == []
+
+
+def test_a_leader_of_a_release_that_counts_on_no_promise_gets_none(tmp_path):
+    member = started_member(tmp_path / "raft.vote-promise")
+    holds_ten_entries(member)
+    deliver(member, busy_notice())  # no lease_ts
+    assert promises(member) == [] and not (tmp_path / "raft.vote-promise").exists()
+
+
+def test_a_member_restarted_while_it_keeps_a_promise_neither_votes_nor_stands_until_it_ends(tmp_path):
+    VotePromise(str(tmp_path / "raft.vote-promise")).make(3 * ELECTION_TIMEOUT)
+
+    member = started_member(tmp_path / "raft.vote-promise")
+    member._onTick(0)
+    assert member._SyncObj__raftElectionDeadline >= monotonic() + 2 * ELECTION_TIMEOUT  # its own vote neither
+    time.sleep(1.5 * ELECTION_TIMEOUT)  # past its election timeout, not past the promise
+    assert asks_for_its_vote(member, term=2) == []
+
+    time.sleep(1.5 * ELECTION_TIMEOUT)
+    assert asks_for_its_vote(member, term=2) != []
+
+
+def test_a_majoritys_promises_keep_a_busy_leaders_lease_past_its_election_timeout():
+    engine = leader()
+    sent_at = monotonic()
+    engine._SyncObj__onMessageReceived(FOLLOWERS[0], {
+        "type": LEADER_BUSY_PROMISE, "term": engine._SyncObj__raftCurrentTerm, "lease_ts": sent_at,
+        "seconds": BUSY_SECONDS})
+
+    time.sleep(2 * ELECTION_TIMEOUT)  # no echo since: its Raft thread writes and applies the entry
+    assert engine.lease_valid()
+    time.sleep(0.8 * BUSY_SECONDS - 2 * ELECTION_TIMEOUT)
+    assert not engine.lease_valid()
+
+
+@pytest.mark.parametrize("promise", [
+    {"term": 0, "lease_ts": 0.0, "seconds": BUSY_SECONDS},  # to an earlier term's leader
+    {"term": 1, "lease_ts": "now", "seconds": BUSY_SECONDS},
+    {"term": 1, "lease_ts": 0.0, "seconds": None},
+], ids=["another term", "lease_ts not a number", "seconds not a number"])
+def test_a_promise_not_made_to_this_leader_extends_nothing(promise):
+    engine = leader()
+    engine._SyncObj__raftCurrentTerm = 1
+    if promise["lease_ts"] == 0.0:
+        promise = dict(promise, lease_ts=monotonic())
+    engine._SyncObj__onMessageReceived(FOLLOWERS[0], {"type": LEADER_BUSY_PROMISE, **promise})
+    assert not engine.lease_valid()
