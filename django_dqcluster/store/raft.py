@@ -204,6 +204,11 @@ def check_instance(engine):
         raise EngineMismatch(f"pysyncobj lacks the internals the safety fix needs: {', '.join(missing)}")
 
 
+def _is_number(value):
+    """A number as a peer's message may carry one (a bool is not one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class JournalWriteFailed(OSError):
     """The Raft journal or its term-and-vote file could not be written (a full disk).
 
@@ -1211,7 +1216,7 @@ class SafeSyncObj(SyncObj):
     def _told_leader_is_busy(self, node, message):
         seconds = message.get("seconds")
         if (node != self._SyncObj__raftLeader or message.get("term") != self._SyncObj__raftCurrentTerm
-                or isinstance(seconds, bool) or not isinstance(seconds, (int, float))):
+                or not _is_number(seconds)):
             return None
         self._leader_busy_term = message["term"]
         self._leader_busy_until = max(self._leader_busy_until, raft_clock() + min(max(seconds, 0.0), MAX_BUSY_SECONDS))
@@ -1689,10 +1694,6 @@ class SafeSyncObj(SyncObj):
         if entry is None:
             return dict(regular, transmission="start", data=b"")
         return dict(regular, entries=[entry])
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def make_conf(*, journal_file, dump_file, serializer, deserializer, on_state_changed,
