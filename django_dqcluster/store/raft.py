@@ -1564,8 +1564,8 @@ class SafeSyncObj(SyncObj):
         entries it is applying meanwhile have not been answered, so a read may
         come before them. (A transaction's start asks more: Node.barrier.)
         """
-        noop = self._SyncObj__noopIDx
-        return self.lease_valid() and noop is not None and self._SyncObj__raftLastApplied >= noop
+        # (lease_valid holds only once this leader's no-op is committed, so it is set.)
+        return self.lease_valid() and self._SyncObj__raftLastApplied >= self._SyncObj__noopIDx
 
     def _SyncObj__deleteEntriesFrom(self, fromIDx):
         allowed = getattr(self, "_delete_allowed_from", None)

@@ -17,7 +17,6 @@ is never taken for longer than MAX_SECONDS either way.
 """
 
 import logging
-import os
 import time
 
 from .files import write_durably
