@@ -19,6 +19,7 @@ by the Raft thread itself when the server gave the session a way to answer
 later (``Session.handle``).
 """
 
+import contextlib
 import logging
 import re
 import sqlite3
@@ -685,7 +686,10 @@ class Session:
                 return result
         database = tx.database
         scratch = database.scratch_connection()
-        with tx.running:
+        # Everything from here runs on the scratch connection, an abort's
+        # interrupt may land anywhere in it: the classifier's PRAGMA and
+        # EXPLAIN as much as the statement itself.
+        with tx.running, _abort_reported(tx):
             if tx.aborted:
                 self._end_local(rollback=True)
                 raise _aborted(tx.aborted)
@@ -730,8 +734,6 @@ class Session:
                     self._end_local(rollback=True)
                 if tx.values.error:
                     raise sqlite3.OperationalError(tx.values.error) from None
-                if _interrupted_by_abort(tx, exc):
-                    raise _aborted(tx.interrupted_because) from None
                 raise
             finally:
                 functions.values = None
@@ -854,13 +856,8 @@ class Session:
             aborted = self.tx.aborted
             self._end_local(rollback=True)
             raise _aborted(aborted)
-        tx = self.tx
-        try:
+        with _abort_reported(self.tx):
             return self._result(self.results.fetch(result_id, self.page_bytes or 1))
-        except sqlite3.Error as exc:
-            if _interrupted_by_abort(tx, exc):
-                raise _aborted(tx.interrupted_because) from None
-            raise
 
     def _commit_outcome(self, result):
         _raise_entry_error(result)
@@ -1082,15 +1079,21 @@ def _start_scratch(database, pragmas):
         scratch.execute("BEGIN")
 
 
-def _interrupted_by_abort(tx, exc):
-    """Did ``exc`` stop a statement of ``tx`` because the transaction is being aborted from outside?
+@contextlib.contextmanager
+def _abort_reported(tx):
+    """Raise the abort's own error if an abort from outside stops what ``tx`` runs inside.
 
     Leadership lost, or the node stopping: LeaderState.abort_all interrupts
     the statement, then waits for it to end to roll the transaction back. The
     client must hear that (retryable), not SQLite's bare "interrupted".
     """
-    return (tx is not None and tx.interrupted_because is not None
-            and getattr(exc, "sqlite_errorname", None) == "SQLITE_INTERRUPT")
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if (tx is not None and tx.interrupted_because is not None
+                and getattr(exc, "sqlite_errorname", None) == "SQLITE_INTERRUPT"):
+            raise _aborted(tx.interrupted_because) from None
+        raise
 
 
 def _unreadable_after(tx):

@@ -256,3 +256,48 @@ def test_an_abort_interrupts_a_statement_of_its_own_transaction_only(embedded_no
     reader.join()
     assert outcome == {"sum": MEDIUM_READ_SUM}
     next_one.execute("COMMIT")
+
+
+def test_an_abort_that_lands_while_the_node_classifies_a_statement_is_reported_as_the_abort(
+        embedded_node, monkeypatch):
+    """Before it runs a statement of a transaction, the leader compiles it on the scratch connection
+    to tell reads from writes (PRAGMA schema_version, EXPLAIN). An abort's interrupt landing there
+    reached the client as SQLite's bare "interrupted", which is not retryable, and a client that
+    retries lost leaders gave up (the chaos run's transfers client, after a failover). Here the
+    transaction has a result open on the scratch connection, so the interrupt stays pending for
+    whatever the connection runs next, and the abort comes just as the node classifies an UPDATE."""
+    conn, reader = connect(embedded_node), connect(embedded_node)
+    conn.execute("CREATE TABLE t (v TEXT)")
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO t VALUES ('in the aborted transaction')")
+    open_result = conn.cursor()
+    open_result.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 2000000) "
+                        "SELECT x, printf('%100d', x) FROM c")
+    open_result.fetchmany(10)  # more than a page: the statement stays open on the node
+    leader_state = embedded_node.leader_state
+    classify = leader_state.classifier
+    abort = threading.Thread(target=leader_state.abort_all, args=("leadership was lost (test)",))
+    interrupted = threading.Event()
+    connection_type = type(embedded_node.state_machine.databases.get("default").scratch_connection())
+    real_interrupt = connection_type.interrupt
+
+    def interrupt_and_say_so(scratch):
+        real_interrupt(scratch)
+        interrupted.set()
+
+    def classify_once_the_abort_interrupted(scratch, sql, params, scope=""):
+        if sql.startswith("UPDATE") and not abort.is_alive():
+            abort.start()  # it interrupts, then waits for the statement to end to roll back
+            assert interrupted.wait(5), "the abort sent no interrupt"
+        return classify(scratch, sql, params, scope)
+
+    monkeypatch.setattr(connection_type, "interrupt", interrupt_and_say_so)
+    monkeypatch.setattr(leader_state, "classifier", classify_once_the_abort_interrupted)
+    with pytest.raises(dbapi.OperationalError, match=r"transaction aborted: leadership was lost \(test\)") as raised:
+        conn.execute("UPDATE t SET v = 'changed'")
+    abort.join()
+    assert raised.value.retryable
+    conn.rollback()
+    assert values(reader) == []
+    conn.execute("INSERT INTO t VALUES ('after')")  # the write lock and the scratch connection are free again
+    assert values(reader) == ["after"]
