@@ -73,7 +73,7 @@ class ClusterNodeAdmin(admin.ModelAdmin):
         status, _ = _store_status_once(request, db)
         if status is None:
             return columns  # not a store (SQLite, PostgreSQL): the table is all there is
-        our_address, now = gate.node_address(db), gate.utc_now()
+        our_address, now = gate.node_address(db), gate.database_now(db)
 
         def live(obj):
             return member_role(status, obj.address, obj.heartbeat, now, obj.address == our_address)

@@ -67,6 +67,7 @@ from .cluster import (
     VersionGate,
     compare_versions,
     decide,
+    dialect_for,
     is_transient_error,
     retry,
     transaction,
@@ -307,18 +308,44 @@ def relation(ours: Iterable[int], theirs: Iterable[int]) -> Relation:
 
 
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    """This host's clock (heartbeats are the database's: see :func:`database_now`)."""
+    return dt.datetime.fromtimestamp(int(time.time()), dt.timezone.utc)
 
 
-def heartbeat_text(moment: dt.datetime | None = None) -> str:
-    """A heartbeat value as SQLite's CURRENT_TIMESTAMP writes it (UTC, no zone).
+def heartbeat_text(moment: dt.datetime) -> str:
+    """``moment`` as SQLite's CURRENT_TIMESTAMP writes it (UTC, no zone).
 
-    Written as a parameter, not ``CURRENT_TIMESTAMP``: the replicated store refuses
-    (or pins) non-deterministic SQL, and the text form is accepted by SQLite and by
-    PostgreSQL's TIMESTAMP column alike.
+    The text form is accepted by SQLite and by PostgreSQL's TIMESTAMP column alike.
     """
-    moment = moment or utc_now()
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _now_in(tx: Tx) -> dt.datetime | None:
+    """The database's clock, as an aware UTC datetime (None if it gave nothing we read)."""
+    return as_utc(tx.query(f"SELECT {tx.dialect.now_utc_sql}")[0][0])
+
+
+def database_now(alias: str = DEFAULT_DB_ALIAS, raw: Any = None) -> dt.datetime:
+    """The clock heartbeats are written by: the database's (this host's if it gave none).
+
+    Every host writes its heartbeat as the database's time and measures its
+    age against the same clock, so a host whose own clock is wrong neither
+    shows live members offline nor a dead one alive. On the dqcluster store,
+    the clock of the node that answers (the leader, for a ``strong`` read).
+    ``raw``: a DB-API connection to ask instead of the alias's own; either way
+    one SELECT, fine inside a transaction.
+    """
+    if raw is None:
+        connection = connections[alias]
+        connection.ensure_connection()
+        raw = connection.connection
+    cursor = raw.cursor()
+    try:
+        cursor.execute(f"SELECT {dialect_for(raw).now_utc_sql}")
+        value = cursor.fetchone()[0]
+    finally:
+        cursor.close()
+    return as_utc(value) or utc_now()
 
 
 def as_utc(value: Any) -> dt.datetime | None:
@@ -366,7 +393,7 @@ class MemberInfo:
     api_extensions: int
     relation: Relation
     is_self: bool = False
-    heartbeat: dt.datetime | None = None
+    heartbeat: dt.datetime | None = None  # the database's time of this member's last gate run
 
     @property
     def version(self) -> Version:
@@ -400,6 +427,8 @@ class GateResult:
     registered: bool = False  # this run added our row to ``nodes``
     bootstrapped: bool = False  # this run created the cluster tables
     skipped: bool = False  # the gate is disabled here (DQCLUSTER_GATE_ENABLED / test DB)
+    #: The database's time as the members were read: what their heartbeats' ages count from.
+    checked_at: dt.datetime | None = None
 
     @property
     def exit_code(self) -> int:
@@ -538,15 +567,16 @@ def register_node(tx: Tx, address: str, version: Version) -> bool:
         )
     else:
         tx.execute(
-            "INSERT INTO nodes (name, address, schema, api_extensions, heartbeat) VALUES (?, ?, ?, ?, ?)",
-            (address, address, version.schema, version.api_extensions, heartbeat_text()),
+            "INSERT INTO nodes (name, address, schema, api_extensions, heartbeat) "
+            f"VALUES (?, ?, ?, ?, {tx.dialect.now_utc_sql})",
+            (address, address, version.schema, version.api_extensions),
         )
     logger.info("cluster gate: registered this host as member %s", address)
     return True
 
 
 def touch_heartbeat(tx: Tx, address: str) -> None:
-    tx.execute("UPDATE nodes SET heartbeat = ? WHERE address = ?", (heartbeat_text(), address))
+    tx.execute(f"UPDATE nodes SET heartbeat = {tx.dialect.now_utc_sql} WHERE address = ?", (address,))
 
 
 class DjangoVersionGate(VersionGate):
@@ -593,8 +623,8 @@ class DjangoVersionGate(VersionGate):
     def bootstrap(self, tx: Tx) -> None:
         super().bootstrap(tx)  # node 1 with our version, in the bootstrap transaction
         tx.execute(
-            "UPDATE nodes SET name = ?, address = ?, heartbeat = ? WHERE id = 1",
-            (self.address, self.address, heartbeat_text()),
+            f"UPDATE nodes SET name = ?, address = ?, heartbeat = {tx.dialect.now_utc_sql} WHERE id = 1",
+            (self.address, self.address),
         )
         self.bootstrapped = True
         self.registered = True
@@ -656,6 +686,7 @@ def run_gate(
     # (no check ran), the only row there is.
     with transaction(raw, write=False) as tx:
         rows = _select_members(tx)
+        checked_at = _now_in(tx)
     decision = gate.decision or decide(ours, [Member(a, s, e) for a, s, e, _ in rows])
     status, reason = _STATUS_OF_STATE[decision.state]
     result = GateResult(
@@ -667,6 +698,7 @@ def run_gate(
         members=_member_infos(ours, address, rows),
         registered=gate.registered,
         bootstrapped=gate.bootstrapped,
+        checked_at=checked_at,
     )
     logger.info("cluster gate (%s, %s): %s", alias, address, result.message)
     return result

@@ -198,7 +198,6 @@ def collect(aliases=None):
     if aliases is None:
         aliases = configured_aliases
     samples = []
-    now = gate.utc_now()
     for alias in aliases:
         database = {"database": alias}
         raw = None
@@ -214,6 +213,7 @@ def collect(aliases=None):
         try:
             members = _node_gate_members(raw) if raw is not None else _django_gate_members(alias)
             if members is not None:
+                now = gate.database_now(alias, raw)  # the clock the heartbeats were written by
                 samples += gate_samples(alias, gate.local_version(alias), members, now)
                 samples.append(("dqcluster_gate_up", database, 1))
         except Exception:  # noqa: BLE001 - what could not be read is what gate_up says

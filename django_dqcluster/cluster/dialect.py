@@ -126,6 +126,11 @@ class Dialect:
     begin_write = "BEGIN"
     #: Statement that opens a read-only transaction.
     begin_read = "BEGIN"
+    #: The database's clock as UTC ``YYYY-MM-DD HH:MM:SS``, for heartbeats: one
+    #: clock for every host, so a host whose own clock is wrong is not taken for
+    #: dead (or a dead one for alive). The dqcluster store fixes it per entry
+    #: from its leader's clock, so every node writes the same value.
+    now_utc_sql = "CURRENT_TIMESTAMP"
 
     def translate(self, sql: str, has_params: bool) -> str:
         """Return ``sql`` as this database wants it. SQLite needs nothing."""
@@ -208,6 +213,9 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     paramstyle = "format"
     supports_dump = False
+    # CURRENT_TIMESTAMP is a timestamptz; stored into the TIMESTAMP column it
+    # would become the session's time zone's local time.
+    now_utc_sql = "(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')"
 
     def translate(self, sql: str, has_params: bool) -> str:
         sql = _STRFTIME_EPOCH.sub(PG_EPOCH_NOW, sql)

@@ -287,6 +287,31 @@ def test_cluster_status_shows_a_member_with_a_stale_heartbeat_as_offline(shared_
     assert row_c.split()[1] == "offline"
 
 
+def test_a_host_whose_clock_is_wrong_neither_looks_offline_nor_sees_the_others_offline(shared_db):
+    """Heartbeats are the database's time, and their ages count from it. Each host's own clock
+    used to write and read them: one an hour slow looked offline to every other member (no
+    heartbeat for an hour), and one an hour fast saw every other member offline, and told the
+    operator waiting on them to remove them if dead."""
+    db = shared_db
+    hosts = [Host(db, "host-a"),
+             Host(db, "host-b", extra_env={"DQ_GATE_CLOCK_AHEAD": "-3600"}),  # an hour slow
+             Host(db, "host-c", extra_env={"DQ_GATE_CLOCK_AHEAD": "3600"})]  # an hour fast
+    for host in hosts:
+        host.run("ensure_cluster_schema", "-v0")
+
+    for host in hosts:
+        report = json.loads(host.run("cluster_status", "--json").stdout)
+        seen = {m["address"]: (m["role"], m["heartbeat_age_seconds"]) for m in report["members"]}
+        assert {address: role for address, (role, _) in seen.items()} == dict.fromkeys(
+            ("host-a", "host-b", "host-c"), "n/a"), (host.address, seen)
+        assert all(0 <= age < 300 for _, age in seen.values()), (host.address, seen)
+
+    # The fast host, upgraded, waits for the other two: their heartbeats are minutes old at most.
+    waiting = hosts[2].upgraded().run("ensure_cluster_schema", "-v2", expect=3).stdout
+    assert "Waiting for host-a (schema" in waiting and "Waiting for host-b (schema" in waiting
+    assert "--remove-member" not in waiting
+
+
 def test_cluster_status_before_any_gate_run_says_what_to_do(sqlite_db):
     process = Host(sqlite_db, "host-a").run("cluster_status", expect=1)
     assert "has no cluster tables yet: run `manage.py ensure_cluster_schema --database default`" in process.stderr

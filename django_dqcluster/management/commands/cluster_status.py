@@ -180,7 +180,7 @@ class Command(BaseCommand):
         rows = gate.read_members(alias)
         status, status_error = store_status(alias)
         members = [Member(a, v.schema, v.api_extensions) for a, v, _ in rows]
-        now = gate.utc_now()
+        now = gate.database_now(alias)  # the clock the heartbeats were written by
         entries = []
         for row_address, version, heartbeat in rows:
             state, detail = member_gate_state(row_address, version, members, address)

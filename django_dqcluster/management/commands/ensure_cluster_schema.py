@@ -64,7 +64,7 @@ class GateReporter:
 
     def members(self, result, force=False):
         if self.verbosity >= 2 or (force and self.verbosity >= 1):
-            now = gate.utc_now()
+            now = result.checked_at or gate.utc_now()
             for member, line in zip(result.members, result.member_lines()):
                 age = f", heartbeat {format_age((now - member.heartbeat).total_seconds())} ago" if member.heartbeat else ""
                 self.write(f"  {line}{age}")
@@ -96,7 +96,7 @@ class GateReporter:
             self.members(result, force=True)
 
     def waiting_lines(self, result):
-        now = gate.utc_now()
+        now = result.checked_at or gate.utc_now()
         for member in result.waiting_for:
             line = f"  Waiting for {member.address} ({member.version}) to upgrade to {result.ours}"
             style = self.style.WARNING
