@@ -86,7 +86,10 @@ class Session:
         # The client converts values by their column's declared type (see .declared_types).
         self.declared_types = False
         self._readers = {}  # database name -> (Database, the read connection it lent this session)
-        self._thread_id = None  # the thread handling the current request (see cancel)
+        # The thread handling the current request, None between requests, and
+        # the lock that makes checking it and cancelling one step (see cancel).
+        self._thread_id = None
+        self._request_lock = threading.Lock()
 
     # -- entry point -------------------------------------------------------------------------
 
@@ -98,7 +101,8 @@ class Session:
         return ANSWERED_LATER and have its response sent through it.
         """
         self._answer_later = answer_later if request.get("op") in ("exec", "commit") else None
-        self._thread_id = threading.get_ident()
+        with self._request_lock:
+            self._thread_id = threading.get_ident()
         try:
             discard = request.get("discard")
             if isinstance(discard, list):
@@ -113,6 +117,9 @@ class Session:
             if is_environmental(exc):
                 payload["retryable"] = getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
             return {"ok": False, "error": payload, "in_tx": self.in_transaction}
+        finally:
+            with self._request_lock:
+                self._thread_id = None
 
     @property
     def in_transaction(self):
@@ -127,8 +134,12 @@ class Session:
         leader's session is cancelled in turn. An entry already in the log is
         not: it commits or not as it would have.
         """
-        if self._thread_id is not None:
-            cancel_statement_of(self._thread_id, reason)
+        # Under the lock the request cannot end meanwhile: its thread, alive
+        # and serving this session, cannot have handed its id to another
+        # client's new thread, whose statement would have been cancelled.
+        with self._request_lock:
+            if self._thread_id is not None:
+                cancel_statement_of(self._thread_id, reason)
         forward = self.forward
         if forward is not None:
             forward.abort()

@@ -23,6 +23,7 @@ import pytest
 
 from django_dqcluster import dbapi
 from django_dqcluster.store.local_cluster import LocalCluster
+from django_dqcluster.store.session import Session
 from django_dqcluster.store.statement_steps import cancel_statement_of
 from tests.waiting import wait_for
 
@@ -272,3 +273,27 @@ def test_an_interrupted_commit_ends_the_transaction(connect, table, monkeypatch)
 
     assert not conn.in_transaction
     assert conn.execute("SELECT 42").fetchall() == [(42,)]
+
+
+def test_cancelling_a_session_between_its_requests_stops_nothing_its_thread_runs_next(node):
+    """Thread ids are reused. By the time the node cancels the request of a client that left, that
+    request may have ended, its thread exited and a new client's thread got its id: the session
+    cancelled by that id, and another client's statement stopped. A session cancels only the
+    request it is running. Here one thread serves two sessions in turn, as two threads with
+    the same id would."""
+    leaving, staying = Session(node, peer="leaving"), Session(node, peer="staying")
+    answers = {}
+
+    def serve_one_then_the_other():
+        answers["leaving"] = leaving.handle({"op": "exec", "sql": "SELECT 1"})
+        answers["staying"] = staying.handle({"op": "exec", "sql": SLOW_READ})
+
+    thread = threading.Thread(target=serve_one_then_the_other)
+    thread.start()
+    wait_for(lambda: "leaving" in answers and staying._thread_id is not None, 10, "the second request running")
+    time.sleep(0.1)  # into its statement
+    leaving.cancel("the client that left (test)")
+    thread.join(60)
+    assert answers["leaving"]["ok"], answers
+    assert answers["staying"]["ok"], answers["staying"]
+    assert answers["staying"]["rows"] == [[20000000 * 20000001 // 2]]
