@@ -6,7 +6,8 @@ In ONE run on 3-node loopback clusters, for both durability modes: single-row
 INSERT commits through the driver with 1 and 8 clients, raw pysyncobj
 replicated calls with the same Raft settings, and plain local sqlite3 on the
 same disk; one client's strong reads by primary key next to 0, 1 and 2 writer
-processes; then the time from `kill -9` of the leader of a cluster that has
+processes, and strong reads through the followers (1 and 2 reader processes on
+each); then the time from `kill -9` of the leader of a cluster that has
 been up for a few seconds to the next acknowledged commit, and for a graceful
 stop (SIGTERM: the node drains its clients and hands leadership over) the
 longest pause in a writing client's acknowledged commits. Targets (issue 2):
@@ -101,6 +102,37 @@ def strong_reads_next_to_writers(cluster, writers, seconds):
     reader.close()
     times.sort()
     return len(times) / (seconds - 0.6), 1e3 * times[len(times) // 2], 1e3 * times[int(len(times) * 0.9)], written
+
+
+READER = """
+import sys, time
+from django_dqcluster import dbapi
+address, secret, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+conn = dbapi.connect(address, secret=secret, isolation_level=None, consistency="strong")
+times, row, end = [], 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    started = time.perf_counter()
+    conn.execute("SELECT v FROM read WHERE id = ?", (row % 1000 + 1,)).fetchall()
+    times.append(time.perf_counter() - started)
+    row += 1
+print(" ".join(f"{t:.6f}" for t in times))
+"""
+
+
+def strong_reads_through_followers(cluster, per_follower, seconds):
+    """Strong reads by primary key from ``per_follower`` reader processes on each follower, nothing written.
+
+    Returns (reads/s of all readers, median read ms, 90th percentile read ms,
+    the share the followers answered from their own replicas).
+    """
+    leader = cluster.leader()
+    others = [node for node in cluster.nodes if node is not leader]
+    before = [node.status()["strong_reads"]["answered_here"] for node in others]
+    processes = [subprocess.Popen([sys.executable, "-c", READER, node.client, cluster.secret, str(seconds)],
+                                  stdout=subprocess.PIPE, text=True) for node in others for _ in range(per_follower)]
+    times = sorted(float(t) for process in processes for t in process.communicate()[0].split())
+    here = sum(node.status()["strong_reads"]["answered_here"] for node in others) - sum(before)
+    return len(times) / seconds, 1e3 * times[len(times) // 2], 1e3 * times[int(len(times) * 0.9)], here / len(times)
 
 
 def raw_pysyncobj(directory, ops, durability):
@@ -205,7 +237,7 @@ def main():
     parser.add_argument("--read-seconds", type=float, default=8.0,
                         help="how long each row of strong reads next to writers lasts")
     args = parser.parse_args()
-    rows, mixed = [], []
+    rows, mixed, on_followers = [], [], []
     with tempfile.TemporaryDirectory(prefix="dqcluster-bench-") as directory:
         for durability in ("fsync", "process"):
             with LocalCluster(os.path.join(directory, f"cluster-{durability}"), 3, durability=durability) as cluster:
@@ -214,6 +246,8 @@ def main():
                 if durability == "fsync":
                     mixed = [(writers, *strong_reads_next_to_writers(cluster, writers, args.read_seconds))
                              for writers in (0, 1, 2)]
+                    on_followers = [(count, *strong_reads_through_followers(cluster, count, args.read_seconds))
+                                    for count in (1, 2)]
             raw = raw_pysyncobj(directory, args.ops, durability)
             local = local_sqlite(directory, args.ops, durability)
             rows.append((durability, one, eight, raw[1], raw[8], local))
@@ -234,6 +268,12 @@ def main():
     print("|---|---|---|---|---|")
     for writers, reads, median, p90, written in mixed:
         print(f"| {writers} | {reads:,.0f} | {median:.3f} | {p90:.3f} | {written:,.0f} |")
+    print("\nStrong reads by primary key through the followers (reader processes on each follower, nothing "
+          "written meanwhile), fsync cluster\n")
+    print("| readers per follower | reads/s | median read ms | 90th percentile ms | answered by the follower |")
+    print("|---|---|---|---|---|")
+    for count, reads, median, p90, here in on_followers:
+        print(f"| {count} | {reads:,.0f} | {median:.3f} | {p90:.3f} | {here:.0%} |")
     print(f"\nkill -9 of the leader -> next acknowledged commit, {len(failovers)} trials: "
           + ", ".join(f"{s:.2f} s" for s in failovers) + f"; median {statistics.median(failovers):.2f} s")
     pauses = [pause for _, pause, _ in graceful]

@@ -69,6 +69,10 @@ class Node:
         self.server = None
         self._barriers = _BarrierGroup(self)
         self._applied = _AppliedWatch(self.state_machine)
+        # A follower's strong reads: answered from its replica after the
+        # leader's read index, or run by the leader (see Session._local_read).
+        self.strong_reads_here = Counter()
+        self.strong_reads_sent_to_leader = Counter()
         self.state_machine.listeners.append(self._applied.on_applied)
         self.commit_queue = CommitQueue()
         self._deadlines = _DeadlineWatch(self)
@@ -520,6 +524,11 @@ class Node:
             "write_locks": {name: {"holder": holder, "seconds": round(seconds, 1)}
                             for name, (holder, seconds) in self.state_machine.databases.write_lock_holders().items()},
             "members": members,
+            # On a follower: its strong reads it answered itself (after the
+            # leader's read index), and those the leader ran (this replica
+            # lagged, or the leader could not give an index).
+            "strong_reads": {"answered_here": self.strong_reads_here.value,
+                             "sent_to_leader": self.strong_reads_sent_to_leader.value},
             # What it would write as leader: below its own format while a member runs an older release.
             "entry_format": self.writable_entry_format(),
             "uptime": time.time() - self.started_at if self.started_at else 0,
@@ -756,6 +765,18 @@ class _DeadlineWatch:
                     pending.expire()
                 else:
                     self._patient.append((deadline, pending))
+
+
+class Counter:
+    """A count many threads add to (``+= 1`` on an attribute can lose additions between threads)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self):
+        with self._lock:
+            self.value += 1
 
 
 class _AppliedWatch:
