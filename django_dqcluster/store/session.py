@@ -34,6 +34,7 @@ from .databases import InvalidDatabaseName, applied_index_of
 from .determinism import FixedValues
 from .large_entries import BUSY_FROM, leader_busy_seconds, over_the_limit, statement_bytes
 from .parameters import unbindable
+from .parsed_schema import make_schema_current
 from .read_only import ReadOnlyClient
 from .result_pages import OpenResult, OpenResults
 from .statemachine import (
@@ -655,6 +656,7 @@ class Session:
                     conn = self._take_snapshot(tx)
                 tx.bound_long_values = tx.bound_long_values or holds_long_values(params)
                 with conn.steps_limited(self.node.config.max_statement_steps):
+                    make_schema_current(conn, sql)
                     if not self.page_bytes:
                         return self._result(run_statement(conn, sql, params, False))
                     cursor = conn.execute(sql, params if params is not None else ())
@@ -766,6 +768,7 @@ class Session:
             steps = self.node.config.max_statement_steps
             try:
                 with scratch.steps_limited(steps):
+                    make_schema_current(scratch, sql)
                     if writes or control is not None or many or not self.page_bytes:
                         result = run_statement(scratch, sql, params, many)
                     else:
@@ -840,6 +843,7 @@ class Session:
         stepping = False
         try:
             with reader.steps_limited(self.node.config.max_statement_steps):
+                make_schema_current(reader, sql)
                 if not self.page_bytes:
                     return run_statement(reader, sql, params, False)
                 cursor = reader.execute(sql, params if params is not None else ())
