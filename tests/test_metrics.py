@@ -61,6 +61,14 @@ def test_a_rolling_upgrade_of_django_dqcluster_shows_in_the_entry_formats():
     assert ("dqcluster_member_entry_format", "10.0.0.3:7001") not in values  # it has not said
 
 
+def test_a_follower_tells_how_many_strong_reads_it_answered_itself_and_how_many_the_leader_ran():
+    samples = node_samples("default", {**FOLLOWER, "strong_reads": {"answered_here": 950, "sent_to_leader": 50}})
+    assert [(labels, value) for name, labels, value in samples if name == "dqcluster_follower_strong_reads"] == [
+        ({"database": "default", "answered_by": "follower"}, 950),
+        ({"database": "default", "answered_by": "leader"}, 50),
+    ]
+
+
 def test_a_node_that_does_not_answer_is_down_and_nothing_else_is_said_of_it():
     assert node_samples("default", None) == [("dqcluster_node_up", {"database": "default"}, 0)]
 
