@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The test command (README "Tests"): Django's own test suite for the 17 backend-relevant
-# apps against a 3-node store (again reading through local reads, on one node and through
-# a follower, once with deferred transactions and once with sealed sessions), then the
-# project's pytest suite.
+# apps against a 3-node store through a follower (again reading through local reads, on
+# one node and through a follower, once with deferred transactions and once with sealed
+# sessions through the leader), then the project's pytest suite.
 set -euo pipefail
 cd "$(dirname "$0")"
-python tests/django_suite/run.py tests/django_suite/apps.txt
+# Strong reads through a follower: it answers those the leader says it may (it holds
+# every answered write), the leader the rest; transactions and writes run on the leader.
+python tests/django_suite/run.py tests/django_suite/apps.txt --via follower
 # The same apps with consistency none: every SELECT outside a transaction is read from
 # the node's file by the client itself (local reads), with Django's SQL functions.
 python tests/django_suite/run.py tests/django_suite/apps.txt --nodes 1 --consistency none
@@ -15,6 +17,7 @@ python tests/django_suite/run.py tests/django_suite/apps.txt --consistency none 
 # And with OPTIONS transaction_mode DEFERRED: transactions take the write lock at their
 # first write, if nothing was committed since they began reading.
 python tests/django_suite/run.py tests/django_suite/apps.txt --transaction-mode DEFERRED
-# And with every client session sealed (encrypted), as sessions to another host's node are.
-python tests/django_suite/run.py tests/django_suite/apps.txt --seal
+# And with every client session sealed (encrypted), as sessions to another host's node
+# are, straight to the leader.
+python tests/django_suite/run.py tests/django_suite/apps.txt --seal --via leader
 python -m pytest "$@"
