@@ -69,8 +69,9 @@ class Node:
         self.server = None
         self._barriers = _BarrierGroup(self)
         self._applied = _AppliedWatch(self.state_machine)
-        # A follower's strong reads: answered from its replica after the
-        # leader's read index, or run by the leader (see Session._local_read).
+        # A follower's strong reads: answered from its replica when the leader
+        # said it holds every answered write, or run by the leader
+        # (Session._strong_read_on_follower).
         self.strong_reads_here = Counter()
         self.strong_reads_sent_to_leader = Counter()
         self.state_machine.listeners.append(self._applied.on_applied)
@@ -524,9 +525,9 @@ class Node:
             "write_locks": {name: {"holder": holder, "seconds": round(seconds, 1)}
                             for name, (holder, seconds) in self.state_machine.databases.write_lock_holders().items()},
             "members": members,
-            # On a follower: its strong reads it answered itself (after the
-            # leader's read index), and those the leader ran (this replica
-            # lagged, or the leader could not give an index).
+            # On a follower: the strong reads it answered itself, and those the
+            # leader ran (this replica had not applied every answered write yet,
+            # or the leader runs an older release).
             "strong_reads": {"answered_here": self.strong_reads_here.value,
                              "sent_to_leader": self.strong_reads_sent_to_leader.value},
             # What it would write as leader: below its own format while a member runs an older release.

@@ -735,9 +735,9 @@ class Session:
                 return result
         database = tx.database
         scratch = database.scratch_connection()
-        # Everything from here runs on the scratch connection, an abort's
-        # interrupt may land anywhere in it: the classifier's PRAGMA and
-        # EXPLAIN as much as the statement itself.
+        # Everything from here runs on the scratch connection, where an abort's
+        # interrupt may land anywhere: in the classifier's PRAGMA and EXPLAIN
+        # as much as in the statement itself.
         with tx.running, _abort_reported(tx):
             if tx.aborted:
                 self._end_local(rollback=True)
