@@ -509,6 +509,7 @@ class GateResult:
             "registered": self.registered,
             "bootstrapped": self.bootstrapped,
             "skipped": self.skipped,
+            "checked_at": self.checked_at.isoformat() if self.checked_at else None,
         }
 
 

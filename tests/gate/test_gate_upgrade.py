@@ -310,6 +310,9 @@ def test_a_host_whose_clock_is_wrong_neither_looks_offline_nor_sees_the_others_o
     waiting = hosts[2].upgraded().run("ensure_cluster_schema", "-v2", expect=3).stdout
     assert "Waiting for host-a (schema" in waiting and "Waiting for host-b (schema" in waiting
     assert "--remove-member" not in waiting
+    # Its JSON report says when, by the database's clock, not its own an hour ahead.
+    checked_at = dt.datetime.fromisoformat(hosts[2].upgraded().gate_json(expect=3)["checked_at"])
+    assert abs((checked_at - utc_now()).total_seconds()) < 300
 
 
 def test_cluster_status_before_any_gate_run_says_what_to_do(sqlite_db):
