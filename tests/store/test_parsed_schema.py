@@ -33,7 +33,15 @@ def test_an_index_made_by_another_request_shows_in_pragma_index_info_at_once(emb
     conn.execute("DROP INDEX i")
     conn.execute("CREATE INDEX i ON t (y)")
     assert index_columns(conn) == ["y"]
-    assert "t" in str(conn.execute("EXPLAIN QUERY PLAN SELECT * FROM t WHERE y = 1").fetchall())
+
+
+def test_explain_plans_with_an_index_made_since_the_statement_was_last_explained(embedded_node):
+    conn = dbapi.connect(node=embedded_node, isolation_level=None)
+    conn.execute("CREATE TABLE t (x, y)")
+    plan = "EXPLAIN QUERY PLAN SELECT x FROM t WHERE y = 1"
+    assert "INDEX" not in str(conn.execute(plan).fetchall())
+    conn.execute("CREATE INDEX by_y ON t (y)")
+    assert "INDEX by_y" in str(conn.execute(plan).fetchall())
 
 
 def test_in_a_transaction_a_pragma_sees_the_schema_committed_before_it_began(embedded_node):
