@@ -375,13 +375,15 @@ class Session:
 
         The read goes to the leader with this replica's applied index. Once
         its read barrier proved it leads, the leader knows every write
-        answered so far is within its own applied index: if this replica has
-        applied that much, the leader says so instead of running the read,
-        and the read runs here, on this host's CPU, not on the leader's one
-        Raft process, which otherwise runs every host's strong reads. Either
-        way one round trip. A replica behind (the last commit not known here
-        yet: with steady writes, often) has the leader run it, as a leader of
-        an older release always does (it ignores the index).
+        answered so far is within its own applied state: if this replica has
+        applied the leader's last entry that changed data (barriers, such as
+        the one that read barrier may have added, change none), the leader
+        says so instead of running the read, and the read runs here, on this
+        host's CPU, not on the leader's one Raft process, which otherwise
+        runs every host's strong reads. Either way one round trip. A replica
+        behind (the last commit not known here yet: with steady writes,
+        often) has the leader run it, as a leader of an older release always
+        does (it ignores the index).
         """
         response = self._forwarded(dict(request, applied_here=self.node.state_machine.last_index))
         if response.get("read_here"):
@@ -420,7 +422,7 @@ class Session:
             if self.node.is_leader() and self.consistency == STRONG:
                 self.node.read_barrier()
                 if (self.hops and isinstance(applied_there, int)
-                        and applied_there >= self.node.state_machine.last_index):
+                        and applied_there >= self.node.state_machine.last_data_index):
                     return {"ok": True, "in_tx": False, "read_here": True}
             return self._result(self._read(database, reader, sql, params))
         size = statement_bytes(sql, params, many)

@@ -51,6 +51,10 @@ MEMBER = "member"
 # ``format`` (absent: 1), was written by a newer django-dqcluster: this node
 # stops applying there (and says so) rather than skip it and diverge.
 KNOWN_KINDS = frozenset({TX, GROUP, BARRIER, CHECKPOINT, DROP_DB, CLONE_DB, MEMBER})
+#: Entries that change no database. A replica that has not applied the latest of
+#: them holds the same data (see StateMachine.last_data_index); any other kind,
+#: one added later included, counts as a change.
+LEAVE_DATA_ALONE = frozenset({BARRIER, CHECKPOINT, MEMBER})
 # Format 2: a transaction entry may carry ``steps``, the most steps each of its
 # statements may take (statement_steps.py); a node that ignored it could
 # finish a statement that the others stopped. Format 3: it may carry
@@ -269,6 +273,10 @@ class StateMachine:
         self.hash = b"\0" * 32
         self.hash_history = collections.OrderedDict()
         self.last_index = 0
+        # The last entry applied that may have changed a database: a follower
+        # that applied this far holds the data this replica holds, whatever
+        # barriers came since (Session._strong_read_on_follower).
+        self.last_data_index = 0
         self.members = {}
         # Raft address -> the newest entry format that member's code applies,
         # as it announced (member entries' ``applies``); see writable_entry_format.
@@ -318,6 +326,8 @@ class StateMachine:
             raise ApplyFailed(self.fatal) from exc
         self.fatal = None
         self._chain(index, entry.get("id", ""))
+        if kind not in LEAVE_DATA_ALONE:
+            self.last_data_index = index
         for listener in self.listeners:
             listener(kind, entry)
         return result
@@ -646,7 +656,7 @@ class StateMachine:
                 # Dropped before the snapshot was taken.
                 self.databases.remove_files(name)
         self.hash = bytes(header["hash"])
-        self.last_index = header["index"]
+        self.last_index = self.last_data_index = header["index"]
         self.hash_history.clear()
         self.hash_history[self.last_index] = self.hash
         self.members = dict(header["members"])
