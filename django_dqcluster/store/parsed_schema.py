@@ -13,12 +13,18 @@ microseconds, paid only by these statements.
 
 import re
 
-from .statements import strip_leading_comments
+from .statements import cached_per_text, strip_leading_comments
 
 _ANSWERED_FROM_PARSED_SCHEMA = re.compile(r"(PRAGMA|EXPLAIN)\b", re.I)
 
 
+# A pure function of the text, asked for every read a node runs.
+@cached_per_text
+def answers_from_parsed_schema(sql):
+    return _ANSWERED_FROM_PARSED_SCHEMA.match(strip_leading_comments(sql)) is not None
+
+
 def make_schema_current(conn, sql):
     """Before ``sql`` runs on ``conn``: if it answers from the parsed schema, have ``conn`` re-read a changed one."""
-    if _ANSWERED_FROM_PARSED_SCHEMA.match(strip_leading_comments(sql)):
+    if answers_from_parsed_schema(sql):
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 0").fetchall()
