@@ -127,11 +127,11 @@ def strong_reads_through_followers(cluster, per_follower, seconds):
     """
     leader = cluster.leader()
     others = [node for node in cluster.nodes if node is not leader]
-    before = [node.status()["strong_reads"]["answered_here"] for node in others]
+    before = [node.status()["follower_reads"]["strong"]["answered_here"] for node in others]
     processes = [subprocess.Popen([sys.executable, "-c", READER, node.client, cluster.secret, str(seconds)],
                                   stdout=subprocess.PIPE, text=True) for node in others for _ in range(per_follower)]
     times = sorted(float(t) for process in processes for t in process.communicate()[0].split())
-    here = sum(node.status()["strong_reads"]["answered_here"] for node in others) - sum(before)
+    here = sum(node.status()["follower_reads"]["strong"]["answered_here"] for node in others) - sum(before)
     return len(times) / seconds, 1e3 * times[len(times) // 2], 1e3 * times[int(len(times) * 0.9)], here / len(times)
 
 

@@ -46,9 +46,9 @@ FAMILIES = {
     "dqcluster_raft_apply_lag_entries": "Committed entries the node has not applied yet.",
     "dqcluster_raft_log_entries": "Entries in the node's log (since its last snapshot).",
     "dqcluster_write_locks": "Transactions holding a database's write lock on the leader.",
-    "dqcluster_follower_strong_reads": "Strong reads this node answered as a follower since it started: from its own "
-                                       "replica (answered_by=follower) or run by the leader (answered_by=leader, "
-                                       "the replica had not applied every answered write yet).",
+    "dqcluster_follower_reads": "Strong and weak reads (consistency=...) this node answered as a follower since it "
+                                "started: from its own replica (answered_by=follower) or run by the leader "
+                                "(answered_by=leader, the replica had not applied every answered write yet).",
     "dqcluster_members": "Members of the store, as this node knows them.",
     "dqcluster_member_connected": "1 when this node has a connection to the member.",
     "dqcluster_member_match_index": "The last log index the leader knows the member holds.",
@@ -100,10 +100,10 @@ def node_samples(alias, status, max_lag=health.DEFAULT_MAX_LAG):
         numbers["dqcluster_write_locks"] = len(status.get("write_locks") or {})
     samples += [(name, database, value) for name, value in numbers.items() if isinstance(value, (int, float))]
 
-    strong_reads = status.get("strong_reads")
-    if strong_reads:
+    for consistency, reads in (status.get("follower_reads") or {}).items():
         for by, key in (("follower", "answered_here"), ("leader", "sent_to_leader")):
-            samples.append(("dqcluster_follower_strong_reads", {**database, "answered_by": by}, strong_reads[key]))
+            labels = {**database, "consistency": consistency, "answered_by": by}
+            samples.append(("dqcluster_follower_reads", labels, reads[key]))
 
     fallbacks = status.get("secret_fallbacks")
     if fallbacks:

@@ -61,11 +61,15 @@ def test_a_rolling_upgrade_of_django_dqcluster_shows_in_the_entry_formats():
     assert ("dqcluster_member_entry_format", "10.0.0.3:7001") not in values  # it has not said
 
 
-def test_a_follower_tells_how_many_strong_reads_it_answered_itself_and_how_many_the_leader_ran():
-    samples = node_samples("default", {**FOLLOWER, "strong_reads": {"answered_here": 950, "sent_to_leader": 50}})
-    assert [(labels, value) for name, labels, value in samples if name == "dqcluster_follower_strong_reads"] == [
-        ({"database": "default", "answered_by": "follower"}, 950),
-        ({"database": "default", "answered_by": "leader"}, 50),
+def test_a_follower_tells_how_many_reads_it_answered_itself_and_how_many_the_leader_ran():
+    follower_reads = {"strong": {"answered_here": 950, "sent_to_leader": 50},
+                      "weak": {"answered_here": 7, "sent_to_leader": 3}}
+    samples = node_samples("default", {**FOLLOWER, "follower_reads": follower_reads})
+    assert [(labels, value) for name, labels, value in samples if name == "dqcluster_follower_reads"] == [
+        ({"database": "default", "consistency": "strong", "answered_by": "follower"}, 950),
+        ({"database": "default", "consistency": "strong", "answered_by": "leader"}, 50),
+        ({"database": "default", "consistency": "weak", "answered_by": "follower"}, 7),
+        ({"database": "default", "consistency": "weak", "answered_by": "leader"}, 3),
     ]
 
 

@@ -69,11 +69,10 @@ class Node:
         self.server = None
         self._barriers = _BarrierGroup(self)
         self._applied = _AppliedWatch(self.state_machine)
-        # A follower's strong reads: answered from its replica when the leader
-        # said it holds every answered write, or run by the leader
-        # (Session._strong_read_on_follower).
-        self.strong_reads_here = Counter()
-        self.strong_reads_sent_to_leader = Counter()
+        # A follower's strong and weak reads: answered from its replica when
+        # the leader said it holds every answered write, or run by the leader
+        # (Session._read_on_follower).
+        self.follower_reads = {level: FollowerReads() for level in ("strong", "weak")}
         self.state_machine.listeners.append(self._applied.on_applied)
         self.commit_queue = CommitQueue()
         self._deadlines = _DeadlineWatch(self)
@@ -525,11 +524,10 @@ class Node:
             "write_locks": {name: {"holder": holder, "seconds": round(seconds, 1)}
                             for name, (holder, seconds) in self.state_machine.databases.write_lock_holders().items()},
             "members": members,
-            # On a follower: the strong reads it answered itself, and those the
-            # leader ran (this replica had not applied every answered write yet,
-            # or the leader runs an older release).
-            "strong_reads": {"answered_here": self.strong_reads_here.value,
-                             "sent_to_leader": self.strong_reads_sent_to_leader.value},
+            # On a follower: the strong and weak reads it answered itself, and
+            # those the leader ran (this replica had not applied every answered
+            # write yet, or the leader runs an older release).
+            "follower_reads": {level: reads.counts() for level, reads in self.follower_reads.items()},
             # What it would write as leader: below its own format while a member runs an older release.
             "entry_format": self.writable_entry_format(),
             "uptime": time.time() - self.started_at if self.started_at else 0,
@@ -778,6 +776,17 @@ class Counter:
     def add(self):
         with self._lock:
             self.value += 1
+
+
+class FollowerReads:
+    """The reads of one consistency a follower answered itself, and those it had the leader run."""
+
+    def __init__(self):
+        self.answered_here = Counter()
+        self.sent_to_leader = Counter()
+
+    def counts(self):
+        return {"answered_here": self.answered_here.value, "sent_to_leader": self.sent_to_leader.value}
 
 
 class _AppliedWatch:

@@ -288,8 +288,8 @@ class Session:
             local_read = self._local_read(sql, params, control)
             if local_read is None:
                 return self._forwarded(request)
-            if self.consistency == STRONG:
-                answer = self._strong_read_on_follower(request)
+            if self.consistency != NONE:
+                answer = self._read_on_follower(request)
                 if answer is not None:
                     return answer
         if control is not None:
@@ -357,11 +357,10 @@ class Session:
     def _local_read(self, sql, params, control):
         """On a follower: the statement's classification if this replica may answer it, else None.
 
-        With ``none``, it answers every read; with ``strong``, the reads the
-        leader lets it answer (see _strong_read_on_follower); ``weak`` reads
-        are the leader's.
+        With ``none``, it answers every read; with ``strong`` and ``weak``, the
+        reads the leader lets it answer (see _read_on_follower).
         """
-        if self.consistency == WEAK or control is not None:
+        if control is not None:
             return None
         database = self.node.state_machine.databases.get(self.db_name)
         try:
@@ -370,26 +369,29 @@ class Session:
             return None  # let the leader report the error (or it has a table this replica has not yet)
         return None if info.writes or info.problem is not None else info
 
-    def _strong_read_on_follower(self, request):
-        """A strong read on a follower: the leader's answer, or None when this replica may answer it.
+    def _read_on_follower(self, request):
+        """A strong or weak read on a follower: the leader's answer, or None when this replica may answer it.
 
-        The read goes to the leader with this replica's applied index. Once
-        its read barrier proved it leads, the leader knows every write
-        answered so far is within its own applied state: if this replica has
-        applied the leader's last entry that changed data (barriers, such as
-        the one that read barrier may have added, change none), the leader
-        says so instead of running the read, and the read runs here, on this
-        host's CPU, not on the leader's one Raft process, which otherwise
-        runs every host's strong reads. Either way one round trip. A replica
-        behind (the last commit not known here yet: with steady writes,
-        often) has the leader run it, as a leader of an older release always
-        does (it ignores the index).
+        The read goes to the leader with this replica's applied index. A
+        strong read's leader first proves it leads (its lease, else a read
+        barrier), and then knows every write answered so far is within its
+        own applied state; a weak read is of that state as the leader has it,
+        unproven. Either way, if this replica has applied the leader's last
+        entry that changed data (barriers, such as the one a read barrier may
+        have added, change none), the leader says so instead of running the
+        read, and the read runs here, on this host's CPU, not on the leader's
+        one Raft process, which otherwise runs every host's reads; what it
+        sees is what the leader would have seen, or newer. Either way one
+        round trip. A replica behind (the last commit not known here yet:
+        with steady writes, often) has the leader run it, as a leader of an
+        older release always does (it ignores the index).
         """
+        reads = self.node.follower_reads[self.consistency]
         response = self._forwarded(dict(request, applied_here=self.node.state_machine.last_index))
         if response.get("read_here"):
-            self.node.strong_reads_here.add()
+            reads.answered_here.add()
             return None
-        self.node.strong_reads_sent_to_leader.add()
+        reads.sent_to_leader.add()
         return response
 
     def _result(self, result):
@@ -405,8 +407,8 @@ class Session:
     def _autocommit(self, sql, params, many, info=None, applied_there=None):
         """``info``: the statement's classification when the caller already has it.
 
-        ``applied_there``: for a strong read a follower sent, the index its
-        replica has applied (see _strong_read_on_follower).
+        ``applied_there``: for a strong or weak read a follower sent, the
+        index its replica has applied (see _read_on_follower).
         """
         database = self.node.state_machine.databases.get(self.db_name)
         reader = self._reader(database)
@@ -419,8 +421,9 @@ class Session:
         if not info.writes:
             if many:
                 raise errors.programming("executemany() can only run statements that write")
-            if self.node.is_leader() and self.consistency == STRONG:
-                self.node.read_barrier()
+            if self.node.is_leader() and self.consistency != NONE:
+                if self.consistency == STRONG:
+                    self.node.read_barrier()
                 if (self.hops and isinstance(applied_there, int)
                         and applied_there >= self.node.state_machine.last_data_index):
                     return {"ok": True, "in_tx": False, "read_here": True}

@@ -395,13 +395,15 @@ def consistency(workdir):
         lagging.state_machine.apply = original_apply
     wait_for(lambda: Item.objects.using(none_alias).get(name="x").value == 2, what="the replica to catch up")
 
-    # Caught up, the follower answers strong reads itself (the leader says it holds every answered write).
-    def read_by_the_follower():
-        before = lagging.status()["strong_reads"]["answered_here"]
-        assert Item.objects.using(f"n{lagging_index}_strong").get(name="x").value == 2
-        return lagging.status()["strong_reads"]["answered_here"] == before + 1
+    # Caught up, the follower answers strong and weak reads itself (the leader
+    # says it holds every answered write).
+    def read_by_the_follower(level):
+        before = lagging.status()["follower_reads"][level]["answered_here"]
+        assert Item.objects.using(f"n{lagging_index}_{level}").get(name="x").value == 2
+        return lagging.status()["follower_reads"][level]["answered_here"] == before + 1
 
-    wait_for(read_by_the_follower, what="a strong read answered by the follower")
+    for level in ("strong", "weak"):
+        wait_for(lambda: read_by_the_follower(level), what=f"a {level} read answered by the follower")
     for alias in connections:
         connections[alias].close()
     embedded_nodes.stop_all()

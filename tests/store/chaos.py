@@ -19,7 +19,7 @@ connections that name every node:
 * an *appender* inserts 1, 2, 3... one autocommit INSERT each, and remembers
   which inserts were acknowledged and which had an unknown outcome;
 * *auditors* read the accounts in one statement (every other time inside a
-  read-only BEGIN DEFERRED transaction): every read, `strong` or `none`, must
+  read-only BEGIN DEFERRED transaction): every read, `strong`, `weak` or `none`, must
   see the total and no negative balance (a snapshot, never half a transfer); a
   `strong` read must also see every insert acknowledged before it started
   (linearizable reads, the leader lease included);
@@ -424,6 +424,7 @@ def run(directory, seconds, seed, log=print, pause_between=(0.5, 2.0), batch_row
             Transfers(cluster, "transfers-deferred", random.Random(rng.random()), deferred=True),
             appender,
             Auditor(cluster, "auditor-strong", "strong", appender),
+            Auditor(cluster, "auditor-weak", "weak", appender),
             Auditor(cluster, "auditor-none", "none", appender),
             OwnWrites(cluster, "own-writes-none"),
         ]
