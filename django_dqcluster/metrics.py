@@ -49,6 +49,10 @@ FAMILIES = {
     "dqcluster_follower_reads": "Strong and weak reads (consistency=...) this node answered as a follower since it "
                                 "started: from its own replica (answered_by=follower) or run by the leader "
                                 "(answered_by=leader, the replica had not applied every answered write yet).",
+    "dqcluster_follower_transactions": "Deferred transactions clients began on this node as a follower since it "
+                                       "started (count=begun_here), and of them those moved to the leader at their "
+                                       "first write (count=moved_to_leader) and those the leader ran from their "
+                                       "first read (count=run_by_leader).",
     "dqcluster_members": "Members of the store, as this node knows them.",
     "dqcluster_member_connected": "1 when this node has a connection to the member.",
     "dqcluster_member_match_index": "The last log index the leader knows the member holds.",
@@ -104,6 +108,9 @@ def node_samples(alias, status, max_lag=health.DEFAULT_MAX_LAG):
         for by, key in (("follower", "answered_here"), ("leader", "sent_to_leader")):
             labels = {**database, "consistency": consistency, "answered_by": by}
             samples.append(("dqcluster_follower_reads", labels, reads[key]))
+
+    for counted, count in (status.get("follower_transactions") or {}).items():
+        samples.append(("dqcluster_follower_transactions", {**database, "count": counted}, count))
 
     fallbacks = status.get("secret_fallbacks")
     if fallbacks:

@@ -73,6 +73,16 @@ def test_a_follower_tells_how_many_reads_it_answered_itself_and_how_many_the_lea
     ]
 
 
+def test_a_follower_tells_what_became_of_the_transactions_begun_on_it():
+    counts = {"begun_here": 40, "moved_to_leader": 7, "run_by_leader": 3}
+    samples = node_samples("default", {**FOLLOWER, "follower_transactions": counts})
+    assert [(labels, value) for name, labels, value in samples if name == "dqcluster_follower_transactions"] == [
+        ({"database": "default", "count": "begun_here"}, 40),
+        ({"database": "default", "count": "moved_to_leader"}, 7),
+        ({"database": "default", "count": "run_by_leader"}, 3),
+    ]
+
+
 def test_a_node_that_does_not_answer_is_down_and_nothing_else_is_said_of_it():
     assert node_samples("default", None) == [("dqcluster_node_up", {"database": "default"}, 0)]
 

@@ -73,6 +73,10 @@ class Node:
         # the leader said it holds every answered write, or run by the leader
         # (Session._read_on_follower).
         self.follower_reads = {level: FollowerReads() for level in ("strong", "weak")}
+        self.follower_transactions = FollowerTransactions()
+        # The term whose leader could not go on with a transaction that read
+        # here (an older release; Session._move_to_leader).
+        self._term_without_follower_transactions = None
         self.state_machine.listeners.append(self._applied.on_applied)
         self.commit_queue = CommitQueue()
         self._deadlines = _DeadlineWatch(self)
@@ -479,6 +483,14 @@ class Node:
                 "raft_seconds_ago": ago(cipher.fallback_used_at if cipher is not None else None),
                 "clients_seconds_ago": ago(self.client_fallback_used_at)}
 
+    def leader_continues_follower_transactions(self):
+        """May a deferred transaction begin on this follower (Session._begin_on_follower)?"""
+        return self._term_without_follower_transactions != self.engine.raftCurrentTerm
+
+    def leader_cannot_continue_follower_transactions(self):
+        """This term's leader runs an older release: its transactions begin there (until the leader changes)."""
+        self._term_without_follower_transactions = self.engine.raftCurrentTerm
+
     def status(self):
         engine = self.engine
         raw = engine.getStatus()
@@ -528,6 +540,11 @@ class Node:
             # those the leader ran (this replica had not applied every answered
             # write yet, or the leader runs an older release).
             "follower_reads": {level: reads.counts() for level, reads in self.follower_reads.items()},
+            # On a follower: the deferred transactions begun here, those moved
+            # to the leader at their first write, and those the leader ran
+            # from their first read (this replica had not applied every
+            # answered write yet).
+            "follower_transactions": self.follower_transactions.counts(),
             # What it would write as leader: below its own format while a member runs an older release.
             "entry_format": self.writable_entry_format(),
             "uptime": time.time() - self.started_at if self.started_at else 0,
@@ -787,6 +804,19 @@ class FollowerReads:
 
     def counts(self):
         return {"answered_here": self.answered_here.value, "sent_to_leader": self.sent_to_leader.value}
+
+
+class FollowerTransactions:
+    """What became of the deferred transactions clients began on this follower (Session._begin_on_follower)."""
+
+    def __init__(self):
+        self.begun_here = Counter()
+        self.moved_to_leader = Counter()
+        self.run_by_leader = Counter()
+
+    def counts(self):
+        return {"begun_here": self.begun_here.value, "moved_to_leader": self.moved_to_leader.value,
+                "run_by_leader": self.run_by_leader.value}
 
 
 class _AppliedWatch:

@@ -10,7 +10,8 @@ session for the follower's own.
 
 from .. import wire
 from . import errors
-from .statements import BEGIN, RELEASE, ROLLBACK_TO, SAVEPOINT, savepoint_name, strip_leading_comments
+from .savepoints import OpenSavepoints
+from .statements import BEGIN, RELEASE, ROLLBACK_TO, SAVEPOINT, strip_leading_comments
 
 #: Requests that change the store other than through SQL.
 WRITING_REQUESTS = frozenset({"drop_database", "clone_database", "add_member", "remove_member", "compact"})
@@ -28,7 +29,7 @@ class ReadOnlyClient:
     """What one read-only session may do, and the names of its transaction's savepoints."""
 
     def __init__(self):
-        self._savepoints = []
+        self._savepoints = OpenSavepoints()
 
     def check_request(self, op):
         if op in WRITING_REQUESTS:
@@ -40,12 +41,13 @@ class ReadOnlyClient:
         ``classify(sql, params)``: the statement's :class:`~.classify.Info`.
         """
         if control == BEGIN:
-            self._savepoints = []
+            # Its savepoints are answered here, by name (.savepoints).
+            self._savepoints = OpenSavepoints()
             return "BEGIN DEFERRED"
         if control in (SAVEPOINT, RELEASE, ROLLBACK_TO):
             if not in_transaction:
                 raise refused("a SAVEPOINT outside a transaction starts one that may write; begin with BEGIN")
-            self._savepoint(control, savepoint_name(sql))
+            self._savepoints.run(control, sql)
             return None
         if control is not None:
             return sql
@@ -54,18 +56,3 @@ class ReadOnlyClient:
         if classify(sql, params).writes:
             raise refused(f"a statement that writes: {strip_leading_comments(sql).split(None, 1)[0].upper()}")
         return sql
-
-    def _savepoint(self, control, name):
-        """Savepoints are answered here, by name only: nothing a read-only transaction
-        did needs undoing, and run as statements they would make the leader take the
-        write lock (a savepoint is recorded with a transaction's writes)."""
-        if control == SAVEPOINT:
-            self._savepoints.append(name)
-            return
-        for position in range(len(self._savepoints) - 1, -1, -1):
-            if self._savepoints[position].lower() == name.lower():
-                break
-        else:
-            raise errors.operational(f"no such savepoint: {name}")
-        # RELEASE forgets it and those after it; ROLLBACK TO keeps it, as in SQLite.
-        del self._savepoints[position + (control == ROLLBACK_TO):]

@@ -43,7 +43,7 @@ from .statemachine import (
 )
 from .statement_steps import cancel_statement_of
 from .statements import (
-    BEGIN, COMMIT, RELEASE, ROLLBACK, SAVEPOINT, savepoint_name, split_script, transaction_control,
+    BEGIN, COMMIT, RELEASE, ROLLBACK, ROLLBACK_TO, SAVEPOINT, savepoint_name, split_script, transaction_control,
 )
 from .transactions import Transaction, aborted_error as _aborted
 
@@ -277,14 +277,21 @@ class Session:
             request = {**request, "sql": sql}
         if self.tx is not None:
             # The transaction runs here; if leadership was lost it is aborted,
-            # never continued elsewhere.
+            # never continued elsewhere (but one begun on this follower moves
+            # to the leader at its first write: _move_to_leader).
             if control is not None:
                 return self._transaction_control(control, sql)
             return self._in_transaction(sql, params, many)
         if self.forward_in_tx:
             return self._forwarded(request)
+        if request.get("begin_deferred") is True and control is None and not many and self.node.is_leader():
+            # The first read of a deferred transaction begun on a follower (_first_read_on_follower).
+            self._begin_deferred(follower_applied=request.get("applied_here"))
+            return self._in_transaction(sql, params, many)
         local_read = None
         if not self.node.is_leader():
+            if control == BEGIN and _DEFERRED.match(sql) and self._reads_transactions_here():
+                return self._transaction_control(control, sql)
             local_read = self._local_read(sql, params, control)
             if local_read is None:
                 return self._forwarded(request)
@@ -293,7 +300,7 @@ class Session:
                 if answer is not None:
                     return answer
         if control is not None:
-            return self._transaction_control(control, sql)
+            return self._transaction_control(control, sql, request.get("read_at"))
         return self._autocommit(sql, params, many, local_read, request.get("applied_here"))
 
     def _op_script(self, request):
@@ -577,14 +584,21 @@ class Session:
 
     # -- on the leader: transactions -------------------------------------------------------------
 
-    def _transaction_control(self, control, sql):
+    def _transaction_control(self, control, sql, read_at=None):
+        """``read_at``: with BEGIN DEFERRED on the leader, a follower's transaction moved here (_move_to_leader)."""
         if control == BEGIN:
             if self.tx is not None:
                 raise errors.operational("cannot start a transaction within a transaction")
-            if _DEFERRED.match(sql):
-                self._begin_deferred()
-            else:
+            if not _DEFERRED.match(sql):
                 self._begin()
+                return self._result(None)
+            if self.node.is_leader():
+                if read_at is not None and (isinstance(read_at, bool) or not isinstance(read_at, int)):
+                    raise errors.programming(f"read_at must be an index, not {read_at!r}"[:200])
+                self._begin_deferred(read_at=read_at)
+                # Said back, so that the follower knows this leader checks it.
+                return dict(self._result(None), read_at=read_at) if read_at is not None else self._result(None)
+            self._begin_on_follower()
             return self._result(None)
         if control == SAVEPOINT and self.tx is None:
             self._begin(started_by_savepoint=savepoint_name(sql))
@@ -616,19 +630,30 @@ class Session:
         self.tx = tx
         self.node.leader_state.register(tx)
 
-    def _begin_deferred(self):
-        """BEGIN DEFERRED: a read snapshot at its first read, the write lock at its first write (see Transaction)."""
+    def _begin_deferred(self, read_at=None, follower_applied=None):
+        """BEGIN DEFERRED: a read snapshot at its first read, the write lock at its first write (see Transaction).
+
+        ``read_at`` and ``follower_applied``: a follower's transaction, moved
+        here (_move_to_leader) or at its first read (_first_read_on_follower).
+        """
         self._require_leader()
         database = self.node.state_machine.databases.get(self.db_name)
-        self.tx = Transaction(database, self.pragmas, deferred=True, results=self.results)
-        self.node.leader_state.register(self.tx)
+        tx = Transaction(database, self.pragmas, deferred=True, results=self.results)
+        tx.read_at, tx.follower_applied = read_at, follower_applied
+        self.tx = tx
+        self.node.leader_state.register(tx)
 
-    def _take_snapshot(self, tx):
-        """A deferred transaction's first read: the state its reads see from now on."""
+    def _take_snapshot(self, tx, proven=False):
+        """A deferred transaction's first read: the state its reads see from now on.
+
+        ``proven``: the caller made sure this node's state holds what the read
+        needs (else _read_barrier does).
+        """
         database = tx.database
         # Every write answered before it (Node.read_barrier); should the
         # transaction write later, _upgrade finds any entry applied since.
-        self._read_barrier()
+        if not proven:
+            self._read_barrier()
         conn = database.borrow_reader()
         try:
             conn.execute("BEGIN")
@@ -639,6 +664,9 @@ class Session:
             rollback_quietly(conn)
             database.return_reader(conn)
             raise
+        if tx.read_at is not None and tx.snapshot[1] != tx.read_at:
+            # Moved from a follower, it read there what this state no longer is.
+            raise _busy_snapshot()
         return conn
 
     def _deferred_statement(self, sql, params, many, control):
@@ -647,6 +675,12 @@ class Session:
         if tx.aborted:
             self._end_local(rollback=True)
             raise _aborted(tx.aborted)
+        if tx.on_follower:
+            return self._follower_statement(tx, sql, params, many, control)
+        if control in (SAVEPOINT, RELEASE, ROLLBACK_TO):
+            # Nothing it did needs undoing yet: kept by name, lock-free, until its first write.
+            tx.savepoints.run(control, sql)
+            return self._result(None)
         if control is None and not many and session_pragma(sql) is None:
             # Before its first read, compile on the session's own read
             # connection: a snapshot taken only to classify a first write
@@ -658,17 +692,151 @@ class Session:
                 raise errors.operational(problem)
             if not info.writes:
                 if tx.snapshot is None:
-                    conn = self._take_snapshot(tx)
-                tx.bound_long_values = tx.bound_long_values or holds_long_values(params)
-                with conn.steps_limited(self.node.config.max_statement_steps):
-                    make_schema_current(conn, sql)
-                    if not self.page_bytes:
-                        return self._result(run_statement(conn, sql, params, False))
-                    cursor = conn.execute(sql, params if params is not None else ())
-                result = OpenResult(cursor, owner=tx, steps=self.node.config.max_statement_steps)
-                return self._result(self._paged(cursor, result, tx.database, sql))
+                    self._read_barrier()
+                    applied_there, tx.follower_applied = tx.follower_applied, None
+                    if isinstance(applied_there, int) and applied_there >= self.node.state_machine.last_data_index:
+                        # The follower holds every answered write: its
+                        # replica takes the snapshot (as _autocommit's reads).
+                        self._end_local(rollback=True)
+                        return {"ok": True, "in_tx": False, "read_here": True}
+                    self._take_snapshot(tx, proven=True)
+                return self._snapshot_read(tx, sql, params)
         self._upgrade(tx)
         return None
+
+    def _snapshot_read(self, tx, sql, params):
+        """A read of a deferred transaction, from its snapshot."""
+        conn = tx.snapshot[0]
+        tx.bound_long_values = tx.bound_long_values or holds_long_values(params)
+        with conn.steps_limited(self.node.config.max_statement_steps):
+            make_schema_current(conn, sql)
+            if not self.page_bytes:
+                return self._result(run_statement(conn, sql, params, False))
+            cursor = conn.execute(sql, params if params is not None else ())
+        result = OpenResult(cursor, owner=tx, steps=self.node.config.max_statement_steps)
+        return self._result(self._paged(cursor, result, tx.database, sql))
+
+    # -- on a follower: deferred transactions that read here -----------------------------------
+
+    def _reads_transactions_here(self):
+        """Does a BEGIN DEFERRED on this follower run here (until its first write), not on the leader?
+
+        Not for a session the leader forwards for another follower (that
+        follower would have run it itself), nor while the leader is one that
+        cannot continue such a transaction (_move_to_leader).
+        """
+        return self.hops == 0 and self.node.leader_continues_follower_transactions()
+
+    def _begin_on_follower(self):
+        """BEGIN DEFERRED on a follower: nothing to ask anyone until its first statement."""
+        database = self.node.state_machine.databases.get(self.db_name)
+        tx = Transaction(database, self.pragmas, deferred=True, results=self.results)
+        tx.on_follower = True
+        self.tx = tx
+        self.node.follower_transactions.begun_here.add()
+
+    def _follower_statement(self, tx, sql, params, many, control):
+        """A statement of a deferred transaction begun on this follower: read here, or moved to the leader.
+
+        Its reads see one snapshot of this replica, as a deferred
+        transaction's on the leader see one of the leader's: taken at its
+        first read, once the leader said this replica holds every answered
+        write (strong and weak; ``none`` reads the replica as it is). Its
+        savepoints are kept by name. Its first write, or anything but a read,
+        moves it to the leader, which takes the write lock only if nothing
+        was committed to the database since the snapshot.
+        """
+        if control in (SAVEPOINT, RELEASE, ROLLBACK_TO):
+            tx.savepoints.run(control, sql)
+            return self._result(None)
+        if control is None and not many and session_pragma(sql) is None:
+            conn = tx.snapshot[0] if tx.snapshot is not None else self._reader(tx.database)
+            try:
+                info = self.node.leader_state.classifier(conn, sql, params, tx.database.path)
+            except sqlite3.Error:
+                if tx.snapshot is not None:
+                    raise  # what the leader's snapshot, the same state, would say
+                info = None  # maybe a table this replica has not applied yet: the leader will say
+            problem = info.refusal() if info is not None else None
+            if problem:
+                raise errors.operational(problem)
+            if info is not None and not info.writes:
+                if tx.snapshot is None:
+                    answer = self._first_read_on_follower(tx, sql, params)
+                    if answer is not None:
+                        return answer
+                return self._snapshot_read(tx, sql, params)
+        return self._move_to_leader(tx, sql, params, many)
+
+    def _first_read_on_follower(self, tx, sql, params):
+        """Take the transaction's snapshot here; or the leader's answer, the transaction now running there.
+
+        As a strong or weak read outside a transaction (_read_on_follower),
+        one round trip: the leader proves it leads (strong) and, if this
+        replica has applied its last entry that changed data, says so, and
+        the snapshot is taken here. Otherwise it begins the transaction
+        itself with this read, and the rest of it is forwarded.
+        """
+        if self.consistency == NONE:
+            self._take_snapshot(tx, proven=True)  # this replica as it is, as any read with none
+            return None
+        reads = self.node.follower_reads[self.consistency]
+        response = self._forwarded({"op": "exec", "sql": sql, "params": params, "begin_deferred": True,
+                                    "applied_here": self.node.state_machine.last_index})
+        if response.get("read_here"):
+            reads.answered_here.add()
+            self._take_snapshot(tx, proven=True)
+            return None
+        reads.sent_to_leader.add()
+        if not response.get("ok") and not response.get("in_tx"):
+            # Nothing began there: the transaction is still this node's.
+            response["in_tx"] = self.in_transaction
+            return response
+        self.node.follower_transactions.run_by_leader.add()
+        self._end_local(rollback=True)
+        if response.get("in_tx"):
+            return response  # the transaction runs on the leader from now on (forward_in_tx)
+        # A leader of an older release ran the read alone, not as a
+        # transaction's first read: the transaction begins there anew.
+        self._ok_or_raise(self._forwarded({"op": "exec", "sql": "BEGIN DEFERRED"}))
+        return self._forwarded({"op": "exec", "sql": sql, "params": params})
+
+    def _move_to_leader(self, tx, sql, params, many):
+        """The transaction writes (or runs anything but a read): it goes on on the leader.
+
+        The leader begins it deferred, told the applied index of the database
+        its snapshot here saw (``read_at``); the first write there takes the
+        write lock only if the database is still at that index, else fails
+        with "database is locked" (SQLITE_BUSY_SNAPSHOT), as on the leader.
+        Its open savepoints are opened there too. Until the leader confirmed
+        the BEGIN, the transaction is still this node's: a lost connection
+        leaves it open here, for the client to retry the statement.
+        """
+        begin = {"op": "exec", "sql": "BEGIN DEFERRED"}
+        if tx.snapshot is not None:
+            begin["read_at"] = tx.snapshot[1]
+        response = self._forwarded(begin)
+        if not response.get("ok"):  # nothing began there: the transaction is still this node's
+            response["in_tx"] = self.in_transaction
+            return response
+        if "read_at" in begin and response.get("read_at") != begin["read_at"]:
+            # A leader of an older release began a transaction that would
+            # not check what this one read: it could write over a commit it
+            # never saw. Until the leader changes, this node's deferred
+            # transactions begin on the leader.
+            self._drop_forward()  # (the leader's session rolls back what it began)
+            self.node.leader_cannot_continue_follower_transactions()
+            self._end_local(rollback=True)
+            raise errors.retryable(
+                "the leader runs an older release of django-dqcluster, which cannot go on with a transaction "
+                "that read on a follower; it was rolled back, retry it (it will run on the leader)"
+            )
+        savepoints = tx.savepoints.statements()
+        self.node.follower_transactions.moved_to_leader.add()
+        self._end_local(rollback=True)  # its snapshot here; the transaction is the leader's now
+        for savepoint in savepoints:
+            self._ok_or_raise(self._forwarded({"op": "exec", "sql": savepoint}))
+        return self._forwarded({"op": "exec", "sql": sql, "params": params, "many": many})
 
     def _upgrade(self, tx):
         """A deferred transaction's first write: take the write lock, if its snapshot is still current."""
@@ -679,12 +847,9 @@ class Session:
             self._catch_up(database)
             if tx.aborted:
                 raise _aborted(tx.aborted)
-            if tx.snapshot is not None and database.applied_index != tx.snapshot[1]:
-                raise errors.StoreError(
-                    wire.OPERATIONAL, "database is locked: another transaction committed since this deferred "
-                    "transaction (BEGIN DEFERRED) began reading, so it may not write; roll it back and retry it",
-                    retryable=True, code="SQLITE_BUSY_SNAPSHOT",
-                )
+            read_at = tx.snapshot[1] if tx.snapshot is not None else tx.read_at
+            if read_at is not None and database.applied_index != read_at:
+                raise _busy_snapshot()
             _start_scratch(database, tx.pragmas)
         except BaseException:
             database.write_lock.release()
@@ -695,6 +860,10 @@ class Session:
         if tx.aborted:  # leadership was lost while it took the lock
             self._end_local(rollback=True)
             raise _aborted(tx.aborted)
+        # The savepoints it opened while it only read, open now as a
+        # transaction's statements (recorded, to be replayed in its entry).
+        for savepoint in tx.savepoints.statements():
+            self._in_transaction(savepoint, None, False, control=SAVEPOINT)
 
     def _end_snapshot(self, tx):
         conn = tx.snapshot[0]
@@ -1112,6 +1281,14 @@ class Session:
             self.forward.close()
         self.forward = None
         self.forward_in_tx = False
+
+
+def _busy_snapshot():
+    return errors.StoreError(
+        wire.OPERATIONAL, "database is locked: another transaction committed since this deferred "
+        "transaction (BEGIN DEFERRED) began reading, so it may not write; roll it back and retry it",
+        retryable=True, code="SQLITE_BUSY_SNAPSHOT",
+    )
 
 
 def _rolled_back_if(message, was_in_tx, otherwise=""):

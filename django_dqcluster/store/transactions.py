@@ -15,6 +15,7 @@ import time
 from . import errors
 from .classify import Classifier
 from .determinism import FixedValues
+from .savepoints import OpenSavepoints
 from .statemachine import rollback_quietly
 
 logger = logging.getLogger("django_dqcluster.store")
@@ -36,6 +37,8 @@ class Transaction:
     the database since that snapshot (as SQLite's deferred transactions,
     which get SQLITE_BUSY_SNAPSHOT otherwise; one that has not read yet has
     no snapshot to go stale); from then on it runs as any other transaction.
+    A deferred transaction a client begins on a follower reads there (see
+    ``on_follower``) until it writes.
     """
 
     def __init__(self, database, pragmas, started_by_savepoint=None, deferred=False, results=None):
@@ -56,6 +59,19 @@ class Transaction:
         self.started_by_savepoint = started_by_savepoint
         self._deferred = deferred
         self.snapshot = None  # (read connection, applied index) once a deferred one read
+        #: Begun on a follower: its reads run on that replica, and its first write moves it to the leader
+        #: (Session._move_to_leader). Never in LeaderState: it holds no lock.
+        self.on_follower = False
+        #: A deferred one's savepoints while it only reads, kept by name: it
+        #: opens them at its first write (Session._upgrade, _move_to_leader).
+        self.savepoints = OpenSavepoints() if deferred else None
+        #: On the leader, a follower's transaction moved here: the applied index
+        #: of the database its reads saw on the follower, which its first write
+        #: (or read) must find unchanged, as its own snapshot's.
+        self.read_at = None
+        #: On the leader, a follower's transaction's first read: the index the
+        #: follower's replica applied, which may let the follower run it itself.
+        self.follower_applied = None
         self._holds_lock = not deferred  # a deferred transaction holds none yet
         #: monotonic() when its last statement ended (see running).
         self.idle_since = time.monotonic()

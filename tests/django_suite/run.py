@@ -143,6 +143,8 @@ def main(argv=None):
         result = subprocess.run(command, cwd=tests_dir, env=env)
     finally:
         dead = [node.index for node in cluster.nodes if not node.alive]
+        if via == "follower":
+            log_follower_work(next(node for node in cluster.nodes if node.client == first))
         cluster.stop()
         failed = result is None or result.returncode != 0
         if failed:
@@ -160,6 +162,24 @@ def main(argv=None):
             log(f"cluster data and logs kept in {cluster_dir}")
     log(f"runtests.py exited with {result.returncode}; wall time {time.monotonic() - started:.1f}s")
     return result.returncode
+
+
+def log_follower_work(node):
+    """What the follower the tests went through did itself, and what it left to the leader."""
+    try:
+        status = node.status()
+    except Exception as exc:  # a node that went away: the run's result says what matters
+        log(f"the follower's status is unavailable ({exc})")
+        return
+    reads = status.get("follower_reads") or {}
+    parts = [f"{level} reads answered there {counts['answered_here']}, run by the leader {counts['sent_to_leader']}"
+             for level, counts in reads.items() if counts["answered_here"] or counts["sent_to_leader"]]
+    transactions = status.get("follower_transactions") or {}
+    if transactions.get("begun_here"):
+        parts.append(f"deferred transactions begun there {transactions['begun_here']}, moved to the leader at "
+                     f"their first write {transactions['moved_to_leader']}, run by the leader from their first "
+                     f"read {transactions['run_by_leader']}")
+    log(f"through the follower {node.client}: " + ("; ".join(parts) or "nothing it answered itself"))
 
 
 if __name__ == "__main__":

@@ -139,3 +139,23 @@ class Writer(threading.Thread):
                 else:
                     self.retried.append(error)
                 time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def nodes_in_this_process(tmp_path, size):
+    """``size`` nodes of one cluster, run in this process (to reach into them); the leader first."""
+    ports = free_ports(2 * size)
+    rafts = [f"127.0.0.1:{ports[2 * i]}" for i in range(size)]
+    nodes = [Node(NodeConfig(bind=rafts[i], client=f"127.0.0.1:{ports[2 * i + 1]}", data_dir=str(tmp_path / f"n{i}"),
+                             peers=rafts[:i] + rafts[i + 1:], secret=EMBEDDED_SECRET)).start() for i in range(size)]
+    try:
+        for node in nodes:
+            node.wait_ready(15)
+        yield sorted(nodes, key=lambda node: not node.is_leader())
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def connect(node, **kwargs):
+    return dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, isolation_level=None, timeout=15, **kwargs)

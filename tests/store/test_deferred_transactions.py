@@ -159,21 +159,20 @@ def test_a_write_waiting_for_a_plain_transaction_succeeds_only_if_it_committed_n
     assert values(holder) == [1, 60, 50]
 
 
-def test_a_savepoint_takes_the_lock_like_a_write(client):
+def test_its_savepoints_take_no_lock_until_its_first_write_opens_them(client):
+    """As in SQLite: a savepoint marks a place to roll back to, and there is nothing to undo before a write."""
     conn, writer = client(), client()
     conn.execute("BEGIN DEFERRED")
     conn.execute("SAVEPOINT s1")
-    writer_done = []
-    thread = threading.Thread(target=lambda: writer_done.append(writer.execute("INSERT INTO t (v) VALUES (2)")))
-    thread.start()
-    time.sleep(0.3)
-    assert not writer_done  # waiting for conn's lock
-    conn.execute("INSERT INTO t (v) VALUES (3)")
+    writer.execute("INSERT INTO t (v) VALUES (2)")  # not held up
+    conn.execute("INSERT INTO t (v) VALUES (3)")  # takes the lock, s1 opened before it
+    conn.execute("SAVEPOINT s2")
+    conn.execute("INSERT INTO t (v) VALUES (4)")
     conn.execute("ROLLBACK TO s1")
+    conn.execute("INSERT INTO t (v) VALUES (5)")
     conn.execute("RELEASE s1")
     conn.execute("COMMIT")
-    thread.join(5)
-    assert values(writer) == [1, 2]
+    assert values(writer) == [1, 2, 5]
 
 
 def test_a_deferred_transaction_is_aborted_when_the_node_stops_leading(client, embedded_node):

@@ -11,19 +11,15 @@ not heard of the last commit yet, or lags) the leader runs it, as before. One
 round trip, and the read sees what the leader would have shown it, or newer.
 """
 
-import contextlib
 import threading
 import time
 
 import pytest
 
-from django_dqcluster import dbapi
-from django_dqcluster.store import Node, NodeConfig
-from django_dqcluster.store.local_cluster import free_ports
 from django_dqcluster.store.session import Session
 from tests.waiting import wait_for
 
-from .conftest import EMBEDDED_SECRET, Writer, followers
+from .conftest import Writer, connect, followers, nodes_in_this_process
 
 
 def follower_reads(node, consistency):
@@ -95,26 +91,6 @@ def test_reads_on_every_follower_see_every_write_acknowledged_before_they_began(
         writer.join(30)
     assert writer.errors == [] and len(writer.acked) > 20
     assert stale == []
-
-
-@contextlib.contextmanager
-def nodes_in_this_process(tmp_path, size):
-    """``size`` nodes of one cluster, run in this process (to reach into them); the leader first."""
-    ports = free_ports(2 * size)
-    rafts = [f"127.0.0.1:{ports[2 * i]}" for i in range(size)]
-    nodes = [Node(NodeConfig(bind=rafts[i], client=f"127.0.0.1:{ports[2 * i + 1]}", data_dir=str(tmp_path / f"n{i}"),
-                             peers=rafts[:i] + rafts[i + 1:], secret=EMBEDDED_SECRET)).start() for i in range(size)]
-    try:
-        for node in nodes:
-            node.wait_ready(15)
-        yield sorted(nodes, key=lambda node: not node.is_leader())
-    finally:
-        for node in nodes:
-            node.stop()
-
-
-def connect(node, **kwargs):
-    return dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, isolation_level=None, timeout=15, **kwargs)
 
 
 @pytest.mark.parametrize("consistency", ["strong", "weak"])
