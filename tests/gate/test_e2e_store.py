@@ -16,6 +16,7 @@ every host then reports ready; the data written before is intact.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 
@@ -245,11 +246,17 @@ def test_cluster_status_through_a_follower_shows_how_far_every_member_got(store)
 
 def test_during_a_secret_rotation_cluster_status_says_when_the_old_secret_was_last_needed(store):
     cluster = store.cluster
-    with open(cluster.secret_file, "a") as handle:
-        handle.write("\nthe-old-secret\n")  # a fallback, as between steps 2 and 3 of a rotation
+    # Node 0's own secret file gets a fallback, as between steps 2 and 3 of a
+    # rotation (the others' shared file does not: each node rereads its file
+    # every 2 s, and node 1 must not have one).
+    own_file = os.path.join(cluster.directory, "node0.secret")
+    with open(cluster.secret_file) as shared:
+        secret = shared.read()
+    with open(os.open(own_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(secret.rstrip("\n") + "\nthe-old-secret\n")
     node = cluster.nodes[0]
     node.stop()
-    node.start(peers=cluster.peers_of(node))
+    node.start(peers=cluster.peers_of(node), extra_args=("--secret-file", own_file))
     cluster.wait_for_leader()
     node.connect(secret="the-old-secret").close()  # a client not restarted yet
     host = store.host(0)

@@ -271,3 +271,27 @@ def test_a_leader_of_an_older_release_that_cannot_check_what_it_read_rolls_it_ba
     assert values(writer) == [1, 2, 3]
     assert counts(follower)["begun_here"] == begun
     reader.close()
+
+
+def test_a_follower_that_became_leader_meanwhile_goes_on_with_its_transaction(tmp_path):
+    """Its first write goes to the leader, which is now its own node; the snapshot check holds there too."""
+    with nodes_in_this_process(tmp_path, 2) as (leader, follower):
+        writer = connect(leader)
+        writer.execute("CREATE TABLE t (v INTEGER)")
+        writer.execute("INSERT INTO t VALUES (1)")
+        wait_for(lambda: caught_up(follower, leader), 10, "the follower applying the leader's entries")
+        reader, stale = connect(follower), connect(follower)
+        reader.execute("BEGIN DEFERRED")
+        stale.execute("BEGIN DEFERRED")
+        assert values(reader) == values(stale) == [1]
+
+        leader._hand_over_leadership(10)
+        wait_for(follower.is_leader, 10, "the follower leading")
+        reader.execute("INSERT INTO t VALUES (2)")
+        reader.commit()
+        with pytest.raises(dbapi.OperationalError, match="database is locked"):
+            stale.execute("INSERT INTO t VALUES (3)")
+        stale.rollback()
+        assert values(stale) == [1, 2]
+        for conn in (writer, reader, stale):
+            conn.close()
