@@ -6,8 +6,9 @@ In ONE run on 3-node loopback clusters, for both durability modes: single-row
 INSERT commits through the driver with 1 and 8 clients, raw pysyncobj
 replicated calls with the same Raft settings, and plain local sqlite3 on the
 same disk; one client's strong reads by primary key next to 0, 1 and 2 writer
-processes, and strong reads through the followers (1 and 2 reader processes on
-each); then the time from `kill -9` of the leader of a cluster that has
+processes, strong reads through the followers (1 and 2 reader processes on
+each), and read-only deferred transactions through the followers next to 0 and
+1 writer; then the time from `kill -9` of the leader of a cluster that has
 been up for a few seconds to the next acknowledged commit, and for a graceful
 stop (SIGTERM: the node drains its clients and hands leadership over) the
 longest pause in a writing client's acknowledged commits. Targets (issue 2):
@@ -135,6 +136,51 @@ def strong_reads_through_followers(cluster, per_follower, seconds):
     return len(times) / seconds, 1e3 * times[len(times) // 2], 1e3 * times[int(len(times) * 0.9)], here / len(times)
 
 
+TRANSACTIONS = """
+import sys, time
+from django_dqcluster import dbapi
+address, secret, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+conn = dbapi.connect(address, secret=secret, isolation_level=None, consistency="strong")
+times, row, end = [], 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    started = time.perf_counter()
+    conn.execute("BEGIN DEFERRED")
+    for _ in range(3):
+        conn.execute("SELECT v FROM read WHERE id = ?", (row % 1000 + 1,)).fetchall()
+        row += 1
+    conn.commit()
+    times.append(time.perf_counter() - started)
+print(" ".join(f"{t:.6f}" for t in times))
+"""
+
+
+def read_only_transactions_through_followers(cluster, writers, seconds):
+    """One client per follower running read-only deferred transactions of three reads by primary key,
+    next to ``writers`` processes inserting rows one at a time through the leader.
+
+    Returns (transactions/s of both clients, median ms, 90th percentile ms,
+    the share the followers ran to their end themselves).
+    """
+    leader = cluster.leader()
+    others = [node for node in cluster.nodes if node is not leader]
+
+    def ended_here():
+        counts = [node.status().get("follower_transactions") for node in others]
+        return sum(c["begun_here"] - c["moved_to_leader"] - c["run_by_leader"] for c in counts if c)
+
+    before = ended_here()
+    addresses = ",".join([leader.client] + [n.client for n in others])
+    writing = [subprocess.Popen([sys.executable, "-c", WRITER, addresses, cluster.secret, str(seconds)],
+                                stdout=subprocess.DEVNULL) for _ in range(writers)]
+    processes = [subprocess.Popen([sys.executable, "-c", TRANSACTIONS, node.client, cluster.secret, str(seconds)],
+                                  stdout=subprocess.PIPE, text=True) for node in others]
+    times = sorted(float(t) for process in processes for t in process.communicate()[0].split())
+    for process in writing:
+        process.wait()
+    here = ended_here() - before
+    return len(times) / seconds, 1e3 * times[len(times) // 2], 1e3 * times[int(len(times) * 0.9)], here / len(times)
+
+
 def raw_pysyncobj(directory, ops, durability):
     ports = free_ports(3)
     addresses = [f"127.0.0.1:{p}" for p in ports]
@@ -237,7 +283,7 @@ def main():
     parser.add_argument("--read-seconds", type=float, default=8.0,
                         help="how long each row of strong reads next to writers lasts")
     args = parser.parse_args()
-    rows, mixed, on_followers = [], [], []
+    rows, mixed, on_followers, transactions = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="dqcluster-bench-") as directory:
         for durability in ("fsync", "process"):
             with LocalCluster(os.path.join(directory, f"cluster-{durability}"), 3, durability=durability) as cluster:
@@ -248,6 +294,8 @@ def main():
                              for writers in (0, 1, 2)]
                     on_followers = [(count, *strong_reads_through_followers(cluster, count, args.read_seconds))
                                     for count in (1, 2)]
+                    transactions = [(writers, *read_only_transactions_through_followers(
+                        cluster, writers, args.read_seconds)) for writers in (0, 1)]
             raw = raw_pysyncobj(directory, args.ops, durability)
             local = local_sqlite(directory, args.ops, durability)
             rows.append((durability, one, eight, raw[1], raw[8], local))
@@ -274,6 +322,12 @@ def main():
     print("|---|---|---|---|---|")
     for count, reads, median, p90, here in on_followers:
         print(f"| {count} | {reads:,.0f} | {median:.3f} | {p90:.3f} | {here:.0%} |")
+    print("\nRead-only deferred transactions through the followers (one client on each: BEGIN DEFERRED, three "
+          "strong reads by primary key, COMMIT) next to writer processes on the leader, fsync cluster\n")
+    print("| writers | transactions/s | median ms | 90th percentile ms | run to their end by the follower |")
+    print("|---|---|---|---|---|")
+    for writers, rate, median, p90, here in transactions:
+        print(f"| {writers} | {rate:,.0f} | {median:.3f} | {p90:.3f} | {here:.0%} |")
     print(f"\nkill -9 of the leader -> next acknowledged commit, {len(failovers)} trials: "
           + ", ".join(f"{s:.2f} s" for s in failovers) + f"; median {statistics.median(failovers):.2f} s")
     pauses = [pause for _, pause, _ in graceful]

@@ -50,6 +50,7 @@ def test_store_bench_prints_its_table_and_failovers(tmp_path):
                        tmp_path=tmp_path)
     assert len(table_rows(output)) > 1
     assert "strong reads by primary key next to writer processes" in output
+    assert "Read-only deferred transactions through the followers" in output
     assert "kill -9 of the leader" in output
 
 

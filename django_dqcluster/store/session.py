@@ -665,7 +665,10 @@ class Session:
             database.return_reader(conn)
             raise
         if tx.read_at is not None and tx.snapshot[1] != tx.read_at:
-            # Moved from a follower, it read there what this state no longer is.
+            # Moved from a follower, it read there what this state no longer
+            # is: no snapshot here shows what it saw (nor does this one stay).
+            self._end_snapshot(tx)
+            tx.snapshot = None
             raise _busy_snapshot()
         return conn
 

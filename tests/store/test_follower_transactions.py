@@ -295,3 +295,28 @@ def test_a_follower_that_became_leader_meanwhile_goes_on_with_its_transaction(tm
         assert values(stale) == [1, 2]
         for conn in (writer, reader, stale):
             conn.close()
+
+
+def test_the_leader_says_back_the_index_a_moved_transaction_read_at_and_holds_its_statements_to_it(three_nodes):
+    """The leader's side of a move (as a follower's session sends it): a read there too must see that index."""
+    leader, _, _, writer = three_nodes
+    session = Session(leader, peer="a follower")
+    assert session.handle({"op": "open", "db": "default", "hops": 1})["ok"]
+    read_at = leader.state_machine.databases.get("default").applied_index
+    begun = session.handle({"op": "exec", "sql": "BEGIN DEFERRED", "read_at": read_at})
+    assert begun["ok"] and begun["read_at"] == read_at and begun["in_tx"]
+    assert session.handle({"op": "exec", "sql": "SELECT max(v) FROM t"})["rows"] == [[1]]
+    session.handle({"op": "exec", "sql": "ROLLBACK"})
+
+    writer.execute("INSERT INTO t VALUES (2)")  # the database moves past read_at
+    assert session.handle({"op": "exec", "sql": "BEGIN DEFERRED", "read_at": read_at})["ok"]
+    for _ in range(2):  # no snapshot of a later state stays to answer the next one
+        refused = session.handle({"op": "exec", "sql": "SELECT max(v) FROM t"})
+        assert refused["error"]["code"] == "SQLITE_BUSY_SNAPSHOT" and refused["in_tx"]
+    refused = session.handle({"op": "exec", "sql": "INSERT INTO t VALUES (3)"})
+    assert refused["error"]["code"] == "SQLITE_BUSY_SNAPSHOT"
+    session.handle({"op": "exec", "sql": "ROLLBACK"})
+    bad = session.handle({"op": "exec", "sql": "BEGIN DEFERRED", "read_at": "12"})
+    assert "read_at must be an index" in bad["error"]["message"] and not bad["in_tx"]
+    session.close()
+    assert values(writer) == [1, 2]
