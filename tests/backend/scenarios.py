@@ -327,7 +327,11 @@ def transaction_interrupted(workdir):
 
 
 def consistency(workdir):
-    """A replica that lags: 'none' may read its stale copy, 'strong' never does."""
+    """A replica that lags: 'none' may read its stale copy, 'strong' never does.
+
+    Caught up, the follower answers strong and weak reads, and transactions that
+    only read (transaction_mode DEFERRED), itself.
+    """
     ports = free_ports(6)
     rafts = [f"127.0.0.1:{ports[i]}" for i in range(3)]
     secret = "consistency-test-secret"
@@ -347,6 +351,10 @@ def consistency(workdir):
     for index in range(3):
         for level in ("strong", "weak", "none"):
             databases[f"n{index}_{level}"] = entry(index, level)
+        # ATOMIC_REQUESTS with transaction_mode DEFERRED: a view that only reads.
+        databases[f"n{index}_deferred"] = entry(index, "strong")
+        databases[f"n{index}_deferred"]["OPTIONS"]["transaction_mode"] = "DEFERRED"
+        databases[f"n{index}_deferred"]["ATOMIC_REQUESTS"] = True
     configure(databases)
     from django.db import connections
 
@@ -404,6 +412,28 @@ def consistency(workdir):
 
     for level in ("strong", "weak"):
         wait_for(lambda: read_by_the_follower(level), what=f"a {level} read answered by the follower")
+
+    # And a deferred transaction that only reads runs on the follower, after one question to the leader.
+    from django.db import transaction
+
+    deferred = f"n{lagging_index}_deferred"
+
+    def transaction_on_the_follower():
+        before = lagging.status()["follower_transactions"]
+        with transaction.atomic(using=deferred):
+            assert Item.objects.using(deferred).get(name="x").value == 2
+            with transaction.atomic(using=deferred):  # a savepoint, kept by name
+                assert Item.objects.using(deferred).count() == 1
+        after = lagging.status()["follower_transactions"]
+        assert after["begun_here"] == before["begun_here"] + 1
+        return after["moved_to_leader"] == before["moved_to_leader"] and after["run_by_leader"] == before["run_by_leader"]
+
+    wait_for(transaction_on_the_follower, what="a read-only transaction run by the follower")
+    with transaction.atomic(using=deferred):  # and one that writes, moved to the leader at its write
+        item = Item.objects.using(deferred).get(name="x")
+        item.value = 3
+        item.save(using=deferred)
+    assert Item.objects.using(f"n{leader_index}_strong").get(name="x").value == 3
     for alias in connections:
         connections[alias].close()
     embedded_nodes.stop_all()
