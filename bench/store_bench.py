@@ -129,11 +129,16 @@ def strong_reads_through_followers(cluster, per_follower, seconds):
     leader = cluster.leader()
     others = [node for node in cluster.nodes if node is not leader]
     before = [node.status()["follower_reads"]["strong"]["answered_here"] for node in others]
-    processes = [subprocess.Popen([sys.executable, "-c", READER, node.client, cluster.secret, str(seconds)],
-                                  stdout=subprocess.PIPE, text=True) for node in others for _ in range(per_follower)]
-    times = sorted(float(t) for process in processes for t in process.communicate()[0].split())
+    times = timed_clients(READER, others * per_follower, cluster.secret, seconds)
     here = sum(node.status()["follower_reads"]["strong"]["answered_here"] for node in others) - sum(before)
     return len(times) / seconds, 1e3 * times[len(times) // 2], 1e3 * times[int(len(times) * 0.9)], here / len(times)
+
+
+def timed_clients(script, nodes, secret, seconds):
+    """Run ``script`` in one process per entry of ``nodes`` (connected to it); every timing they print, sorted."""
+    processes = [subprocess.Popen([sys.executable, "-c", script, node.client, secret, str(seconds)],
+                                  stdout=subprocess.PIPE, text=True) for node in nodes]
+    return sorted(float(t) for process in processes for t in process.communicate()[0].split())
 
 
 TRANSACTIONS = """
@@ -172,9 +177,7 @@ def read_only_transactions_through_followers(cluster, writers, seconds):
     addresses = ",".join([leader.client] + [n.client for n in others])
     writing = [subprocess.Popen([sys.executable, "-c", WRITER, addresses, cluster.secret, str(seconds)],
                                 stdout=subprocess.DEVNULL) for _ in range(writers)]
-    processes = [subprocess.Popen([sys.executable, "-c", TRANSACTIONS, node.client, cluster.secret, str(seconds)],
-                                  stdout=subprocess.PIPE, text=True) for node in others]
-    times = sorted(float(t) for process in processes for t in process.communicate()[0].split())
+    times = timed_clients(TRANSACTIONS, others, cluster.secret, seconds)
     for process in writing:
         process.wait()
     here = ended_here() - before

@@ -159,3 +159,20 @@ def nodes_in_this_process(tmp_path, size):
 
 def connect(node, **kwargs):
     return dbapi.connect(node.config.client, secret=EMBEDDED_SECRET, isolation_level=None, timeout=15, **kwargs)
+
+
+@contextlib.contextmanager
+def applies_held(node):
+    """Within the block, ``node``'s Raft thread waits in its next apply (as behind a long entry); it goes on after."""
+    released = threading.Event()
+    apply = node.state_machine.apply
+
+    def apply_once_released(payload, index):
+        released.wait(30)
+        return apply(payload, index)
+
+    node.state_machine.apply = apply_once_released
+    try:
+        yield
+    finally:
+        released.set()

@@ -11,7 +11,6 @@ not heard of the last commit yet, or lags) the leader runs it, as before. One
 round trip, and the read sees what the leader would have shown it, or newer.
 """
 
-import threading
 import time
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from django_dqcluster.store.session import Session
 from tests.waiting import wait_for
 
-from .conftest import Writer, connect, followers, nodes_in_this_process
+from .conftest import Writer, applies_held, connect, followers, nodes_in_this_process
 
 
 def follower_reads(node, consistency):
@@ -103,23 +102,13 @@ def test_a_follower_whose_replica_lags_has_the_leader_run_its_read(tmp_path, con
         wait_for(lambda: lagging.state_machine.last_index >= leader.state_machine.last_index, 10, "the follower caught up")
         assert reader.execute("SELECT max(v) FROM t").fetchall() == [(1,)]
 
-        released = threading.Event()
-        apply = lagging.state_machine.apply
-
-        def apply_once_released(payload, index):
-            released.wait(30)
-            return apply(payload, index)
-
-        lagging.state_machine.apply = apply_once_released  # its Raft thread waits in its next apply
-        try:
+        with applies_held(lagging):
             writer.execute("INSERT INTO t VALUES (2)")  # committed by the leader and the third node
             before = follower_reads(lagging, consistency)
             assert reader.execute("SELECT max(v) FROM t").fetchall() == [(2,)]
             after = follower_reads(lagging, consistency)
             assert after["sent_to_leader"] == before["sent_to_leader"] + 1
             assert after["answered_here"] == before["answered_here"]
-        finally:
-            released.set()
         writer.close()
         reader.close()
 
@@ -134,23 +123,13 @@ def test_entries_that_change_no_data_do_not_send_a_followers_strong_reads_to_the
         writer.execute("INSERT INTO t VALUES (1)")
         wait_for(lambda: follower.state_machine.last_index >= leader.state_machine.last_index, 10, "the follower caught up")
 
-        released = threading.Event()
-        apply = follower.state_machine.apply
-
-        def apply_once_released(payload, index):
-            released.wait(30)
-            return apply(payload, index)
-
-        follower.state_machine.apply = apply_once_released  # it applies no barrier from now on
-        try:
+        with applies_held(follower):  # it applies no barrier from now on
             leader._barriers.wait(10)  # what a read barrier does when the lease has lapsed
             assert follower.state_machine.last_index < leader.state_machine.last_index
             before = follower_reads(follower, "strong")
             assert reader.execute("SELECT max(v) FROM t").fetchall() == [(1,)]
             after = follower_reads(follower, "strong")
             assert after["answered_here"] == before["answered_here"] + 1, after
-        finally:
-            released.set()
         writer.close()
         reader.close()
 

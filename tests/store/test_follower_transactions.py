@@ -12,15 +12,13 @@ savepoints open by then are opened there too. A replica that is behind has
 the leader run the transaction from its first read.
 """
 
-import threading
-
 import pytest
 
 from django_dqcluster import dbapi
 from django_dqcluster.store.session import Session
 from tests.waiting import wait_for
 
-from .conftest import connect, nodes_in_this_process
+from .conftest import applies_held, connect, nodes_in_this_process
 
 
 def counts(node):
@@ -186,15 +184,7 @@ def test_a_transaction_that_writes_first_runs_on_the_leader(three_nodes, monkeyp
 def test_a_replica_behind_has_the_leader_run_the_transaction_from_its_first_read(three_nodes):
     leader, follower, _, writer = three_nodes
     reader = connect(follower)
-    released = threading.Event()
-    apply = follower.state_machine.apply
-
-    def apply_once_released(payload, index):
-        released.wait(30)
-        return apply(payload, index)
-
-    follower.state_machine.apply = apply_once_released  # its Raft thread waits in its next apply
-    try:
+    with applies_held(follower):
         writer.execute("INSERT INTO t VALUES (2)")  # committed by the leader and the third node
         before = counts(follower)
         reader.execute("BEGIN DEFERRED")
@@ -204,8 +194,6 @@ def test_a_replica_behind_has_the_leader_run_the_transaction_from_its_first_read
         after = counts(follower)
         assert after["run_by_leader"] == before["run_by_leader"] + 1
         assert after["moved_to_leader"] == before["moved_to_leader"]
-    finally:
-        released.set()
     assert values(writer) == [1, 2, 3]
     reader.close()
 
