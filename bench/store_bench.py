@@ -105,7 +105,9 @@ def strong_reads_next_to_writers(cluster, writers, seconds):
     return len(times) / (seconds - 0.6), 1e3 * times[len(times) // 2], 1e3 * times[int(len(times) * 0.9)], written
 
 
-READER = """
+# A client process connected to one node (argv: address, secret, seconds):
+# it times each round of WORK and prints the timings.
+TIMED_CLIENT = """
 import sys, time
 from django_dqcluster import dbapi
 address, secret, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
@@ -113,11 +115,14 @@ conn = dbapi.connect(address, secret=secret, isolation_level=None, consistency="
 times, row, end = [], 0, time.monotonic() + seconds
 while time.monotonic() < end:
     started = time.perf_counter()
-    conn.execute("SELECT v FROM read WHERE id = ?", (row % 1000 + 1,)).fetchall()
+WORK
     times.append(time.perf_counter() - started)
-    row += 1
 print(" ".join(f"{t:.6f}" for t in times))
 """
+
+READER = TIMED_CLIENT.replace("WORK", """\
+    conn.execute("SELECT v FROM read WHERE id = ?", (row % 1000 + 1,)).fetchall()
+    row += 1""")
 
 
 def strong_reads_through_followers(cluster, per_follower, seconds):
@@ -141,22 +146,12 @@ def timed_clients(script, nodes, secret, seconds):
     return sorted(float(t) for process in processes for t in process.communicate()[0].split())
 
 
-TRANSACTIONS = """
-import sys, time
-from django_dqcluster import dbapi
-address, secret, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-conn = dbapi.connect(address, secret=secret, isolation_level=None, consistency="strong")
-times, row, end = [], 0, time.monotonic() + seconds
-while time.monotonic() < end:
-    started = time.perf_counter()
+TRANSACTIONS = TIMED_CLIENT.replace("WORK", """\
     conn.execute("BEGIN DEFERRED")
     for _ in range(3):
         conn.execute("SELECT v FROM read WHERE id = ?", (row % 1000 + 1,)).fetchall()
         row += 1
-    conn.commit()
-    times.append(time.perf_counter() - started)
-print(" ".join(f"{t:.6f}" for t in times))
-"""
+    conn.commit()""")
 
 
 def read_only_transactions_through_followers(cluster, writers, seconds):
