@@ -783,14 +783,10 @@ class Session:
         if self.consistency == NONE:
             self._take_snapshot(tx, proven=True)  # this replica as it is, as any read with none
             return None
-        reads = self.node.follower_reads[self.consistency]
-        response = self._forwarded({"op": "exec", "sql": sql, "params": params, "begin_deferred": True,
-                                    "applied_here": self.node.state_machine.last_index})
-        if response.get("read_here"):
-            reads.answered_here.add()
+        response = self._read_on_follower({"op": "exec", "sql": sql, "params": params, "begin_deferred": True})
+        if response is None:
             self._take_snapshot(tx, proven=True)
             return None
-        reads.sent_to_leader.add()
         if not response.get("ok") and not response.get("in_tx"):
             # Nothing began there: the transaction is still this node's.
             response["in_tx"] = self.in_transaction

@@ -27,7 +27,7 @@ def aborted_error(reason):
 
 
 class Transaction:
-    """An open transaction on the leader.
+    """An open transaction on the leader (or, deferred and until its first write, on a follower).
 
     A deferred one (``BEGIN DEFERRED``, Django's ``transaction_mode``) holds
     no lock while it only reads. As in SQLite, its first read starts its
