@@ -122,3 +122,21 @@ def test_members_of_two_releases_are_named_with_the_store_entry_format_each_appl
     assert describe_entry_formats(status(3, 4, None, 3)) == (
         "Store entries: written in format 3, which every member applies; format 4 once "
         "127.0.0.1:7002 (has not said), 127.0.0.1:7003 (format 3) run(s) the newer django-dqcluster")
+
+
+def test_at_verbosity_2_a_follower_says_which_reads_and_transactions_it_ran_itself():
+    from django_dqcluster.management.commands.cluster_status import describe_follower_work
+
+    assert describe_follower_work(None) is None
+    quiet = {"role": "follower", "follower_reads": {"strong": {"answered_here": 0, "sent_to_leader": 0}},
+             "follower_transactions": {"begun_here": 0, "moved_to_leader": 0, "run_by_leader": 0}}
+    assert describe_follower_work(quiet) is None
+    busy = {"role": "follower",
+            "follower_reads": {"strong": {"answered_here": 1200, "sent_to_leader": 30},
+                               "weak": {"answered_here": 0, "sent_to_leader": 0}},
+            "follower_transactions": {"begun_here": 40, "moved_to_leader": 7, "run_by_leader": 3}}
+    assert describe_follower_work(busy) == (
+        "Follower work since the node started: strong reads 1,200 here, 30 by the leader; deferred transactions "
+        "40 begun here (7 moved to the leader at their first write, 3 run by the leader from their first read)")
+    assert describe_follower_work({**busy, "role": "leader"}) is None  # (its counts are from when it followed)
+

@@ -242,6 +242,8 @@ def test_cluster_status_through_a_follower_shows_how_far_every_member_got(store)
         assert isinstance(member["applied_index"], int) and member["applied_index"] > 0, member
         assert isinstance(member["lag"], int) and member["lag"] >= 0, member
     assert "n/a" not in follower_host.run("cluster_status").stdout
+    # The gate's reads through that follower: answered there or by the leader, and counted.
+    assert "Follower work since the node started: strong reads" in follower_host.run("cluster_status", "-v", "2").stdout
 
 
 def test_during_a_secret_rotation_cluster_status_says_when_the_old_secret_was_last_needed(store):

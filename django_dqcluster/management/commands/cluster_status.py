@@ -111,6 +111,27 @@ def describe_entry_formats(store):
             f"{older} run(s) the newer django-dqcluster")
 
 
+def describe_follower_work(store):
+    """What this host's node, as a follower, answered itself and what it left to the leader; None if nothing.
+
+    Reads and deferred transactions a follower may run on its own replica
+    (README, "Strong and weak reads on a follower"); under steady writes it is
+    often one commit behind, and the leader runs them.
+    """
+    store = store or {}
+    if store.get("role") == "leader":
+        return None
+    parts = [f"{level} reads {counts['answered_here']:,} here, {counts['sent_to_leader']:,} by the leader"
+             for level, counts in (store.get("follower_reads") or {}).items()
+             if counts.get("answered_here") or counts.get("sent_to_leader")]
+    transactions = store.get("follower_transactions") or {}
+    if transactions.get("begun_here"):
+        parts.append(f"deferred transactions {transactions['begun_here']:,} begun here "
+                     f"({transactions['moved_to_leader']:,} moved to the leader at their first write, "
+                     f"{transactions['run_by_leader']:,} run by the leader from their first read)")
+    return "Follower work since the node started: " + "; ".join(parts) if parts else None
+
+
 def leader_write_locks(status):
     """{database: {"holder", "seconds"}} of the write locks the store's leader holds now (best effort)."""
     if not status:
@@ -297,6 +318,9 @@ class Command(BaseCommand):
                 f"quorum {'yes' if store.get('has_quorum') else 'no'}"
                 + (f", entry format {store['entry_format']}" if store.get("entry_format") else "")
             )
+            work = describe_follower_work(store)
+            if work:
+                write(work)
         state = describe_node_state(report["store"])
         if state:
             write(state, style.WARNING)
